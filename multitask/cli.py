@@ -1,0 +1,150 @@
+"""Command line: `multitask {train,predict,report,synth}`.
+
+    multitask synth --out data/synthetic --people 60 --size 96x128
+    multitask train --config configs/quickstart.yaml --heads mask,gender,age train.epochs=3
+    multitask predict --ckpt runs/quickstart/1 --data data/synthetic --out out/ --tta identity,hflip --gt data/synthetic/eval/gt.csv
+    multitask report runs/quickstart/1
+
+Bad input ends with one line on stderr and exit code 2; `--debug` shows the traceback instead.
+Heavy imports (torch, timm) happen inside each command so `--help` is instant.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from .errors import UserError
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WxH like 96x128, got {text!r}") from None
+    if w < 8 or h < 8:
+        raise argparse.ArgumentTypeError(f"size must be at least 8x8, got {text!r}")
+    return w, h
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="multitask", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train a multi-head model", description="Train a multi-head model. "
+                           "Trailing key=value pairs override the config (e.g. train.epochs=3).")
+    train.add_argument("--config", "-c", help="YAML config (see configs/)")
+    train.add_argument("--heads", help="comma-separated heads to train, e.g. mask,gender,age or age")
+    train.add_argument("--fold", type=int, help="validation fold (data.fold)")
+    train.add_argument("--folds", help="'all' trains one sub-run per fold")
+    train.add_argument("--resume", help="checkpoint (.pt) or run dir to continue")
+    train.add_argument("--name", help="run name (runs/<name>/<n>)")
+    train.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
+    train.add_argument("overrides", nargs="*", help="key=value config overrides")
+
+    pred = sub.add_parser("predict", help="ensemble + TTA inference -> submission.csv")
+    pred.add_argument("--ckpt", nargs="+", required=True, help="checkpoints, run dirs or k-fold parent dirs")
+    pred.add_argument("--data", required=True, help="competition root / eval dir, manifest CSV, or image folder")
+    pred.add_argument("--out", required=True, help="output folder")
+    pred.add_argument("--tta", default="identity", help="comma-separated views: identity,hflip,shift,scale,"
+                      "fivecrop,brightness")
+    pred.add_argument("--merge", default="mean", choices=["mean", "gmean", "vote"])
+    pred.add_argument("--weights", type=float, nargs="+", help="one weight per checkpoint")
+    pred.add_argument("--joint", action="store_true", help="composite by joint argmax over head products")
+    pred.add_argument("--gt", help="CSV with true classes (ImageID, ans or per-head columns) to score")
+    pred.add_argument("--batch-size", type=int, default=64)
+    pred.add_argument("--workers", type=int, default=2)
+    pred.add_argument("--device", default="auto")
+    pred.add_argument("--amp", default="auto", choices=["auto", "fp16", "bf16", "off"])
+    pred.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
+
+    rep = sub.add_parser("report", help="per-head error analysis -> report.html/.md/.json")
+    rep.add_argument("run_dir", nargs="?", help="run dir (uses its out-of-fold / validation predictions)")
+    rep.add_argument("--pred", help="predictions.csv from `multitask predict`")
+    rep.add_argument("--gt", help="ground truth CSV for --pred")
+    rep.add_argument("--out", help="output folder (default: <run_dir>/report or next to --pred)")
+    rep.add_argument("--data", help="data root for raw ages and thumbnails when not recorded")
+    rep.add_argument("--log", default="", help="also push to trackers: wandb,tensorboard")
+    rep.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
+
+    syn = sub.add_parser("synth", help="write a synthetic data set in the competition layout")
+    syn.add_argument("--out", required=True)
+    syn.add_argument("--people", type=int, default=60)
+    syn.add_argument("--size", type=_size, default=(96, 128), help="WxH (default 96x128)")
+    syn.add_argument("--seed", type=int, default=0)
+    syn.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
+    return parser
+
+
+def _train(args) -> int:
+    from .config import load_config
+
+    overrides = list(args.overrides)
+    if args.heads:
+        overrides.append(f"train.heads=[{','.join(h.strip() for h in args.heads.split(',') if h.strip())}]")
+    if args.fold is not None:
+        overrides.append(f"data.fold={args.fold}")
+    if args.name:
+        overrides.append(f"name={args.name}")
+    if args.folds not in (None, "all"):
+        raise UserError(f"--folds: expected 'all', got {args.folds!r} (use --fold K for one fold)")
+    if args.resume and not args.config:
+        from .engine import config_for_resume
+        cfg = config_for_resume(args.resume, overrides)
+    else:
+        cfg = load_config(args.config, overrides)
+    from .engine import run_training
+
+    run_training(cfg, resume=args.resume, all_folds=args.folds == "all")
+    return 0
+
+
+def _predict(args) -> int:
+    from .predict import run_predict
+
+    run_predict(ckpts=args.ckpt, data=args.data, out=args.out, tta=[t for t in args.tta.split(",") if t],
+                merge=args.merge, weights=args.weights, joint=args.joint, gt=args.gt, batch_size=args.batch_size,
+                workers=args.workers, device=args.device, amp=args.amp)
+    return 0
+
+
+def _report(args) -> int:
+    from .report import build_report
+
+    if not args.run_dir and not args.pred:
+        raise UserError("report: give a run dir, or --pred predictions.csv --gt gt.csv")
+    build_report(run_dir=args.run_dir, pred=args.pred, gt=args.gt, out=args.out, data=args.data,
+                 log=[s for s in args.log.split(",") if s])
+    return 0
+
+
+def _synth(args) -> int:
+    from rich.console import Console
+
+    from .data.synthetic import write_synthetic
+
+    width, height = args.size
+    summary = write_synthetic(args.out, people=args.people, width=width, height=height, seed=args.seed)
+    Console().print(f"[green]wrote[/] {summary['images']} images of {summary['people']} people and "
+                    f"{summary['eval_images']} eval images to {args.out}")
+    return 0
+
+
+COMMANDS = {"train": _train, "predict": _predict, "report": _report, "synth": _synth}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    debug = getattr(args, "debug", False) or os.environ.get("MULTITASK_DEBUG") == "1"
+    try:
+        return COMMANDS[args.command](args)
+    except (UserError, FileNotFoundError) as err:
+        if debug:
+            raise
+        message = str(err).replace("\n", " ")
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

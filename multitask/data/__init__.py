@@ -1,0 +1,1 @@
+"""Data sources (competition layout, manifest CSV), splits, decode-once cache, transforms, synthetic faces."""

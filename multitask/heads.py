@@ -1,0 +1,192 @@
+"""Heads as data: what each head predicts, how its labels are read, and the composite label.
+
+A head is a `HeadSpec` built from config. The composite label over an ordered list of heads is a mixed-radix number:
+for mask(3), gender(2), age(3) that is exactly ``mask*6 + gender*3 + age`` (the 18 competition classes). Encoding and
+decoding live here and nowhere else.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+import numpy as np
+
+UNLABELLED = -1
+
+
+@dataclass
+class HeadSpec:
+    """One classification head. Built from the `heads:` mapping of a config (the key is the name)."""
+
+    classes: list[str]
+    name: str = ""
+    weight: float = 1.0
+    # loss mix: registry name -> share, e.g. {ce: 0.3, f1: 0.7}; names in multitask.losses.LOSSES
+    loss: dict[str, float] = field(default_factory=lambda: {"ce": 1.0})
+    label_smoothing: float = 0.0
+    focal_gamma: float = 2.0
+    # None, "auto" (inverse class frequency on the training split) or one weight per class
+    class_weights: str | list[float] | None = None
+    # raw metadata column the label comes from (defaults to the head name)
+    field: str | None = None
+    # numeric raw values (e.g. age in years) -> class index by these edges; eval_bins for scoring against the
+    # competition's own classes (teams trained age with 58 but are always judged with 60)
+    bins: list[float] | None = None
+    eval_bins: list[float] | None = None
+    # a head whose label is the composite of other heads (the single 18-class baseline): its classes are their product
+    derive: list[str] | None = None
+    hidden: int = 0
+    dropout: float = 0.0
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def source(self) -> str:
+        return self.field or self.name
+
+    def validate(self) -> None:
+        assert self.name, "a head needs a name"
+        if len(self.classes) < 2:
+            raise ValueError(f"heads.{self.name}.classes: need at least 2 classes, got {self.classes}")
+        if len(set(self.classes)) != len(self.classes):
+            raise ValueError(f"heads.{self.name}.classes: duplicate class names in {self.classes}")
+        for key in ("bins", "eval_bins"):
+            edges = getattr(self, key)
+            if edges is not None:
+                if len(edges) != self.num_classes - 1:
+                    raise ValueError(
+                        f"heads.{self.name}.{key}: {self.num_classes} classes need {self.num_classes - 1} edges, "
+                        f"got {list(edges)}")
+                if list(edges) != sorted(edges):
+                    raise ValueError(f"heads.{self.name}.{key}: edges must increase, got {list(edges)}")
+        if isinstance(self.class_weights, str) and self.class_weights != "auto":
+            raise ValueError(f"heads.{self.name}.class_weights: expected 'auto' or a list, got {self.class_weights!r}")
+        if isinstance(self.class_weights, list) and len(self.class_weights) != self.num_classes:
+            raise ValueError(f"heads.{self.name}.class_weights: need {self.num_classes} values, "
+                             f"got {len(self.class_weights)}")
+        if not self.loss or any(v < 0 for v in self.loss.values()):
+            raise ValueError(f"heads.{self.name}.loss: need at least one loss with a share >= 0, got {self.loss}")
+
+
+# ----------------------------------------------------------------------------------------------------- composite
+def composite_radices(heads: Sequence[HeadSpec]) -> list[int]:
+    return [h.num_classes for h in heads]
+
+
+def composite_size(heads: Sequence[HeadSpec]) -> int:
+    return math.prod(composite_radices(heads))
+
+
+def composite_encode(labels: Mapping[str, np.ndarray | int], heads: Sequence[HeadSpec]) -> np.ndarray:
+    """Mixed radix over the head order; -1 where any component is unlabelled."""
+    arrays = [np.asarray(labels[h.name], dtype=np.int64) for h in heads]
+    code = np.zeros(np.broadcast(*arrays).shape, dtype=np.int64)
+    missing = np.zeros_like(code, dtype=bool)
+    for head, values in zip(heads, arrays):
+        if np.any(values >= head.num_classes):
+            raise ValueError(f"head {head.name}: label out of range 0..{head.num_classes - 1}")
+        code = code * head.num_classes + np.where(values < 0, 0, values)
+        missing |= values < 0
+    return np.where(missing, UNLABELLED, code)
+
+
+def composite_decode(code: np.ndarray | int, heads: Sequence[HeadSpec]) -> dict[str, np.ndarray]:
+    """Inverse of `composite_encode`; -1 stays -1 for every head."""
+    code = np.asarray(code, dtype=np.int64)
+    if np.any(code >= composite_size(heads)):
+        raise ValueError(f"composite label out of range 0..{composite_size(heads) - 1}")
+    missing = code < 0
+    rest = np.where(missing, 0, code)
+    out: dict[str, np.ndarray] = {}
+    for head in reversed(heads):
+        out[head.name] = np.where(missing, UNLABELLED, rest % head.num_classes)
+        rest = rest // head.num_classes
+    return {h.name: out[h.name] for h in heads}
+
+
+def composite_class_names(heads: Sequence[HeadSpec]) -> list[str]:
+    codes = np.arange(composite_size(heads))
+    parts = composite_decode(codes, heads)
+    return ["/".join(h.classes[parts[h.name][i]] for h in heads) for i in codes]
+
+
+def joint_probabilities(probs: Mapping[str, np.ndarray], heads: Sequence[HeadSpec]) -> np.ndarray:
+    """(N, prod) product of independent head probabilities, columns in composite order."""
+    joint = np.ones((len(probs[heads[0].name]), 1))
+    for head in heads:
+        joint = (joint[:, :, None] * np.asarray(probs[head.name])[:, None, :]).reshape(len(joint), -1)
+    return joint
+
+
+def marginal_probabilities(joint: np.ndarray, heads: Sequence[HeadSpec]) -> dict[str, np.ndarray]:
+    """Per-head probabilities from a (N, prod) composite distribution (e.g. a single 18-class head)."""
+    shaped = np.asarray(joint).reshape(len(joint), *composite_radices(heads))
+    out = {}
+    for axis, head in enumerate(heads, start=1):
+        other = tuple(a for a in range(1, shaped.ndim) if a != axis)
+        out[head.name] = shaped.sum(axis=other)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------- labels
+def label_array(spec: HeadSpec, frame, heads: Mapping[str, HeadSpec], *, eval: bool = False) -> np.ndarray:
+    """Class indices for one head from a data frame (-1 = unlabelled).
+
+    Numeric columns with `bins` are binned (eval_bins when scoring); other columns hold class names or indices.
+    """
+    if spec.derive:
+        parts = [heads[name] for name in spec.derive]
+        return composite_encode({p.name: label_array(p, frame, heads, eval=eval) for p in parts}, parts)
+    if spec.source not in frame.columns:
+        return np.full(len(frame), UNLABELLED, dtype=np.int64)
+    column = frame[spec.source]
+    edges = (spec.eval_bins or spec.bins) if eval else spec.bins
+    if edges is not None and np.issubdtype(column.dtype, np.number):
+        values = column.to_numpy(dtype=float)
+        binned = np.digitize(np.nan_to_num(values, nan=0.0), edges)
+        return np.where(np.isnan(values), UNLABELLED, binned).astype(np.int64)
+    return np.array([class_index(spec, value) for value in column], dtype=np.int64)
+
+
+def class_index(spec: HeadSpec, value) -> int:
+    """A class name or index -> index; blank / NaN / -1 -> -1; anything else is an error naming the choices."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return UNLABELLED
+    text = str(value).strip()
+    if text in ("", "-1", "nan", "None"):
+        return UNLABELLED
+    if text in spec.classes:
+        return spec.classes.index(text)
+    lowered = [c.lower() for c in spec.classes]
+    if text.lower() in lowered:
+        return lowered.index(text.lower())
+    try:
+        number = float(text)
+    except ValueError:
+        number = None
+    if number is not None and number.is_integer() and 0 <= int(number) < spec.num_classes:
+        return int(number)
+    raise ValueError(f"head {spec.name}: unknown class {value!r}; expected one of {spec.classes} "
+                     f"or an index 0..{spec.num_classes - 1}")
+
+
+def resolve_heads(heads: Mapping[str, HeadSpec]) -> dict[str, HeadSpec]:
+    """Fill names and check cross-references (derive) once, after config load."""
+    out = {}
+    for name, spec in heads.items():
+        spec.name = name
+        spec.validate()
+        out[name] = spec
+    for spec in out.values():
+        if spec.derive:
+            unknown = [d for d in spec.derive if d not in out]
+            if unknown:
+                raise ValueError(f"heads.{spec.name}.derive: unknown head(s) {unknown}; configured: {list(out)}")
+            size = composite_size([out[d] for d in spec.derive])
+            if size != spec.num_classes:
+                raise ValueError(f"heads.{spec.name}: derives {spec.derive} with {size} combinations "
+                                 f"but lists {spec.num_classes} classes")
+    return out
