@@ -1,0 +1,251 @@
+"""Per-head losses and multi-task weighting, both chosen by name from config.
+
+    criterion = MultiTaskCriterion(heads=cfg.trained_heads(), weighting="uncertainty", class_counts=counts)
+    total, per_head = criterion(model(images), targets)   # per_head: {head: detached loss}
+    optimizer.add_param_group({"params": list(criterion.parameters())})  # uncertainty's log-variances learn
+    criterion.epoch_end(mean_train_losses)                               # DWA looks at the last two epochs
+
+A head's loss is a mix of registry entries (`LOSSES`), e.g. `loss: {ce: 0.3, f1: 0.7}`; the heads' losses are then
+combined by a weighting strategy (`WEIGHTINGS`). Unlabelled targets (-1) are dropped before any loss sees them, so a
+head without labels in a batch adds a zero that keeps the graph (DDP wants every parameter used).
+"""
+from __future__ import annotations
+
+import difflib
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .errors import UserError
+from .heads import UNLABELLED, HeadSpec
+
+LossFn = Callable[..., Tensor]
+
+
+# ------------------------------------------------------------------------------------------------- per-head losses
+def _labelled(logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+    # float32 even under autocast: log-softmax and the F1 ratios lose too much in bf16
+    keep = target != UNLABELLED
+    return logits.float()[keep], target[keep].long()
+
+
+def _weighted_ce(logits: Tensor, target: Tensor, spec: HeadSpec, class_weights: Tensor | None,
+                 gamma: float) -> Tensor:
+    """Cross-entropy (with smoothing and class weights) scaled per sample by (1 - p_target)^gamma.
+
+    Normalised like `F.cross_entropy(reduction="mean")`: by the summed weights of the targets, so gamma=0 is exactly
+    cross-entropy. The denominator is clamped so a batch whose classes all weigh 0 gives 0, not NaN.
+    """
+    full = logits
+    logits, target = _labelled(logits, target)
+    if target.numel() == 0:
+        return full.sum() * 0.0
+    weight = None if class_weights is None else class_weights.to(logits.device, torch.float32)
+    per_sample = F.cross_entropy(logits, target, weight=weight, label_smoothing=spec.label_smoothing,
+                                 reduction="none")
+    if gamma:
+        p_target = logits.softmax(-1).gather(1, target[:, None]).squeeze(1)
+        per_sample = per_sample * (1.0 - p_target).clamp_min(0.0).pow(gamma)
+    denominator = weight[target].sum() if weight is not None else per_sample.new_tensor(float(len(target)))
+    return per_sample.sum() / denominator.clamp_min(1e-12)
+
+
+def cross_entropy(logits: Tensor, target: Tensor, *, spec: HeadSpec, class_weights: Tensor | None = None) -> Tensor:
+    return _weighted_ce(logits, target, spec, class_weights, gamma=0.0)
+
+
+def focal(logits: Tensor, target: Tensor, *, spec: HeadSpec, class_weights: Tensor | None = None) -> Tensor:
+    """Focal loss (Lin et al. 2017): the class weights play alpha, spec.focal_gamma down-weights easy samples."""
+    return _weighted_ce(logits, target, spec, class_weights, gamma=spec.focal_gamma)
+
+
+def soft_f1(logits: Tensor, target: Tensor, *, spec: HeadSpec, class_weights: Tensor | None = None) -> Tensor:
+    """1 - macro soft-F1 over all of the head's classes, from softmax probabilities vs one-hot targets; in [0, 1].
+
+    Counts are expectations (tp = Σ p·y), so the score is differentiable. Class weights are not used: a macro
+    average already gives every class the same say.
+    """
+    full = logits
+    logits, target = _labelled(logits, target)
+    if target.numel() == 0:
+        return full.sum() * 0.0
+    probs = logits.softmax(-1)
+    onehot = F.one_hot(target, probs.shape[-1]).to(probs.dtype)
+    tp = (probs * onehot).sum(0)
+    fp = (probs * (1 - onehot)).sum(0)
+    fn = ((1 - probs) * onehot).sum(0)
+    f1 = 2 * tp / (2 * tp + fp + fn + 1e-8)
+    return 1.0 - f1.mean()
+
+
+LOSSES: dict[str, LossFn] = {"ce": cross_entropy, "focal": focal, "f1": soft_f1}
+
+
+def _unknown(kind: str, key: str, name: str, valid) -> UserError:
+    near = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.4)
+    hint = f" (did you mean {near[0]}?)" if near else ""
+    return UserError(f"{key}: unknown {kind} '{name}'{hint}; valid: {', '.join(valid)}")
+
+
+class HeadLoss(nn.Module):
+    """Σ share × LOSSES[name] over the head's loss mix."""
+
+    def __init__(self, *, spec: HeadSpec, class_weights: Tensor | None = None):
+        super().__init__()
+        for name in spec.loss:
+            if name not in LOSSES:
+                raise _unknown("loss", f"heads.{spec.name}.loss", name, LOSSES)
+        self.spec = spec
+        # a buffer: moves with .to(device) and is saved, so a resumed run weighs classes as before
+        self.register_buffer("class_weights", None if class_weights is None else
+                             torch.as_tensor(class_weights, dtype=torch.float32))
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        total = logits.float().sum() * 0.0
+        for name, share in self.spec.loss.items():
+            if share:
+                total = total + share * LOSSES[name](logits, target, spec=self.spec,
+                                                     class_weights=self.class_weights)
+        return total
+
+
+def class_weights_for(spec: HeadSpec, counts: np.ndarray | None) -> Tensor | None:
+    """The head's class weights: None, a list from config, or 'auto' = inverse frequency of `counts`.
+
+    'auto' weights are 1 / n_c scaled to mean 1 over the classes that occur. A class with no
+    training sample gets weight 0: there is nothing to balance, and a guessed weight would only move the loss scale.
+    """
+    if spec.class_weights is None:
+        return None
+    if isinstance(spec.class_weights, str):
+        if spec.class_weights != "auto":
+            raise UserError(f"heads.{spec.name}.class_weights: expected 'auto' or a list, "
+                            f"got {spec.class_weights!r}")
+        if counts is None:
+            raise UserError(f"heads.{spec.name}.class_weights: 'auto' needs the training class counts")
+        counts = np.asarray(counts, dtype=np.float64)
+        if counts.shape != (spec.num_classes,):
+            raise UserError(f"heads.{spec.name}: {len(counts)} class counts for {spec.num_classes} classes")
+        seen = counts > 0
+        if not seen.any():
+            raise UserError(f"heads.{spec.name}.class_weights: 'auto' but no labelled training sample")
+        weights = np.zeros_like(counts)
+        weights[seen] = 1.0 / counts[seen]
+        weights[seen] /= weights[seen].mean()
+        return torch.tensor(weights, dtype=torch.float32)
+    weights = [float(w) for w in spec.class_weights]
+    if len(weights) != spec.num_classes or any(w < 0 for w in weights):
+        raise UserError(f"heads.{spec.name}.class_weights: need {spec.num_classes} values >= 0, got {weights}")
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+# ------------------------------------------------------------------------------------------------- weighting
+class Weighting(nn.Module):
+    """Combines per-head losses into one total. Subclasses override `forward` and maybe `epoch_end`."""
+
+    def __init__(self, *, heads: list[HeadSpec], **_):
+        super().__init__()
+        self.names = [h.name for h in heads]
+        self.register_buffer("static", torch.tensor([float(h.weight) for h in heads]), persistent=False)
+
+    def weights(self) -> Tensor:
+        return self.static
+
+    def forward(self, losses: dict[str, Tensor]) -> Tensor:
+        w = self.weights()
+        return sum(w[i] * losses[n] for i, n in enumerate(self.names))
+
+    def effective_weights(self) -> dict[str, float]:
+        return {n: float(w) for n, w in zip(self.names, self.weights().detach().cpu())}
+
+    def epoch_end(self, mean_losses: dict[str, float]) -> None:
+        pass
+
+
+class Static(Weighting):
+    """Σ spec.weight × L_k."""
+
+
+class Uncertainty(Weighting):
+    """Homoscedastic uncertainty weighting, Kendall, Gal & Cipolla, CVPR 2018 (eq. 10, classification form).
+
+    With s_k = log σ_k² learned per head: total = Σ exp(-s_k) · w_k · L_k + s_k / 2. The s_k / 2 term (= log σ_k)
+    stops σ from growing without bound; s_k starts at 0, i.e. at the static weights.
+    """
+
+    def __init__(self, *, heads: list[HeadSpec], **_):
+        super().__init__(heads=heads)
+        self.log_vars = nn.Parameter(torch.zeros(len(heads)))
+
+    def weights(self) -> Tensor:
+        return self.static * torch.exp(-self.log_vars)
+
+    def forward(self, losses: dict[str, Tensor]) -> Tensor:
+        w = self.weights()
+        return sum(w[i] * losses[n] + self.log_vars[i] / 2 for i, n in enumerate(self.names))
+
+
+class DynamicWeightAverage(Weighting):
+    """Dynamic Weight Average, Liu, Johns & Davison, CVPR 2019 (MTAN).
+
+    λ_k(t) = K · softmax_k(r_k / T) with r_k = L_k(t-1) / L_k(t-2): a head whose loss falls slowly gets more weight.
+    λ multiplies spec.weight, so equal descent rates give the static weights; the first two epochs (no history yet)
+    use the static weights alone. The two past epochs' mean losses are buffers, so resume continues the schedule.
+    """
+
+    def __init__(self, *, heads: list[HeadSpec], temperature: float = 2.0, **_):
+        super().__init__(heads=heads)
+        if temperature <= 0:
+            raise UserError(f"train.dwa_temperature: must be > 0, got {temperature}")
+        self.temperature = temperature
+        self.register_buffer("history", torch.zeros(2, len(heads)))   # rows: epoch t-2, epoch t-1
+        self.register_buffer("epochs_seen", torch.zeros((), dtype=torch.long))
+
+    def weights(self) -> Tensor:
+        if int(self.epochs_seen) < 2:
+            return self.static
+        ratio = self.history[1] / self.history[0].clamp_min(1e-12)
+        return self.static * len(self.names) * torch.softmax(ratio / self.temperature, dim=0)
+
+    def epoch_end(self, mean_losses: dict[str, float]) -> None:
+        missing = [n for n in self.names if n not in mean_losses]
+        assert not missing, f"DWA needs every head's mean loss; missing {missing}"
+        latest = torch.tensor([float(mean_losses[n]) for n in self.names], device=self.history.device)
+        self.history.copy_(torch.stack([self.history[1], latest]))
+        self.epochs_seen += 1
+
+
+WEIGHTINGS: dict[str, type[Weighting]] = {"static": Static, "uncertainty": Uncertainty,
+                                          "dwa": DynamicWeightAverage}
+
+
+# ------------------------------------------------------------------------------------------------- criterion
+class MultiTaskCriterion(nn.Module):
+    """One HeadLoss per trained head + a weighting strategy. Returns (total, {head: detached loss})."""
+
+    def __init__(self, *, heads: list[HeadSpec], weighting: str = "static",
+                 class_counts: dict[str, np.ndarray] | None = None, dwa_temperature: float = 2.0):
+        super().__init__()
+        assert heads, "MultiTaskCriterion needs at least one head"
+        if weighting not in WEIGHTINGS:
+            raise _unknown("weighting", "train.loss_weighting", weighting, WEIGHTINGS)
+        counts = class_counts or {}
+        self.head_names = [h.name for h in heads]
+        self.losses = nn.ModuleDict({h.name: HeadLoss(spec=h, class_weights=class_weights_for(h, counts.get(h.name)))
+                                     for h in heads})
+        self.weighting = WEIGHTINGS[weighting](heads=heads, temperature=dwa_temperature)
+
+    def forward(self, outputs: dict[str, Tensor], targets: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        missing = [n for n in self.head_names if n not in outputs or n not in targets]
+        assert not missing, f"outputs and targets need every trained head; missing {missing}"
+        losses = {n: self.losses[n](outputs[n], targets[n]) for n in self.head_names}
+        return self.weighting(losses), {n: loss.detach() for n, loss in losses.items()}
+
+    def effective_weights(self) -> dict[str, float]:
+        return self.weighting.effective_weights()
+
+    def epoch_end(self, mean_losses: dict[str, float]) -> None:
+        self.weighting.epoch_end(mean_losses)
