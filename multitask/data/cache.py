@@ -1,0 +1,194 @@
+"""Decode-once image cache: every image decoded and resized one time, stored as uint8 in a memory-mapped file.
+
+    cache = ImageCache.build(frame["path"], height=128, width=96, cache_dir=".cache/images")
+    cache[0]                    # (128, 96, 3) uint8 view into the file, no decode
+    train = cache.subset(train_idx)
+
+Why: JPEG decode + resize of a 384x512 photo costs more than a resnet18 forward pass on a 128x96 crop, and epoch after
+epoch it is the same work. Decoding once into `<cache_dir>/<key>.u8` (N x H x W x 3 uint8) turns every later epoch
+(and every later run) into page-cache reads; the OS shares those pages between DataLoader workers and runs.
+
+The key is a SHA-1 over each (path, file size, mtime_ns) and the target height x width, so touching or replacing
+any image, or changing the image size, makes a new cache. The pixels are written to a temporary file that is renamed
+into place (`os.replace`) only when complete, and the metadata (`<key>.json`) is written after it, so an interrupted
+build is never reused. Pickling an ImageCache sends only the file name, shape and row map: DataLoader workers reopen
+the map read-only themselves.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable, Iterable, Literal
+
+import numpy as np
+
+from .images import BadImageError, read_image, resize
+
+FORMAT_VERSION = 1
+
+
+class ImageCache:
+    """Rows of a memory-mapped N x H x W x 3 uint8 file; `valid[i]` is False for images skipped as bad."""
+
+    def __init__(self, *, file: str, paths: list[str], height: int, width: int, valid: np.ndarray,
+                 bad: list[tuple[str, str]], rows: np.ndarray | None = None, reused: bool = False):
+        self.file = file
+        self.height, self.width = height, width
+        self.n_file = len(valid)                                  # rows in the file (the whole build)
+        self.rows = np.arange(self.n_file) if rows is None else np.asarray(rows, dtype=np.int64)
+        self.valid = np.asarray(valid, dtype=bool)[self.rows]     # per exposed row
+        self.bad = bad                                            # (path, reason) for the whole build
+        self.reused = reused          # True when build() found a complete cache and decoded nothing
+        self._file_paths = paths      # dropped when pickled: workers only need pixels
+        self._file_valid = np.asarray(valid, dtype=bool)
+        self._array: np.memmap | None = None
+
+    @property
+    def paths(self) -> list[str]:
+        if self._file_paths is None:
+            raise AttributeError("ImageCache.paths is not sent to DataLoader workers; read it in the main process")
+        return [self._file_paths[i] for i in self.rows]
+
+    # ------------------------------------------------------------------------------------------- building
+    @classmethod
+    def build(cls, paths: Iterable[str], *, height: int, width: int, cache_dir: str | os.PathLike,
+              on_bad_image: Literal["error", "skip"] = "error", workers: int = 2,
+              progress: Callable[[int, int], None] | None = None) -> "ImageCache":
+        """Reuse the cache for exactly these files at this size, or decode them all into a new one.
+
+        `progress(done, total)` is called as images are decoded (not when the cache is reused).
+        With on_bad_image='error' the first bad image raises BadImageError; with 'skip' its row stays zero,
+        `valid[i]` is False and (path, reason) is listed in `bad`.
+        """
+        if on_bad_image not in ("error", "skip"):
+            raise ValueError(f"on_bad_image: expected 'error' or 'skip', got {on_bad_image!r}")
+        paths = [os.fspath(p) for p in paths]
+        if not paths:
+            raise ValueError("ImageCache.build: no image paths given")
+        cache_dir = Path(os.path.abspath(cache_dir))  # workers may not share the cwd
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        key = cache_key(paths, height=height, width=width)
+        data_file, meta_file = cache_dir / f"{key}.u8", cache_dir / f"{key}.json"
+        cache = cls._load(data_file, meta_file, paths, height, width)
+        if cache is None:
+            valid, bad = _decode_all(paths, height, width, data_file, on_bad_image, workers, progress)
+            meta = {"version": FORMAT_VERSION, "height": height, "width": width, "paths": paths,
+                    "valid": valid.tolist(), "bad": bad}
+            _atomic_write(meta_file, json.dumps(meta).encode())
+            cache = cls(file=str(data_file), paths=paths, height=height, width=width, valid=valid, bad=bad)
+        if on_bad_image == "error" and cache.bad:  # a cache built with 'skip' reused under 'error'
+            reason = cache.bad[0][1]
+            raise BadImageError(f"{reason} ({len(cache.bad)} bad image(s); data.on_bad_image=skip drops them)")
+        return cache
+
+    @classmethod
+    def _load(cls, data_file: Path, meta_file: Path, paths: list[str], height: int, width: int):
+        try:
+            meta = json.loads(meta_file.read_text())
+            size = data_file.stat().st_size
+        except (OSError, ValueError):
+            return None
+        complete = (meta.get("version") == FORMAT_VERSION and meta.get("paths") == paths
+                    and (meta.get("height"), meta.get("width")) == (height, width)
+                    and size == len(paths) * height * width * 3)
+        if not complete:
+            return None
+        return cls(file=str(data_file), paths=paths, height=height, width=width,
+                   valid=np.asarray(meta["valid"], dtype=bool), bad=[tuple(b) for b in meta["bad"]], reused=True)
+
+    # ------------------------------------------------------------------------------------------- access
+    @property
+    def array(self) -> np.memmap:
+        if self._array is None:  # opened lazily so a pickled copy opens its own map in the worker process
+            self._array = np.memmap(self.file, dtype=np.uint8, mode="r",
+                                    shape=(self.n_file, self.height, self.width, 3))
+        return self._array
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.array[self.rows[i]]
+
+    def subset(self, indices) -> "ImageCache":
+        """A cache over some of these rows (a fold, or the valid images), sharing the same file."""
+        rows = self.rows[np.asarray(indices, dtype=np.int64)]
+        return ImageCache(file=self.file, paths=self._file_paths, height=self.height, width=self.width,
+                          valid=self._file_valid, bad=self.bad, rows=rows, reused=self.reused)
+
+    def __getstate__(self) -> dict:
+        # file name, shape, row map and valid flags only: cheap to send to every worker each epoch
+        state = self.__dict__.copy()
+        state.update(_array=None, _file_paths=None, bad=[])
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+
+    def __repr__(self) -> str:
+        return (f"ImageCache({len(self)} x {self.height}x{self.width}x3, {int((~self.valid).sum())} invalid, "
+                f"file={self.file!r})")
+
+
+def cache_key(paths: list[str], *, height: int, width: int) -> str:
+    digest = hashlib.sha1(f"v{FORMAT_VERSION}:{height}x{width}\n".encode())
+    for path in paths:
+        try:
+            st = os.stat(path)
+            stamp = f"{st.st_size}:{st.st_mtime_ns}"
+        except OSError:
+            stamp = "missing"
+        digest.update(f"{path}\0{stamp}\n".encode())
+    return digest.hexdigest()
+
+
+def _decode_all(paths: list[str], height: int, width: int, data_file: Path, on_bad_image: str, workers: int,
+                progress: Callable[[int, int], None] | None) -> tuple[np.ndarray, list[tuple[str, str]]]:
+    n = len(paths)
+    fd, tmp = tempfile.mkstemp(dir=data_file.parent, prefix=data_file.name + ".", suffix=".tmp")
+    os.close(fd)
+    valid = np.ones(n, dtype=bool)
+    bad: list[tuple[str, str]] = []
+    try:
+        # rows go straight from the decoder into the map: memory stays one image per worker, whatever N is
+        array = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=(n, height, width, 3))
+
+        def decode(i: int) -> str | None:
+            try:
+                array[i] = resize(read_image(paths[i]), height, width)
+            except BadImageError as err:
+                return str(err)
+            return None
+
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:  # cv2 releases the GIL while decoding
+            for done, (i, error) in enumerate(zip(range(n), pool.map(decode, range(n))), start=1):
+                if error is not None:
+                    if on_bad_image == "error":
+                        pool.shutdown(wait=True, cancel_futures=True)
+                        raise BadImageError(error)
+                    valid[i] = False
+                    bad.append((paths[i], error))
+                if progress is not None and (done % 64 == 0 or done == n):
+                    progress(done, n)
+        array.flush()
+        del array
+        os.replace(tmp, data_file)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return valid, bad
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)

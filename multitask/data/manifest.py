@@ -1,0 +1,107 @@
+"""A generic CSV data source: one row per image, one column per head, blanks for what a source does not label.
+
+    path,mask,gender,age,group,source
+    faces/a.jpg,wear,female,,p1,ours          <- age unlabelled for this row
+    /data/b.png,2,-1,>=60,p2,other            <- mask by class index, gender unlabelled
+
+    frame = read_manifest("data/merged.csv", cfg.heads)
+
+`path` is relative to the CSV's folder (or absolute). A head's column holds a class name or a class index; blank or -1
+means unlabelled. A head column the CSV lacks leaves that head unlabelled for every row, so sets labelled for
+different heads merge by concatenating their CSVs. A numeric column for a head with `bins` is read as a class index,
+not as years: binning raw values belongs to the competition reader, where the raw values are known to be years.
+`group` (person id) keeps one person's photos in one fold; without it every row is its own group.
+Other columns are kept as metadata (reports can slice by them).
+"""
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from pathlib import Path
+from typing import Mapping
+
+import pandas as pd
+
+from ..errors import UserError
+from ..heads import UNLABELLED, HeadSpec, class_index
+
+
+def read_manifest(csv_path: str | os.PathLike, heads: Mapping[str, HeadSpec]) -> pd.DataFrame:
+    """Columns: path (absolute), group, one per present head (class name or None), then metadata columns."""
+    csv_path = Path(csv_path)
+    table = _read(csv_path)
+    if "path" not in table.columns:
+        raise UserError(f"{csv_path}: missing column 'path'; found {', '.join(table.columns) or 'none'}")
+    if table.empty:
+        raise UserError(f"{csv_path}: no rows; expected one image per row")
+    out = pd.DataFrame({"path": _paths(csv_path, table["path"])})
+    if "group" in table.columns:
+        groups = table["group"].str.strip()
+        out["group"] = groups.where(groups != "", pd.Series([f"row{i}" for i in range(len(table))]))
+    else:
+        out["group"] = [f"row{i}" for i in range(len(table))]
+    by_source: dict[str, list[HeadSpec]] = defaultdict(list)
+    for spec in heads.values():
+        if not spec.derive:  # derived heads (composite) have no column of their own
+            by_source[spec.source].append(spec)
+    for source, specs in by_source.items():
+        if source in table.columns:
+            out[source] = _labels(csv_path, source, table[source], specs)
+    for column in table.columns:
+        if column not in out.columns:
+            out[column] = _metadata(table[column])
+    return out
+
+
+def _read(csv_path: Path) -> pd.DataFrame:
+    if not csv_path.is_file():
+        raise UserError(f"manifest not found: {csv_path} (data.manifest); expected a CSV with a 'path' column")
+    try:
+        table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise UserError(f"{csv_path}: not a readable CSV ({str(err).splitlines()[0]})") from None
+    table.columns = [c.strip() for c in table.columns]
+    return table
+
+
+def _paths(csv_path: Path, column: pd.Series) -> list[str]:
+    base = csv_path.resolve().parent
+    out = []
+    for line, text in enumerate(column, start=2):
+        text = text.strip()
+        if not text:
+            raise UserError(f"{csv_path} line {line}: empty path; every row needs an image path")
+        path = os.path.abspath(base / os.path.expanduser(text))  # an absolute `text` wins over `base`
+        if not os.path.isfile(path):
+            raise UserError(f"{csv_path} line {line}: image not found: {text} (looked at {path}); paths are "
+                            f"relative to the CSV's folder or absolute")
+        out.append(path)
+    return out
+
+
+def _labels(csv_path: Path, column: str, values: pd.Series, specs: list[HeadSpec]) -> list:
+    """Validate a head column; normalise to class names when one head reads it."""
+    out = []
+    for line, value in enumerate(values, start=2):
+        indices = []
+        for spec in specs:
+            try:
+                indices.append(class_index(spec, value))
+            except ValueError:
+                raise UserError(f"{csv_path} line {line}, column {column}: unknown class {value!r} for head "
+                                f"{spec.name}; expected one of {', '.join(spec.classes)}, an index "
+                                f"0..{spec.num_classes - 1}, or blank / -1 for unlabelled") from None
+        if len(specs) == 1:
+            out.append(None if indices[0] == UNLABELLED else specs[0].classes[indices[0]])
+        else:  # several heads read this column with different classes: keep the raw value, each head re-reads it
+            out.append(None if indices[0] == UNLABELLED else value.strip())
+    return pd.Series(out, dtype=object)
+
+
+def _metadata(column: pd.Series) -> pd.Series:
+    """Numbers stay numbers (blank -> NaN) so reports can bin them; anything else stays text."""
+    stripped = column.str.strip()
+    numeric = pd.to_numeric(stripped.where(stripped != ""), errors="coerce")
+    if numeric.notna().sum() == (stripped != "").sum() and (stripped != "").any():
+        return numeric
+    return column
