@@ -1,0 +1,350 @@
+"""One Tracker fans metrics out to TensorBoard, wandb, metrics.csv and the rich console.
+
+    tracker = Tracker(run_dir=run_dir, cfg=cfg, enabled=rank == 0, resume_id=ckpt_wandb_id)
+    with tracker.progress(total=len(loader), description="epoch 1 train") as bar:
+        for step, batch in ...:
+            bar.update(len(batch), loss=loss.item() if step % 50 == 0 else None)   # no per-step GPU sync
+    tracker.log({"train/mask/loss": 0.41, "lr": 1e-3}, step=step)
+    tracker.log_epoch(epoch, {"val/mask/f1": 0.93, ...})    # metrics.csv row + TensorBoard + wandb
+    tracker.epoch_table(epoch, metrics, heads=["mask", "gender", "age"])
+    tracker.close()
+
+wandb defaults to offline (no network needed). Online mode falls back to offline when there is no API key or the
+server cannot be reached, and to nothing when wandb fails altogether: tracking never stops a training run.
+Non-zero DDP ranks pass enabled=False and every method becomes a no-op.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from .config import to_dict
+
+WANDB_INIT_TIMEOUT = 30.0   # seconds; wandb's own default (90 s) is long to wait for a server that is not there
+
+
+class Tracker:
+    def __init__(self, *, run_dir: str | Path, cfg, enabled: bool = True, resume_id: str | None = None,
+                 console: Console | None = None):
+        self.run_dir = Path(run_dir)
+        self.cfg = cfg
+        self.enabled = enabled
+        self.console = console or Console()
+        self.wandb_id: str | None = None
+        self.csv_path = self.run_dir / "metrics.csv"
+        self._tb = None
+        self._wandb = None
+        self._rows: list[dict] = []
+        self._best: dict[str, tuple[float, int]] = {}
+        self._step: int | None = None   # latest step given to log(); None until then
+        self._closed = False
+        if not enabled:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if cfg.tracking.csv and self.csv_path.is_file():
+            self._rows = _read_csv(self.csv_path)   # a resumed run keeps its history
+        if cfg.tracking.tensorboard:
+            self._tb = self._open_tensorboard()
+        if cfg.tracking.wandb.mode != "disabled":
+            self._wandb = self._open_wandb(resume_id)
+            self.wandb_id = self._wandb.id if self._wandb is not None else None
+
+    # ------------------------------------------------------------------------------------------ sinks
+    def _open_tensorboard(self):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as err:
+            self._warn(f"tensorboard unavailable ({err}); set tracking.tensorboard=false to hide this")
+            return None
+        return SummaryWriter(log_dir=str(self.run_dir / "tb"))
+
+    def _open_wandb(self, resume_id: str | None):
+        # before wandb reads its environment: no banners, and never an interactive prompt
+        os.environ.setdefault("WANDB_SILENT", "true")
+        try:
+            import wandb
+        except ImportError as err:
+            self._warn(f"wandb unavailable ({err}); set tracking.wandb.mode=disabled to hide this")
+            return None
+        w = self.cfg.tracking.wandb
+        mode = w.mode
+        if mode == "online" and not _has_wandb_key(wandb):
+            self._warn("wandb: no API key (set WANDB_API_KEY or run `wandb login`); logging offline instead")
+            mode = "offline"
+        timeout = float(os.environ.get("WANDB_INIT_TIMEOUT", WANDB_INIT_TIMEOUT))
+        settings = wandb.Settings(init_timeout=timeout, silent=True, console="off")
+        kwargs = dict(project=w.project, entity=w.entity, group=w.group, tags=list(w.tags) or None,
+                      name=w.name or f"{self.cfg.name}/{self.run_dir.name}", config=to_dict(self.cfg),
+                      dir=str(self.run_dir), reinit="create_new", settings=settings)
+        if resume_id:
+            kwargs.update(id=resume_id, resume="allow")
+        for attempt in (["online", "offline"] if mode == "online" else [mode]):
+            try:
+                return wandb.init(mode=attempt, **kwargs)
+            except Exception as err:  # wandb raises its own CommError/UsageError/...: none may stop training
+                fallback = "logging offline instead" if attempt == "online" else "going on without wandb"
+                self._warn(f"wandb {attempt} init failed ({_short(err)}); {fallback}")
+        return None
+
+    def _wandb_call(self, fn, *args, **kwargs) -> None:
+        try:
+            fn(*args, **kwargs)
+        except Exception as err:  # a failing wandb is switched off, the run goes on
+            self._warn(f"wandb failed ({_short(err)}); going on without it")
+            self._wandb = None
+
+    def _warn(self, message: str) -> None:
+        if self.enabled:
+            self.console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+
+    # ------------------------------------------------------------------------------------------ logging
+    def log(self, metrics: dict[str, float], *, step: int) -> None:
+        if not self.enabled or self._closed:
+            return
+        self._step = step if self._step is None else max(self._step, step)
+        self._emit({k: float(v) for k, v in metrics.items()}, step)
+
+    def _emit(self, values: dict[str, float], step: int) -> None:
+        if self._tb is not None:
+            for key, value in values.items():
+                self._tb.add_scalar(key, value, global_step=step)
+        if self._wandb is not None:
+            self._wandb_call(self._wandb.log, values, step=step)
+
+    def log_epoch(self, epoch: int, metrics: dict[str, float], *, step: int | None = None) -> None:
+        """One metrics.csv row (epoch + every key) and the same values to TensorBoard/wandb at `step`.
+
+        Default step: the latest step given to `log` (epoch curves share the training step axis), or the epoch
+        itself when nothing logged per step (then pass step=epoch to log_confusion as well: wandb drops steps
+        that go backwards)."""
+        if not self.enabled or self._closed:
+            return
+        values = {k: float(v) for k, v in metrics.items()}
+        if self.cfg.tracking.csv:
+            # a resumed run rewrites history from its epoch on
+            self._rows = [r for r in self._rows if int(r["epoch"]) < epoch] + [{"epoch": epoch, **values}]
+            _write_csv(self.csv_path, self._rows)
+        if step is None:
+            step = epoch if self._step is None else self._step
+        self._emit({**values, "epoch": float(epoch)}, step)
+        if self._tb is not None:
+            self._tb.flush()
+
+    def log_confusion(self, name: str, matrix: np.ndarray, class_names: list[str], *, step: int) -> None:
+        if not self.enabled or self._closed or (self._tb is None and self._wandb is None):
+            return
+        image = figure_to_array(confusion_figure(matrix, class_names, title=name))
+        if self._tb is not None:
+            self._tb.add_image(f"confusion/{name}", image, global_step=step, dataformats="HWC")
+        if self._wandb is not None:
+            import wandb
+
+            self._wandb_call(self._wandb.log, {f"confusion/{name}": wandb.Image(image)}, step=step)
+
+    # ------------------------------------------------------------------------------------------ console
+    def print(self, *args, **kwargs) -> None:
+        if self.enabled:
+            self.console.print(*args, **kwargs)
+
+    def epoch_table(self, epoch: int, metrics: dict[str, float], heads: list[str]) -> Table | None:
+        """Per-head losses, accuracy, macro F1 (best so far marked) and per-class F1, printed on rank 0."""
+        if not self.enabled:
+            return None
+        table = Table(title=f"epoch {epoch}", title_justify="left", header_style="bold")
+        for column in ("head", "train loss", "val loss", "acc", "F1", "best F1", "per-class F1"):
+            table.add_column(column, justify="left" if column in ("head", "per-class F1") else "right")
+        rows = list(heads) + (["composite"] if any(k.startswith("val/composite/") for k in metrics) else [])
+        for head in rows:
+            f1 = metrics.get(f"val/{head}/f1")
+            best_cell, f1_cell = "", _num(f1)
+            if f1 is not None and math.isfinite(f1):
+                best, at = self._best.get(head, (-math.inf, epoch))
+                if f1 >= best:
+                    self._best[head] = (f1, epoch)
+                    f1_cell = f"[bold green]{f1:.4f} *[/]"
+                best_cell = "{:.4f} (e{})".format(*self._best[head])
+            table.add_row(head, _num(metrics.get(f"train/{head}/loss")), _num(metrics.get(f"val/{head}/loss")),
+                          _num(metrics.get(f"val/{head}/acc")), f1_cell, best_cell, _per_class(metrics, head))
+        extra = [f"{k} {metrics[k]:.4g}" for k in ("train/loss", "val/loss", "val/mean/f1", "lr") if k in metrics]
+        table.caption = "  ".join(extra) + ("  (* best so far)" if extra else "* best so far")
+        table.caption_justify = "left"
+        self.console.print(table)
+        return table
+
+    def progress(self, total: int, description: str):
+        """Context manager: `.update(n_images, loss=None)` per batch; a silent no-op when progress is off."""
+        if not (self.enabled and self.cfg.tracking.progress):
+            return contextlib.nullcontext(_SilentProgress())
+        return _Progress(self.console, total=total, description=description)
+
+    # ------------------------------------------------------------------------------------------ end
+    def close(self, exit_code: int = 0) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._tb is not None:
+            self._tb.flush()
+            self._tb.close()
+            self._tb = None
+        if self._wandb is not None:
+            run, self._wandb = self._wandb, None
+            try:
+                run.finish(exit_code=exit_code)
+            except Exception as err:
+                self._warn(f"wandb finish failed ({_short(err)})")
+
+    def __enter__(self) -> "Tracker":
+        return self
+
+    def __exit__(self, kind, value, tb) -> None:
+        self.close(exit_code=0 if kind is None else 1)
+
+
+# ---------------------------------------------------------------------------------------------- progress bar
+class _SilentProgress:
+    def update(self, n_images: int, loss: float | None = None) -> None:
+        pass
+
+
+class _Progress:
+    """rich bar: batches, loss, img/s, ETA. `update` only counts; rich is touched at most 4 times a second."""
+
+    def __init__(self, console: Console, *, total: int, description: str):
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                   TimeRemainingColumn)
+
+        self.total = total
+        self.batches = self.images = 0
+        self.loss: float | None = None
+        self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                             TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[speed]} img/s"),
+                             TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+                             console=console, refresh_per_second=4)
+        self._task = self._bar.add_task(description, total=total, loss="-", speed="-")
+        self._start = self._last = time.perf_counter()
+
+    def __enter__(self) -> "_Progress":
+        self._bar.start()
+        self._start = self._last = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._push(time.perf_counter())
+        self._bar.stop()
+
+    def update(self, n_images: int, loss: float | None = None) -> None:
+        self.batches += 1
+        self.images += n_images
+        if loss is not None:
+            self.loss = float(loss)
+        now = time.perf_counter()
+        if now - self._last >= 0.25 or self.batches >= self.total:
+            self._push(now)
+
+    def _push(self, now: float) -> None:
+        self._last = now
+        speed = self.images / max(now - self._start, 1e-9)
+        self._bar.update(self._task, completed=self.batches, speed=f"{speed:,.0f}",
+                         loss="-" if self.loss is None else f"{self.loss:.4f}")
+
+
+# ---------------------------------------------------------------------------------------------- figures
+def confusion_figure(matrix: np.ndarray, class_names: list[str], *, title: str = ""):
+    """Counts as text, colour = row-normalised (recall per true class). A bare matplotlib Figure: no pyplot state."""
+    from matplotlib.figure import Figure
+
+    matrix = np.asarray(matrix)
+    n = len(class_names)
+    assert matrix.shape == (n, n), f"confusion matrix {matrix.shape} does not fit {n} class names"
+    rows = matrix.sum(axis=1, keepdims=True)
+    share = np.divide(matrix, rows, out=np.zeros(matrix.shape, dtype=float), where=rows > 0)
+    side = max(4.0, 0.5 * n + 2.0)
+    fig = Figure(figsize=(side + 1.0, side), dpi=80)
+    ax = fig.add_subplot()
+    im = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of true class")
+    ax.set_xticks(range(n), class_names, rotation=45 if n > 3 else 0, ha="right" if n > 3 else "center",
+                  fontsize=8 if n > 8 else 10)
+    ax.set_yticks(range(n), class_names, fontsize=8 if n > 8 else 10)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, f"{int(matrix[i, j])}", ha="center", va="center", fontsize=7 if n > 8 else 9,
+                    color="white" if share[i, j] > 0.5 else "black")
+    fig.tight_layout()
+    return fig
+
+
+def figure_to_array(fig) -> np.ndarray:
+    """Render a Figure with the Agg canvas to an H x W x 3 uint8 array."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def _has_wandb_key(wandb) -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:  # reads netrc / settings; prompt=False never asks, verify=False never touches the network
+        return bool(wandb.login(prompt=False, verify=False))
+    except Exception:
+        return False
+
+
+def _short(err: BaseException, limit: int = 160) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _num(value) -> str:
+    return "" if value is None else f"{value:.4f}"
+
+
+def _per_class(metrics: dict[str, float], head: str) -> str:
+    prefix = f"val/{head}/f1_"
+    scores = [(k[len(prefix):], v) for k, v in metrics.items() if k.startswith(prefix)]
+    if len(scores) > 6:  # e.g. the 18 composite classes: the worst one says more than a wall of numbers
+        name, value = min(scores, key=lambda s: s[1])
+        return f"{len(scores)} classes, worst {name} {value:.2f}"
+    return " ".join(f"{name[:10]} {value:.2f}" for name, value in scores)
+
+
+def _read_csv(path: Path) -> list[dict]:
+    rows = []
+    with open(path, newline="") as f:
+        for raw in csv.DictReader(f):
+            row = {k: float(v) for k, v in raw.items() if k and v not in (None, "")}
+            if "epoch" in row:
+                row["epoch"] = int(row["epoch"])
+                rows.append(row)
+    return rows
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    """Header = union of keys in first-seen order; written to a temp file and renamed (never half a file)."""
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    fd, tmp = tempfile.mkstemp(prefix=".metrics.", suffix=".csv.tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise

@@ -1,0 +1,271 @@
+"""Tracker fan-out: TensorBoard + wandb offline + metrics.csv + rich console; wandb failures never stop a run."""
+import csv
+import glob
+import io
+import json
+import struct
+
+import numpy as np
+import pytest
+from rich.console import Console
+
+from multitask.config import load_config
+from multitask.tracking import Tracker, confusion_figure, figure_to_array
+
+
+def _cfg(*overrides):
+    return load_config(None, ["name=trk", *overrides])
+
+
+def _quiet():
+    return Console(file=io.StringIO(), width=200, force_terminal=False)
+
+
+def _wandb_history(run_dir):
+    """Logged rows from the offline run's .wandb file (a LevelDB-style log of protobuf records; offline runs
+    write no wandb-summary.json in this wandb version)."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    files = glob.glob(str(run_dir / "wandb" / "offline-run-*" / "run-*.wandb"))
+    assert len(files) == 1, files
+    data = open(files[0], "rb").read()
+    assert data[:4] == b":W&B"
+    rows, pos, chunk, block = [], 7, b"", 32768
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:          # block trailer too short for a header: padding
+            pos += block - pos % block
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        chunk += data[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        if kind == 0:
+            break
+        if kind in (1, 4):                   # FULL or LAST fragment: one record complete
+            record = pb.Record()
+            record.ParseFromString(chunk)
+            chunk = b""
+            if record.WhichOneof("record_type") == "history":
+                rows.append({i.key or "/".join(i.nested_key): json.loads(i.value_json)
+                             for i in record.history.item})
+    return rows
+
+
+def _tb_scalars(tb_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tb_dir), size_guidance={"scalars": 0, "images": 0})
+    acc.Reload()
+    scalars = {tag: [(e.step, round(e.value, 6)) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+    return scalars, acc.Tags()["images"]
+
+
+def test_tracker_fans_out_to_tensorboard_wandb_and_csv(tmp_path):
+    run_dir = tmp_path / "run"
+    tracker = Tracker(run_dir=run_dir, cfg=_cfg(), console=_quiet())
+    assert tracker.wandb_id
+    tracker.log({"train/mask/loss": 1.5, "lr": 0.01}, step=10)
+    tracker.log_epoch(1, {"val/mask/f1": 0.5, "val/mask/loss": 0.9})
+    tracker.log({"train/mask/loss": 1.0, "lr": 0.005}, step=20)
+    tracker.log_epoch(2, {"val/mask/f1": 0.75, "val/mask/loss": 0.6, "val/composite/f1": 0.4})   # a new key
+    matrix = np.array([[5, 1, 0], [2, 3, 1], [0, 0, 4]])
+    tracker.log_confusion("mask", matrix, ["wear", "incorrect", "not_wear"], step=20)
+    tracker.close()
+    tracker.close()   # safe twice
+
+    scalars, images = _tb_scalars(run_dir / "tb")
+    assert scalars["val/mask/f1"] == [(10, 0.5), (20, 0.75)]   # epoch rows land on the latest training step
+    assert scalars["train/mask/loss"] == [(10, 1.5), (20, 1.0)]
+    assert scalars["val/composite/f1"] == [(20, 0.4)]
+    assert scalars["epoch"] == [(10, 1.0), (20, 2.0)]
+    assert images == ["confusion/mask"]
+
+    rows = _wandb_history(run_dir)
+    logged = {}
+    for row in rows:
+        logged.update({k: v for k, v in row.items() if not k.startswith("_")})
+    assert logged["val/mask/f1"] == 0.75 and logged["val/composite/f1"] == 0.4 and logged["lr"] == 0.005
+    assert [r["val/mask/f1"] for r in rows if "val/mask/f1" in r] == [0.5, 0.75]
+    image_row = next(r for r in rows if "confusion/mask/path" in r)
+    assert image_row["_step"] == 20 and image_row["confusion/mask/format"] == "png"
+    assert list(run_dir.glob("wandb/offline-run-*/files/" + image_row["confusion/mask/path"]))
+
+    with open(run_dir / "metrics.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert list(table[0]) == ["epoch", "val/mask/f1", "val/mask/loss", "val/composite/f1"]
+    assert [r["epoch"] for r in table] == ["1", "2"]
+    assert table[0]["val/composite/f1"] == "" and float(table[1]["val/composite/f1"]) == 0.4
+    assert not list(run_dir.glob(".metrics.*"))   # atomic writes leave no temp files
+
+
+def test_epoch_rows_use_the_epoch_as_step_when_nothing_logged_per_step(tmp_path):
+    tracker = Tracker(run_dir=tmp_path, cfg=_cfg(), console=_quiet())
+    for epoch in (1, 2, 3):
+        tracker.log_epoch(epoch, {"val/age/f1": epoch / 4})
+        tracker.log_confusion("age", np.eye(3, dtype=int) * epoch, ["<30", "30-59", ">=60"], step=epoch)
+    tracker.close()
+    scalars, _ = _tb_scalars(tmp_path / "tb")
+    assert scalars["val/age/f1"] == [(1, 0.25), (2, 0.5), (3, 0.75)]
+    rows = _wandb_history(tmp_path)
+    assert [(r["_step"], r["val/age/f1"], "confusion/age/path" in r) for r in rows] == [
+        (1, 0.25, True), (2, 0.5, True), (3, 0.75, True)]
+
+
+def test_resumed_tracker_keeps_history_and_wandb_id(tmp_path):
+    cfg = _cfg("tracking.tensorboard=false")
+    first = Tracker(run_dir=tmp_path, cfg=cfg, console=_quiet())
+    for epoch in (1, 2, 3):
+        first.log_epoch(epoch, {"val/mask/f1": epoch / 10}, step=epoch)
+    run_id = first.wandb_id
+    first.close()
+    # resumed from the epoch-2 checkpoint: epoch 3 is trained again and replaces the old row
+    second = Tracker(run_dir=tmp_path, cfg=cfg, console=_quiet(), resume_id=run_id)
+    assert second.wandb_id == run_id
+    second.log_epoch(3, {"val/mask/f1": 0.35, "val/age/f1": 0.2}, step=3)
+    second.close()
+    with open(tmp_path / "metrics.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert [(r["epoch"], r["val/mask/f1"], r["val/age/f1"]) for r in table] == [
+        ("1", "0.1", ""), ("2", "0.2", ""), ("3", "0.35", "0.2")]
+
+
+def test_online_wandb_that_fails_falls_back_to_offline(tmp_path, monkeypatch):
+    import wandb
+
+    real_init, modes = wandb.init, []
+
+    def init(*args, mode=None, **kwargs):
+        modes.append(mode)
+        if mode == "online":
+            raise wandb.errors.CommError("Timed out while retrying: no such host")
+        return real_init(*args, mode=mode, **kwargs)
+
+    monkeypatch.setattr(wandb, "init", init)
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    console = _quiet()
+    tracker = Tracker(run_dir=tmp_path, cfg=_cfg("tracking.wandb.mode=online", "tracking.tensorboard=false"),
+                      console=console)
+    assert modes == ["online", "offline"]
+    assert tracker.wandb_id is not None
+    tracker.log_epoch(1, {"val/age/f1": 0.6}, step=5)
+    tracker.close()
+    assert "wandb online init failed (Timed out while retrying: no such host); logging offline instead" in \
+        " ".join(console.file.getvalue().split())
+    assert _wandb_history(tmp_path)[-1]["val/age/f1"] == 0.6
+
+
+def test_online_without_api_key_goes_offline_without_asking(tmp_path, monkeypatch):
+    import wandb
+
+    modes = []
+    real_init = wandb.init
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setattr(wandb, "login", lambda **kwargs: False if kwargs.get("prompt") is False
+                        else pytest.fail("wandb.login may prompt"))
+    monkeypatch.setattr(wandb, "init", lambda *a, mode=None, **k: modes.append(mode) or real_init(*a, mode=mode, **k))
+    console = _quiet()
+    tracker = Tracker(run_dir=tmp_path, cfg=_cfg("tracking.wandb.mode=online", "tracking.tensorboard=false"),
+                      console=console)
+    tracker.close()
+    assert modes == ["offline"] and tracker.wandb_id is not None
+    assert "no API key" in console.file.getvalue()
+
+
+def test_wandb_failing_everywhere_is_switched_off(tmp_path, monkeypatch):
+    import wandb
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("service did not start")
+
+    monkeypatch.setattr(wandb, "init", broken)
+    tracker = Tracker(run_dir=tmp_path, cfg=_cfg(), console=_quiet())
+    assert tracker.wandb_id is None
+    tracker.log_epoch(1, {"val/mask/f1": 0.5}, step=1)
+    tracker.close()
+    assert (tmp_path / "metrics.csv").is_file()
+    scalars, _ = _tb_scalars(tmp_path / "tb")
+    assert scalars["val/mask/f1"] == [(1, 0.5)]
+    assert "going on without wandb" in tracker.console.file.getvalue()
+
+
+def test_wandb_log_error_midway_does_not_stop_the_run(tmp_path):
+    tracker = Tracker(run_dir=tmp_path, cfg=_cfg("tracking.tensorboard=false"), console=_quiet())
+
+    def broken_log(*args, **kwargs):
+        raise ConnectionError("network went away")
+
+    tracker._wandb.log = broken_log
+    tracker.log_epoch(1, {"val/mask/f1": 0.5}, step=1)
+    tracker.log_epoch(2, {"val/mask/f1": 0.6}, step=2)   # wandb is off now; the csv still gets its row
+    tracker.close()
+    assert "going on without it" in tracker.console.file.getvalue()
+    assert len((tmp_path / "metrics.csv").read_text().splitlines()) == 3
+
+
+def test_disabled_tracker_writes_nothing(tmp_path):
+    run_dir = tmp_path / "rank1"
+    console = _quiet()
+    tracker = Tracker(run_dir=run_dir, cfg=_cfg(), enabled=False, console=console)
+    tracker.log({"lr": 0.1}, step=1)
+    tracker.log_epoch(1, {"val/mask/f1": 0.5})
+    tracker.log_confusion("mask", np.eye(3), ["a", "b", "c"], step=1)
+    tracker.print("hello")
+    assert tracker.epoch_table(1, {"val/mask/f1": 0.5}, heads=["mask"]) is None
+    with tracker.progress(total=3, description="train") as bar:
+        bar.update(8, loss=0.5)
+    tracker.close()
+    assert not run_dir.exists() and tracker.wandb_id is None
+    assert console.file.getvalue() == ""
+
+
+def test_epoch_table_marks_the_best_so_far(tmp_path):
+    cfg = _cfg("tracking.tensorboard=false", "tracking.wandb.mode=disabled", "tracking.csv=false")
+    console = Console(file=io.StringIO(), width=220, force_terminal=False)
+    tracker = Tracker(run_dir=tmp_path, cfg=cfg, console=console)
+    metrics = {"train/mask/loss": 0.8, "val/mask/loss": 0.7, "val/mask/acc": 0.9, "val/mask/f1": 0.85,
+               "val/mask/f1_wear": 0.9, "val/mask/f1_incorrect": 0.8, "val/mask/f1_not_wear": 0.85,
+               "val/gender/f1": 0.7, "val/composite/f1": 0.6, "lr": 2.5e-05,
+               **{f"val/composite/f1_c{i}": 0.5 + i / 100 for i in range(18)}}
+    tracker.epoch_table(1, metrics, heads=["mask", "gender"])
+    first = console.file.getvalue()
+    assert "0.8500 *" in first and "wear 0.90 incorrect 0.80 not_wear 0.85" in first
+    assert "18 classes, worst c0 0.50" in first and "lr 2.5e-05" in first
+    console.file.truncate(0)
+    console.file.seek(0)
+    table = tracker.epoch_table(2, {**metrics, "val/mask/f1": 0.8, "val/gender/f1": 0.75}, heads=["mask", "gender"])
+    second = console.file.getvalue()
+    assert "0.8000 *" not in second and "0.8500 (e1)" in second     # mask got worse: best stays epoch 1
+    assert "0.7500 *" in second and "0.7500 (e2)" in second         # gender improved
+    assert [c.header for c in table.columns][:5] == ["head", "train loss", "val loss", "acc", "F1"]
+    assert table.row_count == 3
+    tracker.close()
+
+
+def test_progress_counts_and_can_be_silenced(tmp_path):
+    cfg = _cfg("tracking.tensorboard=false", "tracking.wandb.mode=disabled")
+    console = Console(file=io.StringIO(), width=160, force_terminal=False)
+    tracker = Tracker(run_dir=tmp_path, cfg=cfg, console=console)
+    with tracker.progress(total=5, description="epoch 1 train") as bar:
+        for step in range(5):
+            bar.update(16, loss=0.25 if step == 4 else None)
+    assert (bar.batches, bar.images, bar.loss) == (5, 80, 0.25)
+    shown = console.file.getvalue()
+    assert "epoch 1 train" in shown and "5/5" in shown and "loss 0.2500" in shown and "img/s" in shown
+    silent_cfg = _cfg("tracking.progress=false", "tracking.tensorboard=false", "tracking.wandb.mode=disabled")
+    silent_console = Console(file=io.StringIO(), force_terminal=False)
+    silent = Tracker(run_dir=tmp_path / "s", cfg=silent_cfg, console=silent_console)
+    with silent.progress(total=2, description="quiet") as bar:
+        bar.update(4)
+    assert silent_console.file.getvalue() == ""
+
+
+def test_confusion_figure_renders_counts_and_row_shares():
+    matrix = np.array([[8, 2], [0, 0]])   # an empty true class must not divide by zero
+    fig = confusion_figure(matrix, ["male", "female"], title="gender")
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.texts] == ["8", "2", "0", "0"]
+    shares = ax.images[0].get_array()
+    np.testing.assert_allclose(np.asarray(shares), [[0.8, 0.2], [0.0, 0.0]])
+    image = figure_to_array(fig)
+    assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3 and image.std() > 0
+    with pytest.raises(AssertionError, match="does not fit 3 class names"):
+        confusion_figure(matrix, ["a", "b", "c"])
