@@ -266,6 +266,8 @@ def _coerce(tp, value, key: str, where: str):
                 errors.append(err)
         raise ConfigError(f"{where}: {key}: {value!r} is not {_type_name(tp)}")
     if origin is Literal:
+        if isinstance(value, bool):  # YAML 1.1 reads a bare off/on/no/yes as a boolean
+            value = {False: "off", True: "on"}[value] if ({"off", "on"} & set(args)) else value
         if value not in args:
             choices = [str(a) for a in args]
             raise ConfigError(f"{where}: {key}: invalid choice {value!r}{_suggest(str(value), choices)}; "

@@ -38,7 +38,8 @@ class MultiHeadNet(nn.Module):
         self.backbone = backbone
         self.head_specs = list(heads)
         self.trunk = build_trunk(backbone, pretrained=pretrained, drop_rate=drop_rate, drop_path_rate=drop_path_rate)
-        width = self.trunk.num_features
+        # some trunks (mobilenetv3) pool into a wider head_hidden_size than num_features
+        width = getattr(self.trunk, "head_hidden_size", None) or self.trunk.num_features
         self.heads = nn.ModuleDict({h.name: make_classifier(width, h) for h in heads})
         # persistent buffers: the state dict (and so every checkpoint) carries the normalisation
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1) * 255)
@@ -50,7 +51,7 @@ class MultiHeadNet(nn.Module):
 
     @property
     def num_features(self) -> int:
-        return self.trunk.num_features
+        return getattr(self.trunk, "head_hidden_size", None) or self.trunk.num_features
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         assert x.ndim == 4 and x.shape[1] == self.mean.shape[1], \

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -159,9 +160,12 @@ class Tracker:
         """Per-head losses, accuracy, macro F1 (best so far marked) and per-class F1, printed on rank 0."""
         if not self.enabled:
             return None
-        table = Table(title=f"epoch {epoch}", title_justify="left", header_style="bold")
-        for column in ("head", "train loss", "val loss", "acc", "F1", "best F1", "per-class F1"):
-            table.add_column(column, justify="left" if column in ("head", "per-class F1") else "right")
+        # compact enough for an 80-column terminal: losses in one cell, 3 decimals, a light box
+        table = Table(title=f"epoch {epoch}", title_justify="left", header_style="bold", box=box.SIMPLE_HEAD,
+                      pad_edge=False)
+        for column in ("head", "loss tr/val", "acc", "F1", "best", "per-class F1"):
+            table.add_column(column, justify="left" if column in ("head", "per-class F1") else "right",
+                             no_wrap=column != "per-class F1")
         rows = list(heads) + (["composite"] if any(k.startswith("val/composite/") for k in metrics) else [])
         for head in rows:
             f1 = metrics.get(f"val/{head}/f1")
@@ -170,10 +174,11 @@ class Tracker:
                 best, at = self._best.get(head, (-math.inf, epoch))
                 if f1 >= best:
                     self._best[head] = (f1, epoch)
-                    f1_cell = f"[bold green]{f1:.4f} *[/]"
-                best_cell = "{:.4f} (e{})".format(*self._best[head])
-            table.add_row(head, _num(metrics.get(f"train/{head}/loss")), _num(metrics.get(f"val/{head}/loss")),
-                          _num(metrics.get(f"val/{head}/acc")), f1_cell, best_cell, _per_class(metrics, head))
+                    f1_cell = f"[bold green]{f1:.3f}*[/]"
+                best_cell = "{:.3f} e{}".format(*self._best[head])
+            losses = "/".join(_num(metrics.get(f"{split}/{head}/loss")) or "-" for split in ("train", "val"))
+            table.add_row(head, "" if head == "composite" else losses, _num(metrics.get(f"val/{head}/acc")),
+                          f1_cell, best_cell, _per_class(metrics, head))
         extra = [f"{k} {metrics[k]:.4g}" for k in ("train/loss", "val/loss", "val/mean/f1", "lr") if k in metrics]
         table.caption = "  ".join(extra) + ("  (* best so far)" if extra else "* best so far")
         table.caption_justify = "left"
@@ -311,7 +316,7 @@ def _short(err: BaseException, limit: int = 160) -> str:
 
 
 def _num(value) -> str:
-    return "" if value is None else f"{value:.4f}"
+    return "" if value is None else f"{value:.3f}"
 
 
 def _per_class(metrics: dict[str, float], head: str) -> str:
@@ -320,7 +325,7 @@ def _per_class(metrics: dict[str, float], head: str) -> str:
     if len(scores) > 6:  # e.g. the 18 composite classes: the worst one says more than a wall of numbers
         name, value = min(scores, key=lambda s: s[1])
         return f"{len(scores)} classes, worst {name} {value:.2f}"
-    return " ".join(f"{name[:10]} {value:.2f}" for name, value in scores)
+    return " ".join(f"{name[:9]} {value:.2f}" for name, value in scores)
 
 
 def _read_csv(path: Path) -> list[dict]:

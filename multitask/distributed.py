@@ -1,0 +1,63 @@
+"""DDP plumbing for `torchrun --nproc_per_node=N -m multitask train ...`: NCCL on GPU, gloo on CPU; rank 0 speaks."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device_pref: str = "auto") -> DistInfo:
+    """Reads torchrun's environment; a plain `multitask train` is a world of one."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    info = DistInfo(rank=int(os.environ["RANK"]), local_rank=int(os.environ.get("LOCAL_RANK", 0)), world_size=world)
+    if not dist.is_initialized():
+        use_cuda = torch.cuda.is_available() and device_pref != "cpu"
+        if use_cuda:
+            torch.cuda.set_device(info.local_rank)
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return info
+
+
+def broadcast_object(obj, info: DistInfo):
+    if not info.enabled:
+        return obj
+    box = [obj if info.is_main else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def barrier(info: DistInfo) -> None:
+    if info.enabled:
+        dist.barrier()
+
+
+def all_reduce_mean(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    if not info.enabled:
+        return tensor
+    tensor = tensor.clone()
+    dist.all_reduce(tensor)
+    return tensor / info.world_size
+
+
+def cleanup(info: DistInfo) -> None:
+    if info.enabled and dist.is_initialized():
+        dist.destroy_process_group()

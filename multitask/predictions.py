@@ -1,0 +1,106 @@
+"""The predictions table shared by training (oof.csv), `predict` (predictions.csv) and `report`.
+
+One self-describing CSV: every column name says what it holds, so a reader needs no side file.
+
+    image_id, path, group            identity (group = person id where known)
+    prob/<head>/<class>              probability of each class of each head
+    pred/<head>, true/<head>         class indices (-1 = unlabelled / unknown)
+    pred/composite, true/composite   the composite label over the composite heads (the 18 classes)
+    anything else                    metadata kept for breakdowns (age_years, gender, race, mask, fold, ...)
+
+A derived head (the single 18-class baseline) is expanded: its components get marginal probabilities, so every
+consumer can treat mask / gender / age alike.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .heads import HeadSpec, composite_decode, composite_encode, marginal_probabilities
+
+PROB, PRED, TRUE = "prob/", "pred/", "true/"
+COMPOSITE = "composite"
+
+
+def expand_derived(probs: Mapping[str, np.ndarray], heads: Sequence[HeadSpec],
+                   all_heads: Mapping[str, HeadSpec]) -> tuple[list[HeadSpec], dict[str, np.ndarray]]:
+    """Add marginal probabilities for the components of any derived head; returns (heads, probs) in order."""
+    out_heads, out_probs = list(heads), dict(probs)
+    for head in heads:
+        if head.derive:
+            parts = [all_heads[n] for n in head.derive]
+            for name, p in marginal_probabilities(probs[head.name], parts).items():
+                if name not in out_probs:
+                    out_probs[name] = p
+                    out_heads.append(all_heads[name])
+    return out_heads, out_probs
+
+
+def expand_targets(targets: Mapping[str, np.ndarray], heads: Sequence[HeadSpec],
+                   all_heads: Mapping[str, HeadSpec]) -> dict[str, np.ndarray]:
+    out = dict(targets)
+    for head in heads:
+        if head.derive and head.name in targets:
+            for name, values in composite_decode(targets[head.name], [all_heads[n] for n in head.derive]).items():
+                out.setdefault(name, values)
+    return out
+
+
+def composite_prediction(probs: Mapping[str, np.ndarray], composite: Sequence[HeadSpec]) -> np.ndarray | None:
+    """Per-head argmax combined by the composite encoding (None when a composite head is missing)."""
+    if not composite or any(h.name not in probs for h in composite):
+        return None
+    return composite_encode({h.name: np.asarray(probs[h.name]).argmax(1) for h in composite}, composite)
+
+
+def build_table(*, ids: Sequence, paths: Sequence, heads: Sequence[HeadSpec], probs: Mapping[str, np.ndarray],
+                targets: Mapping[str, np.ndarray] | None = None, composite: Sequence[HeadSpec] = (),
+                composite_pred: np.ndarray | None = None, meta: pd.DataFrame | None = None) -> pd.DataFrame:
+    columns: dict[str, object] = {"image_id": list(ids), "path": [str(p) for p in paths]}
+    for head in heads:
+        p = np.asarray(probs[head.name], dtype=np.float64)
+        for j, name in enumerate(head.classes):
+            columns[f"{PROB}{head.name}/{name}"] = np.round(p[:, j], 6)
+        columns[f"{PRED}{head.name}"] = p.argmax(1)
+        if targets is not None and head.name in targets:
+            columns[f"{TRUE}{head.name}"] = np.asarray(targets[head.name], dtype=np.int64)
+    if composite_pred is None:
+        composite_pred = composite_prediction(probs, composite)
+    if composite_pred is not None:
+        columns[f"{PRED}{COMPOSITE}"] = composite_pred
+        if targets is not None and all(h.name in targets for h in composite):
+            columns[f"{TRUE}{COMPOSITE}"] = composite_encode({h.name: targets[h.name] for h in composite}, composite)
+    table = pd.DataFrame(columns)
+    if meta is not None:
+        for col in meta.columns:
+            if col not in table.columns:
+                table[col] = meta[col].to_numpy()
+    return table
+
+
+def write_table(table: pd.DataFrame, path: str | Path) -> Path:
+    """Atomic: a reader never sees half a CSV."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    table.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+    return path
+
+
+def read_table(path: str | Path) -> tuple[pd.DataFrame, list[HeadSpec], dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(table, heads with class names from the column names, probabilities, targets)."""
+    table = pd.read_csv(path, keep_default_na=False, na_values=[""], dtype={"image_id": str, "group": str})
+    heads: dict[str, list[str]] = {}
+    for col in table.columns:
+        if col.startswith(PROB):
+            head, _, cls = col[len(PROB):].partition("/")
+            heads.setdefault(head, []).append(cls)
+    specs = [HeadSpec(name=name, classes=classes) for name, classes in heads.items()]
+    probs = {h.name: table[[f"{PROB}{h.name}/{c}" for c in h.classes]].to_numpy(dtype=np.float64) for h in specs}
+    targets = {h.name: table[f"{TRUE}{h.name}"].to_numpy(dtype=np.int64)
+               for h in specs if f"{TRUE}{h.name}" in table.columns}
+    return table, specs, probs, targets

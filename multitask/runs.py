@@ -1,0 +1,64 @@
+"""Run directories: runs/<name>/<n>/ (auto-increment), resume targets, k-fold parents."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from .config import Config
+from .errors import UserError
+
+
+def make_run_dir(cfg: Config) -> Path:
+    """runs/<name>/<n> with n one more than the largest existing number (never reuses a folder)."""
+    base = Path(cfg.output_dir) / cfg.name
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"output_dir: cannot create {base}: {err.strerror}") from None
+    numbers = [int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit()]
+    n = max(numbers, default=0) + 1
+    while True:
+        run_dir = base / str(n)
+        try:
+            run_dir.mkdir()
+            return run_dir
+        except FileExistsError:  # another process took it between listing and mkdir
+            n += 1
+
+
+def resolve_resume(item: str | Path) -> Path:
+    """A checkpoint file, or a run dir (its last.pt: the newest state, not the best)."""
+    path = Path(item)
+    if path.is_dir():
+        if (path / "last.pt").is_file():
+            return path / "last.pt"
+        raise UserError(f"--resume {path}: no last.pt in this folder (is it a run dir?)")
+    if not path.is_file():
+        raise UserError(f"--resume {path}: no such file or run dir")
+    return path
+
+
+def check_resume_heads(ckpt: dict, cfg: Config, path: Path) -> None:
+    if "optimizer" not in ckpt:
+        raise UserError(f"--resume {path}: this checkpoint holds weights only (best.pt); resume from last.pt or the "
+                        f"run dir")
+    saved = {name: ckpt["config"]["heads"][name]["classes"] for name in ckpt["trained_heads"]}
+    wanted = {h.name: list(h.classes) for h in cfg.trained_heads()}
+    if saved != wanted:
+        raise UserError(f"--resume {path}: the checkpoint's heads {saved} differ from the config's {wanted}; "
+                        f"resume with the same heads (or start a new run)")
+    if ckpt["config"]["model"]["backbone"] != cfg.model.backbone:
+        raise UserError(f"--resume {path}: checkpoint backbone {ckpt['config']['model']['backbone']} != config "
+                        f"model.backbone {cfg.model.backbone}")
+
+
+def merge_fold_oof(parent: Path, n_folds: int) -> Path | None:
+    """One oof.csv over every fold of a k-fold run (each image predicted by the model that did not train on it)."""
+    parts = [pd.read_csv(parent / f"fold{k}" / "oof.csv") for k in range(n_folds)
+             if (parent / f"fold{k}" / "oof.csv").is_file()]
+    if not parts:
+        return None
+    out = parent / "oof.csv"
+    pd.concat(parts, ignore_index=True).to_csv(out, index=False)
+    return out

@@ -1,0 +1,31 @@
+"""Shared fixtures: one tiny synthetic data set per session and a fast CPU config for training tests."""
+import os
+
+import pytest
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+
+@pytest.fixture(scope="session")
+def synth_root(tmp_path_factory):
+    from multitask.data.synthetic import write_synthetic
+
+    root = tmp_path_factory.mktemp("synth")
+    write_synthetic(root, people=16, width=32, height=40, seed=0)
+    return root
+
+
+@pytest.fixture()
+def tiny_cfg(synth_root, tmp_path):
+    """load_config(quickstart) shrunk to seconds: 32x32 images, 1 epoch, no workers."""
+    from multitask.config import load_config
+
+    def make(*overrides, config="configs/quickstart.yaml"):
+        base = [f"data.root={synth_root}", "data.synthesize_if_missing=false", "data.image_size=[32,32]",
+                "data.num_workers=0", "data.n_folds=4", f"data.cache_dir={tmp_path / 'cache'}",
+                f"output_dir={tmp_path / 'runs'}", "train.epochs=1", "train.batch_size=16",
+                "tracking.wandb.mode=disabled", "tracking.progress=false", "seed=0"]
+        return load_config(config, base + list(overrides))
+    return make

@@ -1,0 +1,142 @@
+"""The training engine end to end on tiny synthetic data (CPU, seconds each)."""
+import glob
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from multitask.checkpoint import load_checkpoint
+from multitask.cli import main
+from multitask.engine import fit, resolve_precision, run_training
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_tracking import _tb_scalars, _wandb_history  # noqa: E402  (readers of the offline run and TB events)
+
+
+def test_one_epoch_writes_the_run_dir_with_every_tracker(tiny_cfg, tmp_path):
+    cfg = tiny_cfg("tracking.wandb.mode=offline", "train.epochs=2")
+    run_dir = run_training(cfg)
+    for name in ("config.yaml", "best.pt", "last.pt", "metrics.csv", "oof.csv"):
+        assert (run_dir / name).is_file(), name
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    assert metrics["epoch"].tolist() == [1, 2]
+    for key in ("train/mask/loss", "val/mask/f1", "val/gender/f1", "val/age/f1", "val/age/f1_>=60",
+                "val/composite/f1", "val/composite/acc", "lr", "loss_weight/age"):
+        assert key in metrics.columns, key
+    assert metrics["val/composite/f1"].between(0, 1).all()
+    scalars, images = _tb_scalars(run_dir / "tb")
+    assert {"confusion/mask", "confusion/gender", "confusion/age"} <= set(images)
+    for key in ("val/mask/f1", "val/gender/f1", "val/age/f1", "val/composite/f1", "train/age/loss"):
+        assert len(scalars[key]) == 2, key
+    rows = _wandb_history(run_dir)
+    logged = set().union(*[r.keys() for r in rows])
+    assert {"val/mask/f1", "val/age/f1", "val/composite/f1", "train/mask/loss"} <= logged
+    # best.pt holds inference state only; last.pt everything to resume
+    best, last = load_checkpoint(run_dir / "best.pt"), load_checkpoint(run_dir / "last.pt")
+    assert "optimizer" not in best and "optimizer" in last and last["epoch"] == 2
+    assert best["metric"]["name"] == "val/composite/f1"
+    assert best["metric"]["value"] == pytest.approx(metrics["val/composite/f1"].max())
+    oof = pd.read_csv(run_dir / "oof.csv")
+    assert {"prob/mask/wear", "true/age", "pred/composite", "true/composite", "age_years", "group"} <= set(oof)
+    assert oof[["prob/age/<30", "prob/age/30-59", "prob/age/>=60"]].sum(1).round(4).eq(1).all()
+
+
+def test_heads_flag_trains_a_single_head(tiny_cfg, tmp_path, synth_root):
+    code = main(["train", "--config", "configs/quickstart.yaml", "--heads", "age",
+                 f"data.root={synth_root}", "data.image_size=[32,32]", "data.num_workers=0", "data.n_folds=4",
+                 f"data.cache_dir={tmp_path / 'cache'}", f"output_dir={tmp_path / 'runs'}", "train.epochs=1",
+                 "tracking.wandb.mode=disabled", "tracking.progress=false"])
+    assert code == 0
+    run_dir = next((tmp_path / "runs" / "quickstart").iterdir())
+    ckpt = load_checkpoint(run_dir / "best.pt")
+    assert ckpt["trained_heads"] == ["age"]
+    assert [k for k in ckpt["model"] if k.startswith("heads.")] and all(
+        k.startswith("heads.age") for k in ckpt["model"] if k.startswith("heads."))
+    columns = pd.read_csv(run_dir / "metrics.csv").columns
+    assert "val/age/f1" in columns and "val/mask/f1" not in columns and "val/composite/f1" not in columns
+    assert ckpt["metric"]["name"] == "val/mean/f1"
+
+
+def test_single_18_class_head_scores_the_composite_and_each_head(tiny_cfg):
+    cfg = tiny_cfg("data.root=" + str(tiny_cfg().data.root), config="configs/mask_resnet18_single18.yaml")
+    metrics = fit(cfg, Path(cfg.output_dir) / "single18")
+    assert {"val/class18/f1", "val/composite/f1", "val/mask/f1", "val/age/f1"} <= set(metrics)
+    oof = pd.read_csv(Path(cfg.output_dir) / "single18" / "oof.csv")
+    assert "prob/class18/wear/male/<30" in oof and "prob/mask/wear" in oof  # marginals of the 18 classes
+
+
+def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tiny_cfg):
+    overrides = ("deterministic=true", "train.epochs=2", "train.amp=off", "data.augment.hflip=0.5",
+                 "train.mixup=0.2", "train.mix_prob=0.5")
+    full = run_training(tiny_cfg(*overrides))
+    # the same 2-epoch run stopped after epoch 1 (84 images / 16 = 6 steps), as if it had been killed there
+    first = run_training(tiny_cfg(*overrides, "train.max_steps=6"))
+    last = load_checkpoint(first / "last.pt")
+    assert last["epoch"] == 1
+    resumed = run_training(tiny_cfg(*overrides), resume=str(first))
+    assert resumed == first
+    a, b = load_checkpoint(full / "last.pt")["model"], load_checkpoint(first / "last.pt")["model"]
+    assert load_checkpoint(first / "last.pt")["epoch"] == 2
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    rows = pd.read_csv(first / "metrics.csv")
+    assert rows["epoch"].tolist() == [1, 2]
+    assert rows["val/composite/f1"].tolist() == pytest.approx(pd.read_csv(full / "metrics.csv")["val/composite/f1"]
+                                                              .tolist())
+
+
+def test_bf16_autocast_runs_on_cpu(tiny_cfg):
+    cfg = tiny_cfg("train.amp=bf16", "train.max_steps=2")
+    precision = resolve_precision("bf16", torch.device("cpu"))
+    assert precision.dtype == torch.bfloat16 and not precision.scaler
+    metrics = fit(cfg, Path(cfg.output_dir) / "bf16")
+    assert metrics and all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
+
+
+def test_competition_options_run_together(tiny_cfg):
+    """EMA, weighted sampler, CutMix, uncertainty weighting, grad accumulation and clipping, SGD + onecycle."""
+    cfg = tiny_cfg("train.ema.enabled=true", "train.sampler=weighted", "train.cutmix=1.0", "train.mix_prob=1.0",
+                   "train.loss_weighting=uncertainty", "train.accum_steps=2", "train.grad_clip=1.0",
+                   "train.optimizer=sgd", "train.scheduler=onecycle", "heads.mask.loss={ce: 0.5, f1: 0.5}",
+                   "heads.mask.label_smoothing=0.1")
+    run_dir = Path(cfg.output_dir) / "options"
+    fit(cfg, run_dir)
+    ckpt = load_checkpoint(run_dir / "last.pt")
+    assert ckpt["ema"] is not None and ckpt["step"] == 3  # 84 train images / 16 per batch / 2 accumulated
+    assert "weighting.log_vars" in ckpt["criterion"]
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    assert metrics["loss_weight/mask"].iloc[0] != 1.0  # learned weights moved
+
+
+def test_all_folds_makes_one_sub_run_per_fold_and_merges_oof(tiny_cfg):
+    cfg = tiny_cfg("data.n_folds=2", "train.max_steps=1")
+    parent = run_training(cfg, all_folds=True)
+    assert (parent / "fold0" / "best.pt").is_file() and (parent / "fold1" / "best.pt").is_file()
+    oof = pd.read_csv(parent / "oof.csv")
+    assert sorted(oof["fold"].unique()) == [0, 1]
+    assert oof["image_id"].is_unique and len(oof) == 16 * 7
+
+
+def test_ddp_two_cpu_processes_complete_and_save_once(synth_root, tmp_path):
+    out = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
+           "-m", "multitask", "train", "--config", "configs/quickstart.yaml", f"data.root={synth_root}",
+           "data.image_size=[32,32]", "data.num_workers=0", "data.n_folds=4", f"data.cache_dir={tmp_path / 'c'}",
+           f"output_dir={out}", "train.epochs=1", "train.batch_size=8", "tracking.wandb.mode=disabled",
+           "tracking.progress=false", "train.device=cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = list((out / "quickstart").iterdir())
+    assert len(runs) == 1, runs  # rank 0 alone made the run dir
+    run_dir = runs[0]
+    assert (run_dir / "best.pt").is_file()
+    assert len(pd.read_csv(run_dir / "metrics.csv")) == 1
+    oof = pd.read_csv(run_dir / "oof.csv")
+    assert oof["image_id"].is_unique and len(oof) == 28  # every validation image once, gathered from both ranks
+    assert proc.stdout.count("best val/composite/f1") == 1  # only rank 0 speaks
+    assert not glob.glob(str(run_dir / ".*.tmp"))
