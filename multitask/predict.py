@@ -1,0 +1,434 @@
+"""Ensemble + TTA inference: checkpoints -> per-head probabilities -> composite label -> submission.csv.
+
+    multitask predict --ckpt runs/quickstart/1 --data data/synthetic --out out/
+    multitask predict --ckpt runs/effb0/2 runs/r18_single18/1/best.pt --weights 2 1 --data data/mask/eval \\
+        --out out/ --tta identity,hflip,fivecrop --merge mean --gt data/mask/eval/gt.csv
+    multitask predict --ckpt runs/kfold/1 --data photos/ --out out/        # a k-fold parent: every fold's best.pt
+
+Each checkpoint rebuilds its own model (backbone, heads, input size, normalisation), so different backbones and sizes
+ensemble in one call. Every image is decoded once and resized once per distinct input size; all models of that size
+then see the same batch under every TTA view. Probabilities are merged over views per model, then over models
+(weighted), per head. A derived head (the single 18-class baseline) is expanded into its components' marginals, so
+it ensembles with a mask/gender/age model. The composite label is the per-head argmax combined by the composite
+encoding, or with --joint the argmax of the ensemble's joint distribution over the 18 classes (a model's own 18-class
+head where it has one, else the product of its heads).
+
+Writes OUT/submission.csv (ImageID, ans in info.csv order; image_id, ans for other inputs), OUT/predictions.csv
+(the shared predictions table) and, with --gt, OUT/scores.json.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from sklearn.metrics import f1_score
+from torch.utils.data import DataLoader, Dataset
+
+from .checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoints
+from .config import Config
+from .data.images import read_image, resize
+from .engine import resolve_precision
+from .errors import UserError
+from .heads import HeadSpec, class_index, composite_decode, composite_encode, composite_size, joint_probabilities
+from .metrics import scores as head_scores
+from .predictions import build_table, composite_prediction, expand_derived, write_table
+from .tta import VIEWS, resolve_merge, resolve_views, view_count
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
+
+
+@dataclass
+class Member:
+    """One checkpoint of the ensemble: its own model, config and (normalised) weight."""
+    path: Path
+    model: torch.nn.Module
+    cfg: Config
+    weight: float
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return tuple(self.cfg.data.image_size)
+
+    @property
+    def heads(self) -> list[HeadSpec]:
+        return list(self.model.head_specs)
+
+    def expanded_heads(self) -> list[HeadSpec]:
+        # expand_derived works on probabilities; uniform placeholders give its head list without a forward pass
+        dummy = {h.name: np.full((1, h.num_classes), 1.0 / h.num_classes) for h in self.heads}
+        return expand_derived(dummy, self.heads, self.cfg.heads)[0]
+
+
+@dataclass
+class Inputs:
+    frame: pd.DataFrame   # image_id, path, then metadata columns
+    id_column: str        # submission's id column: ImageID for the competition layout, else image_id
+
+
+# --------------------------------------------------------------------------------------------------- entry point
+def run_predict(*, ckpts, data, out, tta=("identity",), merge="mean", weights=None, joint=False, gt=None,
+                batch_size=64, workers=2, device="auto", amp="auto", console: Console | None = None) -> dict:
+    """Predict, write OUT/submission.csv + predictions.csv (+ scores.json with gt); returns scores and throughput."""
+    console = console or Console()
+    views, merge_fn = resolve_views(tta), resolve_merge(merge)
+    if batch_size < 1 or workers < 0:
+        raise UserError(f"--batch-size must be >= 1 and --workers >= 0, got {batch_size} and {workers}")
+    device = pick_device(device)
+    precision = resolve_precision(amp, device)
+    members = load_ensemble(list(ckpts), weights=weights, device=device)
+    heads, composite = ensemble_heads(members)
+    if joint and not composite:
+        raise UserError(f"--joint: the checkpoints do not predict every composite head "
+                        f"({', '.join(members[0].cfg.composite)}); drop --joint")
+    inputs = read_inputs(data, members[0].cfg.heads)
+    ids, paths = inputs.frame["image_id"].tolist(), inputs.frame["path"].tolist()
+    truth = read_gt(gt, ids, heads, composite) if gt else None   # before inference: a bad gt fails in a second
+
+    out = make_out_dir(out)
+    for m in members:
+        console.print(f"  {m.path}  {m.cfg.model.backbone} {m.size[0]}x{m.size[1]}  heads "
+                      f"{', '.join(h.name for h in m.heads)}  weight {m.weight:.3g}", markup=False)
+    amp_name = str(precision.dtype).replace("torch.", "") if precision.enabled else "off"
+    console.print(f"predicting {len(ids)} images with {len(members)} model(s) x {view_count(views)} view(s) "
+                  f"({', '.join(views)}), merge {merge}, {device}, amp {amp_name}")
+    start = time.perf_counter()
+    per_member = infer(members, paths, views=views, merge=merge_fn, batch_size=batch_size, workers=workers,
+                       device=device, precision=precision, console=console)
+    seconds = time.perf_counter() - start
+    probs, joint_probs = combine(members, per_member, heads=heads, composite=composite, merge=merge_fn, joint=joint)
+    pred = joint_probs.argmax(1) if joint else composite_prediction(probs, composite)
+
+    if pred is not None:
+        write_table(pd.DataFrame({inputs.id_column: ids, "ans": pred}), out / "submission.csv")
+    else:  # a submission left by an earlier run in this folder would look like this run's
+        (out / "submission.csv").unlink(missing_ok=True)
+    meta = inputs.frame.drop(columns=["image_id", "path"])
+    targets = None
+    if truth is not None:
+        extra = truth["meta"].drop(columns=[c for c in truth["meta"].columns if c in meta.columns])
+        targets, meta = truth["targets"], pd.concat([meta, extra], axis=1)
+    table = build_table(ids=ids, paths=paths, heads=heads, probs=probs, targets=targets, composite=composite,
+                        composite_pred=pred, meta=meta)
+    write_table(table, out / "predictions.csv")
+
+    forward = len(ids) * len(members) * view_count(views)
+    result = {"images": len(ids), "models": len(members), "views": view_count(views), "seconds": round(seconds, 3),
+              "images_per_s": len(ids) / seconds, "forward_images_per_s": forward / seconds}
+    console.print(f"done: {len(ids)} images in {seconds:.2f}s: {result['images_per_s']:.1f} images/s, "
+                  f"{result['forward_images_per_s']:.1f} images/s over all models and views -> {out}", markup=False)
+    if pred is None:
+        console.print("no submission.csv: the checkpoints do not predict every composite head")
+    if truth is not None:
+        scores = score(truth, probs, heads, pred)
+        print_scores(scores, heads, console)
+        (out / "scores.json").write_text(json.dumps(
+            {**scores, "joint": joint, "tta": views, "merge": merge,
+             "checkpoints": {str(m.path): m.weight for m in members}}, indent=2))
+        result.update(scores)
+    return result
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device: unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: no GPU is visible; use --device cpu or auto")
+    return device
+
+
+def make_out_dir(out) -> Path:
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise UserError(f"--out {out}: exists and is not a folder; give a folder for the outputs") from None
+    except OSError as err:
+        raise UserError(f"--out {out}: cannot create the folder ({err.strerror})") from None
+    return out
+
+
+# --------------------------------------------------------------------------------------------------- ensemble
+def load_ensemble(items: list, *, weights=None, device=torch.device("cpu")) -> list[Member]:
+    """One Member per checkpoint (run dirs and k-fold parents expanded), weights normalised to sum 1.
+
+    --weights takes one value per checkpoint; one per --ckpt item also works (a k-fold parent's weight is split
+    evenly over its folds, so the folds together count as one model).
+    """
+    groups = [resolve_checkpoints([item]) for item in items]
+    paths = [p for group in groups for p in group]
+    if not paths:
+        raise UserError("--ckpt: no checkpoint given")
+    if weights is None:
+        raw = [1.0] * len(paths)
+    elif len(weights) == len(paths):
+        raw = [float(w) for w in weights]
+    elif len(weights) == len(groups):
+        raw = [float(w) / len(group) for w, group in zip(weights, groups) for _ in group]
+    else:
+        raise UserError(f"--weights: got {len(weights)} values for {len(paths)} checkpoints "
+                        f"({', '.join(p.name for p in paths)}); give one weight per checkpoint")
+    if any(not math.isfinite(w) or w < 0 for w in raw) or sum(raw) <= 0:
+        raise UserError(f"--weights: need finite values >= 0 with a positive sum, got {list(weights)}")
+    members = []
+    for path, w in zip(paths, raw):
+        model, cfg = model_from_checkpoint(load_checkpoint(path))
+        model = model.to(device=device, memory_format=torch.channels_last).eval()
+        members.append(Member(path=path, model=model, cfg=cfg, weight=w / sum(raw)))
+    return members
+
+
+def ensemble_heads(members: list[Member]) -> tuple[list[HeadSpec], list[HeadSpec]]:
+    """(heads every member predicts, composite heads or []); UserError when members predict different heads.
+
+    Members must agree on their plain heads (after derived heads are expanded); a derived head itself (class18) is
+    kept only when every member has it.
+    """
+    def plain(m: Member) -> dict[str, list[str]]:
+        return {h.name: list(h.classes) for h in m.expanded_heads() if not h.derive}
+
+    first = plain(members[0])
+    for m in members[1:]:
+        if plain(m) != first:
+            describe = lambda heads: "; ".join(f"{n} {c}" for n, c in heads.items())  # noqa: E731
+            raise UserError(f"checkpoints predict different heads: {members[0].path} has {describe(first)} but "
+                            f"{m.path} has {describe(plain(m))}; ensemble only checkpoints with the same heads")
+    shared = [h for h in members[0].expanded_heads()
+              if not h.derive or all(any(x.name == h.name and x.classes == h.classes for x in m.expanded_heads())
+                                     for m in members)]
+    names = {h.name for h in shared}
+    composite = members[0].cfg.composite_heads()
+    return shared, composite if composite and all(h.name in names for h in composite) else []
+
+
+def member_joint(probs: dict[str, np.ndarray], heads: list[HeadSpec], composite: list[HeadSpec]) -> np.ndarray:
+    """A member's distribution over composite classes: its own derived head when it has one (it learnt the
+    correlations), else the product of its independent heads."""
+    names = [h.name for h in composite]
+    own = next((h for h in heads if h.derive == names), None)
+    return probs[own.name] if own is not None else joint_probabilities(probs, composite)
+
+
+def combine(members: list[Member], per_member: list[dict[str, np.ndarray]], *, heads: list[HeadSpec],
+            composite: list[HeadSpec], merge, joint: bool) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """Merge members per head (weighted): (probabilities {head: (N, C)}, joint (N, prod) or None)."""
+    weights = torch.tensor([m.weight for m in members], dtype=torch.float64)
+    expanded = [expand_derived(p, m.heads, m.cfg.heads)[1] for m, p in zip(members, per_member)]
+
+    def merged(arrays: list[np.ndarray]) -> np.ndarray:
+        return merge(torch.from_numpy(np.stack(arrays)).double(), weights).numpy()
+
+    probs = {h.name: merged([e[h.name] for e in expanded]) for h in heads}
+    joint_probs = None
+    if joint:
+        joint_probs = merged([member_joint(e, m.heads, composite) for m, e in zip(members, expanded)])
+    return probs, joint_probs
+
+
+# --------------------------------------------------------------------------------------------------- inference
+class DecodedImages(Dataset):
+    """Each image decoded once and resized to every input size the ensemble needs: (uint8 3xHxW per size, error).
+
+    A bad file comes back as its error message (not an exception): an exception raised in a loader worker reaches
+    the user wrapped in a worker traceback, the message alone is one clear line.
+    """
+
+    def __init__(self, paths: list[str], sizes: list[tuple[int, int]]):
+        self.paths, self.sizes = list(paths), list(sizes)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        try:
+            image = read_image(self.paths[i])
+        except UserError as err:
+            return tuple(torch.zeros(3, h, w, dtype=torch.uint8) for h, w in self.sizes), str(err)
+        return tuple(torch.from_numpy(np.ascontiguousarray(resize(image, h, w).transpose(2, 0, 1)))
+                     for h, w in self.sizes), ""
+
+
+def infer(members: list[Member], paths: list[str], *, views: list[str], merge, batch_size: int, workers: int,
+          device: torch.device, precision, console: Console | None = None) -> list[dict[str, np.ndarray]]:
+    """Per member: {trained head: (N, C) probabilities merged over the TTA views} in image order."""
+    sizes = sorted({m.size for m in members})
+    by_size = [[i for i, m in enumerate(members) if m.size == size] for size in sizes]
+    loader = DataLoader(DecodedImages(paths, sizes), batch_size=batch_size, shuffle=False, num_workers=workers,
+                        pin_memory=device.type == "cuda", persistent_workers=False)
+    collected: list[dict[str, list[torch.Tensor]]] = [{h.name: [] for h in m.heads} for m in members]
+    forwards = len(members) * view_count(views)
+    progress = Progress(TextColumn("predict"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        TextColumn("{task.fields[rate]}"), console=console or Console(), transient=True)
+    start = time.perf_counter()
+    with progress, torch.inference_mode():
+        task = progress.add_task("predict", total=len(paths), rate="")
+        for images, errors in loader:
+            bad = next((e for e in errors if e), None)
+            if bad:
+                raise UserError(bad)
+            for size_images, group in zip(images, by_size):
+                x = size_images.to(device, non_blocking=True).float().contiguous(memory_format=torch.channels_last)
+                views_probs = [{h.name: [] for h in members[i].heads} for i in group]
+                for name in views:
+                    for view in VIEWS[name](x):
+                        view = view.contiguous(memory_format=torch.channels_last)
+                        for i, store in zip(group, views_probs):
+                            with precision.autocast():
+                                logits = members[i].model(view)
+                            for head, value in logits.items():
+                                store[head].append(value.float().softmax(-1))
+                for i, store in zip(group, views_probs):
+                    for head, values in store.items():
+                        collected[i][head].append(merge(torch.stack(values)).cpu())
+            done = progress.tasks[0].completed + len(errors)
+            rate = done * forwards / max(time.perf_counter() - start, 1e-9)
+            progress.update(task, completed=done, rate=f"{rate:.0f} img/s")
+    return [{head: torch.cat(parts).double().numpy() for head, parts in store.items()} for store in collected]
+
+
+# --------------------------------------------------------------------------------------------------- inputs
+def read_inputs(data, heads: dict[str, HeadSpec]) -> Inputs:
+    """--data: the competition eval layout (ROOT, ROOT/eval or its info.csv), a manifest CSV, or a folder of images."""
+    from .data.competition import read_eval
+    from .data.manifest import read_manifest
+
+    path = Path(data).expanduser()
+    if not path.exists():
+        raise UserError(f"--data {data}: not found; expected a competition root / eval folder, a manifest CSV or "
+                        f"a folder of images")
+    if path.is_file() and path.name == "info.csv":
+        path = path.parent
+    if path.is_dir() and ((path / "info.csv").is_file() or (path / "eval" / "info.csv").is_file()):
+        frame = read_eval(path)
+        return Inputs(frame=pd.DataFrame({"image_id": frame["ImageID"], "path": frame["path"]}), id_column="ImageID")
+    if path.is_file():
+        if path.suffix.lower() != ".csv":
+            raise UserError(f"--data {data}: a file must be a manifest CSV (path + optional head columns)")
+        frame = read_manifest(path, heads)
+        base = path.resolve().parent
+        ids = [Path(p).relative_to(base).as_posix() if Path(p).is_relative_to(base) else p for p in frame["path"]]
+        return Inputs(frame=pd.concat([pd.DataFrame({"image_id": ids}), frame], axis=1), id_column="image_id")
+    files = folder_images(path)
+    if not files:
+        raise UserError(f"--data {data}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))} in any "
+                        f"case, recursively, hidden files skipped)")
+    return Inputs(frame=pd.DataFrame({"image_id": [f.relative_to(path).as_posix() for f in files],
+                                      "path": [os.path.abspath(f) for f in files]}), id_column="image_id")
+
+
+def folder_images(root: Path) -> list[Path]:
+    found = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        found += [Path(folder) / f for f in files if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_SUFFIXES]
+    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+
+
+# --------------------------------------------------------------------------------------------------- scoring
+def read_gt(path, ids: list[str], heads: list[HeadSpec], composite: list[HeadSpec]) -> dict:
+    """Truth for every predicted image from a CSV (ImageID or image_id; ans and/or per-head columns).
+
+    Returns {"targets": {head: (N,)}, "composite": (N,) or None, "meta": other columns (e.g. age_years)}.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"--gt {path}: file not found; expected a CSV with ImageID and ans (and/or mask, gender, age)")
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    table.columns = [c.strip() for c in table.columns]
+    key = next((c for c in ("ImageID", "image_id") if c in table.columns), None)
+    if key is None:
+        raise UserError(f"--gt {path}: no ImageID column; found {', '.join(table.columns) or 'none'}")
+    table[key] = table[key].str.strip()
+    if table[key].duplicated().any():
+        raise UserError(f"--gt {path}: ImageID {table[key][table[key].duplicated()].iloc[0]!r} is listed twice")
+    listed = set(table[key])
+    missing = [i for i in ids if i not in listed]
+    if missing:
+        raise UserError(f"--gt {path}: {len(missing)} of {len(ids)} predicted images have no row "
+                        f"(first: {missing[0]!r}); the gt must list every image")
+    table = table.set_index(key).loc[ids].reset_index(drop=True)
+    size = composite_size(composite) if composite else 0
+    truth = None
+    if "ans" in table.columns and composite:
+        truth = np.array([_index(path, "ans", v, size) for v in table["ans"]], dtype=np.int64)
+    targets: dict[str, np.ndarray] = {}
+    for head in heads:
+        if not head.derive and head.name in table.columns:
+            targets[head.name] = np.array([_class(path, head, v) for v in table[head.name]], dtype=np.int64)
+    if truth is not None:
+        for name, values in composite_decode(truth, composite).items():
+            if name in targets and np.any((targets[name] >= 0) & (truth >= 0) & (targets[name] != values)):
+                row = int(np.argmax((targets[name] >= 0) & (truth >= 0) & (targets[name] != values)))
+                raise UserError(f"--gt {path}: ans {truth[row]} disagrees with column {name} "
+                                f"({table[name].iloc[row]!r}) for ImageID {ids[row]!r}")
+            targets.setdefault(name, values)
+    elif composite and all(h.name in targets for h in composite):
+        truth = composite_encode(targets, composite)
+    if truth is None and not targets:
+        raise UserError(f"--gt {path}: no truth columns; expected ans and/or {', '.join(h.name for h in heads)}")
+    for head in heads:  # derived heads (class18) from their components
+        if head.derive and all(n in targets for n in head.derive):
+            parts = [next(h for h in heads if h.name == n) for n in head.derive]
+            targets[head.name] = composite_encode(targets, parts)
+    used = {"ans", *(h.name for h in heads)}
+    return {"targets": targets, "composite": truth, "meta": table[[c for c in table.columns if c not in used]]}
+
+
+def _index(path: Path, column: str, value: str, size: int) -> int:
+    text = value.strip()
+    if text in ("", "-1"):
+        return -1
+    if not text.lstrip("-").isdigit() or not 0 <= int(text) < size:
+        raise UserError(f"--gt {path}: column {column}: {value!r} is not a class index 0..{size - 1}")
+    return int(text)
+
+
+def _class(path: Path, head: HeadSpec, value: str) -> int:
+    try:
+        return class_index(head, value)
+    except ValueError:
+        raise UserError(f"--gt {path}: column {head.name}: unknown class {value!r}; expected one of "
+                        f"{', '.join(head.classes)} or an index 0..{head.num_classes - 1}") from None
+
+
+def score(truth: dict, probs: dict[str, np.ndarray], heads: list[HeadSpec], pred: np.ndarray | None) -> dict:
+    """composite/f1 (the competition metric: sklearn macro F1 over the classes present), composite/acc, per head
+    acc and macro F1; rows whose truth is unknown (-1) are left out."""
+    out: dict[str, float] = {}
+    if truth["composite"] is not None and pred is not None:
+        keep = truth["composite"] >= 0
+        y_true, y_pred = truth["composite"][keep], np.asarray(pred)[keep]
+        if len(y_true):
+            out["composite/f1"] = float(f1_score(y_true, y_pred, average="macro"))
+            out["composite/acc"] = float(np.mean(y_true == y_pred))
+            out["composite/n"] = int(len(y_true))
+    for head in heads:
+        if head.name in truth["targets"]:
+            s = head_scores(truth["targets"][head.name], probs[head.name].argmax(1), head.num_classes)
+            if s["n"]:
+                out.update({f"{head.name}/acc": s["acc"], f"{head.name}/f1": s["f1"], f"{head.name}/n": s["n"]})
+    return out
+
+
+def print_scores(scores: dict, heads: list[HeadSpec], console: Console) -> None:
+    table = Table(title="scores")
+    for column in ("", "macro F1", "accuracy", "n"):
+        table.add_column(column, justify="right" if column else "left")
+    for name in ["composite", *(h.name for h in heads)]:
+        if f"{name}/acc" in scores:
+            table.add_row(name, f"{scores[f'{name}/f1']:.4f}", f"{scores[f'{name}/acc']:.4f}",
+                          str(scores[f"{name}/n"]))
+    console.print(table)
