@@ -14,7 +14,10 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import os
 import random
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +28,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from .checkpoint import FORMAT, VERSION, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .config import Config, from_dict, load_config, save_config, to_dict
+from .config import Config, from_dict, save_config, to_dict
 from .data.prepare import TrainingData, make_loader, prepare_data, train_sampler, val_sampler
 from .distributed import DistInfo, barrier, broadcast_object, cleanup, init_distributed
 from .errors import UserError
@@ -35,7 +38,8 @@ from .mixing import BatchMixer
 from .model import create_model
 from .optim import build_optimizer, build_scheduler
 from .predictions import build_table, expand_derived, expand_targets, write_table
-from .runs import check_resume_heads, make_run_dir, merge_fold_oof, resolve_resume
+from .runs import (check_resume_heads, fold_dirs, make_run_dir, merge_fold_oof, remove_stale_temp_files,
+                   resolve_resume)
 from .tracking import Tracker
 
 SYNC_EVERY = 20
@@ -57,6 +61,10 @@ class Precision:
     @property
     def scaler(self) -> bool:  # fp16 needs loss scaling; bf16 has fp32's range
         return self.dtype == torch.float16 and self.device.type == "cuda"
+
+    @property
+    def name(self) -> str:
+        return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.dtype, "off")
 
     def autocast(self):
         return torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.enabled)
@@ -112,27 +120,53 @@ def resolve_monitor(cfg: Config) -> str:
 
 # --------------------------------------------------------------------------------------------------- entry points
 def config_for_resume(resume: str, overrides: list[str]) -> Config:
-    """`multitask train --resume X` without --config: the checkpoint's own config (+ overrides)."""
-    ckpt = load_checkpoint(resolve_resume(resume))
-    cfg = from_dict(ckpt["config"])
-    if overrides:
-        import tempfile
-        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as tmp:
-            save_config(cfg, tmp.name)
-        cfg = load_config(tmp.name, overrides)
-        Path(tmp.name).unlink()
-    return cfg
+    """`multitask train --resume X` without --config: the checkpoint's own config (+ overrides).
+
+    X may also be a k-fold run dir (with --folds all): its first fold's checkpoint holds the shared config."""
+    path = Path(resume)
+    if path.is_dir() and not (path / "last.pt").is_file():
+        path = next((d / "last.pt" for d in fold_dirs(path) if (d / "last.pt").is_file()), path)
+    path = resolve_resume(path)
+    return from_dict(load_checkpoint(path)["config"], f"--resume {path}", overrides=overrides)
+
+
+def preflight(cfg: Config) -> None:
+    """Checks that need neither data nor a model: a typo fails in a second, before a run dir or image cache exists."""
+    from .losses import HeadLoss
+    from .model import check_backbone
+
+    check_backbone(cfg.model.backbone)
+    for head in cfg.trained_heads():
+        HeadLoss(spec=head)   # raises on an unknown loss name
+    weights = cfg.model.pretrained
+    if isinstance(weights, str) and weights.strip() and not Path(weights).expanduser().is_file():
+        raise UserError(f"model.pretrained: weights file not found: {weights}; give an existing .pth/.safetensors "
+                        f"file, true (timm hub) or false")
 
 
 def run_training(cfg: Config, *, resume: str | None = None, all_folds: bool = False) -> Path:
+    """Train one run (or every fold); with `resume`, continue from its last.pt (a k-fold dir: every fold's)."""
     info = init_distributed(cfg.train.device)
+    fresh: Path | None = None   # a run dir made by this call: removed again when bad input stops it before any save
     try:
+        preflight(cfg)
         if all_folds:
-            parent = broadcast_object(make_run_dir(cfg) if info.is_main else None, info)
+            if resume:
+                parent = Path(resume)
+                if not parent.is_dir():
+                    raise UserError(f"--resume {resume} --folds all: expected the k-fold run dir (holding fold0/, "
+                                    f"fold1/, ...)")
+            else:
+                parent = fresh = broadcast_object(make_run_dir(cfg) if info.is_main else None, info)
             for fold in range(cfg.data.n_folds):
                 fold_cfg = copy.deepcopy(cfg)
                 fold_cfg.data.fold = fold
-                fit(fold_cfg, parent / f"fold{fold}", info)
+                fold_dir = parent / f"fold{fold}"
+                ckpt = None
+                if resume and (fold_dir / "last.pt").is_file():   # folds without one start (again) from scratch
+                    ckpt = load_checkpoint(fold_dir / "last.pt")
+                    check_resume_heads(ckpt, fold_cfg, fold_dir / "last.pt")
+                fit(fold_cfg, fold_dir, info, ckpt)
             if info.is_main:
                 merge_fold_oof(parent, cfg.data.n_folds)
             return parent
@@ -143,33 +177,69 @@ def run_training(cfg: Config, *, resume: str | None = None, all_folds: bool = Fa
             check_resume_heads(ckpt, cfg, path)
             run_dir = path.parent
         else:
-            run_dir = broadcast_object(make_run_dir(cfg) if info.is_main else None, info)
+            run_dir = fresh = broadcast_object(make_run_dir(cfg) if info.is_main else None, info)
         fit(cfg, run_dir, info, ckpt)
         return run_dir
+    except UserError as err:
+        if fresh is not None and info.is_main and not isinstance(err, TrainingStopped):
+            discard_unsaved(fresh)
+        raise
     finally:
         cleanup(info)
+
+
+def discard_unsaved(run_dir: Path) -> None:
+    """Bad input found before the first checkpoint: leave no half-made run dir (config.yaml, empty logs) behind."""
+    if run_dir.is_dir() and not any(run_dir.rglob("*.pt")):
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------------------------------- fit
 def fit(cfg: Config, run_dir: Path, info: DistInfo = DistInfo(), ckpt: dict | None = None) -> dict:
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     device = pick_device(cfg.train.device, info)
     seed_everything(cfg.seed + info.rank, cfg.deterministic)
     precision = resolve_precision(cfg.train.amp, device)
+    if info.is_main:
+        check_writable(run_dir)   # now, not at the end of the first epoch
     tracker = Tracker(run_dir=run_dir, cfg=cfg, enabled=info.is_main,
                       resume_id=(ckpt or {}).get("tracker", {}).get("wandb_id"))
+    if ckpt is not None and info.is_main:
+        removed = remove_stale_temp_files(run_dir)
+        if removed:
+            tracker.print(f"removed {len(removed)} half-written file(s) left by the interrupted run: "
+                          f"{', '.join(removed)}")
     try:
         return _fit(cfg, run_dir, info, ckpt, device, precision, tracker)
     finally:
         tracker.close()
 
 
+def check_writable(run_dir: Path) -> None:
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", suffix=".tmp", dir=run_dir)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as err:
+        raise UserError(f"run dir {run_dir} is not writable ({err.strerror}); make it writable or set output_dir to "
+                        f"another folder") from None
+
+
 def _fit(cfg, run_dir, info, ckpt, device, precision, tracker) -> dict:
     heads = cfg.trained_heads()
     tracker.print(f"[bold]multitask[/] {cfg.name} -> {run_dir}  ({cfg.model.backbone}, heads "
-                  f"{', '.join(h.name for h in heads)}, {device}, amp {precision.dtype or 'off'})")
+                  f"{', '.join(h.name for h in heads)}, {device}, amp {precision.name})")
+    if ckpt is not None and finished(cfg, ckpt["state"]):
+        tracker.print(f"nothing to train: this run already finished (epoch {ckpt['state']['epoch']} of "
+                      f"{cfg.train.epochs}); raise train.epochs (or train.early_stop / train.max_steps) to go on")
+        return {}
+    # rank 0 first: it writes the synthetic set and the image cache once, the others then reuse them
+    if info.enabled and not info.is_main:
+        barrier(info)
     data = prepare_data(cfg, log=tracker.print)
+    if info.enabled and info.is_main:
+        barrier(info)
     if info.is_main:
         save_config(cfg, run_dir / "config.yaml")
 
@@ -215,7 +285,8 @@ def _fit(cfg, run_dir, info, ckpt, device, precision, tracker) -> dict:
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     monitor = resolve_monitor(cfg)
     ctx = dict(cfg=cfg, run_dir=run_dir, info=info, model=model, criterion=criterion, optimizer=optimizer,
-               scheduler=scheduler, scaler=scaler, ema=ema, mixer=mixer, state=state, tracker=tracker)
+               scheduler=scheduler, scaler=scaler, ema=ema, mixer=mixer, state=state, tracker=tracker,
+               batches_per_epoch=math.ceil(sampler.per_rank / cfg.train.batch_size))
     best_metrics: dict = {}
     for epoch in range(state["epoch"], cfg.train.epochs):
         sampler.set_epoch(epoch, start=state["batch_in_epoch"] * cfg.train.batch_size)
@@ -419,9 +490,26 @@ def write_oof(run_dir: Path, data: TrainingData, acc: MetricAccumulator, cfg: Co
     write_table(table, run_dir / "oof.csv")
 
 
+def finished(cfg: Config, state: dict) -> bool:
+    """A resumed run that already ended (all epochs, early stop or max_steps) has nothing left to train."""
+    return (state["epoch"] >= cfg.train.epochs and not state["batch_in_epoch"]
+            or bool(cfg.train.early_stop and state["bad_epochs"] >= cfg.train.early_stop)
+            or bool(cfg.train.max_steps and state["step"] >= cfg.train.max_steps))
+
+
 def save(path: Path, ctx: dict, *, metric: tuple[str, float | None], resumable: bool = True) -> None:
-    """last.pt carries everything to resume; best.pt only what inference needs (a third of the size)."""
+    """last.pt carries everything to resume; best.pt only what inference needs (a third of the size).
+
+    Never writes non-finite weights over a good checkpoint. A step checkpoint on the epoch's last batch is left to
+    the epoch-end save that follows: resumed from, it would start an epoch with no batches left to train."""
     cfg, model, ema, state = ctx["cfg"], ctx["model"], ctx["ema"], ctx["state"]
+    if state["batch_in_epoch"] >= ctx.get("batches_per_epoch", math.inf):
+        return
+    flags = [torch.isfinite(p).all() for p in model.parameters() if p.is_floating_point()]
+    if flags and not bool(torch.stack(flags).all()):   # one device sync per save
+        raise TrainingStopped(f"non-finite weights at optimizer step {state['step']} (a loss went NaN/inf); "
+                              f"{path} keeps the last good state; lower train.lr or set train.grad_clip, then "
+                              f"resume from it")
     payload = {
         "format": FORMAT, "version": VERSION,
         "config": to_dict(cfg),
