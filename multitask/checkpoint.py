@@ -105,12 +105,16 @@ def load_checkpoint(path: str | Path) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        if "weights only" in str(err).lower() or "weights_only" in str(err):
-            found = re.search(r"GLOBAL (\S+) was not an allowed", str(err))
-            detail = f" (found {found.group(1)})" if found else ""
-            raise UserError(f"{path} holds objects that are not plain tensors/data{detail}; refusing to load it "
-                            "(it could run code)") from None
-        raise UserError(f"{path} is not a multitask checkpoint (not a torch file: {err})") from None
+        text = str(err)
+        found = re.search(r"GLOBAL (\S+) was not an allowed", text)
+        if found:   # a class or function to call while unpickling: the way a crafted file runs code
+            raise UserError(f"{path} holds objects that are not plain tensors/data (found {found.group(1)}); "
+                            "refusing to load it (it could run code)") from None
+        # any other refusal of the safe unpickler: bytes that are not a pickle we can read (a text file, ...)
+        detail = re.search(r"WeightsUnpickler error:\s*(.+?)\s*(?:\n\n|$)", text, re.S)
+        detail = " ".join((detail.group(1) if detail else text.splitlines()[0]).split())
+        raise UserError(f"{path} is not a multitask checkpoint (the safe loader refused it: {detail}); "
+                        "not loading it") from None
     except (OSError, RuntimeError, EOFError, KeyError, ValueError, IndexError, AttributeError) as err:
         # zip/pickle readers fail in many ways on foreign or truncated files
         raise UserError(f"{path} is not a multitask checkpoint (unreadable: {type(err).__name__}: {err})") from None

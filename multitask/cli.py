@@ -5,12 +5,14 @@
     multitask predict --ckpt runs/quickstart/1 --data data/synthetic --out out/ --tta identity,hflip --gt data/synthetic/eval/gt.csv
     multitask report runs/quickstart/1
 
-Bad input ends with one line on stderr and exit code 2; `--debug` shows the traceback instead.
+Bad input (and a full or unwritable disk) ends with one line on stderr and exit code 2; any other failure with
+one line and exit code 1. `--debug` (or MULTITASK_DEBUG=1) shows the traceback instead.
 Heavy imports (torch, timm) happen inside each command so `--help` is instant.
 """
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 
@@ -131,6 +133,11 @@ def _synth(args) -> int:
     return 0
 
 
+_WRITABLE = "make it writable or choose another folder"
+OS_HINTS = {errno.ENOSPC: "free some disk space (or point output_dir / data.cache_dir elsewhere) and rerun",
+            errno.EDQUOT: "free some of your disk quota and rerun", errno.EACCES: _WRITABLE, errno.EPERM: _WRITABLE,
+            errno.EROFS: "the file system is read-only; choose another folder"}
+
 COMMANDS = {"train": _train, "predict": _predict, "report": _report, "synth": _synth}
 
 
@@ -139,12 +146,29 @@ def main(argv: list[str] | None = None) -> int:
     debug = getattr(args, "debug", False) or os.environ.get("MULTITASK_DEBUG") == "1"
     try:
         return COMMANDS[args.command](args)
-    except (UserError, FileNotFoundError) as err:
-        if debug:
-            raise
-        message = str(err).replace("\n", " ")
-        print(f"error: {message}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as err:
+        if debug:
+            raise
+        print(f"error: {one_line(err)}", file=sys.stderr)
+        # 2: bad input or a full/unwritable disk (the person can fix it); 1: a bug, worth the traceback
+        return 2 if isinstance(err, (UserError, OSError)) else 1
+
+
+def one_line(err: BaseException) -> str:
+    """The message a person needs, on one line, for every kind of failure (tracebacks are for --debug)."""
+    text = str(err)
+    if "Original Traceback" in text:
+        # re-raised from a DataLoader worker: the text is the worker's traceback; its last line is the error
+        last = text.strip().splitlines()[-1]
+        text = last.split(": ", 1)[1] if ": " in last else last
+    text = " ".join(text.split())
+    if isinstance(err, UserError):
+        return text
+    if isinstance(err, OSError) and err.strerror:
+        where = f" {err.filename}" if err.filename else ""
+        return f"{err.strerror}:{where}; {OS_HINTS.get(err.errno, 'check the path and its permissions')}"
+    return (f"unexpected {type(err).__name__}: {text or 'no message'}; rerun with --debug for the traceback "
+            "and report it")

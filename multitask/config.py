@@ -7,8 +7,11 @@ The resolved config (`to_dict(cfg)`) is what a run saves next to its checkpoints
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
+import os
+import tempfile
 import types
 import typing
 from dataclasses import dataclass, field
@@ -207,7 +210,27 @@ def finalize(cfg: Config, where: str = "<config>") -> Config:
         raise ConfigError(f"{where}: data.fold: {cfg.data.fold} not in 0..{cfg.data.n_folds - 1} (data.n_folds)")
     if cfg.data.source == "manifest" and not cfg.data.manifest:
         raise ConfigError(f"{where}: data.manifest: required when data.source is 'manifest'")
+    for key, value, low in _lower_bounds(cfg):
+        if value is not None and value < low:
+            off = " or null (off)" if key in _OFF_WHEN_NULL else ""
+            raise ConfigError(f"{where}: {key}: {value} is too small; expected >= {low}{off}")
+    if cfg.data.on_bad_image == "skip" and not cfg.data.cache:
+        raise ConfigError(f"{where}: data.on_bad_image=skip needs data.cache=true (bad images are found and left out "
+                          f"while the cache is built); set data.cache=true or data.on_bad_image=error")
     return cfg
+
+
+_OFF_WHEN_NULL = {"train.save_every_steps", "train.max_steps", "train.early_stop", "data.limit"}
+
+
+def _lower_bounds(cfg: Config) -> list[tuple[str, float | None, float]]:
+    """(key, value, smallest allowed) for values of the right type that would only fail later, mid-run."""
+    t, d = cfg.train, cfg.data
+    return [("train.epochs", t.epochs, 1), ("train.batch_size", t.batch_size, 1),
+            ("train.accum_steps", t.accum_steps, 1), ("train.val_every", t.val_every, 1),
+            ("train.save_every_steps", t.save_every_steps, 1), ("train.max_steps", t.max_steps, 1),
+            ("train.early_stop", t.early_stop, 1), ("train.lr", t.lr, 0.0), ("data.n_folds", d.n_folds, 2),
+            ("data.num_workers", d.num_workers, 0), ("data.limit", d.limit, 1)]
 
 
 def _apply_override(raw: dict, item: str) -> None:
@@ -320,12 +343,31 @@ def to_dict(cfg) -> dict:
     return dataclasses.asdict(cfg)
 
 
-def from_dict(raw: dict, where: str = "<checkpoint>") -> Config:
+def from_dict(raw: dict, where: str = "<checkpoint>", overrides: list[str] | None = None) -> Config:
+    """A Config from plain data (a checkpoint's config), plus `a.b=value` overrides as on the command line."""
     raw = {k: v for k, v in raw.items() if k != "config_path"}
     for spec in (raw.get("heads") or {}).values():
         spec.pop("name", None)
+    if overrides:
+        raw = copy.deepcopy(raw)   # overrides edit nested mappings; the caller's stay as they were
+        for item in overrides:
+            _apply_override(raw, item)
     return finalize(_build(Config, raw, "", where), where)
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    """Written to a temp file and renamed: a kill mid-write leaves the previous config.yaml, never half of one."""
+    path = Path(path)
+    text = yaml.safe_dump(to_dict(cfg), sort_keys=False)
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as err:
+        raise ConfigError(f"could not write {path}: {err.strerror or err}") from None
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.remove(tmp)

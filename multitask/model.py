@@ -89,7 +89,7 @@ def build_trunk(backbone: str, *, pretrained: bool | str = False, drop_rate: flo
     """timm model without classifier (num_classes=0: forward gives pooled features)."""
     import timm
 
-    _check_backbone(backbone)
+    check_backbone(backbone)
     kwargs = {"num_classes": 0}
     # only pass rates that are set: not every timm model accepts them (vgg has no drop_path_rate)
     if drop_rate > 0:
@@ -118,7 +118,7 @@ def build_trunk(backbone: str, *, pretrained: bool | str = False, drop_rate: flo
     return trunk
 
 
-def _check_backbone(backbone: str) -> None:
+def check_backbone(backbone: str) -> None:
     import timm
 
     if backbone.startswith(("hf-hub:", "hf_hub:", "local-dir:")) or timm.is_model(backbone):

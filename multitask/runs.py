@@ -1,6 +1,9 @@
 """Run directories: runs/<name>/<n>/ (auto-increment), resume targets, k-fold parents."""
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -25,6 +28,27 @@ def make_run_dir(cfg: Config) -> Path:
             return run_dir
         except FileExistsError:  # another process took it between listing and mkdir
             n += 1
+        except OSError as err:
+            raise UserError(f"output_dir: cannot create the run dir {run_dir}: {err.strerror}; make {base} writable "
+                            f"or set output_dir to another folder") from None
+
+
+def check_writable(run_dir: Path) -> None:
+    """Create `run_dir` and a file in it, or say in one line why not: now, rather than at the first save."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", suffix=".tmp", dir=run_dir)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as err:
+        raise UserError(f"run dir {run_dir} is not writable ({err.strerror}); make it writable or set output_dir to "
+                        f"another folder") from None
+
+
+def discard_unsaved(run_dir: Path) -> None:
+    """Bad input found before the first checkpoint: leave no half-made run dir (config.yaml, empty logs) behind."""
+    if run_dir.is_dir() and not any(run_dir.rglob("*.pt")):
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def resolve_resume(item: str | Path) -> Path:
@@ -33,10 +57,35 @@ def resolve_resume(item: str | Path) -> Path:
     if path.is_dir():
         if (path / "last.pt").is_file():
             return path / "last.pt"
+        if fold_dirs(path):
+            raise UserError(f"--resume {path}: a k-fold run dir; add --folds all to resume every fold, or resume one "
+                            f"fold with --resume {fold_dirs(path)[0]}")
+        if (path / "config.yaml").is_file():
+            raise UserError(f"--resume {path}: no checkpoint yet (the run stopped before its first epoch ended; "
+                            f"train.save_every_steps saves within epochs); start it again without --resume")
         raise UserError(f"--resume {path}: no last.pt in this folder (is it a run dir?)")
     if not path.is_file():
         raise UserError(f"--resume {path}: no such file or run dir")
     return path
+
+
+def fold_dirs(parent: Path) -> list[Path]:
+    """fold0/, fold1/, ... of a k-fold run dir, in fold order."""
+    found = [d for d in parent.iterdir() if d.is_dir() and d.name.startswith("fold") and d.name[4:].isdigit()]
+    return sorted(found, key=lambda d: int(d.name[4:]))
+
+
+def remove_stale_temp_files(run_dir: Path) -> list[str]:
+    """Half-written checkpoints / tables a killed save left behind (`.last.pt.x1y2.tmp`): never read, only in the
+    way. Called on resume, when no other process writes into this run dir."""
+    removed = []
+    for tmp in run_dir.glob(".*.tmp"):
+        try:
+            tmp.unlink()
+            removed.append(tmp.name)
+        except OSError:
+            pass
+    return removed
 
 
 def check_resume_heads(ckpt: dict, cfg: Config, path: Path) -> None:

@@ -29,6 +29,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .config import to_dict
+from .errors import UserError
 
 WANDB_INIT_TIMEOUT = 30.0   # seconds; wandb's own default (90 s) is long to wait for a server that is not there
 
@@ -154,6 +155,8 @@ class Tracker:
     # ------------------------------------------------------------------------------------------ console
     def print(self, *args, **kwargs) -> None:
         if self.enabled:
+            # soft wrap: a log file keeps each message (and its paths) on one line
+            kwargs.setdefault("soft_wrap", True)
             self.console.print(*args, **kwargs)
 
     def epoch_table(self, epoch: int, metrics: dict[str, float], heads: list[str]) -> Table | None:
@@ -342,14 +345,17 @@ def _read_csv(path: Path) -> list[dict]:
 def _write_csv(path: Path, rows: list[dict]) -> None:
     """Header = union of keys in first-seen order; written to a temp file and renamed (never half a file)."""
     columns = list(dict.fromkeys(k for row in rows for k in row))
-    fd, tmp = tempfile.mkstemp(prefix=".metrics.", suffix=".csv.tmp", dir=path.parent)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=".metrics.", suffix=".csv.tmp", dir=path.parent)
         with os.fdopen(fd, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=columns)
             writer.writeheader()
             writer.writerows(rows)
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+        tmp = None
+    except OSError as err:   # disk full, run dir gone read-only: say so in one line; the old file stays
+        raise UserError(f"could not write {path}: {err.strerror or err}; the previous metrics.csv is intact") from None
+    finally:
+        if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)
-        raise

@@ -227,15 +227,16 @@ def test_epoch_table_marks_the_best_so_far(tmp_path):
                **{f"val/composite/f1_c{i}": 0.5 + i / 100 for i in range(18)}}
     tracker.epoch_table(1, metrics, heads=["mask", "gender"])
     first = console.file.getvalue()
-    assert "0.8500 *" in first and "wear 0.90 incorrect 0.80 not_wear 0.85" in first
+    assert "0.850*" in first and "wear 0.90 incorrect 0.80 not_wear 0.85" in first
+    assert "0.800/0.700" in first  # train/val loss in one cell
     assert "18 classes, worst c0 0.50" in first and "lr 2.5e-05" in first
     console.file.truncate(0)
     console.file.seek(0)
     table = tracker.epoch_table(2, {**metrics, "val/mask/f1": 0.8, "val/gender/f1": 0.75}, heads=["mask", "gender"])
     second = console.file.getvalue()
-    assert "0.8000 *" not in second and "0.8500 (e1)" in second     # mask got worse: best stays epoch 1
-    assert "0.7500 *" in second and "0.7500 (e2)" in second         # gender improved
-    assert [c.header for c in table.columns][:5] == ["head", "train loss", "val loss", "acc", "F1"]
+    assert "0.800*" not in second and "0.850 e1" in second     # mask got worse: best stays epoch 1
+    assert "0.750*" in second and "0.750 e2" in second         # gender improved
+    assert [c.header for c in table.columns][:5] == ["head", "loss tr/val", "acc", "F1", "best"]
     assert table.row_count == 3
     tracker.close()
 

@@ -11,11 +11,13 @@ epoch it is the same work. Decoding once into `<cache_dir>/<key>.u8` (N x H x W 
 The key is a SHA-1 over each (path, file size, mtime_ns) and the target height x width, so touching or replacing
 any image, or changing the image size, makes a new cache. The pixels are written to a temporary file that is renamed
 into place (`os.replace`) only when complete, and the metadata (`<key>.json`) is written after it, so an interrupted
-build is never reused. Pickling an ImageCache sends only the file name, shape and row map: DataLoader workers reopen
-the map read-only themselves.
+build is never reused. Its temp file is deleted by the next build (a live build holds a lock on it), and its space
+is reserved up front, so a full disk is a clear error rather than a crash on the first unbacked page. Pickling an
+ImageCache sends only the file name, shape and row map: DataLoader workers reopen the map read-only themselves.
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -26,6 +28,7 @@ from typing import Callable, Iterable, Literal
 
 import numpy as np
 
+from ..errors import UserError
 from .images import BadImageError, read_image, resize
 
 FORMAT_VERSION = 1
@@ -70,19 +73,27 @@ class ImageCache:
         if not paths:
             raise ValueError("ImageCache.build: no image paths given")
         cache_dir = Path(os.path.abspath(cache_dir))  # workers may not share the cwd
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        key = cache_key(paths, height=height, width=width)
-        data_file, meta_file = cache_dir / f"{key}.u8", cache_dir / f"{key}.json"
-        cache = cls._load(data_file, meta_file, paths, height, width)
-        if cache is None:
-            valid, bad = _decode_all(paths, height, width, data_file, on_bad_image, workers, progress)
-            meta = {"version": FORMAT_VERSION, "height": height, "width": width, "paths": paths,
-                    "valid": valid.tolist(), "bad": bad}
-            _atomic_write(meta_file, json.dumps(meta).encode())
-            cache = cls(file=str(data_file), paths=paths, height=height, width=width, valid=valid, bad=bad)
+        try:
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            remove_abandoned_builds(cache_dir)
+            key = cache_key(paths, height=height, width=width)
+            data_file, meta_file = cache_dir / f"{key}.u8", cache_dir / f"{key}.json"
+            cache = cls._load(data_file, meta_file, paths, height, width)
+            if cache is None:
+                valid, bad = _decode_all(paths, height, width, data_file, on_bad_image, workers, progress)
+                meta = {"version": FORMAT_VERSION, "height": height, "width": width, "paths": paths,
+                        "valid": valid.tolist(), "bad": bad}
+                _atomic_write(meta_file, json.dumps(meta).encode())
+                cache = cls(file=str(data_file), paths=paths, height=height, width=width, valid=valid, bad=bad)
+        except OSError as err:
+            need = len(paths) * height * width * 3
+            size = f"{need / 2**30:.1f} GiB" if need >= 2**30 else f"{need / 2**20:.1f} MiB"
+            raise UserError(f"data.cache_dir: cannot write the image cache in {cache_dir} ({err.strerror or err}; it "
+                            f"needs {size}); free space there, set data.cache_dir to a writable folder, or "
+                            f"data.cache=false") from None
         if on_bad_image == "error" and cache.bad:  # a cache built with 'skip' reused under 'error'
-            reason = cache.bad[0][1]
-            raise BadImageError(f"{reason} ({len(cache.bad)} bad image(s); data.on_bad_image=skip drops them)")
+            path, reason = cache.bad[0]
+            raise BadImageError(f"{path}: {reason} ({len(cache.bad)} bad image(s); data.on_bad_image=skip drops them)")
         return cache
 
     @classmethod
@@ -150,12 +161,19 @@ def _decode_all(paths: list[str], height: int, width: int, data_file: Path, on_b
                 progress: Callable[[int, int], None] | None) -> tuple[np.ndarray, list[tuple[str, str]]]:
     n = len(paths)
     fd, tmp = tempfile.mkstemp(dir=data_file.parent, prefix=data_file.name + ".", suffix=".tmp")
-    os.close(fd)
     valid = np.ones(n, dtype=bool)
     bad: list[tuple[str, str]] = []
     try:
+        # held while we build: a later build deletes only temp files whose builder died (lock released)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        # reserve every byte now: a full disk is an error here, not a SIGBUS when a mapped page is first written
+        size = n * height * width * 3
+        if hasattr(os, "posix_fallocate"):
+            os.posix_fallocate(fd, 0, size)
+        else:
+            os.ftruncate(fd, size)
         # rows go straight from the decoder into the map: memory stays one image per worker, whatever N is
-        array = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=(n, height, width, 3))
+        array = np.memmap(tmp, dtype=np.uint8, mode="r+", shape=(n, height, width, 3))
 
         def decode(i: int) -> str | None:
             try:
@@ -171,21 +189,43 @@ def _decode_all(paths: list[str], height: int, width: int, data_file: Path, on_b
                         pool.shutdown(wait=True, cancel_futures=True)
                         raise BadImageError(error)
                     valid[i] = False
-                    bad.append((paths[i], error))
+                    bad.append((paths[i], error.removeprefix(f"{paths[i]}: ")))   # the path is kept beside it
                 if progress is not None and (done % 64 == 0 or done == n):
                     progress(done, n)
+        if not valid.any():   # not worth keeping: a cache of nothing but skipped rows
+            path, reason = bad[0]
+            raise BadImageError(f"none of the {n} images is readable (data.on_bad_image=skip left nothing to "
+                                f"train on), e.g. {path}: {reason}")
         array.flush()
         del array
         os.replace(tmp, data_file)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+        os.close(fd)
     return valid, bad
+
+
+def remove_abandoned_builds(cache_dir: Path) -> None:
+    """Delete temp files of builds that were killed (often as large as the cache); a live build holds its lock."""
+    for tmp in cache_dir.glob("*.tmp"):
+        try:
+            fd = os.open(tmp, os.O_RDWR)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            tmp.unlink()
+        except OSError:   # locked: another process is building it right now
+            pass
+        finally:
+            os.close(fd)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     try:
+        fcntl.flock(fd, fcntl.LOCK_EX)   # see remove_abandoned_builds
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, path)
