@@ -141,7 +141,7 @@ def _cross_check(csv_path: Path, people: dict[str, dict]) -> list[str]:
     """Differences between train.csv and the folder names (the folders win)."""
     if not csv_path.is_file():
         raise UserError(f"{csv_path}: train.csv not found; expected columns {', '.join(TRAIN_COLUMNS)}")
-    table = _read_csv(csv_path)
+    table = read_csv_text(csv_path)
     missing = [c for c in TRAIN_COLUMNS if c not in table.columns]
     if missing:
         raise UserError(f"{csv_path}: missing column(s) {', '.join(missing)}; expected {', '.join(TRAIN_COLUMNS)}, "
@@ -166,7 +166,8 @@ def _cross_check(csv_path: Path, people: dict[str, dict]) -> list[str]:
     return notes
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
+def read_csv_text(path: Path) -> pd.DataFrame:
+    """A CSV as stripped-header text columns; an unreadable file is one UserError line (shared with manifest.py)."""
     try:
         table = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
@@ -181,7 +182,7 @@ def read_label_fixes(path: str | os.PathLike) -> list[LabelFix]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"label fixes file not found: {path} (data.label_fixes); expected a CSV id,field,value[,image]")
-    table = _read_csv(path)
+    table = read_csv_text(path)
     missing = [c for c in ("id", "field", "value") if c not in table.columns]
     if missing:
         raise UserError(f"{path}: missing column(s) {', '.join(missing)}; expected id,field,value[,image]")
@@ -248,7 +249,7 @@ def read_eval(root: str | os.PathLike) -> pd.DataFrame:
     if not info.is_file():
         raise UserError(f"{root}: eval/info.csv not found; expected ROOT/eval/info.csv (ImageID, ans) "
                         f"and ROOT/eval/images/")
-    table = _read_csv(info)
+    table = read_csv_text(info)
     if "ImageID" not in table.columns:
         raise UserError(f"{info}: missing column ImageID; found {', '.join(table.columns) or 'none'}")
     if table.empty:

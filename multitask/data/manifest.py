@@ -24,6 +24,7 @@ import pandas as pd
 
 from ..errors import UserError
 from ..heads import UNLABELLED, HeadSpec, class_index
+from .competition import read_csv_text
 
 
 def read_manifest(csv_path: str | os.PathLike, heads: Mapping[str, HeadSpec]) -> pd.DataFrame:
@@ -56,12 +57,7 @@ def read_manifest(csv_path: str | os.PathLike, heads: Mapping[str, HeadSpec]) ->
 def _read(csv_path: Path) -> pd.DataFrame:
     if not csv_path.is_file():
         raise UserError(f"manifest not found: {csv_path} (data.manifest); expected a CSV with a 'path' column")
-    try:
-        table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise UserError(f"{csv_path}: not a readable CSV ({str(err).splitlines()[0]})") from None
-    table.columns = [c.strip() for c in table.columns]
-    return table
+    return read_csv_text(csv_path)
 
 
 def _paths(csv_path: Path, column: pd.Series) -> list[str]:
