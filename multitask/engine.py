@@ -14,10 +14,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-import os
 import random
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,8 +35,8 @@ from .mixing import BatchMixer
 from .model import create_model
 from .optim import build_optimizer, build_scheduler
 from .predictions import build_table, expand_derived, expand_targets, write_table
-from .runs import (check_resume_heads, fold_dirs, make_run_dir, merge_fold_oof, remove_stale_temp_files,
-                   resolve_resume)
+from .runs import (check_resume_heads, check_writable, discard_unsaved, fold_dirs, make_run_dir, merge_fold_oof,
+                   remove_stale_temp_files, resolve_resume)
 from .tracking import Tracker
 
 SYNC_EVERY = 20
@@ -188,12 +185,6 @@ def run_training(cfg: Config, *, resume: str | None = None, all_folds: bool = Fa
         cleanup(info)
 
 
-def discard_unsaved(run_dir: Path) -> None:
-    """Bad input found before the first checkpoint: leave no half-made run dir (config.yaml, empty logs) behind."""
-    if run_dir.is_dir() and not any(run_dir.rglob("*.pt")):
-        shutil.rmtree(run_dir, ignore_errors=True)
-
-
 # --------------------------------------------------------------------------------------------------- fit
 def fit(cfg: Config, run_dir: Path, info: DistInfo = DistInfo(), ckpt: dict | None = None) -> dict:
     run_dir = Path(run_dir)
@@ -213,17 +204,6 @@ def fit(cfg: Config, run_dir: Path, info: DistInfo = DistInfo(), ckpt: dict | No
         return _fit(cfg, run_dir, info, ckpt, device, precision, tracker)
     finally:
         tracker.close()
-
-
-def check_writable(run_dir: Path) -> None:
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".write-test.", suffix=".tmp", dir=run_dir)
-        os.close(fd)
-        os.remove(probe)
-    except OSError as err:
-        raise UserError(f"run dir {run_dir} is not writable ({err.strerror}); make it writable or set output_dir to "
-                        f"another folder") from None
 
 
 def _fit(cfg, run_dir, info, ckpt, device, precision, tracker) -> dict:
@@ -347,6 +327,9 @@ def train_one_epoch(net, loader, ctx, precision: Precision, device, epoch: int, 
     sums = torch.zeros(len(heads) + 1, device=device)       # per-head loss sums, then the total
     first_bad = torch.full((), -1, dtype=torch.long, device=device)
     bad_heads = torch.zeros(len(heads), dtype=torch.bool, device=device)
+    # the optimizer step as a device tensor: torch.tensor(step, device=cuda) each step would be a host->device copy
+    # from pageable memory, which waits for the GPU to drain
+    step_now = torch.full((), state["step"], dtype=torch.long, device=device)
     seen = 0
     params = [p for group in optimizer.param_groups for p in group["params"]]
     start_batch = state["batch_in_epoch"]
@@ -369,8 +352,7 @@ def train_one_epoch(net, loader, ctx, precision: Precision, device, epoch: int, 
             stacked = torch.stack([head_losses[h.name] for h in heads] + [total.detach()])
             finite = torch.isfinite(stacked[:-1])
             bad_heads |= ~finite
-            first_bad = torch.where((first_bad < 0) & ~finite.all(), torch.tensor(state["step"], device=device),
-                                    first_bad)
+            first_bad = torch.where((first_bad < 0) & ~finite.all(), step_now, first_bad)
             sums += stacked.detach() * len(images)
             seen += len(images)
             if last_micro:
@@ -387,6 +369,7 @@ def train_one_epoch(net, loader, ctx, precision: Precision, device, epoch: int, 
                 if ema is not None:
                     ema.update(ctx["model"], step=state["step"])
                 state["step"] += 1
+                step_now += 1
                 state["batch_in_epoch"] = i + 1
             if i % SYNC_EVERY == 0 or i + 1 == len(loader) + start_batch:
                 check_finite(first_bad, bad_heads, heads, scaler)

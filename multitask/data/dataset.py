@@ -5,7 +5,11 @@
                           transform=build_transforms(cfg.data, train=True), cache=cache)
     image, target = ds[0]     # torch.uint8 (3, 128, 96), {"mask": tensor(0), "gender": tensor(1), "age": tensor(2)}
 
-Images stay uint8 until the model normalises them on the device (see transforms.py for why).
+Images stay uint8 until the model normalises them on the device (see transforms.py for why). An item's image is a
+3xHxW view of HxWx3 pixels, i.e. already in channels_last memory order; `collate_batch` stacks items into an
+N x 3 x H x W batch in channels_last memory with one copy, which is the layout the model trains in on both CPU and GPU.
+The alternative (a transposing copy per item, a stack, then `.contiguous(memory_format=channels_last)` per batch)
+moved every pixel three times.
 """
 from __future__ import annotations
 
@@ -46,11 +50,30 @@ class MultiTaskDataset(Dataset):
             if not self._valid[i]:  # the sampler must leave out rows the cache skipped as bad images
                 raise ValueError(f"row {i} ({self.paths[i]}) is a bad image skipped by the cache; "
                                  f"sample only rows where cache.valid is True")
-            image = self.cache[i]
+            image = self.cache.read(i)   # a private copy: the file's pages stay out of this process's RSS
         else:
             image = resize(read_image(self.paths[i]), self.height, self.width)
         if self.transform is not None:
             image = self.transform(image=image)["image"]
-        # HWC -> CHW; ascontiguousarray copies, which also detaches the item from the read-only memory map
-        pixels = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        if not (image.flags.writeable and image.flags.c_contiguous):   # e.g. a view a transform returned
+            image = np.array(image, order="C")
+        # a 3xHxW view of the HxWx3 pixels: channels_last strides, no transposing copy (collate_batch stacks them)
+        pixels = torch.from_numpy(image).permute(2, 0, 1)
         return pixels, {name: torch.tensor(self.labels[name][i]) for name in self._heads}
+
+
+def collate_batch(items: list[tuple[torch.Tensor, dict[str, torch.Tensor]]]) -> tuple[torch.Tensor, dict]:
+    """Items -> (N x 3 x H x W uint8 in channels_last memory, {head: (N,) int64}); the pixels are copied once.
+
+    In a loader worker the batch is built straight in shared memory (as torch's default collate does), so the trip
+    to the main process copies nothing either.
+    """
+    images = [image.permute(1, 2, 0) for image, _ in items]      # HxWx3 views: contiguous for MultiTaskDataset items
+    first = images[0]
+    out = None
+    if torch.utils.data.get_worker_info() is not None:
+        storage = first._typed_storage()._new_shared(len(images) * first.numel(), device=first.device)
+        out = first.new(storage).resize_(len(images), *first.shape)
+    batch = torch.stack(images, 0, out=out).permute(0, 3, 1, 2)
+    targets = {name: torch.stack([t[name] for _, t in items]) for name in items[0][1]}
+    return batch, targets

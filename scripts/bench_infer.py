@@ -1,0 +1,140 @@
+"""Inference throughput in one process: the model-only forward ceiling vs `multitask predict` with TTA.
+
+    python scripts/bench_infer.py                                   # resnet18, 224x224, batch 64, identity+hflip
+    python scripts/bench_infer.py --size 96x72 --images 512 --workers 0 --repeats 3
+    python scripts/bench_infer.py --model efficientnet_b0 --tta identity,hflip,fivecrop
+
+  ceiling  model-only forward passes (inference mode, the configured AMP, channels_last) on one random batch of
+           float pixels, as many passes per batch as the TTA has views: what the model alone can do here.
+  predict  `multitask.predict.run_predict` on the synthetic eval set (photos at the real 384x512): reading and
+           decoding every JPEG, resizing, the loader, every TTA view, softmax and merging, submission.csv and
+           predictions.csv. Its own timer covers the inference loop (decode included, model loading excluded).
+
+Both are counted in forward images per second (images x views / s); predict runs once untimed first so that both
+meet a warm model. The model is a freshly initialised checkpoint (weights do not change the speed).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_train import STEMS_PER_PERSON, machine, parse_size, proc_status, reset_peak_rss, synthetic_root  # noqa: E402
+
+import torch  # noqa: E402
+
+
+def make_checkpoint(path: Path, *, model: str, size: tuple[int, int], amp: str) -> Path:
+    from multitask.checkpoint import FORMAT, VERSION, save_checkpoint
+    from multitask.config import load_config, to_dict
+    from multitask.model import create_model
+
+    cfg = load_config(None, [f"model.backbone={model}", f"data.image_size=[{size[0]},{size[1]}]",
+                             f"train.amp={amp}"])
+    torch.manual_seed(0)
+    net = create_model(cfg)
+    save_checkpoint(path, {"format": FORMAT, "version": VERSION, "config": to_dict(cfg),
+                           "trained_heads": [h.name for h in cfg.trained_heads()], "epoch": 0, "step": 0,
+                           "metric": {"name": "none", "value": None}, "model": net.state_dict(), "ema": None})
+    return path
+
+
+def phase_ceiling(ckpt: Path, *, batch: int, views: int, images: int, amp: str, warmup: int = 2) -> float:
+    """Forward images/s of the bare model on one random batch, `views` passes per batch."""
+    from multitask.checkpoint import load_checkpoint, model_from_checkpoint
+    from multitask.engine import resolve_precision
+
+    model, cfg = model_from_checkpoint(load_checkpoint(ckpt))
+    model = model.to(memory_format=torch.channels_last).eval()
+    precision = resolve_precision(amp, torch.device("cpu"))
+    height, width = cfg.data.image_size
+    x = torch.randint(0, 256, (batch, 3, height, width)).float().contiguous(memory_format=torch.channels_last)
+    steps = max(1, -(-images // batch))
+    with torch.inference_mode():
+        for _ in range(warmup):
+            with precision.autocast():
+                model(x)
+        start = time.perf_counter()
+        for _ in range(steps * views):
+            with precision.autocast():
+                out = model(x)
+            for logits in out.values():
+                logits.float().softmax(-1)
+    return steps * views * batch / (time.perf_counter() - start)
+
+
+def phase_predict(ckpt: Path, root: Path, work: Path, *, batch: int, workers: int, tta: list[str], amp: str) -> dict:
+    from rich.console import Console
+
+    from multitask.predict import run_predict
+
+    quiet = Console(file=open(os.devnull, "w"))
+    with tempfile.TemporaryDirectory(dir=work) as out:
+        return run_predict(ckpts=[str(ckpt)], data=str(root / "eval"), out=out, tta=tta, batch_size=batch,
+                           workers=workers, device="cpu", amp=amp, console=quiet)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    p.add_argument("--model", default="resnet18")
+    p.add_argument("--size", type=parse_size, default=(224, 224), help="input N or HxW (default 224)")
+    p.add_argument("--batch", type=int, default=64, help="predict's default batch size (64)")
+    p.add_argument("--images", type=int, default=256, help="eval images, at least (default 256)")
+    p.add_argument("--workers", type=int, default=2, help="predict's loader workers (default 2, its default)")
+    p.add_argument("--tta", default="identity,hflip")
+    p.add_argument("--amp", default="auto", choices=["auto", "bf16", "off"])
+    p.add_argument("--repeats", type=int, default=3, help="timed runs of each phase; medians reported")
+    p.add_argument("--work", default=".cache/bench")
+    p.add_argument("--json", default=None, help="also write the results to this JSON file")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from multitask.tta import resolve_views, view_count
+
+    tta = resolve_views(args.tta.split(","))
+    views = view_count(tta)
+    work = Path(args.work).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    # the synthetic writer gives ceil(people / 4) eval people, 7 photos each
+    root = synthetic_root(work, 4 * -(-args.images // STEMS_PER_PERSON))
+    with tempfile.TemporaryDirectory(dir=work) as tmp:
+        ckpt = make_checkpoint(Path(tmp) / "bench.pt", model=args.model, size=args.size, amp=args.amp)
+        n_eval = sum(1 for _ in (root / "eval" / "images").iterdir())
+        print(f"machine: {machine()}")
+        print(f"{args.model} {args.size[0]}x{args.size[1]} batch {args.batch}, {n_eval} eval photos 384x512, "
+              f"tta {','.join(tta)} ({views} views), predict workers {args.workers}, amp {args.amp}", flush=True)
+        phase_predict(ckpt, root, work, batch=args.batch, workers=args.workers, tta=tta, amp=args.amp)   # warm-up
+        ceiling, predict, peaks = [], [], {}
+        for repeat in range(args.repeats):
+            reset_peak_rss()
+            ceiling.append(phase_ceiling(ckpt, batch=args.batch, views=views, images=n_eval, amp=args.amp))
+            peaks["ceiling"] = max(peaks.get("ceiling", 0), proc_status().get("VmHWM", 0))
+            reset_peak_rss()
+            result = phase_predict(ckpt, root, work, batch=args.batch, workers=args.workers, tta=tta, amp=args.amp)
+            predict.append(result["forward_images_per_s"])
+            peaks["predict"] = max(peaks.get("predict", 0), proc_status().get("VmHWM", 0))
+            print(f"  [{repeat + 1}/{args.repeats}] ceiling {ceiling[-1]:7.1f}  predict {predict[-1]:7.1f} forward "
+                  f"img/s ({result['images_per_s']:.1f} photos/s)  load {os.getloadavg()[0]:.2f}", flush=True)
+    med_c, med_p = statistics.median(ceiling), statistics.median(predict)
+    print(f"\n{'phase':8s} {'fwd img/s':>10s} {'peak RSS':>9s}   runs")
+    print(f"{'ceiling':8s} {med_c:10.1f} {peaks['ceiling']:6d} MiB   {' '.join(f'{v:.1f}' for v in ceiling)}")
+    print(f"{'predict':8s} {med_p:10.1f} {peaks['predict']:6d} MiB   {' '.join(f'{v:.1f}' for v in predict)}")
+    print(f"predict/ceiling      {med_p / med_c:.2f}   (photos/s = forward img/s / {views} views)")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"machine": machine(), "args": {k: str(v) for k, v in vars(args).items()},
+                                               "ceiling": ceiling, "predict": predict,
+                                               "ratio": med_p / med_c, "peak_rss_mib": peaks}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
