@@ -351,8 +351,10 @@ def train_one_epoch(net, loader, ctx, precision: Precision, device, epoch: int, 
                 scaler.scale(total / accum).backward()
             stacked = torch.stack([head_losses[h.name] for h in heads] + [total.detach()])
             finite = torch.isfinite(stacked[:-1])
-            bad_heads |= ~finite
-            first_bad = torch.where((first_bad < 0) & ~finite.all(), step_now, first_bad)
+            # remember the heads of the FIRST bad step only: after it every head goes non-finite
+            new_bad = (first_bad < 0) & ~finite.all()
+            bad_heads = torch.where(new_bad, ~finite, bad_heads)
+            first_bad = torch.where(new_bad, step_now, first_bad)
             sums += stacked.detach() * len(images)
             seen += len(images)
             if last_micro:
@@ -377,7 +379,9 @@ def train_one_epoch(net, loader, ctx, precision: Precision, device, epoch: int, 
             else:
                 bar.update(len(images))
             every = cfg.train.save_every_steps
-            if last_micro and every and state["step"] % every == 0 and info.is_main:
+            last_batch = i + 1 == len(loader) + start_batch   # the epoch's end writes last.pt anyway
+            if last_micro and every and state["step"] % every == 0 and not last_batch and info.is_main:
+                check_finite(first_bad, bad_heads, heads, scaler)  # name the head before refusing to save NaNs
                 save(ctx["run_dir"] / "last.pt", ctx, metric=(resolve_monitor(cfg), state["best"]))
             if cfg.train.max_steps and state["step"] >= cfg.train.max_steps:
                 break
