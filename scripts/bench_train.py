@@ -400,18 +400,20 @@ def main(argv: list[str] | None = None) -> int:
     for p in phases:
         runs = " ".join(f"{v:.1f}" for v in speeds[p])
         print(f"{p:10s} {median[p]:8.1f} {peaks[p]:6d} MiB   {runs}")
-    ratios = {}
-    if "multitask" in median and "ceiling" in median:
-        ratios["multitask/ceiling"] = median["multitask"] / median["ceiling"]
-    if "multitask" in median and "baseline" in median:
-        ratios["multitask/baseline"] = median["multitask"] / median["baseline"]
-    for name, value in ratios.items():
-        print(f"{name:20s} {value:.2f}")
+    # a ratio per repeat (its phases ran back to back, under the same load), then the median of those
+    ratios, paired = {}, {}
+    for other in ("ceiling", "baseline"):
+        if "multitask" in speeds and other in speeds:
+            name = f"multitask/{other}"
+            paired[name] = [m / o for m, o in zip(speeds["multitask"], speeds[other])]
+            ratios[name] = statistics.median(paired[name])
+            print(f"{name:20s} {ratios[name]:.2f}   per repeat: {' '.join(f'{r:.2f}' for r in paired[name])}")
     print(f"getrusage peak RSS: process {self_peak} MiB, largest finished child {child_peak} MiB; "
           f"load now {os.getloadavg()[0]:.2f}")
     if args.json:
         Path(args.json).write_text(json.dumps({"machine": machine(), "args": {k: v for k, v in vars(args).items()},
                                                "img_s": speeds, "median": median, "ratios": ratios,
+                                               "ratios_per_repeat": paired,
                                                "peak_rss_mib": peaks, "rusage_mib": [self_peak, child_peak]},
                                               indent=2, default=str))
     return 0
