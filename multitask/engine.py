@@ -272,6 +272,7 @@ def _fit(cfg, run_dir, info, ckpt, device, precision, tracker) -> dict:
         sampler.set_epoch(epoch, start=state["batch_in_epoch"] * cfg.train.batch_size)
         train_metrics = train_one_epoch(net, train_loader, ctx, precision, device, epoch, steps_per_epoch)
         state["batch_in_epoch"] = 0
+        state.pop("epoch_partial", None)
         state["epoch"] = epoch + 1
         metrics = dict(train_metrics)
         improved = False
@@ -333,6 +334,10 @@ def train_one_epoch(net, loader, ctx, precision: Precision, device, epoch: int, 
     seen = 0
     params = [p for group in optimizer.param_groups for p in group["params"]]
     start_batch = state["batch_in_epoch"]
+    partial = state.get("epoch_partial")
+    if start_batch and partial:   # resumed mid-epoch: the epoch's loss means (and DWA after them) cover every batch
+        sums = torch.tensor(partial["sums"], dtype=sums.dtype, device=device)
+        seen = partial["seen"]
     with ctx["tracker"].progress(len(loader), f"epoch {epoch + 1}/{cfg.train.epochs}") as bar:
         for i, (images, targets) in enumerate(loader, start=start_batch):
             images = images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
@@ -382,6 +387,8 @@ def train_one_epoch(net, loader, ctx, precision: Precision, device, epoch: int, 
             last_batch = i + 1 == len(loader) + start_batch   # the epoch's end writes last.pt anyway
             if last_micro and every and state["step"] % every == 0 and not last_batch and info.is_main:
                 check_finite(first_bad, bad_heads, heads, scaler)  # name the head before refusing to save NaNs
+                # this rank's sums; under DDP the other ranks resume from rank 0's, a close stand-in for theirs
+                state["epoch_partial"] = {"sums": sums.tolist(), "seen": seen}
                 save(ctx["run_dir"] / "last.pt", ctx, metric=(resolve_monitor(cfg), state["best"]))
             if cfg.train.max_steps and state["step"] >= cfg.train.max_steps:
                 break
