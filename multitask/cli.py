@@ -75,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     syn.add_argument("--people", type=int, default=60)
     syn.add_argument("--size", type=_size, default=(96, 128), help="WxH (default 96x128)")
     syn.add_argument("--seed", type=int, default=0)
+    syn.add_argument("--eval-people", type=int, default=None,
+                     help="people in the eval set (default: a quarter of --people, at least 2)")
     syn.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
     return parser
 
@@ -127,7 +129,8 @@ def _synth(args) -> int:
     from .data.synthetic import write_synthetic
 
     width, height = args.size
-    summary = write_synthetic(args.out, people=args.people, width=width, height=height, seed=args.seed)
+    summary = write_synthetic(args.out, people=args.people, width=width, height=height, seed=args.seed,
+                              eval_people=args.eval_people)
     Console().print(f"[green]wrote[/] {summary['images']} images of {summary['people']} people and "
                     f"{summary['eval_images']} eval images to {args.out}")
     return 0

@@ -42,6 +42,7 @@ class SynthConfig:
     width: int = 96
     height: int = 128
     seed: int = 0
+    eval_people: int | None = None            # people in eval/ (default: a quarter of `people`, at least 2)
 
 
 @dataclass

@@ -90,6 +90,23 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path, small_set):
     assert (tmp_path / "other" / "train" / "train.csv").read_bytes() != (root / "train" / "train.csv").read_bytes()
 
 
+def test_larger_eval_set_extends_the_smaller_one(tmp_path, small_set):
+    root, _ = small_set
+    summary = write_synthetic(tmp_path / "big", people=5, width=40, height=48, seed=3, eval_people=4)
+    assert summary == {"images": 35, "people": 5, "eval_images": 28, "eval_people": 4}
+    big = _files(tmp_path / "big")
+    small = _files(root)
+    # same training set, and the two eval people of the default set are among the four, byte for byte
+    assert {k: v for k, v in big.items() if k.startswith("train/")} == {k: v for k, v in small.items()
+                                                                        if k.startswith("train/")}
+    small_eval = {k: v for k, v in small.items() if k.startswith("eval/images/")}
+    assert len(small_eval) == 14 and all(big[k] == v for k, v in small_eval.items())
+    _, gt = _rows(tmp_path / "big" / "eval" / "gt.csv")
+    assert len(gt) == 28 and len({r["ImageID"] for r in gt}) == 28
+    with pytest.raises(UserError, match="eval people"):
+        write_synthetic(tmp_path / "none", people=5, width=40, height=48, seed=3, eval_people=0)
+
+
 def test_label_balance_like_the_competition():
     people = [person_identity(0, 0, i)[0] for i in range(300)]
     female = np.mean([p["female"] for p in people])

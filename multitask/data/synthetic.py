@@ -380,8 +380,13 @@ def _classes(person: dict, state: str, heads: dict) -> tuple[int, int, int]:
             int(np.digitize(person["age"], heads["age"].eval_bins)))
 
 
-def write_synthetic(out: str | Path, *, people: int, width: int, height: int, seed: int) -> dict:
-    """Write the competition layout at `out`; returns {images, people, eval_images, eval_people}."""
+def write_synthetic(out: str | Path, *, people: int, width: int, height: int, seed: int,
+                    eval_people: int | None = None) -> dict:
+    """Write the competition layout at `out`; returns {images, people, eval_images, eval_people}.
+
+    Eval people are drawn apart from the training people; the first N of them are the same whatever `eval_people` is,
+    so a larger eval set extends a smaller one rather than replacing it.
+    """
     from ..config import Config
     from ..heads import composite_encode, resolve_heads
 
@@ -395,7 +400,10 @@ def write_synthetic(out: str | Path, *, people: int, width: int, height: int, se
             raise UserError(f"synth: {out / sub} already exists; choose an empty --out folder or delete it first")
     heads = resolve_heads(Config().heads)   # names filled in
     composite = [heads[n] for n in ("mask", "gender", "age")]
-    eval_people = max(2, math.ceil(people / 4))
+    if eval_people is None:
+        eval_people = max(2, math.ceil(people / 4))
+    if eval_people < 1:
+        raise UserError(f"synth: eval people must be at least 1, got {eval_people}")
 
     (out / "eval" / "images").mkdir(parents=True)
     eval_rows = []
@@ -445,7 +453,7 @@ def ensure_synthetic(root: str | Path, synth_cfg) -> bool:
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         write_synthetic(tmp, people=synth_cfg.people, width=synth_cfg.width, height=synth_cfg.height,
-                        seed=synth_cfg.seed)
+                        seed=synth_cfg.seed, eval_people=synth_cfg.eval_people)
         try:
             if root.exists():   # e.g. holds a cache folder: move our two folders in, train (with its csv) last
                 os.rename(tmp / "eval", root / "eval")
