@@ -4,9 +4,10 @@
     python scripts/bench_train.py --model efficientnet_b0 --size 128x96 --images 320 --epochs 3 --repeats 3
     python scripts/bench_train.py --phases multitask --workers 1      # one phase, another loader setting
     python scripts/bench_train.py --memory 2000,20000 --size 224      # loader RSS at 2k vs 20k cached images
+    python scripts/bench_train.py --profile 5                         # top ops of each pipeline's model step
 
 The source images are synthetic faces in the competition layout at the real photo size (384 wide x 512 high), written
-once under --work and reused. Three phases, same model, batch, image size, optimizer and precision where it applies:
+once under --work and reused. Four phases, same model, batch, image size, optimizer and precision where it applies:
 
   ceiling    model-only training steps on one random uint8 batch (create_model, the configured AMP and memory format,
              the same optimizer, plain cross-entropy per head): what the model alone can do on this machine.
@@ -17,9 +18,12 @@ once under --work and reused. Three phases, same model, batch, image size, optim
   baseline   the common competition baseline: PIL decode of every JPEG every epoch, torchvision Resize + ToTensor +
              Normalize, fp32, contiguous NCHW, one timm model with an 18-class head, a DataLoader with the same
              workers, epochs after the first timed.
+  fp32ceiling  the baseline's model alone (fp32, NCHW, 18 classes) on a random batch. ceiling/fp32ceiling is what
+             multitask/baseline would be were both pipelines at their model-only ceilings: the bound that the
+             machine's bf16 and channels_last speed-up puts on it.
 
-Prints img/s per phase (median over --repeats), multitask/ceiling and multitask/baseline, and the peak RSS of each
-phase (VmHWM, reset before each phase where Linux allows) plus getrusage's peaks for the process and its children.
+Prints img/s per phase (median over --repeats), multitask/ceiling, multitask/baseline and ceiling/fp32ceiling, and
+the peak RSS of each phase (VmHWM, reset before each phase where Linux allows) plus getrusage's peaks for the process and its children.
 """
 from __future__ import annotations
 
@@ -44,6 +48,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 SOURCE_WIDTH, SOURCE_HEIGHT = 384, 512    # the competition's photos
+PHASES = ("ceiling", "multitask", "baseline", "fp32ceiling")
 STEMS_PER_PERSON = 7
 
 
@@ -143,36 +148,62 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def phase_ceiling(cfg, args, images: int) -> float:
-    """Model-only training steps on one random uint8 batch: forward, loss, backward, optimizer step."""
+def model_step(cfg, args, *, baseline: bool = False):
+    """One model-only training step on a fixed random batch (forward, loss, backward, optimizer step).
+
+    baseline=False: the multitask model (create_model, the configured AMP and memory format, the same optimizer,
+    plain cross-entropy per head). baseline=True: the baseline's model as it trains there (one timm model with an
+    18-class head, fp32, contiguous NCHW, AdamW) - its ceiling, free of any data loading.
+    """
+    import timm
+
     from multitask.engine import resolve_precision
     from multitask.model import create_model
     from multitask.optim import build_optimizer
 
     torch.manual_seed(0)
     device = torch.device(args.device)
+    height, width = cfg.data.image_size
+    batch = cfg.train.batch_size
+    if baseline:
+        model = timm.create_model(cfg.model.backbone, num_classes=18).to(device).train()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+        x = torch.randn(batch, 3, height, width, device=device)
+        y = torch.randint(0, 18, (batch,), device=device)
+
+        def step():
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        return step
+
     precision = resolve_precision(cfg.train.amp, device)
     memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
     model = create_model(cfg).to(device=device, memory_format=memory_format).train()
     optimizer = build_optimizer([model], cfg.train)
     scaler = torch.amp.GradScaler(device.type, enabled=precision.scaler)
-    height, width = cfg.data.image_size
-    batch = cfg.train.batch_size
     x = torch.randint(0, 256, (batch, 3, height, width), dtype=torch.uint8, device=device)
     x = x.contiguous(memory_format=memory_format)
-    y = {h.name: torch.randint(0, h.num_classes, (batch,), device=device) for h in cfg.trained_heads()}
+    targets = {h.name: torch.randint(0, h.num_classes, (batch,), device=device) for h in cfg.trained_heads()}
 
     def step():
         with precision.autocast():
             out = model(x)
-        loss = sum(torch.nn.functional.cross_entropy(out[k].float(), v) for k, v in y.items())
+        loss = sum(torch.nn.functional.cross_entropy(out[k].float(), v) for k, v in targets.items())
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
+    return step
 
+
+def phase_ceiling(cfg, args, images: int, *, baseline: bool = False) -> float:
+    """img/s of model_step over `images` images, after --warmup untimed steps."""
+    device = torch.device(args.device)
+    step = model_step(cfg, args, baseline=baseline)
     for _ in range(args.warmup):
         step()
+    batch = cfg.train.batch_size
     steps = max(1, math.ceil(images / batch))
     sync(device)
     start = time.perf_counter()
@@ -180,6 +211,24 @@ def phase_ceiling(cfg, args, images: int) -> float:
         step()
     sync(device)
     return steps * batch / (time.perf_counter() - start)
+
+
+def run_profile(cfg, args) -> None:
+    """torch.profiler over --profile model-only steps of each pipeline: where a step's time goes, op by op."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device.startswith("cuda") else [])
+    sort = "self_cuda_time_total" if args.device.startswith("cuda") else "self_cpu_time_total"
+    for name, baseline in (("multitask model step (ceiling)", False), ("baseline model step (fp32, NCHW)", True)):
+        step = model_step(cfg, args, baseline=baseline)
+        for _ in range(max(1, args.warmup)):
+            step()
+        with profile(activities=activities) as prof:
+            for _ in range(args.profile):
+                step()
+            sync(torch.device(args.device))
+        print(f"\n# {name}: {args.profile} steps of batch {cfg.train.batch_size}")
+        print(prof.key_averages().table(sort_by=sort, row_limit=args.profile_rows, max_name_column_width=44))
 
 
 def phase_multitask(cfg, args, work: Path) -> tuple[float, int]:
@@ -342,7 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="multitask/ceiling precision (auto: bf16 where fast; fp16 is for GPUs)")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     p.add_argument("--folds", type=int, default=5)
-    p.add_argument("--phases", default="ceiling,multitask,baseline", help="comma list (default all three)")
+    p.add_argument("--phases", default=",".join(PHASES), help=f"comma list of {', '.join(PHASES)} (default all)")
     p.add_argument("--repeats", type=int, default=1, help="run the phases this many times; report medians")
     p.add_argument("--warmup", type=int, default=2, help="untimed ceiling steps first")
     p.add_argument("--config", default=None, help="base config (default: built-in defaults)")
@@ -351,6 +400,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory", default=None, metavar="N,N", help="memory mode: loader RSS at these cache sizes")
     p.add_argument("--memory-one", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
+    p.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                   help="profile mode: torch.profiler over STEPS model-only steps of each pipeline, top ops")
+    p.add_argument("--profile-rows", type=int, default=15, help=argparse.SUPPRESS)
     return p
 
 
@@ -367,13 +419,16 @@ def main(argv: list[str] | None = None) -> int:
         run_memory(args, argv)
         return 0
     phases = [p.strip() for p in args.phases.split(",") if p.strip()]
-    unknown = set(phases) - {"ceiling", "multitask", "baseline"}
+    unknown = set(phases) - set(PHASES)
     if unknown:
-        raise SystemExit(f"--phases: unknown {', '.join(sorted(unknown))}; choose from ceiling, multitask, baseline")
+        raise SystemExit(f"--phases: unknown {', '.join(sorted(unknown))}; choose from {', '.join(PHASES)}")
 
     root = synthetic_root(work, people_for(args.images, args.folds))
     cfg = bench_config(args, root, work)
     print(f"machine: {machine()}")
+    if args.profile:
+        run_profile(cfg, args)
+        return 0
     print(f"{args.model} {args.size[0]}x{args.size[1]} batch {args.batch}, workers {cfg.data.num_workers}, "
           f"amp {cfg.train.amp}, channels_last {cfg.train.channels_last}, {args.epochs} epochs, "
           f"source photos {SOURCE_WIDTH}x{SOURCE_HEIGHT}", flush=True)
@@ -387,6 +442,8 @@ def main(argv: list[str] | None = None) -> int:
                 speed = phase_ceiling(cfg, args, train_images * max(1, args.epochs - 1))
             elif phase == "multitask":
                 speed, train_images = phase_multitask(cfg, args, work)
+            elif phase == "fp32ceiling":
+                speed = phase_ceiling(cfg, args, train_images * max(1, args.epochs - 1), baseline=True)
             else:
                 speed = phase_baseline(cfg, args, train_images)
             speeds[phase].append(speed)
@@ -408,6 +465,13 @@ def main(argv: list[str] | None = None) -> int:
             paired[name] = [m / o for m, o in zip(speeds["multitask"], speeds[other])]
             ratios[name] = statistics.median(paired[name])
             print(f"{name:20s} {ratios[name]:.2f}   per repeat: {' '.join(f'{r:.2f}' for r in paired[name])}")
+    if "ceiling" in speeds and "fp32ceiling" in speeds:
+        # were both pipelines at their model-only ceilings, multitask/baseline would be this: the hardware's bound
+        name = "ceiling/fp32ceiling"
+        paired[name] = [c / f for c, f in zip(speeds["ceiling"], speeds["fp32ceiling"])]
+        ratios[name] = statistics.median(paired[name])
+        print(f"{name:20s} {ratios[name]:.2f}   per repeat: {' '.join(f'{r:.2f}' for r in paired[name])}"
+              f"   (the most multitask/baseline can reach here)")
     print(f"getrusage peak RSS: process {self_peak} MiB, largest finished child {child_peak} MiB; "
           f"load now {os.getloadavg()[0]:.2f}")
     if args.json:
