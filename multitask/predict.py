@@ -248,13 +248,14 @@ class DecodedImages(Dataset):
 
     def __init__(self, paths: list[str], sizes: list[tuple[int, int]]):
         self.paths, self.sizes = list(paths), list(sizes)
+        self.at_least = (max(h for h, _ in sizes), max(w for _, w in sizes))   # decode once, big enough for all
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int):
         try:
-            image = read_image(self.paths[i])
+            image = read_image(self.paths[i], at_least=self.at_least)
         except UserError as err:
             return tuple(torch.zeros(3, h, w, dtype=torch.uint8) for h, w in self.sizes), str(err)
         return tuple(torch.from_numpy(np.ascontiguousarray(resize(image, h, w).transpose(2, 0, 1)))

@@ -11,7 +11,7 @@ import multitask.data.cache as cache_module
 from multitask.config import DataConfig
 from multitask.data.cache import ImageCache
 from multitask.data.dataset import MultiTaskDataset
-from multitask.data.images import BadImageError, read_image, resize
+from multitask.data.images import BadImageError, jpeg_size, read_image, resize
 from multitask.data.transforms import build_transforms
 
 
@@ -75,6 +75,53 @@ def test_resize_picks_size_and_skips_same_size():
     assert resize(image, 40, 30) is image
 
 
+def _photo(h=512, w=384):
+    """A smooth photo-like RGB picture with some texture, so a scaled decode has something to get wrong."""
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    rgb = np.stack([128 + 100 * np.sin(x / 23), 128 + 100 * np.cos(y / 31), (x + y) % 256 * 0.5 + 60], axis=-1)
+    return np.clip(rgb, 0, 255).astype(np.uint8)
+
+
+def _exif_rotated(jpeg: bytes) -> bytes:
+    """The JPEG with an EXIF APP1 segment saying 'rotate 90 degrees' (orientation 6) right after SOI."""
+    tiff = b"MM\x00\x2a\x00\x00\x00\x08" + b"\x00\x01" + b"\x01\x12\x00\x03\x00\x00\x00\x01\x00\x06\x00\x00" + b"\x00" * 4
+    body = b"Exif\x00\x00" + tiff
+    return jpeg[:2] + b"\xff\xe1" + (len(body) + 2).to_bytes(2, "big") + body + jpeg[2:]
+
+
+@pytest.mark.parametrize("at_least, decoded", [((96, 72), (128, 96)), ((130, 72), (256, 192)),
+                                               ((256, 192), (256, 192)), ((224, 224), (512, 384)),
+                                               ((64, 48), (64, 48)), ((40, 30), (64, 48))])
+def test_jpeg_decodes_at_the_coarsest_scale_that_covers_the_size(tmp_path, at_least, decoded):
+    path = tmp_path / "photo.jpg"
+    assert cv2.imwrite(str(path), cv2.cvtColor(_photo(), cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
+    assert jpeg_size(path.read_bytes()) == (512, 384)
+    full = read_image(path)
+    scaled = read_image(path, at_least=at_least)
+    assert scaled.shape == (*decoded, 3) and scaled.dtype == np.uint8
+    # after the shrink both paths agree to within JPEG noise: same picture, same channel order
+    a = resize(full, *at_least).astype(int)
+    b = resize(scaled, *at_least).astype(int)
+    assert np.abs(a - b).mean() < 2.0, np.abs(a - b).mean()
+
+
+def test_scaled_decode_ignores_exif_orientation_like_the_full_decode(tmp_path):
+    ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(_photo(), cv2.COLOR_RGB2BGR))
+    path = tmp_path / "rotated.jpg"
+    path.write_bytes(_exif_rotated(jpeg.tobytes()))
+    assert jpeg_size(path.read_bytes()) == (512, 384)                    # found past the APP1 segment
+    assert cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_REDUCED_COLOR_4).shape[:2] == (96, 128)  # rotated
+    assert read_image(path).shape[:2] == (512, 384)
+    assert read_image(path, at_least=(96, 72)).shape[:2] == (128, 96)   # upright, as the full decode
+
+
+def test_at_least_leaves_pngs_and_odd_jpegs_to_the_full_decode(tmp_path):
+    png = _write(tmp_path / "a.png", _gradient(40, 30))
+    assert read_image(png, at_least=(10, 8)).shape == (40, 30, 3)
+    assert jpeg_size(b"\xff\xd8\xff\xda" + b"\x00" * 20) is None        # a scan before any frame header
+    assert jpeg_size(b"\xff\xd8\x00\x00" + b"\x00" * 20) is None        # not a marker where one must be
+
+
 # ------------------------------------------------------------------------------------------------ cache
 @pytest.fixture()
 def images(tmp_path):
@@ -92,7 +139,7 @@ def test_cache_decodes_once_then_reuses(tmp_path, images, monkeypatch):
     assert seen[-1] == (5, 5)
     assert sorted(p.suffix for p in (tmp_path / "c").iterdir()) == [".json", ".u8"]  # no temp files left
 
-    def no_decoding(path):
+    def no_decoding(path, **_):
         raise AssertionError(f"decoded {path} again")
 
     monkeypatch.setattr(cache_module, "read_image", no_decoding)

@@ -197,7 +197,7 @@ def test_submission_follows_info_csv_and_scores_match_sklearn(world, tmp_path):
 
 def test_two_backbones_and_sizes_ensemble_weighted(world, tmp_path, monkeypatch):
     decoded = []
-    monkeypatch.setattr(predict_module, "read_image", lambda p: decoded.append(p) or read_image(p))
+    monkeypatch.setattr(predict_module, "read_image", lambda p, **kw: decoded.append(p) or read_image(p, **kw))
     run_predict(ckpts=[world["r18"], world["effb0"]], data=world["few"], out=tmp_path / "both", weights=[1, 3],
                 tta=["identity", "scale"], **FAST)
     assert len(decoded) == 4 and len(set(decoded)) == 4    # each image decoded once for both sizes
@@ -350,7 +350,8 @@ def test_end_to_end_through_the_engine(tmp_path):
     from multitask.engine import fit
 
     cfg = load_config(ROOT / "configs" / "quickstart.yaml", [
-        f"data.root={tmp_path / 'data'}", "data.synth.people=8", "data.synth.width=32", "data.synth.height=32",
+        f"data.root={tmp_path / 'data'}", "data.synth.people=8", "data.synth.eval_people=2", "data.synth.width=32",
+        "data.synth.height=32",
         "data.image_size=[32,32]", "train.epochs=1", "train.batch_size=16", "data.num_workers=0", "data.n_folds=2",
         "tracking.wandb.mode=disabled", "tracking.tensorboard=false", f"data.cache_dir={tmp_path / 'cache'}",
         f"output_dir={tmp_path / 'runs'}", "tracking.progress=false"])

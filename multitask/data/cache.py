@@ -35,7 +35,7 @@ import numpy as np
 from ..errors import UserError
 from .images import BadImageError, read_image, resize
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2   # 2: JPEGs decoded at a DCT scale (read_image at_least)
 
 
 class ImageCache:
@@ -205,7 +205,7 @@ def _decode_all(paths: list[str], height: int, width: int, data_file: Path, on_b
 
         def decode(i: int) -> str | None:
             try:
-                array[i] = resize(read_image(paths[i]), height, width)
+                array[i] = resize(read_image(paths[i], at_least=(height, width)), height, width)
             except BadImageError as err:
                 return str(err)
             return None

@@ -52,7 +52,8 @@ class MultiTaskDataset(Dataset):
                                  f"sample only rows where cache.valid is True")
             image = self.cache.read(i)   # a private copy: the file's pages stay out of this process's RSS
         else:
-            image = resize(read_image(self.paths[i]), self.height, self.width)
+            size = (self.height, self.width)
+            image = resize(read_image(self.paths[i], at_least=size), *size)
         if self.transform is not None:
             image = self.transform(image=image)["image"]
         if not (image.flags.writeable and image.flags.c_contiguous):   # e.g. a view a transform returned
