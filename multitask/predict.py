@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoints
 from .config import Config
-from .data.images import loader_worker_init, read_image, resize
+from .data.images import read_image, resize
 from .engine import resolve_precision
 from .errors import UserError
 from .heads import HeadSpec, class_index, composite_decode, composite_encode, composite_size, joint_probabilities
@@ -268,7 +268,7 @@ def infer(members: list[Member], paths: list[str], *, views: list[str], merge, b
     sizes = sorted({m.size for m in members})
     by_size = [[i for i, m in enumerate(members) if m.size == size] for size in sizes]
     loader = DataLoader(DecodedImages(paths, sizes), batch_size=batch_size, shuffle=False, num_workers=workers,
-                        pin_memory=device.type == "cuda", persistent_workers=False, worker_init_fn=loader_worker_init)
+                        pin_memory=device.type == "cuda", persistent_workers=False)
     collected: list[dict[str, list[torch.Tensor]]] = [{h.name: [] for h in m.heads} for m in members]
     forwards = len(members) * view_count(views)
     progress = Progress(TextColumn("predict"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

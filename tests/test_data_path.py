@@ -83,24 +83,3 @@ def test_per_sample_seeds_are_deterministic_and_transforms_draw_independently(tm
     # one generator shared in turn: flip without jitter, neither, and jitter (with or without a flip) all occur;
     # seeding each transform alike made hflip fire exactly when color_jitter did, so 'flip' alone never came up
     assert outcomes == {"flip", "none", "jitter"}
-
-
-class _ThreadCount(torch.utils.data.Dataset):
-    """Reports OpenCV's thread count from inside the worker that loads the item."""
-
-    def __len__(self):
-        return 2
-
-    def __getitem__(self, key):
-        return torch.zeros(3, 2, 2, dtype=torch.uint8), {"threads": torch.tensor(cv2.getNumThreads())}
-
-
-def test_loader_workers_run_opencv_on_one_thread():
-    cv2.setNumThreads(4)   # what the parent process uses
-    sampler = EpochSampler(indices=np.arange(2), seed=0, shuffle=False)
-    loader = make_loader(_ThreadCount(), sampler, batch_size=2, workers=1, train=True, pin_memory=False)
-    try:
-        _, targets = next(iter(loader))
-        assert targets["threads"].tolist() == [1, 1]
-    finally:
-        cv2.setNumThreads(-1)

@@ -124,14 +124,6 @@ def _to_rgb8(path: str, image: np.ndarray) -> np.ndarray:
     raise BadImageError(f"{path}: unsupported channel count {channels}; expected gray, RGB or RGBA")
 
 
-def loader_worker_init(_worker_id: int) -> None:
-    """DataLoader worker_init_fn: OpenCV on one thread per worker process.
-
-    torch already gives each worker one intra-op thread; OpenCV would still start a thread per core for every resize
-    and colour conversion, so N workers on N cores ran N x N threads against the training or inference threads."""
-    cv2.setNumThreads(1)
-
-
 def resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
     """`image` at height x width; INTER_AREA when shrinking (no aliasing), LINEAR otherwise; same size = no copy."""
     h, w = image.shape[:2]

@@ -20,7 +20,6 @@ from ..errors import UserError
 from ..heads import UNLABELLED, composite_encode, label_array
 from .cache import ImageCache
 from .dataset import MultiTaskDataset, collate_batch
-from .images import loader_worker_init
 from .splits import assign_folds, split_indices
 from .transforms import build_transforms
 
@@ -192,7 +191,7 @@ def composite_sample_weights(labels: dict[str, np.ndarray], idx: np.ndarray, cfg
 def make_loader(dataset: Dataset, sampler: EpochSampler, *, batch_size: int, workers: int, train: bool,
                 pin_memory: bool) -> DataLoader:
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
-                      collate_fn=collate_batch, worker_init_fn=loader_worker_init,
+                      collate_fn=collate_batch,
                       pin_memory=pin_memory, drop_last=False, persistent_workers=workers > 0,
                       prefetch_factor=4 if workers > 0 else None,
                       # its own generator: creating iterators must not consume the global torch RNG (exact resume)
