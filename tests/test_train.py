@@ -140,3 +140,21 @@ def test_ddp_two_cpu_processes_complete_and_save_once(synth_root, tmp_path):
     assert oof["image_id"].is_unique and len(oof) == 28  # every validation image once, gathered from both ranks
     assert proc.stdout.count("best val/composite/f1") == 1  # only rank 0 speaks
     assert not glob.glob(str(run_dir / ".*.tmp"))
+
+
+def test_loader_workers_start_after_opencv_was_busy_in_this_process(tmp_path):
+    """The quickstart's shape: the synthetic set is drawn and the cache built in this process (OpenCV's thread pool
+    running), then 2 loader workers are forked. Touching OpenCV's pool settings in a forked worker hangs it.
+
+    Run as a child with a timeout, so a worker that hangs after the fork fails the test instead of stalling CI.
+    """
+    cmd = [sys.executable, "-m", "multitask", "train", "--config", "configs/quickstart.yaml",
+           f"data.root={tmp_path / 'data'}", "data.synth.people=8", "data.synth.eval_people=2",
+           "data.image_size=[96,72]", "data.num_workers=2", "data.n_folds=4", f"data.cache_dir={tmp_path / 'cache'}",
+           f"output_dir={tmp_path / 'runs'}", "train.epochs=1", "train.batch_size=8", "train.max_steps=3",
+           "tracking.wandb.mode=disabled", "tracking.tensorboard=false", "tracking.progress=false"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, cwd=Path(__file__).parents[1])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "wrote the synthetic data set" in proc.stdout
+    last = load_checkpoint(next((tmp_path / "runs" / "quickstart").iterdir()) / "last.pt")
+    assert last["step"] == 3
