@@ -45,10 +45,11 @@ def read_image(path: str | os.PathLike, *, at_least: tuple[int, int] | None = No
         raise BadImageError(f"{path}: cannot read image file ({err.strerror or err})") from None
     if data.size == 0:
         raise BadImageError(f"{path}: image file is empty (0 bytes); re-copy it or remove it from the data set")
-    _check_complete(path, data)
+    raw = data.tobytes()   # one copy of the file's bytes for the marker checks below
+    _check_complete(path, raw)
     flag = cv2.IMREAD_UNCHANGED
     if at_least is not None:
-        flag = _reduced_flag(data, *at_least)
+        flag = _reduced_flag(raw, *at_least)
     image = cv2.imdecode(data, flag)
     if image is None:
         raise BadImageError(f"{path}: not a decodable image ({data.size} bytes); expected JPEG, PNG or another "
@@ -61,9 +62,9 @@ _REDUCED = {r: getattr(cv2, f"IMREAD_REDUCED_COLOR_{r}") | cv2.IMREAD_IGNORE_ORI
 _SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}   # start-of-frame markers
 
 
-def _reduced_flag(data: np.ndarray, height: int, width: int) -> int:
+def _reduced_flag(raw: bytes, height: int, width: int) -> int:
     """The imdecode flag for the coarsest JPEG scale still >= height x width; IMREAD_UNCHANGED otherwise."""
-    size = jpeg_size(data.tobytes()) if data[:2].tobytes() == _JPEG_START else None
+    size = jpeg_size(raw) if raw.startswith(_JPEG_START) else None
     if size is not None:
         h, w = size
         for r, flag in _REDUCED.items():
@@ -90,8 +91,7 @@ def jpeg_size(raw: bytes) -> tuple[int, int] | None:
     return None
 
 
-def _check_complete(path: str, data: np.ndarray) -> None:
-    raw = data.tobytes()
+def _check_complete(path: str, raw: bytes) -> None:
     if raw.startswith(_JPEG_START):
         # Entropy-coded scan data never contains FFD9 (0xFF is stuffed as FF00), so the EOI marker must follow the
         # last start-of-scan (FFDA). Looking after the last scan rather than at the final two bytes keeps files with
