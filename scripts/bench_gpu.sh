@@ -43,11 +43,9 @@ import time
 
 import torch
 
-sys.path.insert(0, os.getcwd())
+sys.path[:0] = [os.getcwd(), os.path.join(os.getcwd(), "scripts")]
+from bench_train import model_steps, sync  # noqa: E402  (the same model-only steps as bench_train's ceiling)
 from multitask.config import load_config  # noqa: E402
-from multitask.engine import resolve_precision  # noqa: E402
-from multitask.model import create_model  # noqa: E402
-from multitask.optim import build_optimizer  # noqa: E402
 
 dry, compile_too = os.environ["DRY"] == "1", os.environ["COMPILE"] == "1"
 device = torch.device("cuda" if torch.cuda.is_available() and not dry else "cpu")
@@ -61,19 +59,14 @@ print(f"{'model':16s} {'amp':5s} {'compile':7s} {'batch':>5s} {'train img/s':>12
       f"{height}x{width}, channels_last, {device}, torch {torch.__version__}", flush=True)
 
 
-def sync():
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def timed(fn, n):
     for _ in range(warmup):
         fn()
-    sync()
+    sync(device)
     start = time.perf_counter()
     for _ in range(n):
         fn()
-    sync()
+    sync(device)
     return time.perf_counter() - start
 
 
@@ -83,36 +76,12 @@ for name, batch in batches.items():
             if use_compile and amp == "fp16":
                 continue   # one compiled row per model keeps the script inside its time budget
             cfg = load_config(None, [f"model.backbone={name}", f"data.image_size=[{height},{width}]",
-                                     f"train.amp={amp}"])
-            torch.manual_seed(0)
-            precision = resolve_precision(amp, device)
-            model = create_model(cfg).to(device=device, memory_format=torch.channels_last)
-            net = torch.compile(model) if use_compile else model
-            optimizer = build_optimizer([model], cfg.train)
-            scaler = torch.amp.GradScaler(device.type, enabled=precision.scaler)
-            x = torch.randint(0, 256, (batch, 3, height, width), dtype=torch.uint8, device=device)
-            x = x.contiguous(memory_format=torch.channels_last)
-            y = {h.name: torch.randint(0, h.num_classes, (batch,), device=device) for h in cfg.trained_heads()}
-
-            def train_step():
-                with precision.autocast():
-                    out = net(x)
-                loss = sum(torch.nn.functional.cross_entropy(out[k].float(), v) for k, v in y.items())
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad(set_to_none=True)
-
-            def infer_step():
-                with torch.inference_mode(), precision.autocast():
-                    net(x)
-
-            model.train()
+                                     f"train.amp={amp}", f"train.batch_size={batch}", "train.channels_last=true"])
+            train_step, infer_step = model_steps(cfg, device, compile_model=use_compile)
             train = steps * batch / timed(train_step, steps)
-            model.eval()
             infer = steps * batch / timed(infer_step, steps)
             print(f"{name:16s} {amp:5s} {str(use_compile):7s} {batch:5d} {train:12.1f} {infer:12.1f}", flush=True)
-            del model, net, optimizer
+            del train_step, infer_step
             if device.type == "cuda":
                 torch.cuda.empty_cache()
 PYEOF

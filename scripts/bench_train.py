@@ -148,12 +148,13 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def model_step(cfg, args, *, baseline: bool = False):
-    """One model-only training step on a fixed random batch (forward, loss, backward, optimizer step).
+def model_steps(cfg, device: torch.device, *, baseline: bool = False, compile_model: bool = False):
+    """(train step, inference step): model-only work on one fixed random batch, nothing loaded.
 
     baseline=False: the multitask model (create_model, the configured AMP and memory format, the same optimizer,
     plain cross-entropy per head). baseline=True: the baseline's model as it trains there (one timm model with an
-    18-class head, fp32, contiguous NCHW, AdamW) - its ceiling, free of any data loading.
+    18-class head, fp32, contiguous NCHW, AdamW) - its ceiling, free of any data loading. compile_model wraps the
+    model in torch.compile. Each step puts the model in its mode first (a flag check once it is there).
     """
     import timm
 
@@ -162,45 +163,53 @@ def model_step(cfg, args, *, baseline: bool = False):
     from multitask.optim import build_optimizer
 
     torch.manual_seed(0)
-    device = torch.device(args.device)
     height, width = cfg.data.image_size
     batch = cfg.train.batch_size
     if baseline:
-        model = timm.create_model(cfg.model.backbone, num_classes=18).to(device).train()
+        model = timm.create_model(cfg.model.backbone, num_classes=18).to(device)
         optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+        precision = resolve_precision("off", device)
+        memory_format = torch.contiguous_format
         x = torch.randn(batch, 3, height, width, device=device)
-        y = torch.randint(0, 18, (batch,), device=device)
-
-        def step():
-            torch.nn.functional.cross_entropy(model(x), y).backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-        return step
-
-    precision = resolve_precision(cfg.train.amp, device)
-    memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
-    model = create_model(cfg).to(device=device, memory_format=memory_format).train()
-    optimizer = build_optimizer([model], cfg.train)
-    scaler = torch.amp.GradScaler(device.type, enabled=precision.scaler)
-    x = torch.randint(0, 256, (batch, 3, height, width), dtype=torch.uint8, device=device)
+        targets = {"class18": torch.randint(0, 18, (batch,), device=device)}
+    else:
+        precision = resolve_precision(cfg.train.amp, device)
+        memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+        model = create_model(cfg).to(device=device, memory_format=memory_format)
+        optimizer = build_optimizer([model], cfg.train)
+        x = torch.randint(0, 256, (batch, 3, height, width), dtype=torch.uint8, device=device)
+        targets = {h.name: torch.randint(0, h.num_classes, (batch,), device=device) for h in cfg.trained_heads()}
     x = x.contiguous(memory_format=memory_format)
-    targets = {h.name: torch.randint(0, h.num_classes, (batch,), device=device) for h in cfg.trained_heads()}
+    net = torch.compile(model) if compile_model else model
+    scaler = torch.amp.GradScaler(device.type, enabled=precision.scaler)
 
-    def step():
+    def losses(out) -> torch.Tensor:
+        if not isinstance(out, dict):   # the baseline's plain timm model
+            out = {"class18": out}
+        return sum(torch.nn.functional.cross_entropy(out[k].float(), v) for k, v in targets.items())
+
+    def train_step():
+        if not model.training:
+            model.train()
         with precision.autocast():
-            out = model(x)
-        loss = sum(torch.nn.functional.cross_entropy(out[k].float(), v) for k, v in targets.items())
-        scaler.scale(loss).backward()
+            out = net(x)
+        scaler.scale(losses(out)).backward()
         scaler.step(optimizer)
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
-    return step
+
+    def infer_step():
+        if model.training:
+            model.eval()
+        with torch.inference_mode(), precision.autocast():
+            net(x)
+    return train_step, infer_step
 
 
 def phase_ceiling(cfg, args, images: int, *, baseline: bool = False) -> float:
-    """img/s of model_step over `images` images, after --warmup untimed steps."""
+    """img/s of model-only training steps over `images` images, after --warmup untimed steps."""
     device = torch.device(args.device)
-    step = model_step(cfg, args, baseline=baseline)
+    step, _ = model_steps(cfg, device, baseline=baseline)
     for _ in range(args.warmup):
         step()
     batch = cfg.train.batch_size
@@ -220,7 +229,7 @@ def run_profile(cfg, args) -> None:
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device.startswith("cuda") else [])
     sort = "self_cuda_time_total" if args.device.startswith("cuda") else "self_cpu_time_total"
     for name, baseline in (("multitask model step (ceiling)", False), ("baseline model step (fp32, NCHW)", True)):
-        step = model_step(cfg, args, baseline=baseline)
+        step, _ = model_steps(cfg, torch.device(args.device), baseline=baseline)
         for _ in range(max(1, args.warmup)):
             step()
         with profile(activities=activities) as prof:
