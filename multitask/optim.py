@@ -22,8 +22,9 @@ def param_groups(modules, weight_decay: float) -> list[dict]:
 def _fused(groups) -> dict:
     """Adam(W)'s fused kernel where every parameter lives on a device that has it (CPU, CUDA).
 
-    On CPU torch otherwise steps parameter by parameter: for resnet18 that is ~43 ms a step against ~17 ms fused,
-    a sixth of a whole training step at the quickstart's image size. Same update to float rounding (~1e-7).
+    On CPU torch otherwise steps parameter by parameter: for resnet18 that is ~50 ms a step against ~15 ms fused
+    (scripts/bench_micro.py), about a fifth of a whole training step at the quickstart's image size. Same update
+    to float rounding (~1e-7).
     """
     devices = {p.device.type for g in groups for p in g["params"]}
     return {"fused": True} if devices and devices <= {"cpu", "cuda"} else {}
