@@ -112,8 +112,9 @@ class TrainConfig:
     ema: EMAConfig = field(default_factory=EMAConfig)
     early_stop: int | None = None             # epochs without improvement of `monitor`
     monitor: str = "auto"                     # val/composite/f1 when mask+gender+age train, else val/mean/f1
-    loss_weighting: Literal["static", "uncertainty", "dwa"] = "static"
+    loss_weighting: Literal["static", "uncertainty", "dwa", "pcgrad", "cagrad"] = "static"
     dwa_temperature: float = 2.0
+    cagrad_c: float = 0.4                     # CAGrad's radius: 0 = plain descent on the mean loss
     sampler: Literal["none", "weighted"] = "none"
     mixup: float = 0.0                        # alpha; 0 = off
     cutmix: float = 0.0
@@ -230,7 +231,8 @@ def _lower_bounds(cfg: Config) -> list[tuple[str, float | None, float]]:
     return [("train.epochs", t.epochs, 1), ("train.batch_size", t.batch_size, 1),
             ("train.accum_steps", t.accum_steps, 1), ("train.val_every", t.val_every, 1),
             ("train.save_every_steps", t.save_every_steps, 1), ("train.max_steps", t.max_steps, 1),
-            ("train.early_stop", t.early_stop, 1), ("train.lr", t.lr, 0.0), ("data.n_folds", d.n_folds, 2),
+            ("train.early_stop", t.early_stop, 1), ("train.lr", t.lr, 0.0), ("train.cagrad_c", t.cagrad_c, 0.0),
+            ("data.n_folds", d.n_folds, 2),
             ("data.num_workers", d.num_workers, 0), ("data.limit", d.limit, 1)]
 
 

@@ -5,9 +5,12 @@
     multitask train --resume runs/quickstart/3                      # continue where it stopped
     torchrun --nproc_per_node=2 -m multitask train --config ...     # DDP (NCCL on GPU, gloo on CPU)
 
-The loop reads top to bottom: `fit` sets everything up, `train_one_epoch` and `evaluate` do the work, `save` writes
-checkpoints. Per-step values stay on the device (no .item() on the hot path); the loss is read back only every
-`SYNC_EVERY` steps for the progress bar and the non-finite check.
+`fit` builds a `Trainer` around one `TrainState` (train_state.py: model, EMA, optimizer, scheduler, scaler,
+criterion, mixer, counters; its state_dict is the checkpoint). The trainer reads top to bottom: `fit` loops over
+epochs, `train_epoch` over batches, `train_batch` hands the heads' losses to the weighting's backward (which may be
+gradient-level: PCGrad, CAGrad), `optimizer_step` steps, `end_epoch` validates, logs and saves. Callbacks
+(callbacks.py) watch or stop it. Per-step values stay on the device (no .item() on the hot path); the loss is read
+back only every `SYNC_EVERY` steps for the progress bar and the non-finite check.
 """
 from __future__ import annotations
 
@@ -15,76 +18,32 @@ import contextlib
 import copy
 import math
 import random
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from .checkpoint import FORMAT, VERSION, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .config import Config, from_dict, save_config, to_dict
-from .data.prepare import TrainingData, make_loader, prepare_data, train_sampler, val_sampler
+from .callbacks import Callback, CallbackList
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import Config, from_dict, save_config
+from .data.prepare import make_loader, prepare_data, train_sampler, val_sampler
 from .distributed import DistInfo, barrier, broadcast_object, cleanup, init_distributed
 from .errors import UserError
-from .losses import MultiTaskCriterion
-from .metrics import MetricAccumulator
-from .mixing import BatchMixer
-from .model import create_model
-from .optim import build_optimizer, build_scheduler
-from .predictions import build_table, expand_derived, expand_targets, write_table
+from .evaluation import evaluate, log_confusions, write_oof
+from .precision import Precision, resolve_precision
 from .runs import (check_resume_heads, check_writable, discard_unsaved, fold_dirs, make_run_dir, merge_fold_oof,
                    remove_stale_temp_files, resolve_resume)
 from .tracking import Tracker
+from .train_state import TrainState, counters_finished
 
 SYNC_EVERY = 20
 
 
 class TrainingStopped(UserError):
     """Training cannot go on (non-finite loss); the message names the step and the head."""
-
-
-@dataclass
-class Precision:
-    device: torch.device
-    dtype: torch.dtype | None
-
-    @property
-    def enabled(self) -> bool:
-        return self.dtype is not None
-
-    @property
-    def scaler(self) -> bool:  # fp16 needs loss scaling; bf16 has fp32's range
-        return self.dtype == torch.float16 and self.device.type == "cuda"
-
-    @property
-    def name(self) -> str:
-        return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.dtype, "off")
-
-    def autocast(self):
-        return torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.enabled)
-
-
-def resolve_precision(amp: str, device: torch.device) -> Precision:
-    if amp == "off":
-        return Precision(device, None)
-    if device.type == "cuda":
-        if amp == "bf16" or (amp == "auto" and torch.cuda.is_bf16_supported()):
-            return Precision(device, torch.bfloat16)
-        return Precision(device, torch.float16)
-    # CPU autocast is bf16; on CPUs with AVX-512 bf16 / AMX it is ~3x faster than fp32 with channels_last
-    if amp == "auto" and not cpu_has_fast_bf16():
-        return Precision(device, None)
-    return Precision(device, torch.bfloat16)
-
-
-def cpu_has_fast_bf16() -> bool:
-    try:
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 def pick_device(pref: str, info: DistInfo) -> torch.device:
@@ -104,15 +63,6 @@ def seed_everything(seed: int, deterministic: bool) -> None:
     torch.backends.cudnn.benchmark = not deterministic
     if deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
-
-
-def resolve_monitor(cfg: Config) -> str:
-    if cfg.train.monitor != "auto":
-        return cfg.train.monitor
-    trained = {h.name for h in cfg.trained_heads()}
-    direct = set(cfg.composite) <= trained
-    derived = any(h.derive == cfg.composite for h in cfg.trained_heads())
-    return "val/composite/f1" if cfg.composite and (direct or derived) else "val/mean/f1"
 
 
 # --------------------------------------------------------------------------------------------------- entry points
@@ -186,11 +136,12 @@ def run_training(cfg: Config, *, resume: str | None = None, all_folds: bool = Fa
 
 
 # --------------------------------------------------------------------------------------------------- fit
-def fit(cfg: Config, run_dir: Path, info: DistInfo = DistInfo(), ckpt: dict | None = None) -> dict:
+def fit(cfg: Config, run_dir: Path, info: DistInfo = DistInfo(), ckpt: dict | None = None,
+        callbacks: Iterable[Callback] = ()) -> dict:
+    """Train one run into `run_dir` (from `ckpt` when resuming); returns the best epoch's metrics."""
     run_dir = Path(run_dir)
     device = pick_device(cfg.train.device, info)
     seed_everything(cfg.seed + info.rank, cfg.deterministic)
-    precision = resolve_precision(cfg.train.amp, device)
     if info.is_main:
         check_writable(run_dir)   # now, not at the end of the first epoch
     tracker = Tracker(run_dir=run_dir, cfg=cfg, enabled=info.is_main,
@@ -201,332 +152,278 @@ def fit(cfg: Config, run_dir: Path, info: DistInfo = DistInfo(), ckpt: dict | No
             tracker.print(f"removed {len(removed)} half-written file(s) left by the interrupted run: "
                           f"{', '.join(removed)}")
     try:
-        return _fit(cfg, run_dir, info, ckpt, device, precision, tracker)
+        trainer = Trainer(cfg=cfg, run_dir=run_dir, info=info, precision=resolve_precision(cfg.train.amp, device),
+                          tracker=tracker, callbacks=callbacks)
+        return trainer.fit(ckpt)
     finally:
         tracker.close()
 
 
-def _fit(cfg, run_dir, info, ckpt, device, precision, tracker) -> dict:
-    heads = cfg.trained_heads()
-    tracker.print(f"[bold]multitask[/] {cfg.name} -> {run_dir}  ({cfg.model.backbone}, heads "
-                  f"{', '.join(h.name for h in heads)}, {device}, amp {precision.name})")
-    if ckpt is not None and finished(cfg, ckpt["state"]):
-        tracker.print(f"nothing to train: this run already finished (epoch {ckpt['state']['epoch']} of "
-                      f"{cfg.train.epochs}); raise train.epochs (or train.early_stop / train.max_steps) to go on")
-        return {}
-    # rank 0 first: it writes the synthetic set and the image cache once, the others then reuse them
-    if info.enabled and not info.is_main:
-        barrier(info)
-    data = prepare_data(cfg, log=tracker.print)
-    if info.enabled and info.is_main:
-        barrier(info)
-    if info.is_main:
-        save_config(cfg, run_dir / "config.yaml")
+class Trainer:
+    """The loop around one TrainState: data and loaders, epochs, steps, validation, checkpoints, callbacks."""
 
-    model = create_model(cfg).to(device)
-    memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
-    model = model.to(memory_format=memory_format)
-    criterion = MultiTaskCriterion(heads=heads, weighting=cfg.train.loss_weighting, class_counts=data.class_counts,
-                                   dwa_temperature=cfg.train.dwa_temperature).to(device)
-    optimizer = build_optimizer([model, criterion], cfg.train)
-    sampler = train_sampler(data, cfg, rank=info.rank, world_size=info.world_size)
-    pin = device.type == "cuda"
-    workers = cfg.data.num_workers
-    train_loader = make_loader(data.train_set, sampler, batch_size=cfg.train.batch_size, workers=workers,
-                               train=True, pin_memory=pin)
-    val_loader = make_loader(data.val_set, val_sampler(data, rank=info.rank, world_size=info.world_size),
-                             batch_size=cfg.train.batch_size * 2, workers=workers, train=False, pin_memory=pin)
-    steps_per_epoch = math.ceil(len(sampler) / cfg.train.batch_size / cfg.train.accum_steps)
-    scheduler = build_scheduler(optimizer, cfg.train, steps_per_epoch)
-    scaler = torch.amp.GradScaler(device.type, enabled=precision.scaler)
-    ema = None
-    if cfg.train.ema.enabled:
-        from timm.utils import ModelEmaV3
-        ema = ModelEmaV3(model, decay=cfg.train.ema.decay, use_warmup=True)
-    mixer = BatchMixer(train=cfg.train, seed=cfg.seed + info.rank)
-    state = {"epoch": 0, "step": 0, "batch_in_epoch": 0, "best": None, "bad_epochs": 0}
+    def __init__(self, *, cfg: Config, run_dir: Path, info: DistInfo, precision: Precision, tracker: Tracker,
+                 callbacks: Iterable[Callback] = ()):
+        self.cfg, self.run_dir, self.info, self.tracker = cfg, run_dir, info, tracker
+        self.precision, self.device = precision, precision.device
+        self.callbacks = CallbackList(callbacks)
+        self.heads = cfg.trained_heads()
+        self.memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
 
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        scaler.load_state_dict(ckpt["scaler"])
-        criterion.load_state_dict(ckpt["criterion"])
-        if ema is not None and ckpt.get("ema") is not None:
-            ema.module.load_state_dict(ckpt["ema"])
-        state.update(ckpt["state"])
-        mixer.rng.bit_generator.state = ckpt["mixer"]
-        set_rng_state(ckpt["rng"])
-        tracker.print(f"resumed from epoch {state['epoch']} step {state['step']} "
-                      f"(batch {state['batch_in_epoch']} of the epoch)")
-
-    net = model
-    if info.enabled:
-        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    monitor = resolve_monitor(cfg)
-    ctx = dict(cfg=cfg, run_dir=run_dir, info=info, model=model, criterion=criterion, optimizer=optimizer,
-               scheduler=scheduler, scaler=scaler, ema=ema, mixer=mixer, state=state, tracker=tracker,
-               batches_per_epoch=math.ceil(sampler.per_rank / cfg.train.batch_size))
-    best_metrics: dict = {}
-    for epoch in range(state["epoch"], cfg.train.epochs):
-        sampler.set_epoch(epoch, start=state["batch_in_epoch"] * cfg.train.batch_size)
-        train_metrics = train_one_epoch(net, train_loader, ctx, precision, device, epoch, steps_per_epoch)
-        state["batch_in_epoch"] = 0
-        state.pop("epoch_partial", None)
-        state["epoch"] = epoch + 1
-        metrics = dict(train_metrics)
-        improved = False
-        if (epoch + 1) % cfg.train.val_every == 0 or epoch + 1 == cfg.train.epochs:
-            eval_model = ema.module if ema is not None else model
-            val_metrics, acc = evaluate(eval_model, val_loader, criterion, heads, cfg, precision, device)
-            metrics.update(val_metrics)
-            if monitor not in metrics:
-                raise UserError(f"train.monitor: '{monitor}' is not a logged metric; choose from "
-                                f"{', '.join(k for k in metrics if k.startswith('val/'))}")
-            value = metrics[monitor]
-            improved = state["best"] is None or value > state["best"]
-            if improved:
-                state["best"], state["bad_epochs"] = value, 0
-                best_metrics = dict(metrics)
-            else:
-                state["bad_epochs"] += 1
-            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                scheduler.step(value)
-            if info.is_main:
-                log_confusions(tracker, acc, cfg, epoch)
-                if improved:
-                    write_oof(run_dir, data, acc, cfg, info)
-        metrics["lr"] = optimizer.param_groups[0]["lr"]
-        metrics.update({f"loss_weight/{k}": v for k, v in criterion.effective_weights().items()})
-        criterion.epoch_end({h.name: train_metrics[f"train/{h.name}/loss"] for h in heads})
-        tracker.log_epoch(epoch + 1, metrics)
-        tracker.epoch_table(epoch + 1, metrics, [h.name for h in heads])
+    def setup(self, ckpt: dict | None) -> None:
+        cfg, info = self.cfg, self.info
+        # rank 0 first: it writes the synthetic set and the image cache once, the others then reuse them
+        if info.enabled and not info.is_main:
+            barrier(info)
+        self.data = prepare_data(cfg, log=self.tracker.print)
+        if info.enabled and info.is_main:
+            barrier(info)
         if info.is_main:
+            save_config(cfg, self.run_dir / "config.yaml")
+        self.sampler = train_sampler(self.data, cfg, rank=info.rank, world_size=info.world_size)
+        self.batches_per_epoch = math.ceil(self.sampler.per_rank / cfg.train.batch_size)
+        self.state = state = TrainState.create(
+            cfg, precision=self.precision, class_counts=self.data.class_counts, seed=cfg.seed + info.rank,
+            steps_per_epoch=math.ceil(len(self.sampler) / cfg.train.batch_size / cfg.train.accum_steps))
+        if ckpt is not None:
+            state.load_state_dict(ckpt)
+            self.tracker.print(f"resumed from epoch {state.epoch} step {state.step} "
+                               f"(batch {state.batch_in_epoch} of the epoch)")
+        pin, workers = self.device.type == "cuda", cfg.data.num_workers
+        self.train_loader = make_loader(self.data.train_set, self.sampler, batch_size=cfg.train.batch_size,
+                                        workers=workers, train=True, pin_memory=pin)
+        self.val_loader = make_loader(self.data.val_set, val_sampler(self.data, rank=info.rank,
+                                                                     world_size=info.world_size),
+                                      batch_size=cfg.train.batch_size * 2, workers=workers, train=False,
+                                      pin_memory=pin)
+        self.net = state.model
+        if info.enabled:
+            self.net = DistributedDataParallel(state.model, device_ids=[self.device.index]
+                                               if self.device.type == "cuda" else None)
+        self.grad_ctx = state.grad_context(info.world_size)
+        self.params = [p for group in state.optimizer.param_groups for p in group["params"]]
+
+    # ----------------------------------------------------------------------------------------------- epochs
+    def fit(self, ckpt: dict | None = None) -> dict:
+        cfg = self.cfg
+        self.tracker.print(f"[bold]multitask[/] {cfg.name} -> {self.run_dir}  ({cfg.model.backbone}, heads "
+                           f"{', '.join(h.name for h in self.heads)}, {self.device}, amp {self.precision.name})")
+        if ckpt is not None and counters_finished(cfg, ckpt["state"]):
+            self.tracker.print(f"nothing to train: this run already finished (epoch {ckpt['state']['epoch']} of "
+                               f"{cfg.train.epochs}); raise train.epochs (or train.early_stop / train.max_steps) "
+                               f"to go on")
+            return {}
+        self.setup(ckpt)
+        state, best_metrics = self.state, {}
+        self.callbacks.on_fit_start(state)
+        for epoch in range(state.epoch, cfg.train.epochs):
+            self.callbacks.on_epoch_start(state, epoch)
+            metrics, improved = self.end_epoch(epoch, self.train_epoch(epoch))
             if improved:
-                save(run_dir / "best.pt", ctx, metric=(monitor, state["best"]), resumable=False)
-            save(run_dir / "last.pt", ctx, metric=(monitor, state["best"]))
-        barrier(info)
-        if cfg.train.early_stop and state["bad_epochs"] >= cfg.train.early_stop:
-            tracker.print(f"early stop: {monitor} did not improve for {cfg.train.early_stop} epochs")
-            break
-        if cfg.train.max_steps and state["step"] >= cfg.train.max_steps:
-            break
-    if best_metrics:
-        tracker.print(f"best {monitor} = {state['best']:.4f}; run dir {run_dir}")
-    return best_metrics
-
-
-# --------------------------------------------------------------------------------------------------- epochs
-def train_one_epoch(net, loader, ctx, precision: Precision, device, epoch: int, steps_per_epoch: int) -> dict:
-    cfg, state, criterion, optimizer = ctx["cfg"], ctx["state"], ctx["criterion"], ctx["optimizer"]
-    scheduler, scaler, ema, mixer, info = ctx["scheduler"], ctx["scaler"], ctx["ema"], ctx["mixer"], ctx["info"]
-    heads = cfg.trained_heads()
-    accum, per_step_sched = cfg.train.accum_steps, not isinstance(scheduler,
-                                                                  torch.optim.lr_scheduler.ReduceLROnPlateau)
-    memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
-    net.train()
-    sums = torch.zeros(len(heads) + 1, device=device)       # per-head loss sums, then the total
-    first_bad = torch.full((), -1, dtype=torch.long, device=device)
-    bad_heads = torch.zeros(len(heads), dtype=torch.bool, device=device)
-    # the optimizer step as a device tensor: torch.tensor(step, device=cuda) each step would be a host->device copy
-    # from pageable memory, which waits for the GPU to drain
-    step_now = torch.full((), state["step"], dtype=torch.long, device=device)
-    seen = 0
-    params = [p for group in optimizer.param_groups for p in group["params"]]
-    start_batch = state["batch_in_epoch"]
-    partial = state.get("epoch_partial")
-    if start_batch and partial:   # resumed mid-epoch: the epoch's loss means (and DWA after them) cover every batch
-        sums = torch.tensor(partial["sums"], dtype=sums.dtype, device=device)
-        seen = partial["seen"]
-    with ctx["tracker"].progress(len(loader), f"epoch {epoch + 1}/{cfg.train.epochs}") as bar:
-        for i, (images, targets) in enumerate(loader, start=start_batch):
-            images = images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
-            targets = {k: v.to(device, non_blocking=True) for k, v in targets.items()}
-            images, targets_b, lam = mixer(images, targets)
-            last_micro = (i + 1) % accum == 0 or i + 1 == len(loader) + start_batch
-            sync = contextlib.nullcontext() if last_micro or not info.enabled else net.no_sync()
-            with sync:
-                with precision.autocast():
-                    outputs = net(images)
-                total, head_losses = criterion(outputs, targets)
-                if targets_b is not None:
-                    total_b, head_b = criterion(outputs, targets_b)
-                    total = lam * total + (1 - lam) * total_b
-                    head_losses = {k: lam * v + (1 - lam) * head_b[k] for k, v in head_losses.items()}
-                scaler.scale(total / accum).backward()
-            stacked = torch.stack([head_losses[h.name] for h in heads] + [total.detach()])
-            finite = torch.isfinite(stacked[:-1])
-            # remember the heads of the FIRST bad step only: after it every head goes non-finite
-            new_bad = (first_bad < 0) & ~finite.all()
-            bad_heads = torch.where(new_bad, ~finite, bad_heads)
-            first_bad = torch.where(new_bad, step_now, first_bad)
-            sums += stacked.detach() * len(images)
-            seen += len(images)
-            if last_micro:
-                if info.enabled:
-                    sync_criterion_grads(criterion, info)
-                if cfg.train.grad_clip:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad(set_to_none=True)
-                if per_step_sched:
-                    scheduler.step()
-                if ema is not None:
-                    ema.update(ctx["model"], step=state["step"])
-                state["step"] += 1
-                step_now += 1
-                state["batch_in_epoch"] = i + 1
-            if i % SYNC_EVERY == 0 or i + 1 == len(loader) + start_batch:
-                check_finite(first_bad, bad_heads, heads, scaler)
-                bar.update(len(images), loss=float(total.detach()))
-            else:
-                bar.update(len(images))
-            every = cfg.train.save_every_steps
-            last_batch = i + 1 == len(loader) + start_batch   # the epoch's end writes last.pt anyway
-            if last_micro and every and state["step"] % every == 0 and not last_batch and info.is_main:
-                check_finite(first_bad, bad_heads, heads, scaler)  # name the head before refusing to save NaNs
-                # this rank's sums; under DDP the other ranks resume from rank 0's, a close stand-in for theirs
-                state["epoch_partial"] = {"sums": sums.tolist(), "seen": seen}
-                save(ctx["run_dir"] / "last.pt", ctx, metric=(resolve_monitor(cfg), state["best"]))
-            if cfg.train.max_steps and state["step"] >= cfg.train.max_steps:
+                best_metrics = dict(metrics)
+            self.callbacks.on_epoch_end(state, metrics)
+            if self.stop_reason():
                 break
-    check_finite(first_bad, bad_heads, heads, scaler)
-    means = (sums / max(seen, 1))
-    if info.enabled:
-        dist.all_reduce(means)
-        means /= info.world_size
-    values = means.tolist()
-    out = {f"train/{h.name}/loss": values[k] for k, h in enumerate(heads)}
-    out["train/loss"] = values[-1]
-    return out
+        if best_metrics:
+            self.tracker.print(f"best {state.monitor} = {state.best:.4f}; run dir {self.run_dir}")
+        self.callbacks.on_fit_end(state, best_metrics)
+        return best_metrics
+
+    def stop_reason(self) -> str | None:
+        state, t = self.state, self.cfg.train
+        if t.early_stop and state.bad_epochs >= t.early_stop:
+            state.stop = state.stop or f"early stop: {state.monitor} did not improve for {t.early_stop} epochs"
+        if t.max_steps and state.step >= t.max_steps:
+            state.stop = state.stop or f"stopped at train.max_steps={t.max_steps}"
+        if state.stop and not state.stop.startswith("stopped at"):
+            self.tracker.print(state.stop)
+        return state.stop
+
+    def train_epoch(self, epoch: int) -> dict:
+        state, cfg = self.state, self.cfg
+        start = state.batch_in_epoch   # > 0 when resumed mid-epoch: the sampler skips what was trained
+        self.sampler.set_epoch(epoch, start=start * cfg.train.batch_size)
+        end = start + len(self.train_loader)
+        losses = EpochLosses(self.heads, self.device, step=state.step, partial=state.epoch_partial if start else None)
+        state.epoch_images = 0
+        self.net.train()
+        with self.tracker.progress(len(self.train_loader), f"epoch {epoch + 1}/{cfg.train.epochs}") as bar:
+            for i, (images, targets) in enumerate(self.train_loader, start=start):
+                last_micro = (i + 1) % cfg.train.accum_steps == 0 or i + 1 == end
+                total, n = self.train_batch(images, targets, losses, sync=last_micro)
+                if last_micro:
+                    self.optimizer_step(batches_done=i + 1)
+                    losses.stepped()
+                if i % SYNC_EVERY == 0 or i + 1 == end:
+                    losses.check(state.scaler)
+                    bar.update(n, loss=float(total))
+                else:
+                    bar.update(n)
+                if last_micro:
+                    self.step_checkpoint(losses, last_batch=i + 1 == end)
+                    self.callbacks.on_step_end(state)
+                if cfg.train.max_steps and state.step >= cfg.train.max_steps:
+                    break
+        losses.check(state.scaler)
+        return losses.means(self.info)
+
+    # ----------------------------------------------------------------------------------------------- steps
+    def train_batch(self, images, targets, losses: "EpochLosses", *, sync: bool) -> tuple[torch.Tensor, int]:
+        """Forward, the heads' losses (mixed when MixUp/CutMix drew a partner), the weighting's backward."""
+        state = self.state
+        images = images.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+        targets = {k: v.to(self.device, non_blocking=True) for k, v in targets.items()}
+        images, targets_b, lam = state.mixer(images, targets)
+        weighting = state.criterion.weighting
+        # DDP reduces in the step's last backward; a gradient-level weighting reduces once itself (finish_step)
+        reduce_now = sync and not weighting.gradient_level
+        with contextlib.nullcontext() if reduce_now or not self.info.enabled else self.net.no_sync():
+            with self.precision.autocast():
+                outputs = self.net(images)
+            head_losses = state.criterion.head_losses(outputs, targets)
+            if targets_b is not None:
+                other = state.criterion.head_losses(outputs, targets_b)
+                head_losses = {k: lam * v + (1 - lam) * other[k] for k, v in head_losses.items()}
+            total = weighting.backward(head_losses, self.grad_ctx)
+        losses.add(head_losses, total, len(images))
+        state.epoch_images += len(images)
+        return total, len(images)
+
+    def optimizer_step(self, *, batches_done: int) -> None:
+        state, t = self.state, self.cfg.train
+        state.criterion.weighting.finish_step(self.grad_ctx)
+        if t.grad_clip:
+            state.scaler.unscale_(state.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.params, t.grad_clip)
+        state.scaler.step(state.optimizer)
+        state.scaler.update()
+        state.optimizer.zero_grad(set_to_none=True)
+        if not isinstance(state.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            state.scheduler.step()
+        if state.ema is not None:
+            state.ema.update(state.model, step=state.step)
+        state.step += 1
+        state.batch_in_epoch = batches_done
+
+    def step_checkpoint(self, losses: "EpochLosses", *, last_batch: bool) -> None:
+        """`train.save_every_steps`: last.pt within the epoch (the epoch's end writes it anyway)."""
+        every = self.cfg.train.save_every_steps
+        if not every or self.state.step % every or last_batch or not self.info.is_main:
+            return
+        losses.check(self.state.scaler)   # name the head before refusing to save NaNs
+        # this rank's sums; under DDP the other ranks resume from rank 0's, a close stand-in for theirs
+        self.state.epoch_partial = losses.partial()
+        self.save(self.run_dir / "last.pt")
+
+    # ----------------------------------------------------------------------------------------------- epoch end
+    def end_epoch(self, epoch: int, train_metrics: dict) -> tuple[dict, bool]:
+        """Validate (every `val_every` epochs and the last), track the best, log, save best.pt and last.pt."""
+        state, cfg = self.state, self.cfg
+        state.epoch, state.batch_in_epoch, state.epoch_partial = epoch + 1, 0, None
+        metrics, improved = dict(train_metrics), False
+        if (epoch + 1) % cfg.train.val_every == 0 or epoch + 1 == cfg.train.epochs:
+            improved = self.validate(epoch, metrics)
+        metrics["lr"] = state.optimizer.param_groups[0]["lr"]
+        metrics.update({f"loss_weight/{k}": v for k, v in state.criterion.effective_weights().items()})
+        state.criterion.epoch_end({h.name: train_metrics[f"train/{h.name}/loss"] for h in self.heads})
+        self.tracker.log_epoch(epoch + 1, metrics)
+        self.tracker.epoch_table(epoch + 1, metrics, [h.name for h in self.heads])
+        if self.info.is_main:
+            if improved:
+                self.save(self.run_dir / "best.pt", resumable=False)
+            self.save(self.run_dir / "last.pt")
+        barrier(self.info)
+        return metrics, improved
+
+    def validate(self, epoch: int, metrics: dict) -> bool:
+        """Adds the validation metrics to `metrics`; True when the monitored value improved."""
+        state, cfg = self.state, self.cfg
+        val_metrics, scores = evaluate(state.eval_model, self.val_loader, state.criterion, self.heads, cfg,
+                                       self.precision)
+        metrics.update(val_metrics)
+        monitor = state.monitor
+        if monitor not in metrics:
+            raise UserError(f"train.monitor: '{monitor}' is not a logged metric; choose from "
+                            f"{', '.join(k for k in metrics if k.startswith('val/'))}")
+        value = metrics[monitor]
+        improved = state.best is None or value > state.best
+        if improved:
+            state.best, state.bad_epochs = value, 0
+        else:
+            state.bad_epochs += 1
+        if isinstance(state.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            state.scheduler.step(value)
+        if self.info.is_main:
+            log_confusions(self.tracker, scores, cfg, epoch)
+            if improved:
+                write_oof(self.run_dir, self.data, scores, cfg, self.info)
+        return improved
+
+    def save(self, path: Path, *, resumable: bool = True) -> None:
+        """last.pt carries everything to resume; best.pt only what inference needs (a third of the size).
+
+        Never writes non-finite weights over a good checkpoint. A step checkpoint on the epoch's last batch is left
+        to the epoch-end save that follows: resumed from, it would start an epoch with no batches left to train."""
+        state = self.state
+        if state.batch_in_epoch >= self.batches_per_epoch:
+            return
+        flags = [torch.isfinite(p).all() for p in state.model.parameters() if p.is_floating_point()]
+        if flags and not bool(torch.stack(flags).all()):   # one device sync per save
+            raise TrainingStopped(f"non-finite weights at optimizer step {state.step} (a loss went NaN/inf); "
+                                  f"{path} keeps the last good state; lower train.lr or set train.grad_clip, then "
+                                  f"resume from it")
+        state.wandb_id = self.tracker.wandb_id
+        save_checkpoint(path, state.state_dict(resumable=resumable))
 
 
-def check_finite(first_bad: torch.Tensor, bad_heads: torch.Tensor, heads, scaler) -> None:
-    """Stop on a non-finite loss, naming step and head; under fp16 loss scaling the scaler skips such steps."""
-    if scaler.is_enabled():
-        return
-    step = int(first_bad)
-    if step >= 0:
-        names = [h.name for h, bad in zip(heads, bad_heads.tolist()) if bad]
-        raise TrainingStopped(f"non-finite loss at optimizer step {step} in head(s) {', '.join(names)}; lower "
-                              f"train.lr, set train.grad_clip, or check that head's labels and loss")
+class EpochLosses:
+    """An epoch's per-head and total loss sums, kept on the device, and the heads of its first non-finite step."""
 
+    def __init__(self, heads, device: torch.device, *, step: int, partial: dict | None = None):
+        self.heads = heads
+        self.sums = torch.zeros(len(heads) + 1, device=device)   # per head, then the total
+        self.seen = 0
+        if partial:   # resumed mid-epoch: the epoch's loss means (and DWA after them) cover every batch
+            self.sums = torch.tensor(partial["sums"], dtype=self.sums.dtype, device=device)
+            self.seen = partial["seen"]
+        self.first_bad = torch.full((), -1, dtype=torch.long, device=device)
+        self.bad_heads = torch.zeros(len(heads), dtype=torch.bool, device=device)
+        # the step as a device tensor: torch.tensor(step, device=cuda) each step would be a host->device copy from
+        # pageable memory, which waits for the GPU to drain
+        self.step_now = torch.full((), step, dtype=torch.long, device=device)
 
-def sync_criterion_grads(criterion, info: DistInfo) -> None:
-    """Learned loss weights live outside DDP's model, so average their gradients by hand."""
-    for p in criterion.parameters():
-        if p.grad is not None:
-            dist.all_reduce(p.grad)
-            p.grad /= info.world_size
+    def add(self, head_losses: dict[str, torch.Tensor], total: torch.Tensor, n: int) -> None:
+        stacked = torch.stack([head_losses[h.name].detach() for h in self.heads] + [total.detach()])
+        finite = torch.isfinite(stacked[:-1])
+        # remember the heads of the FIRST bad step only: after it every head goes non-finite
+        new_bad = (self.first_bad < 0) & ~finite.all()
+        self.bad_heads = torch.where(new_bad, ~finite, self.bad_heads)
+        self.first_bad = torch.where(new_bad, self.step_now, self.first_bad)
+        self.sums += stacked * n
+        self.seen += n
 
+    def stepped(self) -> None:
+        self.step_now += 1
 
-@torch.inference_mode()
-def evaluate(model, loader, criterion, heads, cfg: Config, precision: Precision, device) -> tuple[dict, MetricAccumulator]:
-    memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
-    model.eval()
-    acc = MetricAccumulator(heads=heads, composite=cfg.composite_heads() or None)
-    sums = torch.zeros(len(heads), device=device)
-    counts = torch.zeros(len(heads), device=device)
-    for images, targets in loader:
-        images = images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
-        targets = {k: v.to(device, non_blocking=True) for k, v in targets.items()}
-        with precision.autocast():
-            outputs = model(images)
-        _, head_losses = criterion(outputs, targets)
-        for k, h in enumerate(heads):
-            n = (targets[h.name] >= 0).sum()
-            sums[k] += head_losses[h.name] * n
-            counts[k] += n
-        acc.update(outputs, targets)
-    if dist.is_initialized():
-        dist.all_reduce(sums)
-        dist.all_reduce(counts)
-    acc.sync()
-    losses = (sums / counts.clamp(min=1)).tolist()
-    metrics = {f"val/{k}": v for k, v in acc.compute().items()}
-    metrics.update({f"val/{h.name}/loss": losses[k] for k, h in enumerate(heads)})
-    model.train()
-    return metrics, acc
+    def check(self, scaler) -> None:
+        """Stop on a non-finite loss, naming step and head; under fp16 loss scaling the scaler skips such steps."""
+        if scaler.is_enabled():
+            return
+        step = int(self.first_bad)
+        if step >= 0:
+            names = [h.name for h, bad in zip(self.heads, self.bad_heads.tolist()) if bad]
+            raise TrainingStopped(f"non-finite loss at optimizer step {step} in head(s) {', '.join(names)}; lower "
+                                  f"train.lr, set train.grad_clip, or check that head's labels and loss")
 
+    def partial(self) -> dict:
+        return {"sums": self.sums.tolist(), "seen": self.seen}
 
-# --------------------------------------------------------------------------------------------------- outputs
-def log_confusions(tracker: Tracker, acc: MetricAccumulator, cfg: Config, epoch: int) -> None:
-    every = cfg.tracking.confusion_every
-    if not every or (epoch + 1) % every:
-        return
-    for head in cfg.trained_heads():
-        tracker.log_confusion(head.name, acc.confusion(head.name), head.classes, step=epoch + 1)
-
-
-def val_row_order(data: TrainingData, info: DistInfo) -> np.ndarray:
-    """Row indices in the order the gathered validation predictions arrive (rank 0's shard, then rank 1's, ...)."""
-    return np.concatenate([data.val_idx[r::info.world_size] for r in range(info.world_size)])
-
-
-def write_oof(run_dir: Path, data: TrainingData, acc: MetricAccumulator, cfg: Config, info: DistInfo) -> None:
-    """Out-of-fold predictions of the best epoch: the report's and the ensembler's input."""
-    rows = val_row_order(data, info)
-    heads, probs = expand_derived(acc.probabilities(), cfg.trained_heads(), cfg.heads)
-    targets = expand_targets(acc.targets(), cfg.trained_heads(), cfg.heads)
-    frame = data.frame.iloc[rows].reset_index(drop=True)
-    meta = pd.DataFrame({"fold": frame["fold"]})
-    for col in ("gender", "race", "mask", "stem"):
-        if col in frame.columns:
-            meta[col] = frame[col].to_numpy()
-    if "age" in frame.columns and pd.api.types.is_numeric_dtype(frame["age"]):
-        meta["age_years"] = frame["age"].to_numpy()
-    composite = cfg.composite_heads() if all(h.name in probs for h in cfg.composite_heads()) else []
-    table = build_table(ids=[Path(p).parent.name + "/" + Path(p).name for p in frame["path"]], paths=frame["path"],
-                        heads=heads, probs=probs, targets=targets, composite=composite, meta=meta)
-    table.insert(2, "group", frame["group"].to_numpy())
-    write_table(table, run_dir / "oof.csv")
-
-
-def finished(cfg: Config, state: dict) -> bool:
-    """A resumed run that already ended (all epochs, early stop or max_steps) has nothing left to train."""
-    return (state["epoch"] >= cfg.train.epochs and not state["batch_in_epoch"]
-            or bool(cfg.train.early_stop and state["bad_epochs"] >= cfg.train.early_stop)
-            or bool(cfg.train.max_steps and state["step"] >= cfg.train.max_steps))
-
-
-def save(path: Path, ctx: dict, *, metric: tuple[str, float | None], resumable: bool = True) -> None:
-    """last.pt carries everything to resume; best.pt only what inference needs (a third of the size).
-
-    Never writes non-finite weights over a good checkpoint. A step checkpoint on the epoch's last batch is left to
-    the epoch-end save that follows: resumed from, it would start an epoch with no batches left to train."""
-    cfg, model, ema, state = ctx["cfg"], ctx["model"], ctx["ema"], ctx["state"]
-    if state["batch_in_epoch"] >= ctx.get("batches_per_epoch", math.inf):
-        return
-    flags = [torch.isfinite(p).all() for p in model.parameters() if p.is_floating_point()]
-    if flags and not bool(torch.stack(flags).all()):   # one device sync per save
-        raise TrainingStopped(f"non-finite weights at optimizer step {state['step']} (a loss went NaN/inf); "
-                              f"{path} keeps the last good state; lower train.lr or set train.grad_clip, then "
-                              f"resume from it")
-    payload = {
-        "format": FORMAT, "version": VERSION,
-        "config": to_dict(cfg),
-        "trained_heads": [h.name for h in cfg.trained_heads()],
-        "epoch": state["epoch"], "step": state["step"],
-        "metric": {"name": metric[0], "value": metric[1]},
-        "model": model.state_dict(),
-        "ema": ema.module.state_dict() if ema is not None else None,
-        "best": state["best"],
-    }
-    if resumable:
-        payload.update(resumable_state(ctx))
-    save_checkpoint(path, payload)
-
-
-def resumable_state(ctx: dict) -> dict:
-    return {
-        "optimizer": ctx["optimizer"].state_dict(),
-        "scheduler": ctx["scheduler"].state_dict(),
-        "scaler": ctx["scaler"].state_dict(),
-        "criterion": ctx["criterion"].state_dict(),
-        "state": dict(ctx["state"]),
-        "mixer": ctx["mixer"].rng.bit_generator.state,
-        "rng": rng_state(),
-        "tracker": {"wandb_id": ctx["tracker"].wandb_id},
-    }
+    def means(self, info: DistInfo) -> dict[str, float]:
+        means = self.sums / max(self.seen, 1)
+        if info.enabled:
+            dist.all_reduce(means)
+            means /= info.world_size
+        values = means.tolist()
+        out = {f"train/{h.name}/loss": values[k] for k, h in enumerate(self.heads)}
+        out["train/loss"] = values[-1]
+        return out

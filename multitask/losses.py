@@ -4,10 +4,12 @@
     total, per_head = criterion(model(images), targets)   # per_head: {head: detached loss}
     optimizer.add_param_group({"params": list(criterion.parameters())})  # uncertainty's log-variances learn
     criterion.epoch_end(mean_train_losses)                               # DWA looks at the last two epochs
+    total = criterion.weighting.backward(criterion.head_losses(outputs, targets), grad_context)   # training
 
 A head's loss is a mix of registry entries (`LOSSES`), e.g. `loss: {ce: 0.3, f1: 0.7}`; the heads' losses are then
-combined by a weighting strategy (`WEIGHTINGS`). Unlabelled targets (-1) are dropped before any loss sees them, so a
-head without labels in a batch adds a zero that keeps the graph (DDP wants every parameter used).
+combined by a weighting strategy (`weighting.WEIGHTINGS`, which also owns the backward pass). Unlabelled targets (-1)
+are dropped before any loss sees them, so a head without labels in a batch adds a zero that keeps the graph (DDP
+wants every parameter used).
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from torch import Tensor, nn
 
 from .errors import UserError
 from .heads import UNLABELLED, HeadSpec
+from .weighting import WEIGHTINGS
 
 LossFn = Callable[..., Tensor]
 
@@ -142,92 +145,17 @@ def class_weights_for(spec: HeadSpec, counts: np.ndarray | None) -> Tensor | Non
     return torch.tensor(weights, dtype=torch.float32)
 
 
-# ------------------------------------------------------------------------------------------------- weighting
-class Weighting(nn.Module):
-    """Combines per-head losses into one total. Subclasses override `forward` and maybe `epoch_end`."""
-
-    def __init__(self, *, heads: list[HeadSpec], **_):
-        super().__init__()
-        self.names = [h.name for h in heads]
-        self.register_buffer("static", torch.tensor([float(h.weight) for h in heads]), persistent=False)
-
-    def weights(self) -> Tensor:
-        return self.static
-
-    def forward(self, losses: dict[str, Tensor]) -> Tensor:
-        w = self.weights()
-        return sum(w[i] * losses[n] for i, n in enumerate(self.names))
-
-    def effective_weights(self) -> dict[str, float]:
-        return {n: float(w) for n, w in zip(self.names, self.weights().detach().cpu())}
-
-    def epoch_end(self, mean_losses: dict[str, float]) -> None:
-        pass
-
-
-class Static(Weighting):
-    """Σ spec.weight × L_k."""
-
-
-class Uncertainty(Weighting):
-    """Homoscedastic uncertainty weighting, Kendall, Gal & Cipolla, CVPR 2018 (eq. 10, classification form).
-
-    With s_k = log σ_k² learned per head: total = Σ exp(-s_k) · w_k · L_k + s_k / 2. The s_k / 2 term (= log σ_k)
-    stops σ from growing without bound; s_k starts at 0, i.e. at the static weights.
-    """
-
-    def __init__(self, *, heads: list[HeadSpec], **_):
-        super().__init__(heads=heads)
-        self.log_vars = nn.Parameter(torch.zeros(len(heads)))
-
-    def weights(self) -> Tensor:
-        return self.static * torch.exp(-self.log_vars)
-
-    def forward(self, losses: dict[str, Tensor]) -> Tensor:
-        w = self.weights()
-        return sum(w[i] * losses[n] + self.log_vars[i] / 2 for i, n in enumerate(self.names))
-
-
-class DynamicWeightAverage(Weighting):
-    """Dynamic Weight Average, Liu, Johns & Davison, CVPR 2019 (MTAN).
-
-    λ_k(t) = K · softmax_k(r_k / T) with r_k = L_k(t-1) / L_k(t-2): a head whose loss falls slowly gets more weight.
-    λ multiplies spec.weight, so equal descent rates give the static weights; the first two epochs (no history yet)
-    use the static weights alone. The two past epochs' mean losses are buffers, so resume continues the schedule.
-    """
-
-    def __init__(self, *, heads: list[HeadSpec], temperature: float = 2.0, **_):
-        super().__init__(heads=heads)
-        if temperature <= 0:
-            raise UserError(f"train.dwa_temperature: must be > 0, got {temperature}")
-        self.temperature = temperature
-        self.register_buffer("history", torch.zeros(2, len(heads)))   # rows: epoch t-2, epoch t-1
-        self.register_buffer("epochs_seen", torch.zeros((), dtype=torch.long))
-
-    def weights(self) -> Tensor:
-        if int(self.epochs_seen) < 2:
-            return self.static
-        ratio = self.history[1] / self.history[0].clamp_min(1e-12)
-        return self.static * len(self.names) * torch.softmax(ratio / self.temperature, dim=0)
-
-    def epoch_end(self, mean_losses: dict[str, float]) -> None:
-        missing = [n for n in self.names if n not in mean_losses]
-        assert not missing, f"DWA needs every head's mean loss; missing {missing}"
-        latest = torch.tensor([float(mean_losses[n]) for n in self.names], device=self.history.device)
-        self.history.copy_(torch.stack([self.history[1], latest]))
-        self.epochs_seen += 1
-
-
-WEIGHTINGS: dict[str, type[Weighting]] = {"static": Static, "uncertainty": Uncertainty,
-                                          "dwa": DynamicWeightAverage}
-
-
 # ------------------------------------------------------------------------------------------------- criterion
 class MultiTaskCriterion(nn.Module):
-    """One HeadLoss per trained head + a weighting strategy. Returns (total, {head: detached loss})."""
+    """One HeadLoss per trained head + a weighting strategy (`weighting/`), which also owns the backward pass.
+
+    `criterion(outputs, targets)` -> (total, {head: detached loss}) for evaluation; training calls `head_losses` and
+    hands them to `criterion.weighting.backward` (loss-level or gradient-level alike).
+    """
 
     def __init__(self, *, heads: list[HeadSpec], weighting: str = "static",
-                 class_counts: dict[str, np.ndarray] | None = None, dwa_temperature: float = 2.0):
+                 class_counts: dict[str, np.ndarray] | None = None, dwa_temperature: float = 2.0,
+                 cagrad_c: float = 0.4):
         super().__init__()
         assert heads, "MultiTaskCriterion needs at least one head"
         if weighting not in WEIGHTINGS:
@@ -236,12 +164,16 @@ class MultiTaskCriterion(nn.Module):
         self.head_names = [h.name for h in heads]
         self.losses = nn.ModuleDict({h.name: HeadLoss(spec=h, class_weights=class_weights_for(h, counts.get(h.name)))
                                      for h in heads})
-        self.weighting = WEIGHTINGS[weighting](heads=heads, temperature=dwa_temperature)
+        self.weighting = WEIGHTINGS[weighting](heads=heads, temperature=dwa_temperature, cagrad_c=cagrad_c)
 
-    def forward(self, outputs: dict[str, Tensor], targets: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+    def head_losses(self, outputs: dict[str, Tensor], targets: dict[str, Tensor]) -> dict[str, Tensor]:
+        """{head: loss} with the graph kept, for the weighting's backward."""
         missing = [n for n in self.head_names if n not in outputs or n not in targets]
         assert not missing, f"outputs and targets need every trained head; missing {missing}"
-        losses = {n: self.losses[n](outputs[n], targets[n]) for n in self.head_names}
+        return {n: self.losses[n](outputs[n], targets[n]) for n in self.head_names}
+
+    def forward(self, outputs: dict[str, Tensor], targets: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        losses = self.head_losses(outputs, targets)
         return self.weighting(losses), {n: loss.detach() for n, loss in losses.items()}
 
     def effective_weights(self) -> dict[str, float]:

@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader, Dataset
 from .checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoints
 from .config import Config
 from .data.images import read_image, resize
-from .engine import resolve_precision
+from .precision import resolve_precision
 from .errors import UserError
 from .heads import HeadSpec, class_index, composite_decode, composite_encode, composite_size, joint_probabilities
 from .metrics import scores as head_scores

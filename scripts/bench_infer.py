@@ -48,7 +48,7 @@ def make_checkpoint(path: Path, *, model: str, size: tuple[int, int], amp: str) 
 def phase_ceiling(ckpt: Path, *, batch: int, views: int, images: int, amp: str, warmup: int = 2) -> float:
     """Forward images/s of the bare model on one random batch, `views` passes per batch."""
     from multitask.checkpoint import load_checkpoint, model_from_checkpoint
-    from multitask.engine import resolve_precision
+    from multitask.precision import resolve_precision
 
     model, cfg = model_from_checkpoint(load_checkpoint(ckpt))
     model = model.to(memory_format=torch.channels_last).eval()

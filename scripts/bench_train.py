@@ -158,7 +158,7 @@ def model_steps(cfg, device: torch.device, *, baseline: bool = False, compile_mo
     """
     import timm
 
-    from multitask.engine import resolve_precision
+    from multitask.precision import resolve_precision
     from multitask.model import create_model
     from multitask.optim import build_optimizer
 

@@ -5,8 +5,8 @@ import torch.nn.functional as F
 
 from multitask.errors import UserError
 from multitask.heads import HeadSpec
-from multitask.losses import (LOSSES, WEIGHTINGS, HeadLoss, MultiTaskCriterion, class_weights_for, cross_entropy,
-                              focal, soft_f1)
+from multitask.losses import LOSSES, HeadLoss, MultiTaskCriterion, class_weights_for, cross_entropy, focal, soft_f1
+from multitask.weighting import WEIGHTINGS
 
 
 def spec(name="age", classes=("a", "b", "c"), **kw) -> HeadSpec:
@@ -20,7 +20,7 @@ def batch(n=16, c=3, seed=0):
 
 def test_registry_names():
     assert set(LOSSES) == {"ce", "focal", "f1"}
-    assert set(WEIGHTINGS) == {"static", "uncertainty", "dwa"}
+    assert set(WEIGHTINGS) == {"static", "uncertainty", "dwa", "pcgrad", "cagrad"}
 
 
 def test_ce_matches_torch_and_focal_gamma0_equals_ce():

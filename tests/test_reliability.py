@@ -185,17 +185,16 @@ def _poison(monkeypatch, head: str, at_call: int) -> None:
     """The criterion returns NaN for `head` on its `at_call`-th training call (0-based = the optimizer step)."""
     from multitask.losses import MultiTaskCriterion
 
-    forward, calls = MultiTaskCriterion.forward, [0]
+    head_losses, calls = MultiTaskCriterion.head_losses, [0]
 
     def poisoned(self, outputs, targets):
-        total, losses = forward(self, outputs, targets)
+        losses = head_losses(self, outputs, targets)
         if torch.is_grad_enabled():
             if calls[0] == at_call:
-                nan = outputs[head].sum() * float("nan")
-                total, losses = total + nan, {**losses, head: nan.detach()}
+                losses = {**losses, head: losses[head] + outputs[head].sum() * float("nan")}
             calls[0] += 1
-        return total, losses
-    monkeypatch.setattr(MultiTaskCriterion, "forward", poisoned)
+        return losses
+    monkeypatch.setattr(MultiTaskCriterion, "head_losses", poisoned)
 
 
 def test_nan_loss_stops_naming_the_step_and_the_head(synth_root, tmp_path, monkeypatch, capsys):

@@ -11,7 +11,8 @@ import torch
 
 from multitask.checkpoint import load_checkpoint
 from multitask.cli import main
-from multitask.engine import fit, resolve_precision, run_training
+from multitask.engine import fit, run_training
+from multitask.precision import resolve_precision
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_tracking import _tb_scalars, _wandb_history  # noqa: E402  (readers of the offline run and TB events)
