@@ -9,10 +9,12 @@ import pandas as pd
 import pytest
 import torch
 
+from multitask.callbacks import Callback
 from multitask.checkpoint import load_checkpoint
 from multitask.cli import main
 from multitask.engine import fit, run_training
 from multitask.precision import resolve_precision
+from multitask.train_state import TrainState
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_tracking import _tb_scalars, _wandb_history  # noqa: E402  (readers of the offline run and TB events)
@@ -70,9 +72,10 @@ def test_single_18_class_head_scores_the_composite_and_each_head(tiny_cfg):
     assert "prob/class18/wear/male/<30" in oof and "prob/mask/wear" in oof  # marginals of the 18 classes
 
 
-def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tiny_cfg):
+@pytest.mark.parametrize("weighting", ["static", "pcgrad"])
+def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tiny_cfg, weighting):
     overrides = ("deterministic=true", "train.epochs=2", "train.amp=off", "data.augment.hflip=0.5",
-                 "train.mixup=0.2", "train.mix_prob=0.5")
+                 "train.mixup=0.2", "train.mix_prob=0.5", f"train.loss_weighting={weighting}")
     full = run_training(tiny_cfg(*overrides))
     # the same 2-epoch run stopped after epoch 1 (84 images / 16 = 6 steps), as if it had been killed there
     first = run_training(tiny_cfg(*overrides, "train.max_steps=6"))
@@ -88,6 +91,55 @@ def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tiny_cfg):
     assert rows["epoch"].tolist() == [1, 2]
     assert rows["val/composite/f1"].tolist() == pytest.approx(pd.read_csv(full / "metrics.csv")["val/composite/f1"]
                                                               .tolist())
+
+
+def test_train_state_round_trips_through_its_state_dict(tiny_cfg):
+    cfg = tiny_cfg("train.loss_weighting=uncertainty", "train.ema.enabled=true", "train.max_steps=2")
+    run_dir = run_training(cfg)
+    ckpt = load_checkpoint(run_dir / "last.pt")
+    counts = {h.name: [1] * h.num_classes for h in cfg.trained_heads()}   # the saved class weights replace them
+    state = TrainState.create(cfg, precision=resolve_precision("off", torch.device("cpu")), class_counts=counts,
+                              steps_per_epoch=6, seed=0)
+    state.load_state_dict(ckpt)
+    assert (state.step, state.epoch, state.batch_in_epoch) == (2, 1, 0) and state.wandb_id == ckpt["tracker"][
+        "wandb_id"]
+    again = state.state_dict()
+    assert set(again) == set(ckpt)
+    for key in ("model", "ema", "criterion"):
+        assert all(torch.equal(again[key][k], ckpt[key][k]) for k in ckpt[key]), key
+    assert again["optimizer"]["param_groups"] == ckpt["optimizer"]["param_groups"]
+    assert again["state"] == ckpt["state"] and again["mixer"] == ckpt["mixer"]
+    assert set(state.state_dict(resumable=False)) == set(load_checkpoint(run_dir / "best.pt"))
+
+
+class Recorder(Callback):
+    def __init__(self, stop_after: int):
+        self.events, self.stop_after = [], stop_after
+
+    def on_fit_start(self, state):
+        self.events.append("fit")
+
+    def on_epoch_start(self, state, epoch):
+        self.events.append(f"epoch{epoch}")
+
+    def on_step_end(self, state):
+        self.events.append(state.step)
+
+    def on_epoch_end(self, state, metrics):
+        self.events.append(("end", state.epoch, state.epoch_images, "val/composite/f1" in metrics))
+        if state.epoch == self.stop_after:
+            state.stop = "stopped by a callback"
+
+    def on_fit_end(self, state, best):
+        self.events.append(("done", bool(best)))
+
+
+def test_callbacks_see_steps_and_epochs_and_can_stop_the_run(tiny_cfg):
+    cfg = tiny_cfg("train.epochs=3")
+    recorder = Recorder(stop_after=1)
+    fit(cfg, Path(cfg.output_dir) / "cb", callbacks=[recorder])
+    assert recorder.events == ["fit", "epoch0", 1, 2, 3, 4, 5, 6, ("end", 1, 84, True), ("done", True)]
+    assert load_checkpoint(Path(cfg.output_dir) / "cb" / "last.pt")["epoch"] == 1   # saved before the stop
 
 
 def test_bf16_autocast_runs_on_cpu(tiny_cfg):
@@ -122,13 +174,16 @@ def test_all_folds_makes_one_sub_run_per_fold_and_merges_oof(tiny_cfg):
     assert oof["image_id"].is_unique and len(oof) == 16 * 7
 
 
-def test_ddp_two_cpu_processes_complete_and_save_once(synth_root, tmp_path):
+@pytest.mark.parametrize("extra", [[], ["train.loss_weighting=pcgrad", "train.accum_steps=2"]],
+                         ids=["static", "pcgrad"])
+def test_ddp_two_cpu_processes_complete_and_save_once(synth_root, tmp_path, extra):
     out = tmp_path / "runs"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
+    # --standalone: a local rendezvous on a free port, so parallel test runs never collide
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            "-m", "multitask", "train", "--config", "configs/quickstart.yaml", f"data.root={synth_root}",
            "data.image_size=[32,32]", "data.num_workers=0", "data.n_folds=4", f"data.cache_dir={tmp_path / 'c'}",
            f"output_dir={out}", "train.epochs=1", "train.batch_size=8", "tracking.wandb.mode=disabled",
-           "tracking.progress=false", "train.device=cpu"]
+           "tracking.progress=false", "train.device=cpu", *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -30,11 +30,16 @@ class CAGrad(GradientWeighting):
     def combine_grads(self, grads: Tensor) -> Tensor:
         k = len(grads)
         gram = (grads @ grads.T).double().cpu().numpy()
-        g0_norm = float(np.sqrt(max(gram.mean(), 0.0)) + 1e-8)
-        w = simplex_weights(gram, self.c * g0_norm) if self.c > 0 and np.isfinite(gram).all() else np.full(k, 1 / k)
+        w = np.full(k, 1 / k)
+        if self.c > 0 and np.isfinite(gram).all() and np.abs(gram).max() > 0:
+            # solved on the Gram matrix scaled to max 1: the weights do not depend on the loss scale (fp16's
+            # GradScaler, accumulation), which keeps the whole update positively homogeneous
+            unit = gram / np.abs(gram).max()
+            w = simplex_weights(unit, self.c * float(np.sqrt(max(unit.mean(), 0.0))))
         gw = (torch.as_tensor(w, dtype=grads.dtype, device=grads.device)[:, None] * grads).sum(0)
-        lam = self.c * g0_norm / (gw.norm() + 1e-8)
-        return (grads.mean(0) + lam * gw) / (1 + self.c ** 2) * k
+        g0 = grads.mean(0)
+        lam = self.c * g0.norm() / gw.norm().clamp_min(1e-20)
+        return (g0 + lam * gw) / (1 + self.c ** 2) * k
 
 
 def simplex_weights(gram: np.ndarray, radius: float) -> np.ndarray:

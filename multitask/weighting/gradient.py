@@ -36,7 +36,8 @@ class GradientWeighting(Weighting):
                 for loss in scaled]
         grads = torch.stack(rows)
         self._grads = grads if self._grads is None else self._grads + grads
-        torch.autograd.backward(sum(scaled), inputs=ctx.task)
+        if ctx.task:
+            torch.autograd.backward(sum(scaled), inputs=ctx.task)
         return self.combine(losses).detach()
 
     def finish_step(self, ctx: GradContext) -> None:
