@@ -28,6 +28,9 @@ class Callback:
     def on_step_end(self, state: "TrainState") -> None:
         """After each optimizer step (state.step already counts it)."""
 
+    def on_train_epoch_end(self, state: "TrainState", train_metrics: dict[str, float]) -> None:
+        """After the epoch's training batches, before validation (train/* losses only)."""
+
     def on_epoch_end(self, state: "TrainState", metrics: dict[str, float]) -> None:
         """After the epoch's validation, logging and checkpoints; metrics as logged (train/*, val/*, lr, ...)."""
 
@@ -50,6 +53,10 @@ class CallbackList(Callback):
     def on_step_end(self, state):
         for cb in self.callbacks:
             cb.on_step_end(state)
+
+    def on_train_epoch_end(self, state, train_metrics):
+        for cb in self.callbacks:
+            cb.on_train_epoch_end(state, train_metrics)
 
     def on_epoch_end(self, state, metrics):
         for cb in self.callbacks:

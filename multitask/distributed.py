@@ -50,14 +50,6 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
-def all_reduce_mean(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
-    if not info.enabled:
-        return tensor
-    tensor = tensor.clone()
-    dist.all_reduce(tensor)
-    return tensor / info.world_size
-
-
 def cleanup(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()

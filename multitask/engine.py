@@ -182,7 +182,7 @@ class Trainer:
             save_config(cfg, self.run_dir / "config.yaml")
         self.sampler = train_sampler(self.data, cfg, rank=info.rank, world_size=info.world_size)
         self.batches_per_epoch = math.ceil(self.sampler.per_rank / cfg.train.batch_size)
-        self.state = state = TrainState.create(
+        state = TrainState.create(
             cfg, precision=self.precision, class_counts=self.data.class_counts, seed=cfg.seed + info.rank,
             steps_per_epoch=math.ceil(len(self.sampler) / cfg.train.batch_size / cfg.train.accum_steps))
         if ckpt is not None:
@@ -196,11 +196,17 @@ class Trainer:
                                                                      world_size=info.world_size),
                                       batch_size=cfg.train.batch_size * 2, workers=workers, train=False,
                                       pin_memory=pin)
+        self.attach(state)
+
+    def attach(self, state: TrainState) -> None:
+        """Train `state` from now on: its DDP wrapper, the weighting's gradient context, the clipped parameters.
+        Alone (without `setup`) it gives `train_batch` + `optimizer_step` with no data, as a benchmark wants."""
+        self.state = state
         self.net = state.model
-        if info.enabled:
+        if self.info.enabled:
             self.net = DistributedDataParallel(state.model, device_ids=[self.device.index]
                                                if self.device.type == "cuda" else None)
-        self.grad_ctx = state.grad_context(info.world_size)
+        self.grad_ctx = state.grad_context(self.info.world_size)
         self.params = [p for group in state.optimizer.param_groups for p in group["params"]]
 
     # ----------------------------------------------------------------------------------------------- epochs
@@ -218,7 +224,9 @@ class Trainer:
         self.callbacks.on_fit_start(state)
         for epoch in range(state.epoch, cfg.train.epochs):
             self.callbacks.on_epoch_start(state, epoch)
-            metrics, improved = self.end_epoch(epoch, self.train_epoch(epoch))
+            train_metrics = self.train_epoch(epoch)
+            self.callbacks.on_train_epoch_end(state, train_metrics)
+            metrics, improved = self.end_epoch(epoch, train_metrics)
             if improved:
                 best_metrics = dict(metrics)
             self.callbacks.on_epoch_end(state, metrics)

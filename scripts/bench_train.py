@@ -13,7 +13,7 @@ once under --work and reused. Four phases, same model, batch, image size, optimi
              the same optimizer, plain cross-entropy per head): what the model alone can do on this machine.
   multitask  `multitask.engine.fit` end to end: competition reader, folds, decode-once cache, augmentations, loader,
              AMP, per-head losses, metrics, validation, checkpoints, tracking. Only the training epochs after the first
-             are timed (the first builds the cache and warms up), by wrapping engine.train_one_epoch: no hook runs
+             are timed (the first builds the cache and warms up), by a training callback: no hook runs
              inside the loop.
   baseline   the common competition baseline: PIL decode of every JPEG every epoch, torchvision Resize + ToTensor +
              Normalize, fp32, contiguous NCHW, one timm model with an 18-class head, a DataLoader with the same
@@ -240,29 +240,30 @@ def run_profile(cfg, args) -> None:
         print(prof.key_averages().table(sort_by=sort, row_limit=args.profile_rows, max_name_column_width=44))
 
 
+def epoch_timer():
+    """A training callback that records (images, seconds) of each epoch's training loop, validation excluded."""
+    from multitask.callbacks import Callback
+
+    class EpochTimer(Callback):
+        timings: list[tuple[int, float]] = []
+
+        def on_epoch_start(self, state, epoch):
+            self.start = time.perf_counter()
+
+        def on_train_epoch_end(self, state, train_metrics):
+            self.timings.append((state.epoch_images, time.perf_counter() - self.start))
+    return EpochTimer()
+
+
 def phase_multitask(cfg, args, work: Path) -> tuple[float, int]:
     """engine.fit end to end; img/s of the training epochs after the first, and the train split's size."""
     from multitask import engine
 
-    timings: list[tuple[int, float]] = []
-    original = engine.train_one_epoch
-
-    def timed(net, loader, ctx, precision, device, epoch, steps_per_epoch):
-        images = len(loader.sampler)
-        start = time.perf_counter()
-        try:
-            return original(net, loader, ctx, precision, device, epoch, steps_per_epoch)
-        finally:
-            timings.append((images, time.perf_counter() - start))
-
-    engine.train_one_epoch = timed
-    try:
-        with tempfile.TemporaryDirectory(dir=work) as run_dir:
-            engine.fit(cfg, Path(run_dir))
-    finally:
-        engine.train_one_epoch = original
-    later = timings[1:] or timings
-    return sum(n for n, _ in later) / sum(t for _, t in later), timings[0][0]
+    timer = epoch_timer()
+    with tempfile.TemporaryDirectory(dir=work) as run_dir:
+        engine.fit(cfg, Path(run_dir), callbacks=[timer])
+    later = timer.timings[1:] or timer.timings
+    return sum(n for n, _ in later) / sum(t for _, t in later), timer.timings[0][0]
 
 
 def phase_baseline(cfg, args, images: int) -> float:

@@ -1,0 +1,40 @@
+"""Bootstrap intervals: the fast macro F1 equals sklearn's, intervals resample whole groups and narrow with data."""
+import numpy as np
+from sklearn.metrics import f1_score
+
+from multitask.stats import bootstrap_interval, group_draws, macro_f1, paired_difference
+
+
+def test_macro_f1_matches_sklearn_including_absent_classes():
+    rng = np.random.default_rng(0)
+    y, p = rng.integers(0, 4, 200), rng.integers(0, 3, 200)     # class 3 is never predicted
+    assert macro_f1(y, p, 5) == f1_score(y, p, labels=range(5), average="macro", zero_division=0)
+
+
+def test_group_draws_keep_groups_whole():
+    groups = np.repeat(np.arange(10), 7)
+    for idx in group_draws(groups, draws=20, seed=1):
+        drawn = groups[idx]
+        assert len(idx) == 70 and all((drawn == g).sum() % 7 == 0 for g in np.unique(drawn))
+
+
+def _pair(n_people, seed):
+    """B fixes 10% of A's errors: a known, positive difference."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, n_people * 7)
+    a = np.where(rng.random(len(y)) < 0.6, y, rng.integers(0, 3, len(y)))
+    b = np.where(rng.random(len(y)) < 0.25, y, a)
+    return y, a, b, np.repeat(np.arange(n_people), 7)
+
+
+def test_paired_interval_contains_the_observed_difference_and_narrows_with_more_people():
+    widths = []
+    for people in (40, 400):
+        y, a, b, groups = _pair(people, seed=3)
+        diff, lo, hi = paired_difference(lambda i: macro_f1(y[i], b[i], 3) - macro_f1(y[i], a[i], 3), groups,
+                                         draws=300)
+        assert lo <= diff <= hi and diff > 0
+        widths.append(hi - lo)
+    assert widths[1] < widths[0] / 2           # 10x the people: about sqrt(10) narrower
+    lo, hi = bootstrap_interval(lambda i: macro_f1(y[i], a[i], 3), groups, draws=300)
+    assert lo < macro_f1(y, a, 3) < hi
