@@ -44,7 +44,6 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("WANDB_SILENT", "true")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))    # runnable from a fresh checkout, uninstalled
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 SOURCE_WIDTH, SOURCE_HEIGHT = 384, 512    # the competition's photos
