@@ -19,9 +19,9 @@ def pick_device(name: str = "auto", *, local_rank: int = 0, key: str = "--device
     if device.type != "cuda":
         return device
     if not torch.cuda.is_available():
-        raise UserError(f"{key}: {name} requested but no GPU is visible; use {key}=cpu or auto")
+        raise UserError(f"{key} {name}: no GPU is visible; use cpu or auto")
     if device.index is None:
         device = torch.device("cuda", local_rank)
     if device.index >= torch.cuda.device_count():
-        raise UserError(f"{key}: {device} requested but only {torch.cuda.device_count()} GPU(s) are visible")
+        raise UserError(f"{key} {name}: only {torch.cuda.device_count()} GPU(s) are visible (cuda:0 ..)")
     return device

@@ -53,13 +53,13 @@ def test_one_device_picker_for_training_and_prediction(monkeypatch):
         pick_device("gpu", key="train.device")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert pick_device("auto") == torch.device("cpu")
-    with pytest.raises(UserError, match=r"^--device: cuda:1 requested but no GPU is visible"):
+    with pytest.raises(UserError, match=r"^--device cuda:1: no GPU is visible; use cpu or auto$"):
         pick_device("cuda:1")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     assert pick_device("auto", local_rank=1) == torch.device("cuda", 1)   # a bare cuda is this rank's GPU
     assert pick_device("cuda:0", local_rank=1) == torch.device("cuda", 0)
-    with pytest.raises(UserError, match="cuda:2 requested but only 2 GPU"):
+    with pytest.raises(UserError, match=r"^--device cuda:2: only 2 GPU\(s\) are visible"):
         pick_device("cuda:2")
 
 
