@@ -10,6 +10,7 @@ from rich.console import Console
 from multitask.config import load_config
 from multitask.report_figures import confusion_figure, draw_confusion
 from multitask.tracking import Tracker
+from wandb_record import logged
 
 
 def _cfg(*overrides):
@@ -20,26 +21,9 @@ def _quiet():
     return Console(file=io.StringIO(), width=200, force_terminal=False)
 
 
-@pytest.fixture()
-def wandb_calls(monkeypatch):
-    """What the Tracker hands wandb, recorded at the public seam (the run that `wandb.init` returns): one
-    (step, payload) per `run.log` call. The real offline run still writes its files."""
-    import wandb
-
-    real_init, calls = wandb.init, []
-
-    def init(*args, **kwargs):
-        run = real_init(*args, **kwargs)
-        real_log = run.log
-
-        def log(data, step=None, **more):
-            calls.append((step, dict(data)))
-            return real_log(data, step=step, **more)
-        monkeypatch.setattr(run, "log", log)
-        return run
-
-    monkeypatch.setattr(wandb, "init", init)
-    return calls
+def _wandb_history(run_dir):
+    """Rows the runs made in run_dir logged to wandb, each with its `_step` (None: wandb's own counter)."""
+    return [{**payload, "_step": step} for step, payload in logged(run_dir)]
 
 
 def _tb_scalars(tb_dir):
@@ -51,7 +35,7 @@ def _tb_scalars(tb_dir):
     return scalars, acc.Tags()["images"]
 
 
-def test_tracker_fans_out_to_tensorboard_wandb_and_csv(tmp_path, wandb_calls):
+def test_tracker_fans_out_to_tensorboard_wandb_and_csv(tmp_path):
     run_dir = tmp_path / "run"
     tracker = Tracker(run_dir=run_dir, cfg=_cfg(), console=_quiet())
     assert tracker.wandb_id
@@ -73,14 +57,14 @@ def test_tracker_fans_out_to_tensorboard_wandb_and_csv(tmp_path, wandb_calls):
 
     import wandb
 
-    logged = {}
-    for _, row in wandb_calls:
-        logged.update(row)
-    assert logged["val/mask/f1"] == 0.75 and logged["val/composite/f1"] == 0.4 and logged["lr"] == 0.005
-    assert [(s, r["val/mask/f1"]) for s, r in wandb_calls if "val/mask/f1" in r] == [(10, 0.5), (20, 0.75)]
-    steps = [s for s, _ in wandb_calls]
+    calls, latest = logged(run_dir), {}
+    for _, row in calls:
+        latest.update(row)
+    assert latest["val/mask/f1"] == 0.75 and latest["val/composite/f1"] == 0.4 and latest["lr"] == 0.005
+    assert [(s, r["val/mask/f1"]) for s, r in calls if "val/mask/f1" in r] == [(10, 0.5), (20, 0.75)]
+    steps = [s for s, _ in calls]
     assert steps == sorted(steps)   # wandb drops a row whose step goes backwards
-    image_step, image_row = next((s, r) for s, r in wandb_calls if "confusion/mask" in r)
+    image_step, image_row = next((s, r) for s, r in calls if "confusion/mask" in r)
     assert image_step == 20 and isinstance(image_row["confusion/mask"], wandb.Image)
     assert list(run_dir.glob("wandb/offline-run-*/files/media/images/confusion/mask_*.png"))
 
@@ -92,7 +76,7 @@ def test_tracker_fans_out_to_tensorboard_wandb_and_csv(tmp_path, wandb_calls):
     assert not list(run_dir.glob(".metrics.*"))   # atomic writes leave no temp files
 
 
-def test_epoch_rows_use_the_epoch_as_step_when_nothing_logged_per_step(tmp_path, wandb_calls):
+def test_epoch_rows_use_the_epoch_as_step_when_nothing_logged_per_step(tmp_path):
     tracker = Tracker(run_dir=tmp_path, cfg=_cfg(), console=_quiet())
     for epoch in (1, 2, 3):
         tracker.log_epoch(epoch, {"val/age/f1": epoch / 4})
@@ -100,7 +84,7 @@ def test_epoch_rows_use_the_epoch_as_step_when_nothing_logged_per_step(tmp_path,
     tracker.close()
     scalars, _ = _tb_scalars(tmp_path / "tb")
     assert scalars["val/age/f1"] == [(1, 0.25), (2, 0.5), (3, 0.75)]
-    assert [(s, sorted(r)) for s, r in wandb_calls] == [
+    assert [(s, sorted(r)) for s, r in logged(tmp_path)] == [
         (e, keys) for e in (1, 2, 3) for keys in (["epoch", "val/age/f1"], ["confusion/age"])]
 
 
@@ -122,7 +106,7 @@ def test_resumed_tracker_keeps_history_and_wandb_id(tmp_path):
         ("1", "0.1", ""), ("2", "0.2", ""), ("3", "0.35", "0.2")]
 
 
-def test_online_wandb_that_fails_falls_back_to_offline(tmp_path, monkeypatch, wandb_calls):
+def test_online_wandb_that_fails_falls_back_to_offline(tmp_path, monkeypatch):
     import wandb
 
     real_init, modes = wandb.init, []
@@ -144,7 +128,7 @@ def test_online_wandb_that_fails_falls_back_to_offline(tmp_path, monkeypatch, wa
     tracker.close()
     assert "wandb online init failed (Timed out while retrying: no such host); logging offline instead" in \
         " ".join(console.file.getvalue().split())
-    assert wandb_calls[-1] == (5, {"val/age/f1": 0.6, "epoch": 1.0})
+    assert logged(tmp_path)[-1] == (5, {"val/age/f1": 0.6, "epoch": 1.0})
 
 
 def test_online_without_api_key_goes_offline_without_asking(tmp_path, monkeypatch):
@@ -275,13 +259,13 @@ def test_confusion_figure_renders_counts_and_row_shares():
         confusion_figure(matrix, ["a", "b", "c"], "x")
 
 
-def test_report_tracker_adds_figures_tables_and_numbers_to_the_run(tmp_path, wandb_calls):
+def test_report_tracker_adds_figures_tables_and_numbers_to_the_run(tmp_path):
     """What `report --log` uses: the training's TensorBoard folder and its wandb run id, wandb offline."""
     cfg = _cfg("tracking.tensorboard=false")
     training = Tracker(run_dir=tmp_path, cfg=cfg, console=_quiet())
     training.log_epoch(1, {"val/mask/f1": 0.5}, step=1)
     training.close()
-    wandb_calls.clear()
+    before = len(logged(tmp_path))
     png = confusion_figure(np.eye(2, dtype=int), ["a", "b"], "mask")
     with Tracker.for_report(tmp_path, sinks=["tensorboard", "wandb"], console=_quiet()) as tracker:
         assert tracker.sinks == ["tensorboard", "wandb"] and tracker.wandb_id == training.wandb_id
@@ -290,7 +274,8 @@ def test_report_tracker_adds_figures_tables_and_numbers_to_the_run(tmp_path, wan
         tracker.log_summary({"report/mask/f1": 0.75})
     scalars, images = _tb_scalars(tmp_path / "tb")
     assert scalars["report/mask/f1"] == [(0, 0.75)] and images == ["report/mask_confusion"]
-    assert [sorted(r) for _, r in wandb_calls] == [["report/mask_confusion"], ["report/head-mask/0"]]
-    assert [s for s, _ in wandb_calls] == [None, None]   # wandb's own step: the resumed run's counter goes on
+    calls = logged(tmp_path)[before:]
+    assert [sorted(r) for _, r in calls] == [["report/mask_confusion"], ["report/head-mask/0"]]
+    assert [s for s, _ in calls] == [None, None]   # wandb's own step: the resumed run's counter goes on
     with Tracker.for_report(tmp_path, sinks=[], console=_quiet()) as nothing:
         assert nothing.sinks == []
