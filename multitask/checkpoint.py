@@ -13,20 +13,20 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import os
 import pickle
 import random
 import re
-import tempfile
 from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .atomic import atomic_write
 from .config import Config, from_dict
 from .errors import UserError
 from .model import CHECKPOINT_FORMAT, MultiHeadNet, create_model
+from .runs import fold_dirs
 
 FORMAT = CHECKPOINT_FORMAT
 VERSION = 1
@@ -37,37 +37,13 @@ def save_checkpoint(path: str | Path, payload: dict) -> None:
     """Write `payload` to `path` atomically: a crash or a full disk leaves the previous file as it was."""
     path = Path(path)
     payload = to_plain(payload)
-    tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as f:
+        with atomic_write(path, "wb") as f:
             torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        tmp = None
-        _fsync_dir(path.parent)
     except OSError as err:
         raise UserError(f"could not write checkpoint {path}: {err.strerror or err}; "
                         "the previous checkpoint is intact") from None
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def _fsync_dir(folder: Path) -> None:
-    # the rename itself is durable only once the directory entry is flushed (POSIX); best effort elsewhere
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def to_plain(obj, where: str = "payload"):
@@ -203,8 +179,7 @@ def _from_dir(path: Path) -> list[Path]:
     own = _best_or_last(path)
     if own is not None:
         return [own]
-    folds = sorted((d for d in path.iterdir() if d.is_dir() and re.fullmatch(r"fold\d+", d.name)),
-                   key=lambda d: int(d.name[4:]))
+    folds = fold_dirs(path)
     if not folds:
         raise UserError(f"{path}: no checkpoint found (expected best.pt or last.pt, or fold0/, fold1/, ... "
                         "sub-folders each with best.pt)")

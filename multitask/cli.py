@@ -1,9 +1,10 @@
-"""Command line: `multitask {train,predict,report,synth}`.
+"""Command line: `multitask {train,predict,report,synth,config show}`.
 
     multitask synth --out data/synthetic --people 60 --size 96x128
     multitask train --config configs/quickstart.yaml --heads mask,gender,age train.epochs=3
     multitask predict --ckpt runs/quickstart/1 --data data/synthetic --out out/ --tta identity,hflip --gt data/synthetic/eval/gt.csv
     multitask report runs/quickstart/1
+    multitask config show --config configs/quickstart.yaml train.epochs=3
 
 Bad input (and a full or unwritable disk) ends with one line on stderr and exit code 2; any other failure with
 one line and exit code 1. `--debug` (or MULTITASK_DEBUG=1) shows the traceback instead.
@@ -15,6 +16,7 @@ import argparse
 import errno
 import os
 import sys
+import textwrap
 
 from .errors import UserError
 
@@ -29,13 +31,55 @@ def _size(text: str) -> tuple[int, int]:
     return w, h
 
 
+# the last lines of each --help: commands that work from a checkout (the quickstart's data and run dir)
+EXAMPLES = {
+    "multitask": """
+  multitask train --config configs/quickstart.yaml
+  multitask predict --ckpt runs/quickstart/1 --data data/synthetic --out out/quickstart
+  multitask report runs/quickstart/1
+  multitask config show --config configs/quickstart.yaml""",
+    "train": """
+  multitask train --config configs/quickstart.yaml
+  multitask train --config configs/quickstart.yaml --heads age train.epochs=3 name=age_only
+  multitask train --config configs/quickstart.yaml --folds all
+  multitask train --resume runs/quickstart/1""",
+    "predict": """
+  multitask predict --ckpt runs/quickstart/1 --data data/synthetic --out out/quickstart
+  multitask predict --ckpt runs/quickstart/1 --data data/synthetic --out out/tta --tta identity,hflip \\
+      --gt data/synthetic/eval/gt.csv
+  multitask predict --ckpt runs/quickstart/1 runs/quickstart_seed7/1 --weights 2 1 --data data/synthetic/eval/images \\
+      --out out/ensemble""",
+    "report": """
+  multitask report runs/quickstart/1
+  multitask report --pred out/quickstart/predictions.csv --gt data/synthetic/eval/gt.csv
+  multitask report runs/quickstart/1 --data data/synthetic --log tensorboard,wandb""",
+    "synth": """
+  multitask synth --out data/synthetic
+  multitask synth --out data/small --people 20 --eval-people 8 --size 64x80 --seed 1""",
+    "config": """
+  multitask config show
+  multitask config show --config configs/quickstart.yaml train.epochs=3 > shown.yaml""",
+    "config show": """
+  multitask config show
+  multitask config show --config configs/quickstart.yaml train.epochs=3 heads.age.bins=[30,58] > shown.yaml
+  multitask train --config shown.yaml""",
+}
+
+
+def _help(command: str, description: str | None = None) -> dict:
+    """argparse keyword arguments that end a command's --help with its examples, line breaks kept (the raw
+    formatter does not wrap the description either, so it is wrapped here)."""
+    text = {"description": textwrap.fill(description, 100)} if description else {}
+    return {**text, "epilog": "examples:" + EXAMPLES[command], "formatter_class": argparse.RawDescriptionHelpFormatter}
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="multitask", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="multitask", **_help("multitask", __doc__.split("\n\n")[0]))
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    train = sub.add_parser("train", help="train a multi-head model", description="Train a multi-head model. "
-                           "Trailing key=value pairs override the config (e.g. train.epochs=3).")
+    train = sub.add_parser("train", help="train a multi-head model", **_help("train", "Train a multi-head model. "
+                           "Trailing key=value pairs override the config (e.g. train.epochs=3)."))
     train.add_argument("--config", "-c", help="YAML config (see configs/)")
     train.add_argument("--heads", help="comma-separated heads to train, e.g. mask,gender,age or age")
     train.add_argument("--fold", type=int, help="validation fold (data.fold)")
@@ -45,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
     train.add_argument("overrides", nargs="*", help="key=value config overrides")
 
-    pred = sub.add_parser("predict", help="ensemble + TTA inference -> submission.csv")
+    pred = sub.add_parser("predict", help="ensemble + TTA inference -> submission.csv", **_help("predict"))
     pred.add_argument("--ckpt", nargs="+", required=True, help="checkpoints, run dirs or k-fold parent dirs")
     pred.add_argument("--data", required=True, help="competition root / eval dir, manifest CSV, or image folder")
     pred.add_argument("--out", required=True, help="output folder")
@@ -61,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("--amp", default="auto", choices=["auto", "fp16", "bf16", "off"])
     pred.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
 
-    rep = sub.add_parser("report", help="per-head error analysis -> report.html/.md/.json")
+    rep = sub.add_parser("report", help="per-head error analysis -> report.html/.md/.json", **_help("report"))
     rep.add_argument("run_dir", nargs="?", help="run dir (uses its out-of-fold / validation predictions)")
     rep.add_argument("--pred", help="predictions.csv from `multitask predict`")
     rep.add_argument("--gt", help="ground truth CSV for --pred")
@@ -70,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--log", default="", help="also push to trackers: wandb,tensorboard")
     rep.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
 
-    syn = sub.add_parser("synth", help="write a synthetic data set in the competition layout")
+    syn = sub.add_parser("synth", help="write a synthetic data set in the competition layout", **_help("synth"))
     syn.add_argument("--out", required=True)
     syn.add_argument("--people", type=int, default=60)
     syn.add_argument("--size", type=_size, default=(96, 128), help="WxH (default 96x128)")
@@ -78,6 +122,16 @@ def build_parser() -> argparse.ArgumentParser:
     syn.add_argument("--eval-people", type=int, default=None,
                      help="people in the eval set (default: a quarter of --people, at least 2)")
     syn.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
+
+    config = sub.add_parser("config", help="inspect configs", **_help("config"))
+    config_sub = config.add_subparsers(dest="config_command", required=True)
+    show = config_sub.add_parser("show", help="print the fully resolved config as YAML", **_help(
+        "config show", "Print the resolved config (the file, then the overrides) as YAML: every key with its value, "
+        "and the default as a trailing comment where the value differs from it. The output loads back as the same "
+        "config: `multitask train --config` it."))
+    show.add_argument("--config", "-c", help="YAML config (default: the built-in defaults)")
+    show.add_argument("overrides", nargs="*", help="key=value config overrides")
+    show.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
     return parser
 
 
@@ -123,6 +177,16 @@ def _report(args) -> int:
     return 0
 
 
+def _config(args) -> int:
+    from .config import load_config
+    from .config_show import show_config
+
+    cfg = load_config(args.config, list(args.overrides))
+    source = " ".join([args.config or "built-in defaults", *args.overrides])
+    sys.stdout.write(show_config(cfg, source=source))
+    return 0
+
+
 def _synth(args) -> int:
     from rich.console import Console
 
@@ -141,7 +205,7 @@ OS_HINTS = {errno.ENOSPC: "free some disk space (or point output_dir / data.cach
             errno.EDQUOT: "free some of your disk quota and rerun", errno.EACCES: _WRITABLE, errno.EPERM: _WRITABLE,
             errno.EROFS: "the file system is read-only; choose another folder"}
 
-COMMANDS = {"train": _train, "predict": _predict, "report": _report, "synth": _synth}
+COMMANDS = {"train": _train, "predict": _predict, "report": _report, "synth": _synth, "config": _config}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,8 +10,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
-import os
-import tempfile
 import types
 import typing
 from dataclasses import dataclass, field
@@ -20,6 +18,7 @@ from typing import Any, Literal, Union
 
 import yaml
 
+from .atomic import atomic_write
 from .errors import UserError
 from .heads import HeadSpec, resolve_heads
 
@@ -104,6 +103,7 @@ class TrainConfig:
     warmup_epochs: float = 0.0
     step_size: int = 10
     gamma: float = 0.1
+    plateau_patience: int = 1                 # scheduler plateau: validations without improvement before a cut
     min_lr: float = 1e-6
     amp: Literal["auto", "fp16", "bf16", "off"] = "auto"
     channels_last: bool = True
@@ -232,7 +232,7 @@ def _lower_bounds(cfg: Config) -> list[tuple[str, float | None, float]]:
             ("train.accum_steps", t.accum_steps, 1), ("train.val_every", t.val_every, 1),
             ("train.save_every_steps", t.save_every_steps, 1), ("train.max_steps", t.max_steps, 1),
             ("train.early_stop", t.early_stop, 1), ("train.lr", t.lr, 0.0), ("train.cagrad_c", t.cagrad_c, 0.0),
-            ("data.n_folds", d.n_folds, 2),
+            ("data.n_folds", d.n_folds, 2), ("train.plateau_patience", t.plateau_patience, 0),
             ("data.num_workers", d.num_workers, 0), ("data.limit", d.limit, 1)]
 
 
@@ -284,12 +284,11 @@ def _coerce(tp, value, key: str, where: str):
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        errors = []
         for option in (a for a in args if a is not type(None)):
             try:
                 return _coerce(option, value, key, where)
-            except ConfigError as err:
-                errors.append(err)
+            except ConfigError:
+                pass
         raise ConfigError(f"{where}: {key}: {value!r} is not {_type_name(tp)}")
     if origin is Literal:
         if isinstance(value, bool):  # YAML 1.1 reads a bare off/on/no/yes as a boolean
@@ -362,15 +361,8 @@ def save_config(cfg: Config, path: str | Path) -> None:
     """Written to a temp file and renamed: a kill mid-write leaves the previous config.yaml, never half of one."""
     path = Path(path)
     text = yaml.safe_dump(to_dict(cfg), sort_keys=False)
-    tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "w") as f:
+        with atomic_write(path) as f:
             f.write(text)
-        os.replace(tmp, path)
-        tmp = None
     except OSError as err:
         raise ConfigError(f"could not write {path}: {err.strerror or err}") from None
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.remove(tmp)

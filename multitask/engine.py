@@ -30,12 +30,13 @@ from .callbacks import Callback, CallbackList
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import Config, from_dict, save_config
 from .data.prepare import make_loader, prepare_data, train_sampler, val_sampler
+from .devices import pick_device
 from .distributed import DistInfo, barrier, broadcast_object, cleanup, init_distributed
 from .errors import UserError
 from .evaluation import evaluate, log_confusions, write_oof
 from .precision import Precision, resolve_precision
-from .runs import (check_resume_heads, check_writable, discard_unsaved, fold_dirs, make_run_dir, merge_fold_oof,
-                   remove_stale_temp_files, resolve_resume)
+from .runs import (check_resume_heads, check_writable, discard_unsaved, fold_dirs, fold_run_dir, make_run_dir,
+                   merge_fold_oof, remove_stale_temp_files, resolve_resume)
 from .tracking import Tracker
 from .train_state import TrainState, counters_finished
 
@@ -44,16 +45,6 @@ SYNC_EVERY = 20
 
 class TrainingStopped(UserError):
     """Training cannot go on (non-finite loss); the message names the step and the head."""
-
-
-def pick_device(pref: str, info: DistInfo) -> torch.device:
-    if pref == "auto":
-        pref = "cuda" if torch.cuda.is_available() else "cpu"
-    if pref == "cuda":
-        if not torch.cuda.is_available():
-            raise UserError("train.device: cuda requested but no GPU is visible; use train.device=cpu or auto")
-        return torch.device("cuda", info.local_rank)
-    return torch.device(pref)
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -108,7 +99,7 @@ def run_training(cfg: Config, *, resume: str | None = None, all_folds: bool = Fa
             for fold in range(cfg.data.n_folds):
                 fold_cfg = copy.deepcopy(cfg)
                 fold_cfg.data.fold = fold
-                fold_dir = parent / f"fold{fold}"
+                fold_dir = fold_run_dir(parent, fold)
                 ckpt = None
                 if resume and (fold_dir / "last.pt").is_file():   # folds without one start (again) from scratch
                     ckpt = load_checkpoint(fold_dir / "last.pt")
@@ -140,7 +131,7 @@ def fit(cfg: Config, run_dir: Path, info: DistInfo = DistInfo(), ckpt: dict | No
         callbacks: Iterable[Callback] = ()) -> dict:
     """Train one run into `run_dir` (from `ckpt` when resuming); returns the best epoch's metrics."""
     run_dir = Path(run_dir)
-    device = pick_device(cfg.train.device, info)
+    device = pick_device(cfg.train.device, local_rank=info.local_rank, key="train.device")
     seed_everything(cfg.seed + info.rank, cfg.deterministic)
     if info.is_main:
         check_writable(run_dir)   # now, not at the end of the first epoch

@@ -22,9 +22,8 @@ def param_groups(modules, weight_decay: float) -> list[dict]:
 def _fused(groups) -> dict:
     """Adam(W)'s fused kernel where every parameter lives on a device that has it (CPU, CUDA).
 
-    On CPU torch otherwise steps parameter by parameter: for resnet18 that is ~50 ms a step against ~15 ms fused
-    (scripts/bench_micro.py), about a fifth of a whole training step at the quickstart's image size. Same update
-    to float rounding (~1e-7).
+    On CPU torch otherwise steps parameter by parameter, several times slower (BENCHMARKS.md, `bench_micro.py`
+    optimizer). Same update to float rounding (~1e-7).
     """
     devices = {p.device.type for g in groups for p in g["params"]}
     return {"fused": True} if devices and devices <= {"cpu", "cuda"} else {}
@@ -76,8 +75,8 @@ def build_scheduler(optimizer, train: TrainConfig, steps_per_epoch: int):
         pct = min(0.5, max(0.25, warmup / total, 2.5 / total))
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=train.lr, total_steps=total, pct_start=pct)
     if name == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=train.gamma, patience=1,
-                                                          min_lr=train.min_lr)
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=train.gamma,
+                                                          patience=train.plateau_patience, min_lr=train.min_lr)
     if name == "none":
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     raise UserError(f"train.scheduler: unknown '{name}'; choose from cosine, step, onecycle, plateau, none")

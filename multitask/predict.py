@@ -34,12 +34,15 @@ from rich.table import Table
 from sklearn.metrics import f1_score
 from torch.utils.data import DataLoader, Dataset
 
+from .atomic import atomic_write
 from .checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoints
 from .config import Config
 from .data.images import read_image, resize
+from .devices import pick_device
 from .precision import resolve_precision
 from .errors import UserError
-from .heads import HeadSpec, class_index, composite_decode, composite_encode, composite_size, joint_probabilities
+from .ground_truth import GroundTruth, read_gt
+from .heads import HeadSpec, joint_probabilities
 from .metrics import scores as head_scores
 from .predictions import build_table, composite_prediction, expand_derived, write_table
 from .tta import VIEWS, resolve_merge, resolve_views, view_count
@@ -115,8 +118,8 @@ def run_predict(*, ckpts, data, out, tta=("identity",), merge="mean", weights=No
     meta = inputs.frame.drop(columns=["image_id", "path"])
     targets = None
     if truth is not None:
-        extra = truth["meta"].drop(columns=[c for c in truth["meta"].columns if c in meta.columns])
-        targets, meta = truth["targets"], pd.concat([meta, extra], axis=1)
+        extra = truth.meta.drop(columns=[c for c in truth.meta.columns if c in meta.columns])
+        targets, meta = truth.targets, pd.concat([meta, extra], axis=1)
     table = build_table(ids=ids, paths=paths, heads=heads, probs=probs, targets=targets, composite=composite,
                         composite_pred=pred, meta=meta)
     write_table(table, out / "predictions.csv")
@@ -131,23 +134,13 @@ def run_predict(*, ckpts, data, out, tta=("identity",), merge="mean", weights=No
     if truth is not None:
         scores = score(truth, probs, heads, pred)
         print_scores(scores, heads, console)
-        (out / "scores.json").write_text(json.dumps(
-            {**scores, "joint": joint, "tta": views, "merge": merge,
-             "checkpoints": {str(m.path): m.weight for m in members}}, indent=2))
+        if truth.note():
+            console.print(f"note: {truth.note()}", markup=False)
+        with atomic_write(out / "scores.json") as f:
+            json.dump({**scores, "unlabelled": truth.missing, "joint": joint, "tta": views, "merge": merge,
+                       "checkpoints": {str(m.path): m.weight for m in members}}, f, indent=2)
         result.update(scores)
     return result
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"--device: unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: no GPU is visible; use --device cpu or auto")
-    return device
 
 
 def make_out_dir(out) -> Path:
@@ -340,86 +333,20 @@ def folder_images(root: Path) -> list[Path]:
 
 
 # --------------------------------------------------------------------------------------------------- scoring
-def read_gt(path, ids: list[str], heads: list[HeadSpec], composite: list[HeadSpec]) -> dict:
-    """Truth for every predicted image from a CSV (ImageID or image_id; ans and/or per-head columns).
-
-    Returns {"targets": {head: (N,)}, "composite": (N,) or None, "meta": other columns (e.g. age_years)}.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"--gt {path}: file not found; expected a CSV with ImageID and ans (and/or mask, gender, age)")
-    table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    table.columns = [c.strip() for c in table.columns]
-    key = next((c for c in ("ImageID", "image_id") if c in table.columns), None)
-    if key is None:
-        raise UserError(f"--gt {path}: no ImageID column; found {', '.join(table.columns) or 'none'}")
-    table[key] = table[key].str.strip()
-    if table[key].duplicated().any():
-        raise UserError(f"--gt {path}: ImageID {table[key][table[key].duplicated()].iloc[0]!r} is listed twice")
-    listed = set(table[key])
-    missing = [i for i in ids if i not in listed]
-    if missing:
-        raise UserError(f"--gt {path}: {len(missing)} of {len(ids)} predicted images have no row "
-                        f"(first: {missing[0]!r}); the gt must list every image")
-    table = table.set_index(key).loc[ids].reset_index(drop=True)
-    size = composite_size(composite) if composite else 0
-    truth = None
-    if "ans" in table.columns and composite:
-        truth = np.array([_index(path, "ans", v, size) for v in table["ans"]], dtype=np.int64)
-    targets: dict[str, np.ndarray] = {}
-    for head in heads:
-        if not head.derive and head.name in table.columns:
-            targets[head.name] = np.array([_class(path, head, v) for v in table[head.name]], dtype=np.int64)
-    if truth is not None:
-        for name, values in composite_decode(truth, composite).items():
-            if name in targets and np.any((targets[name] >= 0) & (truth >= 0) & (targets[name] != values)):
-                row = int(np.argmax((targets[name] >= 0) & (truth >= 0) & (targets[name] != values)))
-                raise UserError(f"--gt {path}: ans {truth[row]} disagrees with column {name} "
-                                f"({table[name].iloc[row]!r}) for ImageID {ids[row]!r}")
-            targets.setdefault(name, values)
-    elif composite and all(h.name in targets for h in composite):
-        truth = composite_encode(targets, composite)
-    if truth is None and not targets:
-        raise UserError(f"--gt {path}: no truth columns; expected ans and/or {', '.join(h.name for h in heads)}")
-    for head in heads:  # derived heads (class18) from their components
-        if head.derive and all(n in targets for n in head.derive):
-            parts = [next(h for h in heads if h.name == n) for n in head.derive]
-            targets[head.name] = composite_encode(targets, parts)
-    used = {"ans", *(h.name for h in heads)}
-    return {"targets": targets, "composite": truth, "meta": table[[c for c in table.columns if c not in used]]}
-
-
-def _index(path: Path, column: str, value: str, size: int) -> int:
-    text = value.strip()
-    if text in ("", "-1"):
-        return -1
-    if not text.lstrip("-").isdigit() or not 0 <= int(text) < size:
-        raise UserError(f"--gt {path}: column {column}: {value!r} is not a class index 0..{size - 1}")
-    return int(text)
-
-
-def _class(path: Path, head: HeadSpec, value: str) -> int:
-    try:
-        return class_index(head, value)
-    except ValueError:
-        raise UserError(f"--gt {path}: column {head.name}: unknown class {value!r}; expected one of "
-                        f"{', '.join(head.classes)} or an index 0..{head.num_classes - 1}") from None
-
-
-def score(truth: dict, probs: dict[str, np.ndarray], heads: list[HeadSpec], pred: np.ndarray | None) -> dict:
+def score(truth: GroundTruth, probs: dict[str, np.ndarray], heads: list[HeadSpec], pred: np.ndarray | None) -> dict:
     """composite/f1 (the competition metric: sklearn macro F1 over the classes present), composite/acc, per head
     acc and macro F1; rows whose truth is unknown (-1) are left out."""
     out: dict[str, float] = {}
-    if truth["composite"] is not None and pred is not None:
-        keep = truth["composite"] >= 0
-        y_true, y_pred = truth["composite"][keep], np.asarray(pred)[keep]
+    if truth.composite is not None and pred is not None:
+        keep = truth.composite >= 0
+        y_true, y_pred = truth.composite[keep], np.asarray(pred)[keep]
         if len(y_true):
             out["composite/f1"] = float(f1_score(y_true, y_pred, average="macro"))
             out["composite/acc"] = float(np.mean(y_true == y_pred))
             out["composite/n"] = int(len(y_true))
     for head in heads:
-        if head.name in truth["targets"]:
-            s = head_scores(truth["targets"][head.name], probs[head.name].argmax(1), head.num_classes)
+        if head.name in truth.targets:
+            s = head_scores(truth.targets[head.name], probs[head.name].argmax(1), head.num_classes)
             if s["n"]:
                 out.update({f"{head.name}/acc": s["acc"], f"{head.name}/f1": s["f1"], f"{head.name}/n": s["n"]})
     return out

@@ -6,24 +6,29 @@ One self-describing CSV: every column name says what it holds, so a reader needs
     prob/<head>/<class>              probability of each class of each head
     pred/<head>, true/<head>         class indices (-1 = unlabelled / unknown)
     pred/composite, true/composite   the composite label over the composite heads (the 18 classes)
+    composite/heads                  the composite's heads in order, e.g. mask,gender,age (the first one counts most)
+    bins/<head>                      the edges that make a numeric value (age in years) into that head's classes
     anything else                    metadata kept for breakdowns (age_years, gender, race, mask, fold, ...)
+
+composite/heads and bins/<head> hold the same text on every row: a CSV has no other place for a table's own facts.
 
 A derived head (the single 18-class baseline) is expanded: its components get marginal probabilities, so every
 consumer can treat mask / gender / age alike.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
+from .atomic import atomic_write
 from .heads import HeadSpec, composite_decode, composite_encode, marginal_probabilities
 
-PROB, PRED, TRUE = "prob/", "pred/", "true/"
+PROB, PRED, TRUE, BINS = "prob/", "pred/", "true/", "bins/"
 COMPOSITE = "composite"
+COMPOSITE_HEADS = "composite/heads"
 
 
 def expand_derived(probs: Mapping[str, np.ndarray], heads: Sequence[HeadSpec],
@@ -74,6 +79,11 @@ def build_table(*, ids: Sequence, paths: Sequence, heads: Sequence[HeadSpec], pr
         columns[f"{PRED}{COMPOSITE}"] = composite_pred
         if targets is not None and all(h.name in targets for h in composite):
             columns[f"{TRUE}{COMPOSITE}"] = composite_encode({h.name: targets[h.name] for h in composite}, composite)
+        columns[COMPOSITE_HEADS] = ",".join(h.name for h in composite)
+    for head in heads:
+        edges = head.eval_bins or head.bins
+        if edges:
+            columns[f"{BINS}{head.name}"] = ",".join(f"{e:g}" for e in edges)
     table = pd.DataFrame(columns)
     if meta is not None:
         for col in meta.columns:
@@ -85,22 +95,41 @@ def build_table(*, ids: Sequence, paths: Sequence, heads: Sequence[HeadSpec], pr
 def write_table(table: pd.DataFrame, path: str | Path) -> Path:
     """Atomic: a reader never sees half a CSV."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    table.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    with atomic_write(path, newline="") as f:
+        table.to_csv(f, index=False)
     return path
 
 
 def read_table(path: str | Path) -> tuple[pd.DataFrame, list[HeadSpec], dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """(table, heads with class names from the column names, probabilities, targets)."""
-    table = pd.read_csv(path, keep_default_na=False, na_values=[""], dtype={"image_id": str, "group": str})
+    """(table, heads with class names and bins from the column names, probabilities, targets)."""
+    table = pd.read_csv(path, keep_default_na=False, na_values=[""],
+                        dtype={"image_id": str, "group": str, COMPOSITE_HEADS: str})
     heads: dict[str, list[str]] = {}
     for col in table.columns:
         if col.startswith(PROB):
             head, _, cls = col[len(PROB):].partition("/")
             heads.setdefault(head, []).append(cls)
-    specs = [HeadSpec(name=name, classes=classes) for name, classes in heads.items()]
+    specs = [HeadSpec(name=name, classes=classes, eval_bins=_first_list(table, f"{BINS}{name}"))
+             for name, classes in heads.items()]
     probs = {h.name: table[[f"{PROB}{h.name}/{c}" for c in h.classes]].to_numpy(dtype=np.float64) for h in specs}
     targets = {h.name: table[f"{TRUE}{h.name}"].to_numpy(dtype=np.int64)
                for h in specs if f"{TRUE}{h.name}" in table.columns}
     return table, specs, probs, targets
+
+
+def table_composite(table: pd.DataFrame, heads: Sequence[HeadSpec]) -> list[HeadSpec]:
+    """The composite's heads in the order the table records (composite/heads); [] when it records none."""
+    if COMPOSITE_HEADS not in table.columns or table.empty:
+        return []
+    by_name = {h.name: h for h in heads}
+    names = str(table[COMPOSITE_HEADS].iloc[0]).split(",")
+    missing = [n for n in names if n not in by_name]
+    if missing:
+        raise ValueError(f"{COMPOSITE_HEADS} names {', '.join(missing)}, which the table has no prob/ columns for")
+    return [by_name[n] for n in names]
+
+
+def _first_list(table: pd.DataFrame, column: str) -> list[float] | None:
+    if column not in table.columns or table.empty:
+        return None
+    return [float(v) for v in str(table[column].iloc[0]).split(",")]

@@ -12,7 +12,6 @@ skipped and named in the page, so a report always comes out.
 """
 from __future__ import annotations
 
-import itertools
 import json
 import math
 from pathlib import Path
@@ -21,15 +20,17 @@ import numpy as np
 import pandas as pd
 
 from . import report_figures as figs
+from .atomic import atomic_write
 from .errors import UserError
-from .heads import UNLABELLED, HeadSpec, class_index, composite_class_names, composite_decode, composite_encode
-from .predictions import COMPOSITE, PRED, TRUE, read_table
+from .ground_truth import read_gt
+from .heads import HeadSpec, composite_decode
+from .predictions import COMPOSITE, COMPOSITE_HEADS, TRUE, read_table, table_composite
 from .report_analysis import (Predictions, analyse_age, analyse_breakdowns, analyse_composite, analyse_head,
                               analyse_label_noise)
-from .report_html import Section, fmt, render_html, render_markdown
+from .report_html import Figure, Section, Table, fmt, render_html, render_markdown
+from .tracking import Tracker
 
 NOISE_THRESHOLD = 0.9
-DEFAULT_COMPOSITE = ("mask", "gender", "age")
 TRACKERS = ("wandb", "tensorboard")
 
 
@@ -77,11 +78,13 @@ def build_report(*, run_dir=None, pred=None, gt=None, out=None, data=None, log=(
                                 if run_dir and not pred else p.source.name)
     subtitle = f"{len(p.table):,} images from {p.source}"
     cards = summary_cards(numbers)
-    suspects.to_csv(out / "label_noise_suspects.csv", index=False)
-    (out / "report.html").write_text(render_html(title, sections, subtitle=subtitle, cards=cards), encoding="utf-8")
-    (out / "report.md").write_text(render_markdown(title, sections, out, subtitle=subtitle, cards=cards),
-                                   encoding="utf-8")
-    (out / "report.json").write_text(json.dumps(jsonable(numbers), indent=1), encoding="utf-8")
+    with atomic_write(out / "label_noise_suspects.csv", newline="") as f:
+        suspects.to_csv(f, index=False)
+    for name, text in (("report.html", render_html(title, sections, subtitle=subtitle, cards=cards)),
+                       ("report.md", render_markdown(title, sections, out, subtitle=subtitle, cards=cards)),
+                       ("report.json", json.dumps(jsonable(numbers), indent=1))):
+        with atomic_write(out / name) as f:
+            f.write(text)
     if log:
         for line in push_to_trackers(log, sections, numbers, Path(run_dir) if run_dir else out):
             print(line)
@@ -109,6 +112,7 @@ def load_predictions(*, run_dir=None, pred=None, gt=None, data=None) -> tuple[Pr
         raise UserError("report: give a run dir, or --pred predictions.csv --gt gt.csv")
     try:
         table, heads, probs, targets = read_table(source)
+        composite = table_composite(table, heads)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as err:
         raise UserError(f"{source}: not a readable predictions table ({str(err).splitlines()[0]})") from None
     if not heads or "image_id" not in table.columns:
@@ -118,66 +122,36 @@ def load_predictions(*, run_dir=None, pred=None, gt=None, data=None) -> tuple[Pr
         raise UserError(f"{source}: no rows")
     notes: list[str] = []
     if gt:
-        attach_gt(table, heads, probs, targets, Path(gt), notes)
-    elif not targets and "true/composite" not in table.columns:
+        attach_gt(table, heads, targets, composite, gt, notes)
+    elif not targets and f"{TRUE}{COMPOSITE}" not in table.columns:
         raise UserError(f"{source}: no true/<head> columns to score against; pass --gt gt.csv (ImageID plus ans or "
                         f"per-head columns)")
     if data:
         attach_ages(table, Path(data), notes)
-    composite = find_composite(heads, table, probs, targets)
     if not composite:
-        notes.append("no composite label: need heads named mask, gender, age or a pred/composite column that "
-                     "matches some of the heads")
+        notes.append(f"no composite label: the table names no composite heads ({COMPOSITE_HEADS} column)")
     elif not all(h.name in targets for h in composite) and f"{TRUE}{COMPOSITE}" in table.columns:
         for name, values in composite_decode(table[f"{TRUE}{COMPOSITE}"].to_numpy(np.int64), composite).items():
             targets.setdefault(name, values)
     return Predictions(table, heads, probs, targets, composite, source, notes), default_out
 
 
-def attach_gt(table: pd.DataFrame, heads: list[HeadSpec], probs, targets: dict, path: Path, notes: list) -> None:
-    """Fill true/<head> (and age_years) from a ground-truth CSV joined on image_id == ImageID."""
-    if not path.is_file():
-        raise UserError(f"--gt {path}: no such file; expected a CSV with ImageID plus ans or per-head columns")
-    gt = pd.read_csv(path, dtype=str, keep_default_na=False)
-    gt.columns = [c.strip() for c in gt.columns]
-    names = ", ".join(h.name for h in heads)
-    if "ImageID" not in gt.columns:
-        raise UserError(f"--gt {path}: no ImageID column; expected ImageID plus ans or per-head columns ({names})")
-    gt = gt.assign(ImageID=gt["ImageID"].str.strip()).drop_duplicates("ImageID").set_index("ImageID")
-    ids = table["image_id"].astype(str).str.strip()
-    found = ids.isin(gt.index)
-    if not found.any():
-        raise UserError(f"--gt {path}: no image_id of the predictions is an ImageID there (first: {ids.iloc[0]!r} vs "
-                        f"{gt.index[0]!r}); were they made for the same evaluation set?")
-    if not found.all():
-        notes.append(f"{int((~found).sum())} of {len(ids)} predictions have no row in {path.name}: unlabelled")
-    rows = gt.reindex(ids.to_numpy())
-    filled = []
-    for head in heads:
-        if head.name in gt.columns:
-            try:
-                targets[head.name] = np.array([class_index(head, v) for v in rows[head.name]], dtype=np.int64)
-            except ValueError as err:
-                raise UserError(f"--gt {path}: column {head.name}: {err}") from None
-            filled.append(head.name)
-    composite = find_composite(heads, table, probs, {})
-    if "ans" in gt.columns and composite and not all(h.name in filled for h in composite):
-        ans = pd.to_numeric(rows["ans"].replace("", np.nan), errors="coerce").fillna(UNLABELLED).to_numpy(np.int64)
-        size = len(composite_class_names(composite))
-        if ans.max() >= size:
-            raise UserError(f"--gt {path}: ans {ans.max()} out of range 0..{size - 1} for heads "
-                            f"{', '.join(h.name for h in composite)}")
-        for name, values in composite_decode(ans, composite).items():
-            if name not in filled:
-                targets[name] = values
-                filled.append(name)
-    if not filled:
-        raise UserError(f"--gt {path}: no column named after a head ({names}) and no usable ans column")
-    for name in filled:
-        table[f"{TRUE}{name}"] = targets[name]
-    table.drop(columns=[f"{TRUE}{COMPOSITE}"], errors="ignore", inplace=True)
-    if "age_years" in gt.columns:
-        table["age_years"] = pd.to_numeric(rows["age_years"], errors="coerce").to_numpy()
+def attach_gt(table: pd.DataFrame, heads: list[HeadSpec], targets: dict, composite: list[HeadSpec], path,
+              notes: list) -> None:
+    """Replace the table's truth by the ground-truth file's (`multitask.ground_truth` rules); add its metadata."""
+    truth = read_gt(path, table["image_id"].astype(str).tolist(), heads, composite)
+    if truth.note():
+        notes.append(truth.note())
+    table.drop(columns=[c for c in table.columns if c.startswith(TRUE)], inplace=True)
+    targets.clear()
+    for name, values in truth.targets.items():
+        targets[name] = values
+        table[f"{TRUE}{name}"] = values
+    if truth.composite is not None:
+        table[f"{TRUE}{COMPOSITE}"] = truth.composite
+    for column in truth.meta.columns:
+        if column not in table.columns:
+            table[column] = truth.meta[column].replace("", np.nan).to_numpy()
 
 
 def attach_ages(table: pd.DataFrame, root: Path, notes: list) -> None:
@@ -200,31 +174,6 @@ def attach_ages(table: pd.DataFrame, root: Path, notes: list) -> None:
         table["age_years"] = table["age_years"].fillna(ages) if "age_years" in table.columns else ages.to_numpy()
     else:
         notes.append(f"--data {root}: found no ages in years for these images")
-
-
-def find_composite(heads, table, probs, targets) -> list[HeadSpec]:
-    """mask, gender, age by name; otherwise the ordered heads whose encoding reproduces the composite column."""
-    by_name = {h.name: h for h in heads}
-    if all(n in by_name for n in DEFAULT_COMPOSITE):
-        return [by_name[n] for n in DEFAULT_COMPOSITE]
-    candidates = []
-    if f"{PRED}{COMPOSITE}" in table.columns:
-        candidates.append((table[f"{PRED}{COMPOSITE}"], {n: p.argmax(1) for n, p in probs.items()}))
-    if f"{TRUE}{COMPOSITE}" in table.columns:
-        candidates.append((table[f"{TRUE}{COMPOSITE}"], targets))
-    best, best_score = [], 0.5
-    for column, parts in candidates:
-        codes = column.to_numpy(np.int64)
-        for r in range(2, min(len(heads), 4) + 1):
-            for combo in itertools.permutations([h for h in heads if h.name in parts], r):
-                if math.prod(h.num_classes for h in combo) <= codes.max():
-                    continue
-                encoded = composite_encode({h.name: parts[h.name] for h in combo}, combo)
-                valid = (codes >= 0) & (encoded >= 0)
-                score = float(np.mean(encoded[valid] == codes[valid])) if valid.any() else 0.0
-                if score > best_score:
-                    best, best_score = list(combo), score
-    return best
 
 
 # ----------------------------------------------------------------------------------------------------- summary
@@ -253,10 +202,11 @@ def fill_summary(section: Section, p: Predictions, numbers: dict) -> None:
         weakest = sorted(present, key=lambda i: c["f1_per_class"][i])[:3]
         section.text("Weakest composite classes: " + ", ".join(
             f"{c['classes'][i]} (F1 {c['f1_per_class'][i]:.3f}, {c['support'][i]} images)" for i in weakest) + ".")
-    t = numbers.get("age", {}).get("threshold")
+    age = numbers.get("age", {})
+    t = age.get("threshold")
     if t and t["gain"] > 0:
-        section.text(f"Age: shifting log p({t['class']}) by {t['best_bias']:+.1f} would move {t['metric']} macro F1 "
-                     f"by {t['gain']:+.3f} on these predictions (see Age).")
+        section.text(f"{age['head']}: shifting log p({t['class']}) by {t['best_bias']:+.1f} would move {t['metric']} "
+                     f"macro F1 by {t['gain']:+.3f} on these predictions (see Age).")
     if p.notes:
         section.note(f"{len(p.notes)} part(s) skipped or with caveats: see Skipped and caveats at the end.")
     noise = numbers["label_noise"]
@@ -279,26 +229,34 @@ def key_numbers(numbers: dict) -> dict[str, float]:
     if "composite" in numbers:
         out |= {"composite/acc": numbers["composite"]["acc"], "composite/f1": numbers["composite"]["f1"]}
     if "threshold" in numbers.get("age", {}):
-        t = numbers["age"]["threshold"]
-        out |= {"age/best_bias": t["best_bias"], "age/bias_gain": t["gain"]}
+        t, name = numbers["age"]["threshold"], numbers["age"]["head"]
+        out |= {f"{name}/best_bias": t["best_bias"], f"{name}/bias_gain": t["gain"]}
     out["label_noise/count"] = numbers["label_noise"]["count"]
     return out
 
 
 def push_to_trackers(log, sections: list[Section], numbers: dict, base: Path) -> list[str]:
-    """The run's own wandb id (from its offline run folder) and project (from its config.yaml) when they exist."""
-    from .report_html import publish
-
-    # the training's offline run folders are named ...-run-<date>_<time>-<id>
-    runs = sorted((base / "wandb").glob("*run-*-*"), key=lambda d: d.stat().st_mtime)
-    run_id = runs[-1].name.rsplit("-", 1)[-1] if runs else None
-    project = "multitask"
-    if (base / "config.yaml").is_file():
-        import yaml
-        cfg = yaml.safe_load((base / "config.yaml").read_text()) or {}
-        project = ((cfg.get("tracking") or {}).get("wandb") or {}).get("project") or project
-    return publish(log, sections=sections, scalars=key_numbers(numbers), base=base, run_id=run_id, project=project)
-
+    """Every figure, every table and the key numbers to the run's TensorBoard and/or wandb, through its Tracker."""
+    figures, tables = {}, {}
+    for top in sections:
+        for section in top.walk():
+            for i, block in enumerate(section.blocks):
+                if isinstance(block, Figure):
+                    figures[f"report/{block.name}"] = block.png
+                elif isinstance(block, Table):
+                    tables[f"report/{section.id}/{i}"] = (block.columns, [[fmt(v) for v in row] for row in block.rows])
+    scalars = {f"report/{k}": v for k, v in key_numbers(numbers).items()}
+    with Tracker.for_report(base, sinks=log) as tracker:
+        tracker.log_images(figures)
+        tracker.log_tables(tables)
+        tracker.log_summary(scalars)
+        sinks, run_id = tracker.sinks, tracker.wandb_id
+    lines = []
+    if "tensorboard" in sinks:
+        lines.append(f"report: {len(figures)} figures, {len(scalars)} numbers -> TensorBoard {base / 'tb'}")
+    if "wandb" in sinks:
+        lines.append(f"report: logged to wandb offline (run {run_id}) under {base / 'wandb'}; `wandb sync` uploads it")
+    return lines
 
 
 def jsonable(value):

@@ -29,7 +29,6 @@ from .report_html import Section, Tile
 BIASES = np.round(np.linspace(-2.0, 2.0, 21), 3)
 CALIBRATION_BINS = 10
 WORST, PAIRS, PAIR_GALLERIES, PAIR_EXAMPLES, SUSPECT_TILES, SUSPECT_ROWS = 12, 6, 3, 6, 40, 100
-META_COLUMNS = ("gender", "race", "mask", "fold", "stem")
 IDENTITY = {"image_id", "path", "group", "age_years", "ImageID"}
 
 
@@ -231,15 +230,21 @@ def blame(heads: list[HeadSpec], y_true: np.ndarray, y_pred: np.ndarray) -> dict
 
 
 # ----------------------------------------------------------------------------------------------------- age
+def binned_head(p: Predictions) -> HeadSpec | None:
+    """The head whose classes are bins of a number (age in years): the one the age analysis is about."""
+    return next((h for h in p.heads if h.eval_bins or h.bins), None)
+
+
 def analyse_age(p: Predictions):
-    head = next((h for h in p.heads if h.name == "age"), None)
-    if head is None or "age" not in p.targets or not (p.targets["age"] != UNLABELLED).any():
-        p.notes.append("age: no labelled head named age; age error by years and the threshold sweep are skipped")
+    head = binned_head(p)
+    if head is None or head.name not in p.targets or not (p.targets[head.name] != UNLABELLED).any():
+        p.notes.append("age: no labelled head with bins (a bins/<head> column); age error by years and the "
+                       "threshold sweep are skipped")
         return None
-    section = Section(id="age", title="Age")
-    numbers = {}
-    y = p.targets["age"]
-    pred = p.probs["age"].argmax(1)
+    section = Section(id="age", title=f"Age ({head.name})")
+    numbers = {"head": head.name}
+    y = p.targets[head.name]
+    pred = p.probs[head.name].argmax(1)
     if "age_years" in p.table.columns:
         years = pd.to_numeric(p.table["age_years"], errors="coerce").to_numpy(float)
         keep = (y != UNLABELLED) & np.isfinite(years)
@@ -250,9 +255,9 @@ def analyse_age(p: Predictions):
             sub = section.sub("age-years", "Error rate by true age")
             sub.figure("age_error_by_years", figs.age_error_figure(
                 [r["years"] for r in rows_], [r["error_rate"] for r in rows_], [r["images"] for r in rows_],
-                [r["class"] for r in rows_], "age errors by years"),
-                caption="Share of images whose age class is wrong, by true age in years; errors pile up next to "
-                        "the class boundaries.")
+                [r["class"] for r in rows_], f"{head.name} errors by years"),
+                caption=f"Share of images whose {head.name} class is wrong, by true age in years; errors pile up "
+                        f"next to the class boundaries.")
             sub.table(["years", "true class", "images", "wrong", "error rate"],
                       [[r["years"], r["class"], r["images"], r["wrong"], r["error_rate"]] for r in rows_],
                       collapsed=True,
@@ -263,11 +268,10 @@ def analyse_age(p: Predictions):
     numbers["threshold"] = threshold_sweep(p, head)
     t = numbers["threshold"]
     sub = section.sub("age-threshold", f"Shifting the {t['class']} decision")
-    metric = "composite" if t["composite_f1"] is not None else "age"
-    sub.figure("age_threshold", figs.threshold_figure(t["biases"], t["composite_f1"], t["age_f1"], t["best_bias"],
-                                                      t["class"]))
-    sub.text(f"Adding b to log p(age = {t['class']}) before the argmax: the best b is {t['best_bias']:+.1f}, "
-             f"{metric} macro F1 {t['f1_at_zero']:.3f} → {t['best_f1']:.3f} (gain {t['gain']:+.3f}).")
+    sub.figure("age_threshold", figs.threshold_figure(t["biases"], t["composite_f1"], t["head_f1"], t["best_bias"],
+                                                      head.name, t["class"]))
+    sub.text(f"Adding b to log p({head.name} = {t['class']}) before the argmax: the best b is {t['best_bias']:+.1f}, "
+             f"{t['metric']} macro F1 {t['f1_at_zero']:.3f} → {t['best_f1']:.3f} (gain {t['gain']:+.3f}).")
     sub.note("b is chosen on the same predictions it is scored on, so the gain is optimistic: confirm it on another "
              "fold or the leaderboard before using it.")
     return numbers, section
@@ -289,29 +293,31 @@ def error_by_years(years: np.ndarray, wrong: np.ndarray, classes: list[str]) -> 
 
 
 def threshold_sweep(p: Predictions, head: HeadSpec) -> dict:
-    k = head.classes.index(">=60") if ">=60" in head.classes else head.num_classes - 1
-    log_p = np.log(np.clip(p.probs["age"], 1e-12, None))
-    y = p.targets["age"]
+    """Shift the log-probability of the head's top class (the oldest bin) by each bias; F1 after each shift."""
+    k = head.num_classes - 1
+    log_p = np.log(np.clip(p.probs[head.name], 1e-12, None))
+    y = p.targets[head.name]
     labelled = y != UNLABELLED
-    pairs = composite_pairs(p) if any(h.name == "age" for h in p.composite) else None
+    pairs = composite_pairs(p) if any(h.name == head.name for h in p.composite) else None
     if pairs is not None:
         rows, y_true, y_pred = pairs
         parts = composite_decode(y_pred, p.composite)
-    age_f1, comp_f1 = [], []
+    head_f1, comp_f1 = [], []
     for b in BIASES:
         shifted = log_p.copy()
         shifted[:, k] += b
-        age_pred = shifted.argmax(1)
-        age_f1.append(float(f1_score(y[labelled], age_pred[labelled], labels=list(range(head.num_classes)),
-                                     average="macro", zero_division=0)))
+        head_pred = shifted.argmax(1)
+        head_f1.append(float(f1_score(y[labelled], head_pred[labelled], labels=list(range(head.num_classes)),
+                                      average="macro", zero_division=0)))
         if pairs is not None:
-            codes = composite_encode({**parts, "age": age_pred[rows]}, p.composite)
+            codes = composite_encode({**parts, head.name: head_pred[rows]}, p.composite)
             comp_f1.append(float(f1_score(y_true, codes, average="macro", zero_division=0)))
-    scores = comp_f1 if pairs is not None else age_f1
+    scores = comp_f1 if pairs is not None else head_f1
     zero = int(np.argmin(np.abs(BIASES)))
     best = max(range(len(BIASES)), key=lambda i: (round(scores[i], 12), -abs(BIASES[i])))
-    return {"class": head.classes[k], "biases": BIASES.tolist(), "age_f1": age_f1,
-            "composite_f1": comp_f1 if pairs is not None else None, "metric": "composite" if pairs else "age",
+    return {"class": head.classes[k], "biases": BIASES.tolist(), "head_f1": head_f1,
+            "composite_f1": comp_f1 if pairs is not None else None,
+            "metric": "composite" if pairs is not None else head.name,
             "best_bias": float(BIASES[best]), "best_f1": scores[best], "f1_at_zero": scores[zero],
             "gain": scores[best] - scores[zero]}
 
@@ -319,11 +325,10 @@ def threshold_sweep(p: Predictions, head: HeadSpec) -> dict:
 # ----------------------------------------------------------------------------------------------------- breakdowns
 def analyse_breakdowns(p: Predictions):
     table = p.table
-    extra = [c for c in table.columns if "/" not in c and c not in IDENTITY and c not in META_COLUMNS
-             and 2 <= table[c].nunique() <= 30]
-    columns = [c for c in META_COLUMNS if c in table.columns and table[c].nunique() >= 1] + extra
+    # metadata: the columns that are neither identity nor prob/pred/true/..., with few enough values to group by
+    columns = [c for c in table.columns if "/" not in c and c not in IDENTITY and 1 <= table[c].nunique() <= 30]
     if not columns:
-        p.notes.append("breakdowns: no metadata columns (gender, race, mask, fold, ...) in the table")
+        p.notes.append("breakdowns: no metadata columns (e.g. gender, race, fold) in the table")
         return None
     comp = composite_pairs(p)
     heads = [h for h in p.heads if h.name in p.targets]
@@ -403,12 +408,16 @@ def analyse_label_noise(p: Predictions, thumbs, threshold: float):
     section.text(f"{len(records):,} labels where the out-of-fold probability of another class is ≥ {threshold:g}, "
                  f"most confident first. All are in label_noise_suspects.csv (id,field,value,image: the label-fix "
                  f"format) for review; nothing is changed automatically.")
-    if any(r["head"] != "mask" and r["image"] for r in records):
-        section.note("gender, age and race belong to the person: the CSV names the photo that raised the doubt; clear "
-                     "its image column to fix every photo of that person.")
-    if any(r["head"] == "age" for r in records):
-        section.note("age rows hold the suggested class; a label fix for age takes a number of years, so put the "
-                     "person's age there after checking the photos.")
+    per_person = person_heads(p)
+    if any(r["head"] in per_person and r["image"] for r in records):
+        section.note(f"{', '.join(per_person)} belong to the person (one label for all of a person's photos here): "
+                     f"the CSV names the photo that raised the doubt; clear its image column to fix every photo of "
+                     f"that person.")
+    binned = binned_head(p)
+    if binned is not None and any(r["head"] == binned.name for r in records):
+        section.note(f"{binned.name} rows hold the suggested class; a label fix for {binned.name} takes the number "
+                     f"its classes are binned from (years), so put the person's value there after checking the "
+                     f"photos.")
     if records:
         section.gallery("label_noise", [tile(p, r["row"], [f"{r['head']}: {r['label']} → {r['suggested']}",
                                                           f"p={r['confidence']:.2f}"], thumbs)
@@ -420,6 +429,22 @@ def analyse_label_noise(p: Predictions, thumbs, threshold: float):
                "suspects": [{k: r[k] for k in ("image_id", "id", "head", "label", "suggested", "confidence")}
                             for r in records]}
     return numbers, section, suspects
+
+
+def person_heads(p: Predictions) -> list[str]:
+    """Heads whose label never varies between the photos of one person (`group`), where some person has two."""
+    if "group" not in p.table.columns:
+        return []
+    out = []
+    for head in p.heads:
+        if head.name not in p.targets:
+            continue
+        labels = pd.Series(p.targets[head.name], index=p.table.index)
+        known = labels != UNLABELLED
+        per_group = labels[known].groupby(p.table["group"][known])
+        if len(per_group) and per_group.size().max() > 1 and per_group.nunique().max() == 1:
+            out.append(head.name)
+    return out
 
 
 def _cell(table: pd.DataFrame, column: str, row: int) -> str:

@@ -1,8 +1,10 @@
-"""Figures for the error report: each function takes plain numbers and returns PNG bytes (matplotlib, Agg backend).
+"""Figures for the report and the trackers: each function takes plain numbers and returns PNG bytes.
 
 Readable first: every plot has a title, axis labels and class names as ticks; big matrices shrink their font and rotate
-the ticks so 18 class names never overlap. Thumbnails are read with OpenCV; a missing or unreadable file becomes a grey
-placeholder so one bad path never stops a report.
+the ticks so 18 class names never overlap. Figures are bare matplotlib Figures rendered by Agg: no pyplot state, no
+backend switch, so training (which logs confusion matrices every epoch) can draw them in any process or thread.
+Thumbnails are read with OpenCV; a missing or unreadable file becomes a grey placeholder so one bad path never stops a
+report.
 """
 from __future__ import annotations
 
@@ -12,24 +14,22 @@ from pathlib import Path
 
 import cv2
 import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
+from matplotlib.figure import Figure
 
 DPI = 100
 BLUE, RED, GREY = "#2f6fdb", "#c0392b", "#9aa3b2"
 
 
-def figure(*args, **kwargs):
-    """plt.subplots with constrained layout: colour bars, suptitles and outside legends get room in one pass."""
-    return plt.subplots(*args, layout="constrained", **kwargs)
+def figure(nrows: int = 1, ncols: int = 1, *, figsize, **kwargs):
+    """(figure, axes) with constrained layout: colour bars, suptitles and outside legends get room in one pass."""
+    fig = Figure(figsize=figsize, layout="constrained")
+    return fig, fig.subplots(nrows, ncols, **kwargs)
 
 
-def to_png(fig) -> bytes:
+def to_png(fig: Figure) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=DPI)
-    plt.close(fig)
     return buffer.getvalue()
 
 
@@ -47,7 +47,7 @@ def _matrix(ax, values: np.ndarray, labels: np.ndarray, classes: list[str], titl
     for i in range(n):
         for j in range(n):
             if labels[i, j]:
-                ax.text(j, i, labels[i, j], ha="center", va="center", fontsize=fontsize * (1.1 if n > 6 else 1.1),
+                ax.text(j, i, labels[i, j], ha="center", va="center", fontsize=fontsize * 1.1,
                         color="white" if values[i, j] > threshold else "#1d2330")
     for edge in range(block, n, block) if block else ():  # groups of the first head (mask) in a composite matrix
         ax.axhline(edge - 0.5, color="#888", lw=0.8, ls="--")
@@ -61,10 +61,18 @@ def _row_normalized(counts: np.ndarray) -> np.ndarray:
 
 
 def confusion_figure(counts: np.ndarray, classes: list[str], title: str, *, block: int = 0) -> bytes:
-    """Counts and row-normalized side by side; a big matrix gets one panel coloured by row share, labelled by count."""
+    """The confusion matrix figure, as PNG: for the report and for the trackers' confusion/<head> images."""
+    return to_png(draw_confusion(counts, classes, title, block=block))
+
+
+def draw_confusion(counts: np.ndarray, classes: list[str], title: str, *, block: int = 0) -> Figure:
+    """Counts and row-normalized side by side; a big matrix gets one panel coloured by row share, labelled by count.
+
+    `block`: dashed lines every `block` classes (the groups of the first head in a composite matrix)."""
     counts = np.asarray(counts)
-    normalized = _row_normalized(counts)
     n = len(classes)
+    assert counts.shape == (n, n), f"confusion matrix {counts.shape} does not fit {n} class names"
+    normalized = _row_normalized(counts)
     if n > 8:
         size = max(8.0, 0.5 * n + 2)
         fig, ax = figure(figsize=(size + 1.2, size))
@@ -83,7 +91,7 @@ def confusion_figure(counts: np.ndarray, classes: list[str], title: str, *, bloc
                         fontsize=9, vmax=1.0)
         fig.colorbar(image, ax=axes[1], fraction=0.046, pad=0.04, label="share of true class")
         fig.suptitle(title)
-    return to_png(fig)
+    return fig
 
 
 def calibration_figure(bins: list[dict], ece: float, title: str) -> bytes:
@@ -149,7 +157,7 @@ def age_error_figure(labels: list[str], rates: list[float], counts: list[int], c
                      title: str) -> bytes:
     """Bars coloured by the true age class of the bucket, so the class boundaries (30, 60) show."""
     n = len(labels)
-    palette = dict(zip(dict.fromkeys(classes), plt.get_cmap("tab10").colors))
+    palette = dict(zip(dict.fromkeys(classes), matplotlib.colormaps["tab10"].colors))
     fig, ax = figure(figsize=(min(14.0, max(6.0, 0.3 * n + 2)), 3.8))
     ax.bar(range(n), rates, color=[palette[c] for c in classes])
     if n <= 45:
@@ -167,15 +175,15 @@ def age_error_figure(labels: list[str], rates: list[float], counts: list[int], c
     return to_png(fig)
 
 
-def threshold_figure(biases: list[float], composite_f1: list[float] | None, age_f1: list[float],
-                     best: float, label: str) -> bytes:
+def threshold_figure(biases: list[float], composite_f1: list[float] | None, head_f1: list[float],
+                     best: float, head: str, label: str) -> bytes:
     fig, ax = figure(figsize=(6.4, 4.0))
     if composite_f1 is not None:
         ax.plot(biases, composite_f1, marker="o", ms=3, color=BLUE, label="composite macro F1")
-    ax.plot(biases, age_f1, marker="s", ms=3, color=GREY, label="age macro F1")
+    ax.plot(biases, head_f1, marker="s", ms=3, color=GREY, label=f"{head} macro F1")
     ax.axvline(0, color="#444", lw=1, ls=":", label="no shift")
     ax.axvline(best, color=RED, lw=1.2, ls="--", label=f"best shift {best:+.1f}")
-    ax.set_xlabel(f"bias b added to log p(age = {label})")
+    ax.set_xlabel(f"bias b added to log p({head} = {label})")
     ax.set_ylabel("macro F1")
     ax.set_title(f"Moving the {label} decision")
     fig.legend(loc="outside lower center", ncol=4, fontsize=8, frameon=False)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -10,6 +11,7 @@ import pandas as pd
 
 from .config import Config
 from .errors import UserError
+from .predictions import write_table
 
 
 def make_run_dir(cfg: Config) -> Path:
@@ -69,10 +71,18 @@ def resolve_resume(item: str | Path) -> Path:
     return path
 
 
+def fold_run_dir(parent: Path, fold: int) -> Path:
+    """Where fold `fold` of a k-fold run lives: parent/fold<k>. The one place that names fold folders."""
+    return Path(parent) / f"fold{fold}"
+
+
+FOLD_DIR = re.compile(r"fold(\d+)")   # the names fold_run_dir gives
+
+
 def fold_dirs(parent: Path) -> list[Path]:
     """fold0/, fold1/, ... of a k-fold run dir, in fold order."""
-    found = [d for d in parent.iterdir() if d.is_dir() and d.name.startswith("fold") and d.name[4:].isdigit()]
-    return sorted(found, key=lambda d: int(d.name[4:]))
+    found = [d for d in Path(parent).iterdir() if d.is_dir() and FOLD_DIR.fullmatch(d.name)]
+    return sorted(found, key=lambda d: int(FOLD_DIR.fullmatch(d.name).group(1)))
 
 
 def remove_stale_temp_files(run_dir: Path) -> list[str]:
@@ -103,11 +113,11 @@ def check_resume_heads(ckpt: dict, cfg: Config, path: Path) -> None:
 
 
 def merge_fold_oof(parent: Path, n_folds: int) -> Path | None:
-    """One oof.csv over every fold of a k-fold run (each image predicted by the model that did not train on it)."""
-    parts = [pd.read_csv(parent / f"fold{k}" / "oof.csv") for k in range(n_folds)
-             if (parent / f"fold{k}" / "oof.csv").is_file()]
+    """One oof.csv over every fold of a k-fold run (each image predicted by the model that did not train on it).
+
+    Read and written as text, so ids like 000123 and every number stay exactly as the folds wrote them."""
+    files = [fold_run_dir(parent, k) / "oof.csv" for k in range(n_folds)]
+    parts = [pd.read_csv(f, dtype=str, keep_default_na=False) for f in files if f.is_file()]
     if not parts:
         return None
-    out = parent / "oof.csv"
-    pd.concat(parts, ignore_index=True).to_csv(out, index=False)
-    return out
+    return write_table(pd.concat(parts, ignore_index=True), parent / "oof.csv")

@@ -9,9 +9,15 @@
     tracker.epoch_table(epoch, metrics, heads=["mask", "gender", "age"])
     tracker.close()
 
-wandb defaults to offline (no network needed). Online mode falls back to offline when there is no API key or the
-server cannot be reached, and to nothing when wandb fails altogether: tracking never stops a training run.
-Non-zero DDP ranks pass enabled=False and every method becomes a no-op.
+    with Tracker.for_report(run_dir, sinks=["tensorboard", "wandb"]) as tracker:   # what `report --log` does
+        tracker.log_images({"report/age_confusion": png_bytes})
+        tracker.log_tables({"report/summary": (["head", "F1"], [["age", "0.71"]])})
+        tracker.log_summary({"report/age/f1": 0.71})
+
+This module is the one place that talks to TensorBoard and wandb. wandb defaults to offline (no network needed).
+Online mode falls back to offline when there is no API key or the server cannot be reached, and to nothing when
+wandb fails altogether: tracking never stops a training run. Non-zero DDP ranks pass enabled=False and every method
+becomes a no-op.
 """
 from __future__ import annotations
 
@@ -19,15 +25,16 @@ import contextlib
 import csv
 import math
 import os
-import tempfile
 import time
 from pathlib import Path
+from typing import Mapping, Sequence
 
 import numpy as np
 from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from .atomic import atomic_write
 from .config import to_dict
 from .errors import UserError
 
@@ -36,10 +43,11 @@ WANDB_INIT_TIMEOUT = 30.0   # seconds; wandb's own default (90 s) is long to wai
 
 class Tracker:
     def __init__(self, *, run_dir: str | Path, cfg, enabled: bool = True, resume_id: str | None = None,
-                 console: Console | None = None):
+                 console: Console | None = None, job_type: str = "train"):
         self.run_dir = Path(run_dir)
         self.cfg = cfg
         self.enabled = enabled
+        self.job_type = job_type
         self.console = console or Console()
         self.wandb_id: str | None = None
         self.csv_path = self.run_dir / "metrics.csv"
@@ -59,6 +67,28 @@ class Tracker:
         if cfg.tracking.wandb.mode != "disabled":
             self._wandb = self._open_wandb(resume_id)
             self.wandb_id = self._wandb.id if self._wandb is not None else None
+
+    @classmethod
+    def for_report(cls, run_dir: str | Path, *, sinks, console: Console | None = None) -> "Tracker":
+        """A tracker that adds to what a training left in `run_dir`: its TensorBoard folder, and its wandb run
+        (resumed by id when run_dir/wandb holds one), with its config.yaml when there is one. wandb is offline
+        whatever the training used: a report never waits on a network; `wandb sync` uploads it later."""
+        from .config import ConfigError, load_config
+
+        run_dir = Path(run_dir)
+        flags = [f"tracking.tensorboard={'tensorboard' in sinks}", "tracking.csv=false", "tracking.progress=false",
+                 f"tracking.wandb.mode={'offline' if 'wandb' in sinks else 'disabled'}"]
+        saved = run_dir / "config.yaml"
+        try:
+            cfg = load_config(saved if saved.is_file() else None, flags)
+        except ConfigError:   # written by another version of multitask: its tracking settings are not needed
+            cfg = load_config(None, flags)
+        return cls(run_dir=run_dir, cfg=cfg, resume_id=wandb_run_id(run_dir), console=console, job_type="report")
+
+    @property
+    def sinks(self) -> list[str]:
+        """The sinks that are open: tensorboard, wandb."""
+        return [name for name, sink in (("tensorboard", self._tb), ("wandb", self._wandb)) if sink is not None]
 
     # ------------------------------------------------------------------------------------------ sinks
     def _open_tensorboard(self):
@@ -86,7 +116,7 @@ class Tracker:
         settings = wandb.Settings(init_timeout=timeout, silent=True, console="off")
         kwargs = dict(project=w.project, entity=w.entity, group=w.group, tags=list(w.tags) or None,
                       name=w.name or f"{self.cfg.name}/{self.run_dir.name}", config=to_dict(self.cfg),
-                      dir=str(self.run_dir), reinit="create_new", settings=settings)
+                      dir=str(self.run_dir), job_type=self.job_type, reinit="create_new", settings=settings)
         if resume_id:
             kwargs.update(id=resume_id, resume="allow")
         for attempt in (["online", "offline"] if mode == "online" else [mode]):
@@ -142,15 +172,59 @@ class Tracker:
             self._tb.flush()
 
     def log_confusion(self, name: str, matrix: np.ndarray, class_names: list[str], *, step: int) -> None:
-        if not self.enabled or self._closed or (self._tb is None and self._wandb is None):
+        if not self._open_sinks():
             return
-        image = figure_to_array(confusion_figure(matrix, class_names, title=name))
+        from .report_figures import confusion_figure   # the report's figure: one look in both places
+
+        self.log_images({f"confusion/{name}": confusion_figure(matrix, class_names, name)}, step=step)
+
+    def log_images(self, images: Mapping[str, bytes], *, step: int | None = None) -> None:
+        """PNG images by key: TensorBoard images (at `step`, else 0) and wandb images (at `step`, else wandb's
+        own next step: a resumed run's step counter is not known here)."""
+        if not self._open_sinks() or not images:
+            return
+        arrays = {key: _png_to_rgb(png) for key, png in images.items()}
         if self._tb is not None:
-            self._tb.add_image(f"confusion/{name}", image, global_step=step, dataformats="HWC")
+            for key, image in arrays.items():
+                self._tb.add_image(key, image, global_step=step or 0, dataformats="HWC")
         if self._wandb is not None:
             import wandb
 
-            self._wandb_call(self._wandb.log, {f"confusion/{name}": wandb.Image(image)}, step=step)
+            self._wandb_log({key: wandb.Image(image) for key, image in arrays.items()}, step)
+
+    def log_tables(self, tables: Mapping[str, tuple[Sequence[str], Sequence[Sequence]]], *,
+                   step: int | None = None) -> None:
+        """(columns, rows) by key: TensorBoard text (a Markdown table) and wandb Tables. Cells are shown as str()."""
+        if not self._open_sinks() or not tables:
+            return
+        if self._tb is not None:
+            for key, (columns, rows) in tables.items():
+                self._tb.add_text(key, _markdown_table(columns, rows), global_step=step or 0)
+        if self._wandb is not None:
+            import wandb
+
+            self._wandb_log({key: wandb.Table(columns=[str(c) for c in columns],
+                                              data=[[str(v) for v in row] for row in rows])
+                             for key, (columns, rows) in tables.items()}, step)
+
+    def log_summary(self, values: Mapping[str, float]) -> None:
+        """Final numbers of a run: TensorBoard scalars at step 0, the wandb run's summary."""
+        if not self._open_sinks() or not values:
+            return
+        if self._tb is not None:
+            for key, value in values.items():
+                self._tb.add_scalar(key, float(value), global_step=0)
+        if self._wandb is not None:
+            self._wandb_call(self._wandb.summary.update, {k: float(v) for k, v in values.items()})
+
+    def _open_sinks(self) -> bool:
+        return self.enabled and not self._closed and (self._tb is not None or self._wandb is not None)
+
+    def _wandb_log(self, payload: dict, step: int | None) -> None:
+        if step is None:
+            self._wandb_call(self._wandb.log, payload)
+        else:
+            self._wandb_call(self._wandb.log, payload, step=step)
 
     # ------------------------------------------------------------------------------------------ console
     def print(self, *args, **kwargs) -> None:
@@ -174,7 +248,7 @@ class Tracker:
             f1 = metrics.get(f"val/{head}/f1")
             best_cell, f1_cell = "", _num(f1)
             if f1 is not None and math.isfinite(f1):
-                best, at = self._best.get(head, (-math.inf, epoch))
+                best, _ = self._best.get(head, (-math.inf, epoch))
                 if f1 >= best:
                     self._best[head] = (f1, epoch)
                     f1_cell = f"[bold green]{f1:.3f}*[/]"
@@ -265,45 +339,29 @@ class _Progress:
                          loss="-" if self.loss is None else f"{self.loss:.4f}")
 
 
-# ---------------------------------------------------------------------------------------------- figures
-def confusion_figure(matrix: np.ndarray, class_names: list[str], *, title: str = ""):
-    """Counts as text, colour = row-normalised (recall per true class). A bare matplotlib Figure: no pyplot state."""
-    from matplotlib.figure import Figure
-
-    matrix = np.asarray(matrix)
-    n = len(class_names)
-    assert matrix.shape == (n, n), f"confusion matrix {matrix.shape} does not fit {n} class names"
-    rows = matrix.sum(axis=1, keepdims=True)
-    share = np.divide(matrix, rows, out=np.zeros(matrix.shape, dtype=float), where=rows > 0)
-    side = max(4.0, 0.5 * n + 2.0)
-    fig = Figure(figsize=(side + 1.0, side), dpi=80)
-    ax = fig.add_subplot()
-    im = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of true class")
-    ax.set_xticks(range(n), class_names, rotation=45 if n > 3 else 0, ha="right" if n > 3 else "center",
-                  fontsize=8 if n > 8 else 10)
-    ax.set_yticks(range(n), class_names, fontsize=8 if n > 8 else 10)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title)
-    for i in range(n):
-        for j in range(n):
-            ax.text(j, i, f"{int(matrix[i, j])}", ha="center", va="center", fontsize=7 if n > 8 else 9,
-                    color="white" if share[i, j] > 0.5 else "black")
-    fig.tight_layout()
-    return fig
-
-
-def figure_to_array(fig) -> np.ndarray:
-    """Render a Figure with the Agg canvas to an H x W x 3 uint8 array."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    canvas = FigureCanvasAgg(fig)
-    canvas.draw()
-    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
-
-
 # ---------------------------------------------------------------------------------------------- helpers
+def wandb_run_id(run_dir: Path) -> str | None:
+    """The id of the newest wandb run in run_dir/wandb (its folders are named ...-run-<date>_<time>-<id>)."""
+    runs = sorted(Path(run_dir).glob("wandb/*run-*-*"), key=lambda d: d.stat().st_mtime)
+    return runs[-1].name.rsplit("-", 1)[-1] if runs else None
+
+
+def _png_to_rgb(png: bytes) -> np.ndarray:
+    import cv2
+
+    image = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
+    assert image is not None, "not a PNG image"
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def _markdown_table(columns: Sequence, rows: Sequence[Sequence]) -> str:
+    def cell(value) -> str:
+        return str(value).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(map(cell, columns)) + " |", "|" + "---|" * len(columns)]
+    return "\n".join(lines + ["| " + " | ".join(map(cell, row)) + " |" for row in rows])
+
+
 def _has_wandb_key(wandb) -> bool:
     if os.environ.get("WANDB_API_KEY"):
         return True
@@ -345,17 +403,10 @@ def _read_csv(path: Path) -> list[dict]:
 def _write_csv(path: Path, rows: list[dict]) -> None:
     """Header = union of keys in first-seen order; written to a temp file and renamed (never half a file)."""
     columns = list(dict.fromkeys(k for row in rows for k in row))
-    tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".metrics.", suffix=".csv.tmp", dir=path.parent)
-        with os.fdopen(fd, "w", newline="") as f:
+        with atomic_write(path, newline="") as f:
             writer = csv.DictWriter(f, fieldnames=columns)
             writer.writeheader()
             writer.writerows(rows)
-        os.replace(tmp, path)
-        tmp = None
     except OSError as err:   # disk full, run dir gone read-only: say so in one line; the old file stays
         raise UserError(f"could not write {path}: {err.strerror or err}; the previous metrics.csv is intact") from None
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.remove(tmp)

@@ -46,10 +46,13 @@ import torch
 sys.path[:0] = [os.getcwd(), os.path.join(os.getcwd(), "scripts")]
 from bench_train import model_steps, sync  # noqa: E402  (the same model-only steps as bench_train's ceiling)
 from multitask.config import load_config  # noqa: E402
+from multitask.devices import pick_device  # noqa: E402
+from multitask.errors import UserError  # noqa: E402
 
 dry, compile_too = os.environ["DRY"] == "1", os.environ["COMPILE"] == "1"
-device = torch.device("cuda" if torch.cuda.is_available() and not dry else "cpu")
-if not dry and device.type != "cuda":
+try:
+    device = pick_device("cpu" if dry else "cuda")
+except UserError:
     sys.exit("error: no GPU visible; run with --dry-run for the CPU smoke test")
 height, width = (64, 48) if dry else (512, 384)
 batches = {"efficientnet_b0": 4 if dry else 64, "resnet50": 4 if dry else 64}

@@ -8,6 +8,16 @@ os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def record_wandb_calls():
+    """Every wandb run.log call of the session, by run dir (tests/wandb_record.py): what tests check wandb got."""
+    from wandb_record import install
+
+    with pytest.MonkeyPatch.context() as patch:
+        install(patch)
+        yield
+
+
 @pytest.fixture(scope="session")
 def synth_root(tmp_path_factory):
     from multitask.data.synthetic import write_synthetic

@@ -61,9 +61,16 @@ def test_checkpoint_rebuild_never_downloads(tmp_path, cfg, monkeypatch):
     payload = _payload(cfg, model)
     payload["config"]["model"]["pretrained"] = True   # trained from hub weights; the rebuild must not fetch them
     save_checkpoint(tmp_path / "c.pt", payload)
-    import timm.models._builder as builder
+    import timm
 
-    monkeypatch.setattr(builder, "load_pretrained", lambda *a, **k: pytest.fail("tried to download weights"))
+    real_create = timm.create_model
+
+    def create(name, *, pretrained=False, **kwargs):   # timm's public entry point
+        if pretrained:
+            pytest.fail("tried to download weights")
+        return real_create(name, pretrained=False, **kwargs)
+
+    monkeypatch.setattr(timm, "create_model", create)
     rebuilt, rebuilt_cfg = model_from_checkpoint(load_checkpoint(tmp_path / "c.pt"))
     assert rebuilt_cfg.model.pretrained is True   # the config is reported as trained
     assert torch.equal(rebuilt.trunk.conv1.weight, model.trunk.conv1.weight)

@@ -105,7 +105,7 @@ def test_cli_config_error_is_one_line(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("model:\n  backbon: resnet18\n")
     proc = subprocess.run([sys.executable, "-m", "multitask", "train", "--config", str(path)],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, timeout=180)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "unknown key 'model.backbon'" in lines[0] and "Traceback" not in proc.stderr

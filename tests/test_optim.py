@@ -42,3 +42,17 @@ def test_adam_family_is_fused_and_steps_like_the_per_parameter_loop(name):
 def test_sgd_keeps_its_momentum_settings():
     opt = build_optimizer([_net()], TrainConfig(optimizer="sgd", lr=0.1, momentum=0.9, nesterov=True))
     assert opt.defaults["momentum"] == 0.9 and opt.defaults["nesterov"] is True
+
+
+@pytest.mark.parametrize("patience", [0, 3])
+def test_plateau_patience_is_the_configured_number_of_validations(patience):
+    from multitask.optim import build_scheduler
+
+    opt = build_optimizer([_net()], TrainConfig(lr=0.1, gamma=0.5, min_lr=0.0))
+    plateau = build_scheduler(opt, TrainConfig(scheduler="plateau", lr=0.1, gamma=0.5, min_lr=0.0,
+                                               plateau_patience=patience), steps_per_epoch=4)
+    lrs = []
+    for value in [0.5] * (patience + 2):   # the first sets the best; no later one improves on it
+        plateau.step(value)
+        lrs.append(opt.param_groups[0]["lr"])
+    assert lrs == [0.1] * (patience + 1) + [0.05]

@@ -4,6 +4,7 @@ Checkpoints are built directly (create_model + save_checkpoint): deterministic a
 test goes through `engine.fit` end to end.
 """
 import json
+import re
 import runpy
 import shutil
 import sys
@@ -27,6 +28,7 @@ from multitask.heads import composite_encode
 from multitask.model import create_model
 from multitask.predict import Member, combine, member_joint, read_gt, run_predict
 from multitask.predictions import composite_prediction, expand_derived, read_table
+from multitask.report import build_report, load_predictions
 from multitask.tta import MERGES, VIEWS, merge_gmean, merge_mean, merge_vote, resolve_merge, resolve_views
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -314,10 +316,6 @@ def test_errors_are_one_clear_line(world, tmp_path):
     with pytest.raises(UserError, match=r"b\.jpg: truncated JPEG") as caught:
         run_predict(ckpts=[world["r18"]], data=cut, out=tmp_path / "x", **{**FAST, "workers": 1})
     assert "\n" not in str(caught.value)
-    bad_gt = tmp_path / "gt.csv"
-    pd.read_csv(world["data"] / "eval" / "gt.csv", dtype=str).iloc[1:].to_csv(bad_gt, index=False)
-    with pytest.raises(UserError, match="1 of 14 predicted images have no row"):
-        run_predict(ckpts=[world["r18"]], data=world["data"], out=tmp_path / "x", gt=bad_gt, **FAST)
 
 
 def test_gt_with_only_head_columns(world):
@@ -328,7 +326,44 @@ def test_gt_with_only_head_columns(world):
     gt.drop(columns=["ans"]).assign(mask=gt["mask"].map({"wear": "0", "incorrect": "1", "not_wear": "2"})).to_csv(
         path, index=False)
     truth = read_gt(path, list(gt["ImageID"]), heads, composite)
-    assert list(truth["composite"]) == list(gt["ans"].astype(int))
+    assert list(truth.composite) == list(gt["ans"].astype(int))
+
+
+def test_predict_and_report_read_a_gt_file_by_the_same_rules(world, tmp_path, capsys):
+    """One reader (multitask.ground_truth): an id listed twice with identical rows counts once, an image without a
+    row is unlabelled and counted, an id whose rows differ is the same one-line error in predict and report."""
+    gt = pd.read_csv(world["data"] / "eval" / "gt.csv", dtype=str)
+    lenient = tmp_path / "repeats.csv"
+    pd.concat([gt.iloc[1:], gt.iloc[[3]]]).to_csv(lenient, index=False)   # row 0 missing, row 3 twice alike
+    result = run_predict(ckpts=[world["r18"]], data=world["data"], out=tmp_path / "p", gt=lenient, **FAST)
+    assert result["composite/n"] == 13 and result["mask/n"] == 13
+    assert json.loads((tmp_path / "p" / "scores.json").read_text())["unlabelled"] == 1
+    assert "1 of 14 predicted images have no row in repeats.csv" in " ".join(capsys.readouterr().out.split())
+    table, *_, targets = predicted(tmp_path / "p")
+    assert targets["mask"][0] == -1 and table["true/composite"].iloc[0] == -1
+    p, _ = load_predictions(pred=tmp_path / "p" / "predictions.csv", gt=lenient)
+    for name in ("mask", "gender", "age"):
+        np.testing.assert_array_equal(p.targets[name], targets[name])
+    assert any("1 of 14 predicted images have no row in repeats.csv" in note for note in p.notes)
+
+    conflict = tmp_path / "conflict.csv"
+    changed = gt.iloc[[3]].assign(ans=str((int(gt["ans"].iloc[3]) + 1) % 18))
+    pd.concat([gt, changed]).to_csv(conflict, index=False)
+    message = f"ImageID {gt['ImageID'].iloc[3]!r} is listed 2 times with different values (lines 5, 16)"
+    with pytest.raises(UserError, match=re.escape(message)):
+        run_predict(ckpts=[world["r18"]], data=world["data"], out=tmp_path / "q", gt=conflict, **FAST)
+    with pytest.raises(UserError, match=re.escape(message)):
+        build_report(pred=tmp_path / "p" / "predictions.csv", gt=conflict)
+
+
+def test_predictions_record_the_composite_order_and_the_report_reads_it(world, tmp_path):
+    gt = world["data"] / "eval" / "gt.csv"
+    scores = run_predict(ckpts=[world["r18"]], data=world["data"], out=tmp_path, gt=gt, **FAST)
+    table = pd.read_csv(tmp_path / "predictions.csv", dtype=str)
+    assert table["composite/heads"].eq("mask,gender,age").all() and table["bins/age"].eq("30,60").all()
+    numbers = json.loads((build_report(pred=tmp_path / "predictions.csv") / "report.json").read_text())
+    assert numbers["composite"]["heads"] == ["mask", "gender", "age"] and numbers["age"]["head"] == "age"
+    assert numbers["composite"]["f1"] == pytest.approx(scores["composite/f1"])
 
 
 def test_cli_and_script(world, tmp_path, capsys, monkeypatch):

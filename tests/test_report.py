@@ -12,7 +12,7 @@ from multitask.cli import main
 from multitask.errors import UserError
 from multitask.heads import HeadSpec, composite_encode
 from multitask.predictions import build_table, write_table
-from multitask.report import build_report, load_predictions
+from multitask.report import build_report, key_numbers, load_predictions
 from multitask.report_analysis import threshold_sweep
 
 STEMS = ["mask1", "mask2", "incorrect_mask", "normal"]
@@ -22,7 +22,7 @@ FLIPPED = 0  # row whose gender label the tests flip against a very confident pr
 def mask_heads():
     return [HeadSpec(classes=["wear", "incorrect", "not_wear"], name="mask"),
             HeadSpec(classes=["male", "female"], name="gender"),
-            HeadSpec(classes=["<30", "30-59", ">=60"], name="age")]
+            HeadSpec(classes=["<30", "30-59", ">=60"], name="age", bins=[30, 60], eval_bins=[30, 60])]
 
 
 def synthetic_predictions(folder, *, heads=None, n=72, seed=0, unlabelled=None, with_targets=True):
@@ -50,7 +50,8 @@ def synthetic_predictions(folder, *, heads=None, n=72, seed=0, unlabelled=None, 
     for name, fraction in (unlabelled or {}).items():
         targets[name][rng.random(n) < fraction] = -1
     ages = {0: (18, 29), 1: (30, 59), 2: (60, 75)}
-    age_years = ([rng.integers(*ages[int(a)]) if a >= 0 else 40 for a in targets["age"]] if "age" in targets
+    binned = next((h.name for h in heads if h.bins), None)
+    age_years = ([rng.integers(*ages[int(a)]) if a >= 0 else 40 for a in targets[binned]] if binned
                  else rng.integers(18, 75, n))
     meta = pd.DataFrame({"age_years": age_years, "race": rng.choice(["Asian", "Other"], n),
                          "gender": rng.choice(["male", "female"], n), "stem": [STEMS[i % 4] for i in range(n)],
@@ -183,7 +184,7 @@ def test_partial_labels(tmp_path):
 
 
 def test_one_head_only(tmp_path):
-    table, *_ = synthetic_predictions(tmp_path, heads=[HeadSpec(classes=["<30", "30-59", ">=60"], name="age")])
+    table, *_ = synthetic_predictions(tmp_path, heads=mask_heads()[2:])
     write_table(table, tmp_path / "oof.csv")
     out = build_report(run_dir=tmp_path, out=tmp_path / "elsewhere")
     numbers = json.loads((out / "report.json").read_text())
@@ -192,6 +193,35 @@ def test_one_head_only(tmp_path):
     html = (out / "report.html").read_text()
     assert 'id="head-age"' in html and 'id="composite"' not in html
     assert 'id="skipped"' in html and "no composite label" in html
+
+
+def test_age_sections_follow_the_head_with_bins_not_its_name(tmp_path):
+    """age renamed years_bin (with bins), and the composite order mask, years_bin, gender read from the table."""
+    mask, gender, age = mask_heads()
+    years = HeadSpec(classes=age.classes, name="years_bin", bins=[30, 60])
+    table, targets, probs = synthetic_predictions(tmp_path, heads=[mask, years, gender], n=60, seed=5)
+    order = [mask, years, gender]
+    assert table["composite/heads"].eq("mask,years_bin,gender").all() and table["bins/years_bin"].eq("30,60").all()
+    write_table(table, tmp_path / "oof.csv")
+    numbers = json.loads((build_report(run_dir=tmp_path) / "report.json").read_text())
+    html = (tmp_path / "report" / "report.html").read_text()
+    for section in ("age", "age-years", "age-threshold"):
+        assert f'id="{section}"' in html, section
+    assert numbers["age"]["head"] == "years_bin" and numbers["age"]["threshold"]["class"] == ">=60"
+    assert numbers["composite"]["heads"] == ["mask", "years_bin", "gender"]
+    y_pred = composite_encode({h.name: probs[h.name].argmax(1) for h in order}, order)
+    assert numbers["composite"]["f1"] == pytest.approx(f1_score(composite_encode(targets, order), y_pred,
+                                                                average="macro"))
+    assert numbers["age"]["threshold"]["f1_at_zero"] == pytest.approx(numbers["composite"]["f1"])
+    assert "years_bin/best_bias" in key_numbers(numbers)
+
+
+def test_a_table_without_a_composite_order_gets_no_composite(tmp_path):
+    """No guessing from names or by trying head orders: the order is what the table records, or none."""
+    table, *_ = synthetic_predictions(tmp_path, n=24)
+    write_table(table.drop(columns=["composite/heads"]), tmp_path / "oof.csv")
+    p, _ = load_predictions(run_dir=tmp_path)
+    assert p.composite == [] and any("no composite label" in note for note in p.notes)
 
 
 def test_pred_with_gt(tmp_path):
@@ -228,7 +258,7 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
     with pytest.raises(UserError, match="--gt"):
         build_report(pred=tmp_path / "predictions.csv")
     pd.DataFrame({"ImageID": ["nope"], "ans": [0]}).to_csv(tmp_path / "gt.csv", index=False)
-    with pytest.raises(UserError, match="no image_id"):
+    with pytest.raises(UserError, match="none of the 8 predicted images has a row"):
         build_report(pred=tmp_path / "predictions.csv", gt=tmp_path / "gt.csv")
     with pytest.raises(UserError, match="unknown tracker"):
         build_report(pred=tmp_path / "predictions.csv", log=["mlflow"])

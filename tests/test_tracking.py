@@ -1,16 +1,16 @@
 """Tracker fan-out: TensorBoard + wandb offline + metrics.csv + rich console; wandb failures never stop a run."""
 import csv
-import glob
 import io
-import json
-import struct
 
+import cv2
 import numpy as np
 import pytest
 from rich.console import Console
 
 from multitask.config import load_config
-from multitask.tracking import Tracker, confusion_figure, figure_to_array
+from multitask.report_figures import confusion_figure, draw_confusion
+from multitask.tracking import Tracker
+from wandb_record import logged
 
 
 def _cfg(*overrides):
@@ -22,32 +22,8 @@ def _quiet():
 
 
 def _wandb_history(run_dir):
-    """Logged rows from the offline run's .wandb file (a LevelDB-style log of protobuf records; offline runs
-    write no wandb-summary.json in this wandb version)."""
-    from wandb.proto import wandb_internal_pb2 as pb
-
-    files = glob.glob(str(run_dir / "wandb" / "offline-run-*" / "run-*.wandb"))
-    assert len(files) == 1, files
-    data = open(files[0], "rb").read()
-    assert data[:4] == b":W&B"
-    rows, pos, chunk, block = [], 7, b"", 32768
-    while pos + 7 <= len(data):
-        if block - pos % block < 7:          # block trailer too short for a header: padding
-            pos += block - pos % block
-            continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
-        chunk += data[pos + 7:pos + 7 + length]
-        pos += 7 + length
-        if kind == 0:
-            break
-        if kind in (1, 4):                   # FULL or LAST fragment: one record complete
-            record = pb.Record()
-            record.ParseFromString(chunk)
-            chunk = b""
-            if record.WhichOneof("record_type") == "history":
-                rows.append({i.key or "/".join(i.nested_key): json.loads(i.value_json)
-                             for i in record.history.item})
-    return rows
+    """Rows the runs made in run_dir logged to wandb, each with its `_step` (None: wandb's own counter)."""
+    return [{**payload, "_step": step} for step, payload in logged(run_dir)]
 
 
 def _tb_scalars(tb_dir):
@@ -79,15 +55,18 @@ def test_tracker_fans_out_to_tensorboard_wandb_and_csv(tmp_path):
     assert scalars["epoch"] == [(10, 1.0), (20, 2.0)]
     assert images == ["confusion/mask"]
 
-    rows = _wandb_history(run_dir)
-    logged = {}
-    for row in rows:
-        logged.update({k: v for k, v in row.items() if not k.startswith("_")})
-    assert logged["val/mask/f1"] == 0.75 and logged["val/composite/f1"] == 0.4 and logged["lr"] == 0.005
-    assert [r["val/mask/f1"] for r in rows if "val/mask/f1" in r] == [0.5, 0.75]
-    image_row = next(r for r in rows if "confusion/mask/path" in r)
-    assert image_row["_step"] == 20 and image_row["confusion/mask/format"] == "png"
-    assert list(run_dir.glob("wandb/offline-run-*/files/" + image_row["confusion/mask/path"]))
+    import wandb
+
+    calls, latest = logged(run_dir), {}
+    for _, row in calls:
+        latest.update(row)
+    assert latest["val/mask/f1"] == 0.75 and latest["val/composite/f1"] == 0.4 and latest["lr"] == 0.005
+    assert [(s, r["val/mask/f1"]) for s, r in calls if "val/mask/f1" in r] == [(10, 0.5), (20, 0.75)]
+    steps = [s for s, _ in calls]
+    assert steps == sorted(steps)   # wandb drops a row whose step goes backwards
+    image_step, image_row = next((s, r) for s, r in calls if "confusion/mask" in r)
+    assert image_step == 20 and isinstance(image_row["confusion/mask"], wandb.Image)
+    assert list(run_dir.glob("wandb/offline-run-*/files/media/images/confusion/mask_*.png"))
 
     with open(run_dir / "metrics.csv", newline="") as f:
         table = list(csv.DictReader(f))
@@ -105,9 +84,8 @@ def test_epoch_rows_use_the_epoch_as_step_when_nothing_logged_per_step(tmp_path)
     tracker.close()
     scalars, _ = _tb_scalars(tmp_path / "tb")
     assert scalars["val/age/f1"] == [(1, 0.25), (2, 0.5), (3, 0.75)]
-    rows = _wandb_history(tmp_path)
-    assert [(r["_step"], r["val/age/f1"], "confusion/age/path" in r) for r in rows] == [
-        (1, 0.25, True), (2, 0.5, True), (3, 0.75, True)]
+    assert [(s, sorted(r)) for s, r in logged(tmp_path)] == [
+        (e, keys) for e in (1, 2, 3) for keys in (["epoch", "val/age/f1"], ["confusion/age"])]
 
 
 def test_resumed_tracker_keeps_history_and_wandb_id(tmp_path):
@@ -150,7 +128,7 @@ def test_online_wandb_that_fails_falls_back_to_offline(tmp_path, monkeypatch):
     tracker.close()
     assert "wandb online init failed (Timed out while retrying: no such host); logging offline instead" in \
         " ".join(console.file.getvalue().split())
-    assert _wandb_history(tmp_path)[-1]["val/age/f1"] == 0.6
+    assert logged(tmp_path)[-1] == (5, {"val/age/f1": 0.6, "epoch": 1.0})
 
 
 def test_online_without_api_key_goes_offline_without_asking(tmp_path, monkeypatch):
@@ -187,13 +165,21 @@ def test_wandb_failing_everywhere_is_switched_off(tmp_path, monkeypatch):
     assert "going on without wandb" in tracker.console.file.getvalue()
 
 
-def test_wandb_log_error_midway_does_not_stop_the_run(tmp_path):
-    tracker = Tracker(run_dir=tmp_path, cfg=_cfg("tracking.tensorboard=false"), console=_quiet())
+def test_wandb_log_error_midway_does_not_stop_the_run(tmp_path, monkeypatch):
+    import wandb
+
+    real_init = wandb.init
 
     def broken_log(*args, **kwargs):
         raise ConnectionError("network went away")
 
-    tracker._wandb.log = broken_log
+    def init(*args, **kwargs):   # a run whose log fails from the start, as when its connection goes away
+        run = real_init(*args, **kwargs)
+        monkeypatch.setattr(run, "log", broken_log)
+        return run
+
+    monkeypatch.setattr(wandb, "init", init)
+    tracker = Tracker(run_dir=tmp_path, cfg=_cfg("tracking.tensorboard=false"), console=_quiet())
     tracker.log_epoch(1, {"val/mask/f1": 0.5}, step=1)
     tracker.log_epoch(2, {"val/mask/f1": 0.6}, step=2)   # wandb is off now; the csv still gets its row
     tracker.close()
@@ -260,13 +246,36 @@ def test_progress_counts_and_can_be_silenced(tmp_path):
 
 
 def test_confusion_figure_renders_counts_and_row_shares():
+    """The one confusion figure: the report's matrices and the trackers' confusion/<head> images."""
     matrix = np.array([[8, 2], [0, 0]])   # an empty true class must not divide by zero
-    fig = confusion_figure(matrix, ["male", "female"], title="gender")
-    ax = fig.axes[0]
-    assert [t.get_text() for t in ax.texts] == ["8", "2", "0", "0"]
-    shares = ax.images[0].get_array()
-    np.testing.assert_allclose(np.asarray(shares), [[0.8, 0.2], [0.0, 0.0]])
-    image = figure_to_array(fig)
-    assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3 and image.std() > 0
+    fig = draw_confusion(matrix, ["male", "female"], "gender")
+    counts, shares = fig.axes[:2]   # then the two colour bars
+    assert [t.get_text() for t in counts.texts] == ["8", "2", "0", "0"]
+    np.testing.assert_allclose(np.asarray(shares.images[0].get_array()), [[0.8, 0.2], [0.0, 0.0]])
+    image = cv2.imdecode(np.frombuffer(confusion_figure(matrix, ["male", "female"], "gender"), np.uint8),
+                         cv2.IMREAD_COLOR)
+    assert image is not None and image.ndim == 3 and image.std() > 0
     with pytest.raises(AssertionError, match="does not fit 3 class names"):
-        confusion_figure(matrix, ["a", "b", "c"])
+        confusion_figure(matrix, ["a", "b", "c"], "x")
+
+
+def test_report_tracker_adds_figures_tables_and_numbers_to_the_run(tmp_path):
+    """What `report --log` uses: the training's TensorBoard folder and its wandb run id, wandb offline."""
+    cfg = _cfg("tracking.tensorboard=false")
+    training = Tracker(run_dir=tmp_path, cfg=cfg, console=_quiet())
+    training.log_epoch(1, {"val/mask/f1": 0.5}, step=1)
+    training.close()
+    before = len(logged(tmp_path))
+    png = confusion_figure(np.eye(2, dtype=int), ["a", "b"], "mask")
+    with Tracker.for_report(tmp_path, sinks=["tensorboard", "wandb"], console=_quiet()) as tracker:
+        assert tracker.sinks == ["tensorboard", "wandb"] and tracker.wandb_id == training.wandb_id
+        tracker.log_images({"report/mask_confusion": png})
+        tracker.log_tables({"report/head-mask/0": (["class", "F1"], [["a", "1.000"], ["b|c", "0.500"]])})
+        tracker.log_summary({"report/mask/f1": 0.75})
+    scalars, images = _tb_scalars(tmp_path / "tb")
+    assert scalars["report/mask/f1"] == [(0, 0.75)] and images == ["report/mask_confusion"]
+    calls = logged(tmp_path)[before:]
+    assert [sorted(r) for _, r in calls] == [["report/mask_confusion"], ["report/head-mask/0"]]
+    assert [s for s, _ in calls] == [None, None]   # wandb's own step: the resumed run's counter goes on
+    with Tracker.for_report(tmp_path, sinks=[], console=_quiet()) as nothing:
+        assert nothing.sinks == []

@@ -9,8 +9,8 @@ Why: JPEG decode + resize of a 384x512 photo costs more than a resnet18 forward 
 epoch it is the same work. Decoding once into `<cache_dir>/<key>.u8` (N x H x W x 3 uint8) turns every later epoch
 (and every later run) into page-cache reads; the OS shares those pages between DataLoader workers and runs.
 The Dataset reads a row with one `pread` into a new array (`read`) rather than slicing the memory map: it needs its
-own writable copy anyway, and mapped pages stay in each process's RSS (20k rows at 224x224 grew every loader worker
-to 3.2 GiB); read, they live only in the page cache, so RSS stays flat however large the data set.
+own writable copy anyway, and mapped pages stay in each process's RSS, growing every loader worker with the data set
+(BENCHMARKS.md, Memory); read, they live only in the page cache, so RSS stays flat however large the data set.
 
 The key is a SHA-1 over each (path, file size, mtime_ns) and the target height x width, so touching or replacing
 any image, or changing the image size, makes a new cache. The pixels are written to a temporary file that is renamed
@@ -25,13 +25,13 @@ import fcntl
 import hashlib
 import json
 import os
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterable, Literal
 
 import numpy as np
 
+from ..atomic import atomic_write
 from ..errors import UserError
 from .images import BadImageError, read_image, resize
 
@@ -88,7 +88,8 @@ class ImageCache:
                 valid, bad = _decode_all(paths, height, width, data_file, on_bad_image, workers, progress)
                 meta = {"version": FORMAT_VERSION, "height": height, "width": width, "paths": paths,
                         "valid": valid.tolist(), "bad": bad}
-                _atomic_write(meta_file, json.dumps(meta).encode())
+                with atomic_write(meta_file) as f:
+                    json.dump(meta, f)
                 cache = cls(file=str(data_file), paths=paths, height=height, width=width, valid=valid, bad=bad)
         except OSError as err:
             need = len(paths) * height * width * 3
@@ -188,20 +189,18 @@ def cache_key(paths: list[str], *, height: int, width: int) -> str:
 def _decode_all(paths: list[str], height: int, width: int, data_file: Path, on_bad_image: str, workers: int,
                 progress: Callable[[int, int], None] | None) -> tuple[np.ndarray, list[tuple[str, str]]]:
     n = len(paths)
-    fd, tmp = tempfile.mkstemp(dir=data_file.parent, prefix=data_file.name + ".", suffix=".tmp")
     valid = np.ones(n, dtype=bool)
     bad: list[tuple[str, str]] = []
-    try:
-        # held while we build: a later build deletes only temp files whose builder died (lock released)
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    # the temp file is locked while we build: a later build deletes only temp files whose builder died
+    with atomic_write(data_file, "wb") as f:
         # reserve every byte now: a full disk is an error here, not a SIGBUS when a mapped page is first written
         size = n * height * width * 3
         if hasattr(os, "posix_fallocate"):
-            os.posix_fallocate(fd, 0, size)
+            os.posix_fallocate(f.fileno(), 0, size)
         else:
-            os.ftruncate(fd, size)
+            os.ftruncate(f.fileno(), size)
         # rows go straight from the decoder into the map: memory stays one image per worker, whatever N is
-        array = np.memmap(tmp, dtype=np.uint8, mode="r+", shape=(n, height, width, 3))
+        array = np.memmap(f, dtype=np.uint8, mode="r+", shape=(n, height, width, 3))
 
         def decode(i: int) -> str | None:
             try:
@@ -226,11 +225,6 @@ def _decode_all(paths: list[str], height: int, width: int, data_file: Path, on_b
                                 f"train on), e.g. {path}: {reason}")
         array.flush()
         del array
-        os.replace(tmp, data_file)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        os.close(fd)
     return valid, bad
 
 
@@ -249,14 +243,3 @@ def remove_abandoned_builds(cache_dir: Path) -> None:
         finally:
             os.close(fd)
 
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)   # see remove_abandoned_builds
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)

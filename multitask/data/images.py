@@ -33,8 +33,8 @@ def read_image(path: str | os.PathLike, *, at_least: tuple[int, int] | None = No
 
     `at_least=(height, width)`, for a caller that will shrink the image to that size: a JPEG is then decoded at 1/2,
     1/4 or 1/8 scale (libjpeg's DCT scaling), the smallest that still covers the size. That skips most of the
-    inverse DCT and most of the shrink (a 384x512 photo for a 96x72 input: ~2x less decode + resize time), and
-    the DCT's scaling is an alias-free downsample like INTER_AREA. EXIF orientation is ignored on both paths alike.
+    inverse DCT and most of the shrink (BENCHMARKS.md has the time it saves), and the DCT's scaling is an
+    alias-free downsample like INTER_AREA. EXIF orientation is ignored on both paths alike.
     """
     path = os.fspath(path)
     try:

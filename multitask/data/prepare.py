@@ -133,9 +133,9 @@ class SeededView(Dataset):
         transform = getattr(self.dataset, "transform", None)
         if seed is not None and transform is not None and hasattr(transform, "set_random_state"):
             # One numpy and one python generator for the whole pipeline, each transform drawing from them in turn.
-            # Compose.set_random_seed(seed) instead built a pair per transform, all seeded alike (50 us a sample
-            # against 14, scripts/bench_micro.py), and so made every transform roll the same first number: with
-            # hflip and color_jitter both at p=0.5 an image was flipped exactly when it was jittered.
+            # Compose.set_random_seed(seed) instead built a pair per transform, all seeded alike (slower too:
+            # BENCHMARKS.md), and so made every transform roll the same first number: with hflip and color_jitter
+            # both at p=0.5 an image was flipped exactly when it was jittered.
             transform.set_random_state(np.random.default_rng(seed), random.Random(seed))
         return self.dataset[index]
 
@@ -184,7 +184,7 @@ def composite_sample_weights(labels: dict[str, np.ndarray], idx: np.ndarray, cfg
         key = composite_encode({h.name: labels[h.name][idx] for h in comp}, comp)
     else:
         key = labels[cfg.trained_heads()[0].name][idx]
-    values, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
+    _, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
     return 1.0 / counts[inverse]
 
 

@@ -1,0 +1,147 @@
+"""The one reader of ground-truth CSVs, for `predict --gt` and `report --gt` alike.
+
+    truth = read_gt("data/synthetic/eval/gt.csv", ids, heads, composite)
+    truth.targets["age"]     # (N,) class indices in the order of `ids`; -1 = unknown
+    truth.composite          # (N,) composite labels, or None
+    truth.meta               # the file's other columns (age_years, ...) in the order of `ids`
+    truth.missing            # how many of `ids` have no row in the file
+
+The rules:
+- Key column `ImageID` (the competition's) or `image_id`; spaces around column names and ids are ignored.
+- Truth columns: `ans`, the composite label over the composite heads (an index), and/or one column per head holding
+  a class name (any case) or index. Blank or -1 means unknown. Where a row has both, they must agree.
+- An id listed twice counts once when its rows are identical; rows that differ are an error naming the id. A file
+  glued together from overlapping parts holds no conflict, so refusing it would help nobody; rows that disagree
+  cannot be settled without guessing which label is right, and any guess would change the scores unseen.
+  (`predict` used to refuse every repeat and `report` kept the first row; this replaces both.)
+- A predicted image without a row is unknown for every head: it is left out of the scores, and the callers say how
+  many there were. When none of the predicted images has a row, the file is for another set: an error.
+- Rows for images that were not predicted are ignored; any other column comes back as metadata.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import UserError
+from .heads import UNLABELLED, HeadSpec, class_index, composite_decode, composite_encode, composite_size
+
+KEYS = ("ImageID", "image_id")
+ANS = "ans"
+
+
+@dataclass
+class GroundTruth:
+    targets: dict[str, np.ndarray]   # head -> (N,) class indices, -1 unknown; derived heads from their components
+    composite: np.ndarray | None     # (N,) composite labels over the composite heads, -1 unknown
+    meta: pd.DataFrame               # other columns, in prediction order ("" where an image has no row)
+    missing: int                     # predicted images without a row
+    path: Path
+
+    def note(self) -> str | None:
+        """One line for people when some images are unlabelled for lack of a row, else None."""
+        if not self.missing:
+            return None
+        total = len(self.meta)
+        return (f"{self.missing} of {total} predicted images have no row in {self.path.name}: unlabelled, left out "
+                f"of the scores")
+
+
+def read_gt(path, ids, heads: list[HeadSpec], composite: list[HeadSpec]) -> GroundTruth:
+    """Truth for every id in `ids` (see the module docstring for the rules); UserError naming the file otherwise."""
+    path = Path(path)
+    where = f"--gt {path}"
+    if not path.is_file():
+        raise UserError(f"{where}: file not found; expected a CSV with ImageID and ans and/or per-head columns")
+    table = _read(path, where)
+    key = next((c for c in KEYS if c in table.columns), None)
+    if key is None:
+        raise UserError(f"{where}: no ImageID column; found {', '.join(table.columns) or 'none'}")
+    table[key] = table[key].str.strip()
+    table = _one_row_per_id(table, key, where)
+    ids = [str(i).strip() for i in ids]
+    found = pd.Index(ids).isin(table.index)
+    if len(ids) and not found.any():
+        raise UserError(f"{where}: none of the {len(ids)} predicted images has a row (first predicted: {ids[0]!r}, "
+                        f"first in the file: {table.index[0] if len(table) else None!r}); were the predictions made "
+                        f"for this evaluation set?")
+    rows = table.reindex(ids).fillna("").reset_index(drop=True)
+
+    targets = {h.name: _head_column(rows[h.name], h, where) for h in heads if not h.derive and h.name in rows}
+    truth = None
+    if ANS in rows.columns and composite:
+        truth = _ans_column(rows[ANS], composite_size(composite), where)
+        for name, values in composite_decode(truth, composite).items():
+            if name in targets:
+                _check_agree(targets[name], values, name, truth, ids, where)
+            targets.setdefault(name, values)
+    elif composite and all(h.name in targets for h in composite):
+        truth = composite_encode(targets, composite)
+    if not targets:
+        names = ", ".join(h.name for h in heads)
+        need = f"ans (with the composite heads {', '.join(h.name for h in composite)}) or " if composite else ""
+        raise UserError(f"{where}: no truth columns; expected {need}a column per head ({names})")
+    by_name = {h.name: h for h in heads}
+    for head in heads:   # derived heads (the 18-class baseline) from their components
+        if head.derive and all(n in targets for n in head.derive):
+            targets[head.name] = composite_encode(targets, [by_name[n] for n in head.derive])
+    used = {ANS, *(h.name for h in heads)}
+    meta = rows[[c for c in rows.columns if c not in used]]
+    return GroundTruth(targets=targets, composite=truth, meta=meta, missing=int((~found).sum()), path=path)
+
+
+def _read(path: Path, where: str) -> pd.DataFrame:
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise UserError(f"{where}: not a readable CSV ({str(err).splitlines()[0]})") from None
+    table.columns = [str(c).strip() for c in table.columns]
+    return table
+
+
+def _one_row_per_id(table: pd.DataFrame, key: str, where: str) -> pd.DataFrame:
+    """Identical repeats collapse; an id whose rows differ is an error."""
+    table = table.drop_duplicates()
+    repeated = table[key].duplicated(keep=False)
+    if repeated.any():
+        first = table.loc[repeated, key].iloc[0]
+        lines = [i + 2 for i in table.index[table[key] == first]]   # +2: the header line, and lines count from 1
+        raise UserError(f"{where}: ImageID {first!r} is listed {len(lines)} times with different values (lines "
+                        f"{', '.join(map(str, lines))}); keep the right row")
+    return table.set_index(key)
+
+
+def _head_column(values: pd.Series, head: HeadSpec, where: str) -> np.ndarray:
+    out = np.empty(len(values), dtype=np.int64)
+    for i, value in enumerate(values):
+        try:
+            out[i] = class_index(head, value)
+        except ValueError:
+            raise UserError(f"{where}: column {head.name}: unknown class {value!r}; expected one of "
+                            f"{', '.join(head.classes)} or an index 0..{head.num_classes - 1}") from None
+    return out
+
+
+def _ans_column(values: pd.Series, size: int, where: str) -> np.ndarray:
+    out = np.empty(len(values), dtype=np.int64)
+    for i, value in enumerate(values):
+        text = str(value).strip()
+        if text in ("", "-1"):
+            out[i] = UNLABELLED
+        elif text.isdigit() and int(text) < size:
+            out[i] = int(text)
+        else:
+            raise UserError(f"{where}: column ans: {value!r} is not a class index 0..{size - 1}")
+    return out
+
+
+def _check_agree(column: np.ndarray, decoded: np.ndarray, name: str, truth: np.ndarray, ids: list[str],
+                 where: str) -> None:
+    clash = (column >= 0) & (decoded >= 0) & (column != decoded)
+    if clash.any():
+        row = int(np.argmax(clash))
+        raise UserError(f"{where}: ans {truth[row]} disagrees with column {name} (class {column[row]}) for "
+                        f"ImageID {ids[row]!r}")
