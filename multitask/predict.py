@@ -41,6 +41,7 @@ from .engine import resolve_precision
 from .errors import UserError
 from .heads import HeadSpec, class_index, composite_decode, composite_encode, composite_size, joint_probabilities
 from .metrics import scores as head_scores
+from .parsing import signed_number
 from .predictions import build_table, composite_prediction, expand_derived, write_table
 from .tta import VIEWS, resolve_merge, resolve_views, view_count
 
@@ -393,7 +394,7 @@ def _index(path: Path, column: str, value: str, size: int) -> int:
     text = value.strip()
     if text in ("", "-1"):
         return -1
-    if not text.lstrip("-").isdigit() or not 0 <= int(text) < size:
+    if signed_number(text) is None or not 0 <= int(text) < size:
         raise UserError(f"--gt {path}: column {column}: {value!r} is not a class index 0..{size - 1}")
     return int(text)
 

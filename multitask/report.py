@@ -23,6 +23,7 @@ import pandas as pd
 from . import report_figures as figs
 from .errors import UserError
 from .heads import UNLABELLED, HeadSpec, class_index, composite_class_names, composite_decode, composite_encode
+from .parsing import signed_number
 from .predictions import COMPOSITE, PRED, TRUE, read_table
 from .report_analysis import (Predictions, analyse_age, analyse_breakdowns, analyse_composite, analyse_head,
                               analyse_label_noise)
@@ -116,6 +117,7 @@ def load_predictions(*, run_dir=None, pred=None, gt=None, data=None) -> tuple[Pr
                         f"`multitask train` or `multitask predict`), found {', '.join(table.columns[:8])}")
     if table.empty:
         raise UserError(f"{source}: no rows")
+    check_classes(source, table, heads, configured_classes(Path(run_dir)) if run_dir and not pred else {})
     notes: list[str] = []
     if gt:
         attach_gt(table, heads, probs, targets, Path(gt), notes)
@@ -125,6 +127,13 @@ def load_predictions(*, run_dir=None, pred=None, gt=None, data=None) -> tuple[Pr
     if data:
         attach_ages(table, Path(data), notes)
     composite = find_composite(heads, table, probs, targets)
+    size = math.prod(h.num_classes for h in composite)
+    for column in (f"{PRED}{COMPOSITE}", f"{TRUE}{COMPOSITE}"):
+        top = pd.to_numeric(table[column], errors="coerce").max() if composite and column in table.columns else None
+        if top is not None and top >= size:
+            raise UserError(f"{source}: column {column} holds class {top:.0f}, but the heads "
+                            f"{', '.join(h.name for h in composite)} give only {size} composite classes; a head's "
+                            f"prob/<head>/<class> columns are incomplete")
     if not composite:
         notes.append("no composite label: need heads named mask, gender, age or a pred/composite column that "
                      "matches some of the heads")
@@ -132,6 +141,38 @@ def load_predictions(*, run_dir=None, pred=None, gt=None, data=None) -> tuple[Pr
         for name, values in composite_decode(table[f"{TRUE}{COMPOSITE}"].to_numpy(np.int64), composite).items():
             targets.setdefault(name, values)
     return Predictions(table, heads, probs, targets, composite, source, notes), default_out
+
+
+def configured_classes(run_dir: Path) -> dict[str, list[str]]:
+    """Each head's classes as the run's config.yaml lists them ({} without one)."""
+    import yaml
+
+    path = run_dir / "config.yaml"
+    try:
+        heads = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("heads") or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, AttributeError):
+        return {}
+    return {str(name): [str(c) for c in spec["classes"]] for name, spec in heads.items()
+            if isinstance(spec, dict) and spec.get("classes")}
+
+
+def check_classes(source: Path, table: pd.DataFrame, heads: list[HeadSpec], configured: dict[str, list[str]]) -> None:
+    """Every class of every head has its prob/<head>/<class> column. Without one the head would be scored as a
+    smaller head: an age head missing >=60 reads as a 2-class head with a macro F1 it never earned."""
+    for head in heads:
+        expected = configured.get(head.name)
+        if expected is not None and list(head.classes) != expected:
+            missing = [c for c in expected if c not in head.classes]
+            what = (f"no column prob/{head.name}/{missing[0]}" if missing else
+                    f"columns prob/{head.name}/{', '.join(head.classes)}")
+            raise UserError(f"{source}: {what}, but the run's config gives head {head.name} the classes "
+                            f"{', '.join(expected)}; every class needs its probability column")
+        for column in (f"{PRED}{head.name}", f"{TRUE}{head.name}"):
+            top = pd.to_numeric(table[column], errors="coerce").max() if column in table.columns else None
+            if top is not None and top >= head.num_classes:
+                raise UserError(f"{source}: column {column} holds class {top:.0f}, but the table has "
+                                f"only {head.num_classes} prob/{head.name}/ columns ({', '.join(head.classes)}); "
+                                f"every class needs its probability column (was one dropped?)")
 
 
 def attach_gt(table: pd.DataFrame, heads: list[HeadSpec], probs, targets: dict, path: Path, notes: list) -> None:
@@ -162,7 +203,11 @@ def attach_gt(table: pd.DataFrame, heads: list[HeadSpec], probs, targets: dict, 
             filled.append(head.name)
     composite = find_composite(heads, table, probs, {})
     if "ans" in gt.columns and composite and not all(h.name in filled for h in composite):
-        ans = pd.to_numeric(rows["ans"].replace("", np.nan), errors="coerce").fillna(UNLABELLED).to_numpy(np.int64)
+        cells = rows["ans"].fillna("").str.strip()   # ids missing from the gt reindex to NaN: unlabelled
+        bad = cells[(cells != "") & cells.map(lambda text: signed_number(text) is None)]
+        if len(bad):
+            raise UserError(f"--gt {path}: ans {bad.iloc[0]!r} for {bad.index[0]} is not a class index")
+        ans = np.array([signed_number(text) if text else UNLABELLED for text in cells], dtype=np.int64)
         size = len(composite_class_names(composite))
         if ans.max() >= size:
             raise UserError(f"--gt {path}: ans {ans.max()} out of range 0..{size - 1} for heads "
@@ -193,7 +238,7 @@ def attach_ages(table: pd.DataFrame, root: Path, notes: list) -> None:
             ages = ages.fillna(table["image_id"].map(gt.set_index("ImageID")["age_years"]))
     if (root / "train" / "images").is_dir() and ages.isna().any():
         from .data.competition import read_competition
-        frame = read_competition(root).frame
+        frame = read_competition(root, on_conflict="warn").frame
         keys = [Path(p).parent.name + "/" + Path(p).name for p in frame["path"]]
         ages = ages.fillna(table["image_id"].map(pd.Series(frame["age"].to_numpy(), index=keys)))
     if ages.notna().any():
