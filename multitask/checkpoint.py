@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import errno
+import os
 import pickle
 import random
 import re
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 
@@ -41,9 +44,35 @@ def save_checkpoint(path: str | Path, payload: dict) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(path, "wb") as f:
             torch.save(payload, f)
-    except OSError as err:
-        raise UserError(f"could not write checkpoint {path}: {err.strerror or err}; "
-                        "the previous checkpoint is intact") from None
+    except (OSError, RuntimeError) as err:
+        # torch's zip writer reports a failed write (full disk, file-size limit) as a RuntimeError without errno
+        # ("[enforce fail at inline_container.cc:...] unexpected pos ..."): name the likely cause instead
+        cause = _write_failure(path.parent, err)
+        previous = "the previous checkpoint is intact" if path.is_file() else "no checkpoint was written there"
+        raise UserError(f"could not write checkpoint {path}: {cause}; {previous}") from None
+
+
+def _write_failure(folder: Path, err: BaseException) -> str:
+    """Why a write failed: the OSError behind it where torch kept one (as the context of its RuntimeError), else
+    a file-size limit (ulimit -f) when one is set, else a full disk (what nearly every other failed write is),
+    with the writer's own words when the disk is not full."""
+    import resource
+
+    cause, limit = err, resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    while cause is not None and not (isinstance(cause, OSError) and cause.strerror):
+        cause = cause.__cause__ or cause.__context__
+    if limit != resource.RLIM_INFINITY and (cause is None or getattr(cause, "errno", None) == errno.EFBIG):
+        return f"{os.strerror(errno.EFBIG)} (the file-size limit, ulimit -f, is {limit} bytes)"
+    if cause is not None:
+        return cause.strerror
+    try:
+        stats = os.statvfs(folder)
+        free = stats.f_bavail * stats.f_frsize
+    except OSError:
+        free = 0
+    if free < 64 * 2**20:   # less than a small checkpoint's worth left
+        return os.strerror(errno.ENOSPC)
+    return f"the write failed ({' '.join(str(err).split()) or type(err).__name__})"
 
 
 def to_plain(obj, where: str = "payload"):
@@ -79,18 +108,11 @@ def load_checkpoint(path: str | Path) -> dict:
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():   # torch warns about foreign pickle protocols before refusing them
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        text = str(err)
-        found = re.search(r"GLOBAL (\S+) was not an allowed", text)
-        if found:   # a class or function to call while unpickling: the way a crafted file runs code
-            raise UserError(f"{path} holds objects that are not plain tensors/data (found {found.group(1)}); "
-                            "refusing to load it (it could run code)") from None
-        # any other refusal of the safe unpickler: bytes that are not a pickle we can read (a text file, ...)
-        detail = re.search(r"WeightsUnpickler error:\s*(.+?)\s*(?:\n\n|$)", text, re.S)
-        detail = " ".join((detail.group(1) if detail else text.splitlines()[0]).split())
-        raise UserError(f"{path} is not a multitask checkpoint (the safe loader refused it: {detail}); "
-                        "not loading it") from None
+        raise UserError(refusal(path, str(err))) from None
     except (OSError, RuntimeError, EOFError, KeyError, ValueError, IndexError, AttributeError) as err:
         # zip/pickle readers fail in many ways on foreign or truncated files
         raise UserError(f"{path} is not a multitask checkpoint (unreadable: {type(err).__name__}: {err})") from None
@@ -101,6 +123,21 @@ def load_checkpoint(path: str | Path) -> dict:
         raise UserError(f"{path} has checkpoint version {ckpt['version']}, newer than this multitask reads "
                         f"({VERSION}); update multitask")
     return ckpt
+
+
+def refusal(path: Path, text: str) -> str:
+    """The safe unpickler's refusal as one line. Its text suggests retrying with weights_only=False; that is how a
+    crafted file runs code, so the line never repeats it."""
+    # "GLOBAL x.y was not an allowed global" (torch < 2.14) or "unsupported GLOBAL x.y whose module x is blocked"
+    found = re.search(r"GLOBAL ([\w.]+)", text)
+    if found:   # a class or function to call while unpickling: the way a crafted file runs code
+        return (f"{path} holds objects that are not plain tensors/data (found {found.group(1)}); refusing to load it "
+                "(it could run code)")
+    # any other refusal of the safe unpickler: bytes that are not a pickle it reads (a text file, a raw pickle, ...)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    lines = [line for line in lines if not re.search(r"weights.only|Weights only|trusted source|documentation", line)]
+    detail = re.sub(r"^WeightsUnpickler error:\s*", "", lines[0]) if lines else "unreadable"
+    return f"{path} is not a multitask checkpoint (the safe loader refused it: {detail}); not loading it"
 
 
 def model_from_checkpoint(ckpt: dict, *, use_ema: bool = True) -> tuple[MultiHeadNet, Config]:

@@ -139,8 +139,12 @@ def _train(args) -> int:
     from .config import load_config
 
     overrides = list(args.overrides)
-    if args.heads:
-        overrides.append(f"train.heads=[{','.join(h.strip() for h in args.heads.split(',') if h.strip())}]")
+    if args.heads is not None:
+        heads = [h.strip() for h in args.heads.split(",") if h.strip()]
+        if not heads:
+            raise UserError(f"--heads {args.heads!r}: no head named; give comma-separated heads such as "
+                            f"mask,gender,age (or leave --heads out to train every head)")
+        overrides.append(f"train.heads=[{','.join(heads)}]")
     if args.fold is not None:
         overrides.append(f"data.fold={args.fold}")
     if args.name:
@@ -208,8 +212,23 @@ OS_HINTS = {errno.ENOSPC: "free some disk space (or point output_dir / data.cach
 COMMANDS = {"train": _train, "predict": _predict, "report": _report, "synth": _synth, "config": _config}
 
 
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """Options may come anywhere: `train key=value --heads age` as well as `train --heads age key=value`.
+
+    argparse takes one run of positionals, so overrides after an option come back unrecognised: they are the
+    train command's overrides. Anything else unrecognised is the usual usage error."""
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    unknown = [a for a in rest if a.startswith("-") or args.command != "train"]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if rest:
+        args.overrides = [*args.overrides, *rest]
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse(argv)
     debug = getattr(args, "debug", False) or os.environ.get("MULTITASK_DEBUG") == "1"
     try:
         return COMMANDS[args.command](args)

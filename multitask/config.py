@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -70,6 +71,7 @@ class DataConfig:
     cache: bool = True
     cache_dir: str = ".cache/images"
     on_bad_image: Literal["error", "skip"] = "error"
+    on_conflict: Literal["error", "warn"] = "error"   # one person id in folders with different labels
     num_workers: int = 2
     limit: int | None = None                  # take only the first N people (smoke runs)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -176,7 +178,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         try:
-            raw = yaml.safe_load(path.read_text()) or {}
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"{path}: not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start}); "
+                              f"save the config as UTF-8") from None
         except yaml.YAMLError as err:
             mark = getattr(err, "problem_mark", None)
             line = f" line {mark.line + 1}" if mark else ""
@@ -199,6 +204,11 @@ def finalize(cfg: Config, where: str = "<config>") -> Config:
         cfg.heads = resolve_heads(cfg.heads)
     except ValueError as err:
         raise ConfigError(f"{where}: {err}") from None
+    if cfg.train.heads is not None and not cfg.train.heads:
+        raise ConfigError(f"{where}: train.heads: empty list; name at least one head ({', '.join(cfg.heads)}), "
+                          f"or null for every head")
+    if cfg.train.heads and len(set(cfg.train.heads)) != len(cfg.train.heads):
+        raise ConfigError(f"{where}: train.heads: {cfg.train.heads} names a head twice")
     for key, names in (("train.heads", cfg.train.heads or []), ("composite", cfg.composite)):
         for n in names:
             if n not in cfg.heads:
@@ -216,13 +226,17 @@ def finalize(cfg: Config, where: str = "<config>") -> Config:
         if value is not None and value < low:
             off = " or null (off)" if key in _OFF_WHEN_NULL else ""
             raise ConfigError(f"{where}: {key}: {value} is too small; expected >= {low}{off}")
+    for key, value, rule in _float_ranges(cfg):
+        if value is not None and not _RULES[rule](value):
+            off = " or null (off)" if key in _OFF_WHEN_NULL else ""
+            raise ConfigError(f"{where}: {key}: {value} is out of range; expected {rule}{off}")
     if cfg.data.on_bad_image == "skip" and not cfg.data.cache:
         raise ConfigError(f"{where}: data.on_bad_image=skip needs data.cache=true (bad images are found and left out "
                           f"while the cache is built); set data.cache=true or data.on_bad_image=error")
     return cfg
 
 
-_OFF_WHEN_NULL = {"train.save_every_steps", "train.max_steps", "train.early_stop", "data.limit"}
+_OFF_WHEN_NULL = {"train.save_every_steps", "train.max_steps", "train.early_stop", "data.limit", "train.grad_clip"}
 
 
 def _lower_bounds(cfg: Config) -> list[tuple[str, float | None, float]]:
@@ -231,9 +245,39 @@ def _lower_bounds(cfg: Config) -> list[tuple[str, float | None, float]]:
     return [("train.epochs", t.epochs, 1), ("train.batch_size", t.batch_size, 1),
             ("train.accum_steps", t.accum_steps, 1), ("train.val_every", t.val_every, 1),
             ("train.save_every_steps", t.save_every_steps, 1), ("train.max_steps", t.max_steps, 1),
-            ("train.early_stop", t.early_stop, 1), ("train.lr", t.lr, 0.0), ("train.cagrad_c", t.cagrad_c, 0.0),
-            ("data.n_folds", d.n_folds, 2), ("train.plateau_patience", t.plateau_patience, 0),
+            ("train.early_stop", t.early_stop, 1), ("train.cagrad_c", t.cagrad_c, 0.0), ("data.n_folds", d.n_folds, 2),
+            ("train.plateau_patience", t.plateau_patience, 0),
             ("data.num_workers", d.num_workers, 0), ("data.limit", d.limit, 1)]
+
+
+# every float is finite (checked when read); these must also lie in a range, or they fail mid-run (lr 0 divides by
+# zero in the schedule) or train something nobody meant (a negative weight decay, a dropout of 1)
+_RULES = {"> 0": lambda v: v > 0, ">= 0": lambda v: v >= 0, "in [0, 1]": lambda v: 0 <= v <= 1,
+          "in [0, 1)": lambda v: 0 <= v < 1, "in (0, 1]": lambda v: 0 < v <= 1}
+
+
+def _float_ranges(cfg: Config) -> list[tuple[str, float | None, str]]:
+    """(key, value, rule) for floats with a valid range narrower than every finite number."""
+    t, d, m = cfg.train, cfg.data, cfg.model
+    checks = [("train.lr", t.lr, "> 0"), ("train.weight_decay", t.weight_decay, ">= 0"),
+              ("train.momentum", t.momentum, "in [0, 1]"), ("train.min_lr", t.min_lr, ">= 0"),
+              ("train.warmup_epochs", t.warmup_epochs, ">= 0"), ("train.gamma", t.gamma, "> 0"),
+              ("train.grad_clip", t.grad_clip, "> 0"), ("train.dwa_temperature", t.dwa_temperature, "> 0"),
+              ("train.mixup", t.mixup, ">= 0"), ("train.cutmix", t.cutmix, ">= 0"),
+              ("train.mix_prob", t.mix_prob, "in [0, 1]"), ("train.ema.decay", t.ema.decay, "in [0, 1]"),
+              ("model.drop_rate", m.drop_rate, "in [0, 1)"), ("model.drop_path_rate", m.drop_path_rate, "in [0, 1)")]
+    for name in ("hflip", "shift_scale_rotate", "color_jitter", "coarse_dropout"):
+        checks.append((f"data.augment.{name}", getattr(d.augment, name), "in [0, 1]"))
+    checks += [(f"data.augment.crop_scale[{i}]", v, "in (0, 1]") for i, v in enumerate(d.augment.crop_scale)]
+    checks += [(f"data.std[{i}]", v, "> 0") for i, v in enumerate(d.std)]
+    for name, h in cfg.heads.items():
+        key = f"heads.{name}"
+        checks += [(f"{key}.weight", h.weight, ">= 0"), (f"{key}.label_smoothing", h.label_smoothing, "in [0, 1)"),
+                   (f"{key}.focal_gamma", h.focal_gamma, ">= 0"), (f"{key}.dropout", h.dropout, "in [0, 1)")]
+        checks += [(f"{key}.loss.{k}", v, ">= 0") for k, v in h.loss.items()]
+        if isinstance(h.class_weights, list):
+            checks += [(f"{key}.class_weights[{i}]", v, ">= 0") for i, v in enumerate(h.class_weights)]
+    return checks
 
 
 def _apply_override(raw: dict, item: str) -> None:
@@ -316,6 +360,8 @@ def _coerce(tp, value, key: str, where: str):
             return value
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):   # YAML reads .nan / .inf as floats; no setting means either
+                raise ConfigError(f"{where}: {key}: {value} is not a finite number")
             return float(value)
     elif tp is str:
         if isinstance(value, str):

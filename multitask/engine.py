@@ -35,8 +35,8 @@ from .distributed import DistInfo, barrier, broadcast_object, cleanup, init_dist
 from .errors import UserError
 from .evaluation import evaluate, log_confusions, write_oof
 from .precision import Precision, resolve_precision
-from .runs import (check_resume_heads, check_writable, discard_unsaved, fold_dirs, fold_run_dir, make_run_dir,
-                   merge_fold_oof, remove_stale_temp_files, resolve_resume)
+from .runs import (RunDirLock, check_resume_heads, check_resume_overrides, check_writable, discard_unsaved, fold_dirs,
+                   fold_run_dir, make_run_dir, merge_fold_oof, remove_stale_temp_files, resolve_resume)
 from .tracking import Tracker
 from .train_state import TrainState, counters_finished
 
@@ -85,7 +85,8 @@ def preflight(cfg: Config) -> None:
 def run_training(cfg: Config, *, resume: str | None = None, all_folds: bool = False) -> Path:
     """Train one run (or every fold); with `resume`, continue from its last.pt (a k-fold dir: every fold's)."""
     info = init_distributed(cfg.train.device)
-    fresh: Path | None = None   # a run dir made by this call: removed again when bad input stops it before any save
+    fresh: Path | None = None   # a run dir made by this call: removed again when it stops before any save
+    lock: RunDirLock | None = None   # one training process per run dir (rank 0 holds it for the job)
     try:
         preflight(cfg)
         if all_folds:
@@ -96,6 +97,7 @@ def run_training(cfg: Config, *, resume: str | None = None, all_folds: bool = Fa
                                     f"fold1/, ...)")
             else:
                 parent = fresh = broadcast_object(make_run_dir(cfg) if info.is_main else None, info)
+            lock = RunDirLock(parent).acquire() if info.is_main else None
             for fold in range(cfg.data.n_folds):
                 fold_cfg = copy.deepcopy(cfg)
                 fold_cfg.data.fold = fold
@@ -104,6 +106,7 @@ def run_training(cfg: Config, *, resume: str | None = None, all_folds: bool = Fa
                 if resume and (fold_dir / "last.pt").is_file():   # folds without one start (again) from scratch
                     ckpt = load_checkpoint(fold_dir / "last.pt")
                     check_resume_heads(ckpt, fold_cfg, fold_dir / "last.pt")
+                    check_resume_overrides(ckpt["config"], fold_cfg, fold_dir / "last.pt")
                 fit(fold_cfg, fold_dir, info, ckpt)
             if info.is_main:
                 merge_fold_oof(parent, cfg.data.n_folds)
@@ -111,18 +114,23 @@ def run_training(cfg: Config, *, resume: str | None = None, all_folds: bool = Fa
         ckpt = None
         if resume:
             path = resolve_resume(resume)
+            lock = RunDirLock(path.parent).acquire() if info.is_main else None
             ckpt = load_checkpoint(path)
             check_resume_heads(ckpt, cfg, path)
+            check_resume_overrides(ckpt["config"], cfg, path)
             run_dir = path.parent
         else:
             run_dir = fresh = broadcast_object(make_run_dir(cfg) if info.is_main else None, info)
+            lock = RunDirLock(run_dir).acquire() if info.is_main else None
         fit(cfg, run_dir, info, ckpt)
         return run_dir
-    except UserError as err:
+    except BaseException as err:   # whatever stopped it (bad input, a bug, Ctrl-C); a NaN stop keeps its run to inspect
         if fresh is not None and info.is_main and not isinstance(err, TrainingStopped):
             discard_unsaved(fresh)
         raise
     finally:
+        if lock is not None:
+            lock.release()
         cleanup(info)
 
 

@@ -28,6 +28,7 @@ import pandas as pd
 
 from .errors import UserError
 from .heads import UNLABELLED, HeadSpec, class_index, composite_decode, composite_encode, composite_size
+from .parsing import whole_number
 
 KEYS = ("ImageID", "image_id")
 ANS = "ans"
@@ -131,7 +132,7 @@ def _ans_column(values: pd.Series, size: int, where: str) -> np.ndarray:
         text = str(value).strip()
         if text in ("", "-1"):
             out[i] = UNLABELLED
-        elif text.isdigit() and int(text) < size:
+        elif whole_number(text) is not None and int(text) < size:   # ASCII digits only: '²5' is no index
             out[i] = int(text)
         else:
             raise UserError(f"{where}: column ans: {value!r} is not a class index 0..{size - 1}")

@@ -7,6 +7,7 @@ decoding live here and nowhere else.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
@@ -163,10 +164,11 @@ def class_index(spec: HeadSpec, value) -> int:
     lowered = [c.lower() for c in spec.classes]
     if text.lower() in lowered:
         return lowered.index(text.lower())
-    try:
-        number = float(text)
-    except ValueError:
-        number = None
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+        number = float(value)
+    else:   # ASCII digits only (float() would read '٢' or '1_0'); '2.0' is how pandas writes a float column's 2
+        found = re.fullmatch(r"([0-9]+)(\.0*)?", text)
+        number = float(found.group(1)) if found else None
     if number is not None and number.is_integer() and 0 <= int(number) < spec.num_classes:
         return int(number)
     raise ValueError(f"head {spec.name}: unknown class {value!r}; expected one of {spec.classes} "

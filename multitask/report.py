@@ -24,7 +24,7 @@ from .atomic import atomic_write
 from .errors import UserError
 from .ground_truth import read_gt
 from .heads import HeadSpec, composite_decode
-from .predictions import COMPOSITE, COMPOSITE_HEADS, TRUE, read_table, table_composite
+from .predictions import COMPOSITE, COMPOSITE_HEADS, PRED, TRUE, read_table, table_composite
 from .report_analysis import (Predictions, analyse_age, analyse_breakdowns, analyse_composite, analyse_head,
                               analyse_label_noise)
 from .report_html import Figure, Section, Table, fmt, render_html, render_markdown
@@ -120,6 +120,7 @@ def load_predictions(*, run_dir=None, pred=None, gt=None, data=None) -> tuple[Pr
                         f"`multitask train` or `multitask predict`), found {', '.join(table.columns[:8])}")
     if table.empty:
         raise UserError(f"{source}: no rows")
+    check_classes(source, table, heads, configured_classes(Path(run_dir)) if run_dir and not pred else {})
     notes: list[str] = []
     if gt:
         attach_gt(table, heads, targets, composite, gt, notes)
@@ -128,12 +129,51 @@ def load_predictions(*, run_dir=None, pred=None, gt=None, data=None) -> tuple[Pr
                         f"per-head columns)")
     if data:
         attach_ages(table, Path(data), notes)
+    size = math.prod(h.num_classes for h in composite) if composite else 0
+    for column in (f"{PRED}{COMPOSITE}", f"{TRUE}{COMPOSITE}"):
+        top = pd.to_numeric(table[column], errors="coerce").max() if composite and column in table.columns else None
+        if top is not None and top >= size:
+            raise UserError(f"{source}: column {column} holds class {top:.0f}, but the heads "
+                            f"{', '.join(h.name for h in composite)} give only {size} composite classes; a head's "
+                            f"prob/<head>/<class> columns are incomplete")
     if not composite:
         notes.append(f"no composite label: the table names no composite heads ({COMPOSITE_HEADS} column)")
     elif not all(h.name in targets for h in composite) and f"{TRUE}{COMPOSITE}" in table.columns:
         for name, values in composite_decode(table[f"{TRUE}{COMPOSITE}"].to_numpy(np.int64), composite).items():
             targets.setdefault(name, values)
     return Predictions(table, heads, probs, targets, composite, source, notes), default_out
+
+
+def configured_classes(run_dir: Path) -> dict[str, list[str]]:
+    """Each head's classes as the run's config.yaml lists them ({} without one)."""
+    import yaml
+
+    path = run_dir / "config.yaml"
+    try:
+        heads = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("heads") or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, AttributeError):
+        return {}
+    return {str(name): [str(c) for c in spec["classes"]] for name, spec in heads.items()
+            if isinstance(spec, dict) and spec.get("classes")}
+
+
+def check_classes(source: Path, table: pd.DataFrame, heads: list[HeadSpec], configured: dict[str, list[str]]) -> None:
+    """Every class of every head has its prob/<head>/<class> column. Without one the head would be scored as a
+    smaller head: an age head missing >=60 reads as a 2-class head with a macro F1 it never earned."""
+    for head in heads:
+        expected = configured.get(head.name)
+        if expected is not None and list(head.classes) != expected:
+            missing = [c for c in expected if c not in head.classes]
+            what = (f"no column prob/{head.name}/{missing[0]}" if missing else
+                    f"columns prob/{head.name}/{', '.join(head.classes)}")
+            raise UserError(f"{source}: {what}, but the run's config gives head {head.name} the classes "
+                            f"{', '.join(expected)}; every class needs its probability column")
+        for column in (f"{PRED}{head.name}", f"{TRUE}{head.name}"):
+            top = pd.to_numeric(table[column], errors="coerce").max() if column in table.columns else None
+            if top is not None and top >= head.num_classes:
+                raise UserError(f"{source}: column {column} holds class {top:.0f}, but the table has "
+                                f"only {head.num_classes} prob/{head.name}/ columns ({', '.join(head.classes)}); "
+                                f"every class needs its probability column (was one dropped?)")
 
 
 def attach_gt(table: pd.DataFrame, heads: list[HeadSpec], targets: dict, composite: list[HeadSpec], path,
@@ -167,7 +207,7 @@ def attach_ages(table: pd.DataFrame, root: Path, notes: list) -> None:
             ages = ages.fillna(table["image_id"].map(gt.set_index("ImageID")["age_years"]))
     if (root / "train" / "images").is_dir() and ages.isna().any():
         from .data.competition import read_competition
-        frame = read_competition(root).frame
+        frame = read_competition(root, on_conflict="warn").frame
         keys = [Path(p).parent.name + "/" + Path(p).name for p in frame["path"]]
         ages = ages.fillna(table["image_id"].map(pd.Series(frame["age"].to_numpy(), index=keys)))
     if ages.notna().any():

@@ -1,6 +1,10 @@
-"""Run directories: runs/<name>/<n>/ (auto-increment), resume targets, k-fold parents."""
+"""Run directories: runs/<name>/<n>/ (auto-increment), resume targets and what may change on resume, k-fold
+parents, and the lock that keeps a second training process out of a run dir."""
 from __future__ import annotations
 
+import copy
+import errno
+import fcntl
 import os
 import re
 import shutil
@@ -9,9 +13,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from .config import Config
+from .config import Config, from_dict, to_dict
 from .errors import UserError
 from .predictions import write_table
+from .parsing import whole_number
 
 
 def make_run_dir(cfg: Config) -> Path:
@@ -21,7 +26,7 @@ def make_run_dir(cfg: Config) -> Path:
         base.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise UserError(f"output_dir: cannot create {base}: {err.strerror}") from None
-    numbers = [int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit()]
+    numbers = [int(p.name) for p in base.iterdir() if p.is_dir() and whole_number(p.name) is not None]
     n = max(numbers, default=0) + 1
     while True:
         run_dir = base / str(n)
@@ -76,7 +81,7 @@ def fold_run_dir(parent: Path, fold: int) -> Path:
     return Path(parent) / f"fold{fold}"
 
 
-FOLD_DIR = re.compile(r"fold(\d+)")   # the names fold_run_dir gives
+FOLD_DIR = re.compile(r"fold([0-9]+)")   # the names fold_run_dir gives
 
 
 def fold_dirs(parent: Path) -> list[Path]:
@@ -121,3 +126,122 @@ def merge_fold_oof(parent: Path, n_folds: int) -> Path | None:
     if not parts:
         return None
     return write_table(pd.concat(parts, ignore_index=True), parent / "oof.csv")
+
+
+# ----------------------------------------------------------------------------------------------- resume overrides
+# What may differ from the checkpoint's config on --resume: how long to go on, where and what to log, how to load the
+# same data. Anything else (lr, schedule, loss, weighting, augmentation, split, seed, model, ...) would change the
+# optimisation half-way while the restored optimizer and scheduler keep the old values, so it is refused.
+RESUME_MAY_CHANGE = ("train.epochs", "train.early_stop", "train.max_steps", "train.save_every_steps", "train.device",
+                     "data.num_workers", "data.root", "data.cache", "data.cache_dir", "tracking.*", "name",
+                     "output_dir")
+
+
+def check_resume_overrides(saved: dict, cfg: Config, path: Path) -> None:
+    """Refuse a resumed config that differs from the checkpoint's in a key outside RESUME_MAY_CHANGE, so the config
+    a run saves is always the one it trains with."""
+    before = _flat(to_dict(from_dict(copy.deepcopy(saved), f"--resume {path}")))   # keys added since: defaults
+    after = _flat(to_dict(cfg))
+    changed = [k for k in sorted(set(before) | set(after)) if k != "config_path" and before.get(k) != after.get(k)
+               and not any(k == key or (key.endswith("*") and k.startswith(key[:-1])) for key in RESUME_MAY_CHANGE)]
+    if changed:
+        key = changed[0]
+        more = f" (and {', '.join(changed[1:])})" if len(changed) > 1 else ""
+        raise UserError(f"--resume {path}: {key} {before.get(key)!r} -> {after.get(key)!r}{more} would change the "
+                        f"optimisation half-way; on resume only {', '.join(RESUME_MAY_CHANGE)} may change; start a "
+                        f"new run for this")
+    if cfg.train.scheduler == "onecycle" and before["train.epochs"] != cfg.train.epochs:
+        raise UserError(f"--resume {path}: train.epochs {before['train.epochs']} -> {cfg.train.epochs}: the onecycle "
+                        f"schedule is fixed to the first run's length; start a new run for a longer one")
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- the run-dir lock
+LOCK_NAME = ".lock"
+
+
+class RunDirLock:
+    """One training process per run dir: an exclusive flock on <run dir>/.lock, which holds the owner's pid.
+
+    The kernel drops a flock when its process ends, even by kill -9, so a lock file a dead process left behind is
+    simply taken over. A fold dir is locked through its k-fold parent, so `--resume parent --folds all` and
+    `--resume parent/fold1` exclude each other."""
+
+    def __init__(self, run_dir: Path):
+        run_dir = Path(run_dir)
+        self.run_dir = run_dir.parent if FOLD_DIR.fullmatch(run_dir.name) else run_dir
+        self.path = self.run_dir / LOCK_NAME
+        self.fd: int | None = None
+
+    def acquire(self) -> RunDirLock:
+        while True:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as err:
+                raise UserError(f"run dir {self.run_dir} is not writable ({err.strerror}); make it writable or set "
+                                f"output_dir to another folder") from None
+            if self._lock(fd) and _same_file(fd, self.path):
+                break
+            os.close(fd)   # the owner removed the file while we opened it: lock the one there now
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self.fd = fd
+        return self
+
+    def _lock(self, fd: int) -> bool:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            owner = _read_pid(fd)
+        except OSError as err:   # no flock on this file system: trust the pid in the file
+            if err.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                raise
+            owner = _read_pid(fd)
+            if owner in (None, os.getpid()) or not _alive(owner):
+                return True
+        os.close(fd)
+        raise UserError(f"run dir {self.run_dir} is in use by another training process (pid {owner or '?'}, lock "
+                        f"{self.path}); wait for it to end (or stop it), then run again")
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:   # the run dir was discarded (nothing saved) while locked
+            pass
+        os.close(self.fd)
+        self.fd = None
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        return os.fstat(fd).st_ino == os.stat(path).st_ino
+    except FileNotFoundError:
+        return False
+
+
+def _read_pid(fd: int) -> int | None:
+    os.lseek(fd, 0, os.SEEK_SET)
+    text = os.read(fd, 32).decode("ascii", "replace").strip()
+    return int(text) if re.fullmatch(r"[0-9]+", text) else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:   # alive, owned by someone else
+        return True
+    return True

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 import torch
 
-from multitask.checkpoint import FORMAT, VERSION
+from multitask.checkpoint import FORMAT, VERSION, load_checkpoint
 from multitask.cli import main
 from multitask.data.images import read_image
 
@@ -330,3 +330,319 @@ def test_no_traceback_without_debug_and_one_with_it(tmp_path):
         assert debug.stderr.startswith("Traceback (most recent call last)")
         assert debug.stderr.strip().splitlines()[-1].startswith(
             "multitask.config.ConfigError: configs/quickstart.yaml: unknown key 'train.epoch'")
+
+
+# ----------------------------------------------------------------------------------------------- the red-team pass
+# Every contract break a red-team pass found (113 bad inputs and faults), in one table: how to make the input, the
+# exit code, and a fragment of the one error line (or, for exit 0, of the printed output). Each row failed before
+# its fix. `t` is a _Setup: a private tmp_path, the synthetic data, monkeypatch and the shared trained run.
+class _Setup:
+    def __init__(self, tmp_path, synth_root, trained, monkeypatch):
+        self.tmp, self.root, self.trained, self.monkeypatch = tmp_path, synth_root, trained, monkeypatch
+        self.cleanups: list = []
+
+    def train(self, *extra, root=None) -> list[str]:
+        return ["train", "--config", CONFIG, *_base(root or self.root, self.tmp), *extra]
+
+    def data(self) -> tuple[Path, Path]:
+        root = self.tmp / "data"
+        shutil.copytree(self.root, root)
+        first = sorted((root / "train" / "images").iterdir())[0]
+        self.first = first.name
+        return root, first
+
+    def run_copy(self) -> Path:
+        run = self.tmp / "runs" / "quickstart" / "1"
+        shutil.copytree(self.trained, run)
+        return run
+
+
+def _disk_full_at_second_last_pt(t: _Setup) -> list[str]:
+    """torch's zip writer on a full disk: a RuntimeError without errno, after the first last.pt was written."""
+    real_save = torch.save
+
+    def save(obj, f, *args, **kwargs):
+        if "optimizer" in obj and list((t.tmp / "runs").rglob("last.pt")):
+            t.monkeypatch.setattr(os, "statvfs", lambda path: os.statvfs_result((4096, 4096, 10, 0, 0, 10, 0, 0, 0,
+                                                                                  255)))
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 4160 vs 4048")
+        return real_save(obj, f, *args, **kwargs)
+    t.monkeypatch.setattr(torch, "save", save)
+    return t.train("train.max_steps=2", "train.save_every_steps=1")
+
+
+def _previous_last_pt_intact(t: _Setup, out: str, caught) -> None:
+    last = load_checkpoint(next((t.tmp / "runs").rglob("last.pt")))
+    assert last["step"] == 1 and not list((t.tmp / "runs").rglob(".*.tmp"))
+
+
+def _oof_without_a_class(t: _Setup) -> list[str]:
+    run = t.run_copy()
+    pd.read_csv(run / "oof.csv").drop(columns=["prob/age/>=60"]).to_csv(run / "oof.csv", index=False)
+    return ["report", str(run)]
+
+
+def _predictions_without_a_class(t: _Setup) -> list[str]:
+    table = pd.read_csv(t.trained / "oof.csv").drop(columns=["prob/age/>=60"])
+    table.loc[0, ["pred/age", "true/age"]] = 2    # an image that is >=60, predicted >=60
+    table.to_csv(t.tmp / "predictions.csv", index=False)
+    return ["report", "--pred", str(t.tmp / "predictions.csv")]
+
+
+def _only_age_trained(t: _Setup, out: str, caught) -> None:
+    assert load_checkpoint(next((t.tmp / "runs").rglob("last.pt")))["trained_heads"] == ["age"]
+
+
+def _latin1_config(t: _Setup) -> list[str]:
+    config = t.tmp / "latin1.yaml"
+    config.write_bytes(Path(CONFIG).read_bytes() + "# r\xe9sum\xe9 of the settings\n".encode("latin-1"))
+    return ["train", "--config", str(config), *_base(t.root, t.tmp)]
+
+
+def _folder_age(t: _Setup, age: str) -> list[str]:
+    root, first = t.data()
+    _rename(first, "000001_female_Asian_" + age)
+    return t.train(root=root)
+
+
+def _label_fix_age(t: _Setup) -> list[str]:
+    fixes = t.tmp / "fixes.csv"
+    fixes.write_text("id,field,value\n000001,age,\u00b25\n", encoding="utf-8")
+    return t.train(f"data.label_fixes={fixes}")
+
+
+def _odd_run_folder(t: _Setup) -> list[str]:
+    (t.tmp / "runs" / "quickstart" / "\u00b2").mkdir(parents=True)
+    return t.train()
+
+
+def _numbered_run_made(t: _Setup, out: str, caught) -> None:
+    assert (t.tmp / "runs" / "quickstart" / "1" / "last.pt").is_file()
+
+
+def _resumed_config_is_what_ran(t: _Setup, out: str, caught) -> None:
+    import yaml
+
+    run = t.tmp / "runs" / "quickstart" / "1"
+    ckpt = load_checkpoint(run / "last.pt")
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert ckpt["config"] == saved and saved["train"]["epochs"] == 2 and ckpt["step"] == 2
+    assert ckpt["scheduler"]["base_lrs"][0] == saved["train"]["lr"] == 0.002
+
+
+def _age_unlabelled_in_validation(t: _Setup) -> list[str]:
+    """A merged manifest where only one person has an age label, and a fold whose validation people have none."""
+    from multitask.config import load_config
+    from multitask.data.prepare import load_frame, person_strata
+    from multitask.data.splits import assign_folds
+
+    rows = []
+    for folder in sorted((t.root / "train" / "images").iterdir()):
+        pid, gender, _, years = folder.name.rsplit("_", 3)
+        age = ("<30" if int(years) < 30 else "30-59" if int(years) < 60 else ">=60") if not rows else ""
+        for image in sorted(folder.glob("*.jpg")):
+            mask = "wear" if image.stem.startswith("mask") else "incorrect" if "incorrect" in image.stem else \
+                "not_wear"
+            rows.append({"path": str(image), "mask": mask, "gender": gender, "age": age, "group": pid})
+    manifest = t.tmp / "merged.csv"
+    pd.DataFrame(rows).to_csv(manifest, index=False)
+    args = [*_base(t.root, t.tmp), "data.source=manifest", f"data.manifest={manifest}"]
+    cfg = load_config(CONFIG, args)
+    frame, _ = load_frame(cfg)
+    folds = assign_folds(frame["group"].to_numpy(), person_strata(frame, cfg), n_folds=4, seed=0)
+    labelled_fold = folds[frame.index[frame["age"].notna()][0]]
+    return ["train", "--config", CONFIG, *args, f"data.fold={(labelled_fold + 1) % 4}"]
+
+
+def _bug_mid_epoch(t: _Setup) -> list[str]:
+    from multitask.model import MultiHeadNet
+
+    def broken(self, x):
+        raise RuntimeError("boom")
+    t.monkeypatch.setattr(MultiHeadNet, "forward", broken)
+    return t.train()
+
+
+class _RunsCommand:
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def _blocked_module_pickle(t: _Setup) -> list[str]:
+    torch.save({"format": FORMAT, "version": VERSION, "model": _RunsCommand(t.tmp / "pwned")}, t.tmp / "evil.pt")
+    return ["train", "--resume", str(t.tmp / "evil.pt")]
+
+
+def _never_suggests_unsafe_loading(t: _Setup, out: str, caught) -> None:
+    assert not (t.tmp / "pwned").exists()
+    assert not [w for w in caught if "torch" in str(w.filename)], [str(w.message) for w in caught]
+
+
+def _raw_pickle(t: _Setup) -> list[str]:
+    import pickle
+
+    with open(t.tmp / "raw.pt", "wb") as f:
+        pickle.dump({"format": FORMAT, "weights": [1.0, 2.0]}, f, protocol=4)
+    return ["train", "--resume", str(t.tmp / "raw.pt")]
+
+
+def _same_id_two_folders(t: _Setup, *extra) -> list[str]:
+    root, first = t.data()
+    pid, gender, race, age = first.name.rsplit("_", 3)
+    shutil.copytree(first, first.with_name(f"{pid}_{'male' if gender == 'female' else 'female'}_{race}_{age}"))
+    return t.train(*extra, root=root)
+
+
+def _run_dir_held_by_another_process(t: _Setup) -> list[str]:
+    run = t.run_copy()
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, os, sys, time\n"
+                               "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)\n"
+                               "fcntl.flock(fd, fcntl.LOCK_EX); os.write(fd, b'%d' % os.getpid())\n"
+                               "print('locked', flush=True); time.sleep(120)", str(run / ".lock")],
+                              stdout=subprocess.PIPE, text=True)
+    t.cleanups.append(lambda: (holder.kill(), holder.wait(timeout=30)))
+    assert holder.stdout.readline().strip() == "locked"
+    t.pid = holder.pid
+    return ["train", "--resume", str(run), "train.epochs=2", "train.max_steps=2"]
+
+
+def _stale_lock(t: _Setup) -> list[str]:
+    run = t.run_copy()
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (run / ".lock").write_text(gone.stdout)   # left by a process that died (kill -9) holding it
+    return ["train", "--resume", str(run), "train.epochs=2", "train.max_steps=2"]
+
+
+def _lock_taken_over_and_released(t: _Setup, out: str, caught) -> None:
+    run = t.tmp / "runs" / "quickstart" / "1"
+    assert load_checkpoint(run / "last.pt")["step"] == 2 and not (run / ".lock").exists()
+
+
+def _person_with_six_images(t: _Setup) -> list[str]:
+    root, first = t.data()
+    (first / "mask5.jpg").unlink()
+    return t.train(root=root)
+
+
+class Case:
+    def __init__(self, setup, code: int, fragment: str | None, after=None):
+        self.setup, self.code, self.fragment, self.after = setup, code, fragment, after
+
+
+RED_TEAM = {
+    # 1. a full disk (or a file-size limit) while saving a checkpoint; the real writer under RLIMIT_FSIZE is in
+    #    test_reliability.py (test_file_size_limit_while_saving_is_one_line)
+    "disk full in torch's writer": Case(_disk_full_at_second_last_pt, 2, "could not write checkpoint {runs}/quickstart/"
+                                        "1/last.pt: No space left on device; the previous checkpoint is intact",
+                                        _previous_last_pt_intact),
+    # 2. a predictions table missing a class's probability column
+    "report: run without a class column": Case(_oof_without_a_class, 2, "oof.csv: no column prob/age/>=60, but the "
+                                               "run's config gives head age the classes <30, 30-59, >=60"),
+    "report: --pred without a class column": Case(_predictions_without_a_class, 2, "holds class 2, but the table has "
+                                                  "only 2 prob/age/ columns (<30, 30-59)"),
+    # 3. an empty head list; options after the overrides
+    "--heads ''": Case(lambda t: t.train("--heads", ""), 2, "--heads '': no head named"),
+    "--heads ','": Case(lambda t: t.train("--heads", ","), 2, "--heads ',': no head named"),
+    "train.heads=[]": Case(lambda t: t.train("train.heads=[]"), 2, "train.heads: empty list; name at least one head "
+                                                                   "(mask, gender, age), or null for every head"),
+    "--heads between overrides": Case(lambda t: t.train("--heads", "age", "train.batch_size=8"), 0,
+                                      "(resnet18, heads age,",
+                                        _only_age_trained),
+    # 4. floats that must be finite (and in range)
+    "train.lr=0": Case(lambda t: t.train("train.lr=0"), 2, "train.lr: 0.0 is out of range; expected > 0"),
+    "train.lr=.nan": Case(lambda t: t.train("train.lr=.nan"), 2, "train.lr: nan is not a finite number"),
+    "train.weight_decay=.inf": Case(lambda t: t.train("train.weight_decay=.inf"), 2,
+                                    "train.weight_decay: inf is not a finite number"),
+    "train.momentum=.nan": Case(lambda t: t.train("train.momentum=.nan"), 2, "train.momentum: nan is not a finite"),
+    "train.min_lr=-0.001": Case(lambda t: t.train("train.min_lr=-0.001"), 2,
+                                "train.min_lr: -0.001 is out of range; expected >= 0"),
+    "heads.age.label_smoothing=1": Case(lambda t: t.train("heads.age.label_smoothing=1"), 2,
+                                        "heads.age.label_smoothing: 1.0 is out of range; expected in [0, 1)"),
+    "heads.age.focal_gamma=.nan": Case(lambda t: t.train("heads.age.focal_gamma=.nan"), 2,
+                                       "heads.age.focal_gamma: nan is not a finite number"),
+    "train.ema.decay=.nan": Case(lambda t: t.train("train.ema.enabled=true", "train.ema.decay=.nan"), 2,
+                                 "train.ema.decay: nan is not a finite number"),
+    "train.mixup=-0.2": Case(lambda t: t.train("train.mixup=-0.2"), 2, "train.mixup: -0.2 is out of range; "
+                                                                       "expected >= 0"),
+    "heads.age.weight=.nan": Case(lambda t: t.train("heads.age.weight=.nan"), 2,
+                                  "heads.age.weight: nan is not a finite number"),
+    "a loss share of .nan": Case(lambda t: t.train("heads.age.loss={focal: .nan, f1: 0.5}"), 2,
+                                 "heads.age.loss.focal: nan is not a finite number"),
+    # 5. a config file that is not UTF-8
+    "latin-1 config": Case(_latin1_config, 2, "latin1.yaml: not UTF-8 text (byte 0xe9 at offset"),
+    # 6. digits that are not ASCII
+    "age '\u00b25' in a folder name": Case(lambda t: _folder_age(t, "\u00b25"), 2,
+                                           "000001_female_Asian_\u00b25: age '\u00b25' is not a non-negative whole "
+                                           "number of years"),
+    "age '\u0664\u0665' in a folder name": Case(lambda t: _folder_age(t, "\u0664\u0665"), 2,
+                                                "age '\u0664\u0665' is not a non-negative whole number"),
+    "age '\u00b25' in a label fix": Case(_label_fix_age, 2, "fixes.csv line 2: age value '\u00b25'; expected a "
+                                                            "non-negative whole number of years"),
+    "a run folder named '\u00b2'": Case(_odd_run_folder, 0, None, _numbered_run_made),
+    # 7. overrides on --resume
+    "--resume with train.lr": Case(lambda t: ["train", "--resume", str(t.trained), "train.lr=0.01"], 2,
+                                   "last.pt: train.lr 0.002 -> 0.01 would change the optimisation half-way; on "
+                                   "resume only train.epochs, train.early_stop, train.max_steps"),
+    "--resume with train.epochs": Case(lambda t: ["train", "--resume", str(t.run_copy()), "train.epochs=2",
+                                                  "train.max_steps=2"], 0, "resumed from epoch 1 step 1",
+                                       _resumed_config_is_what_ran),
+    # 8. a head labelled in training but not in the validation fold
+    "no age label in the validation fold": Case(_age_unlabelled_in_validation, 2, "head age: no labelled image in "
+                                                "validation fold"),
+    # 9. an unexpected error before the first checkpoint leaves no run dir
+    "a bug mid-epoch": Case(_bug_mid_epoch, 1, "unexpected RuntimeError: boom; rerun with --debug"),
+    # also: pickles refused without suggesting unsafe loading, and without a torch warning first
+    "pickle calling a blocked module": Case(_blocked_module_pickle, 2, "evil.pt holds objects that are not plain "
+                                            "tensors/data (found posix.system); refusing to load it (it could run "
+                                            "code)", _never_suggests_unsafe_loading),
+    "raw pickle, protocol 4": Case(_raw_pickle, 2, "raw.pt is not a multitask checkpoint (the safe loader refused it:",
+                                   _never_suggests_unsafe_loading),
+    # also: one person id in two folders with different labels
+    "same id, two folders": Case(_same_id_two_folders, 2, "is in 2 folders with different labels:"),
+    "same id, two folders, warn": Case(lambda t: _same_id_two_folders(t, "data.on_conflict=warn"), 0,
+                                       "1 person id(s) in folders with different labels, kept the first "
+                                       "(data.on_conflict=warn)"),
+    # also: one training process per run dir
+    "run dir held by a live process": Case(_run_dir_held_by_another_process, 2, "is in use by another training "
+                                           "process (pid {pid}, lock"),
+    "stale lock of a dead process": Case(_stale_lock, 0, "resumed from epoch 1 step 1", _lock_taken_over_and_released),
+    # also: a person folder without the 7 expected images is named in the data summary
+    "a person with 6 images": Case(_person_with_six_images, 0, "1 person folder(s) without exactly 7 images: "
+                                   "{first} (6)"),
+}
+KEEPS_ITS_RUN = {"disk full in torch's writer"}   # failed after its first checkpoint: the run stays to resume
+
+
+@pytest.mark.parametrize("case", list(RED_TEAM))
+def test_red_team_case(case, synth_root, trained, tmp_path, monkeypatch, capsys):
+    import warnings
+
+    t = _Setup(tmp_path, synth_root, trained, monkeypatch)
+    spec = RED_TEAM[case]
+    try:
+        argv = spec.setup(t)
+        before = {p.name: p.read_bytes() for p in trained.iterdir() if p.is_file()}
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            code = main(argv)
+    finally:
+        for cleanup in t.cleanups:
+            cleanup()
+    fragment = (spec.fragment or "").format(runs=tmp_path / "runs", pid=getattr(t, "pid", "?"),
+                                            first=getattr(t, "first", "?"))
+    if spec.code == 0:
+        out = capsys.readouterr().out
+        assert code == 0, out
+        assert re.sub(r"\s+", "", fragment) in re.sub(r"\s+", "", out)   # rich wraps lines, even inside a path
+    else:
+        message = _error_line(capsys)
+        assert code == spec.code and fragment in message, message
+        assert "weights_only" not in message and "will likely succeed" not in message
+        if argv[0] == "train" and "--resume" not in argv and case not in KEEPS_ITS_RUN:
+            assert _files(tmp_path / "runs") == []   # nothing half-made left behind, whatever stopped it
+    assert {p.name: p.read_bytes() for p in trained.iterdir() if p.is_file()} == before   # the shared run is untouched
+    if spec.after:
+        spec.after(t, "", caught)

@@ -185,3 +185,25 @@ def test_read_eval_errors(tmp_path):
     (tmp_path / "eval" / "info.csv").unlink()
     with pytest.raises(UserError, match="info.csv not found"):
         read_eval(tmp_path)
+
+
+def test_one_id_in_two_folders_with_different_labels(root):
+    _person(root / "train" / "images", "000001_male_Asian_45")
+    with pytest.raises(UserError, match="person id 000001 is in 2 folders with different labels: "
+                                        "000001_female_Asian_45, 000001_male_Asian_45; fix or remove all but one"):
+        read_competition(root)
+    data = read_competition(root, on_conflict="warn")
+    assert len(data.frame) == 21 and "000001_male_Asian_45" not in set(data.frame["folder"])
+    assert data.conflicts == {"000001": ["000001_female_Asian_45", "000001_male_Asian_45"]}
+    assert ("1 person id(s) in folders with different labels, kept the first (data.on_conflict=warn): "
+            "000001_female_Asian_45 (left out 000001_male_Asian_45)") in data.summary()
+
+
+def test_person_folders_without_seven_images_are_named(root):
+    assert "without exactly" not in read_competition(root).summary()
+    (root / "train" / "images" / "000020_male_Asian_60" / "mask5.jpg").unlink()
+    _image(root / "train" / "images" / "001498-1_male_Asian_25" / "mask1.png", 3)   # a second mask1
+    data = read_competition(root)
+    assert data.odd_folders == {"000020_male_Asian_60": 6, "001498-1_male_Asian_25": 8}
+    assert ("2 person folder(s) without exactly 7 images: 000020_male_Asian_60 (6), 001498-1_male_Asian_25 (8)"
+            in data.summary())

@@ -9,6 +9,7 @@ The training set is 84 images in batches of 16: 6 optimizer steps per epoch, a s
 import errno
 import fcntl
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -253,6 +254,29 @@ def test_failed_save_is_one_clear_line_and_keeps_the_previous_checkpoint(fault, 
     assert load_checkpoint(run_dir / "last.pt")["epoch"] == 1
 
 
+def test_file_size_limit_while_saving_is_one_line(tmp_path):
+    """torch's own writer past RLIMIT_FSIZE (what `ulimit -f` sets): it raises a RuntimeError without errno
+    ('[enforce fail at inline_container.cc] unexpected pos'); the person gets one line, the previous file stays."""
+    script = (
+        "import resource, sys, torch\n"
+        "from multitask.checkpoint import FORMAT, VERSION, save_checkpoint\n"
+        "from multitask.errors import UserError\n"
+        "save_checkpoint(sys.argv[1], {'format': FORMAT, 'version': VERSION, 'w': torch.ones(16)})\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (2**20, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))\n"
+        "try:\n"
+        "    save_checkpoint(sys.argv[1], {'format': FORMAT, 'version': VERSION, 'w': torch.zeros(2**20)})\n"
+        "except UserError as err:\n"
+        "    print(err)\n")
+    path = tmp_path / "last.pt"
+    done = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, timeout=180,
+                          cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == (f"could not write checkpoint {path}: File too large (the file-size limit, ulimit -f, is "
+                           f"1048576 bytes); the previous checkpoint is intact\n")
+    assert torch.equal(load_checkpoint(path)["w"], torch.ones(16))
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
 def test_unwritable_output_dir_and_run_dir(synth_root, tmp_path, monkeypatch, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
@@ -343,3 +367,40 @@ def test_wandb_online_that_fails_falls_back_to_offline_and_trains(synth_root, tm
     assert "wandb online init failed (Timed out while retrying: dial tcp: connection refused); logging offline" in out
     run_dir = _run_dir(tmp_path / "runs")
     assert list(run_dir.glob("wandb/offline-run-*")) and (run_dir / "last.pt").is_file()
+
+
+# ------------------------------------------------------------------------------------------------ run dir rules
+def test_run_dir_lock_excludes_a_second_holder_and_follows_fold_dirs_to_their_parent(tmp_path):
+    from multitask.errors import UserError
+    from multitask.runs import RunDirLock
+
+    parent = tmp_path / "kfold" / "1"
+    (parent / "fold1").mkdir(parents=True)
+    held = RunDirLock(parent).acquire()
+    assert (parent / ".lock").read_text() == f"{os.getpid()}\n"
+    with pytest.raises(UserError, match=rf"run dir {parent} is in use by another training process \(pid "
+                                        rf"{os.getpid()}, lock"):
+        RunDirLock(parent / "fold1").acquire()   # a fold is locked through its k-fold parent
+    held.release()
+    assert not (parent / ".lock").exists()
+    RunDirLock(parent / "fold1").acquire().release()
+
+
+def test_resume_overrides_rule(tiny_cfg, tmp_path):
+    from multitask.config import to_dict
+    from multitask.errors import UserError
+    from multitask.runs import check_resume_overrides
+
+    saved = to_dict(tiny_cfg())
+    check_resume_overrides(saved, tiny_cfg("train.epochs=9", "tracking.csv=false", "data.num_workers=1"), tmp_path)
+    for override, key in (("train.scheduler=step", "train.scheduler 'cosine' -> 'step'"),
+                          ("heads.age.loss={ce: 1.0}", "heads.age.loss.ce None -> 1.0"),
+                          ("seed=1", "seed 0 -> 1")):
+        with pytest.raises(UserError, match=re.escape(f"--resume {tmp_path}: {key}")):
+            check_resume_overrides(saved, tiny_cfg(override), tmp_path)
+    onecycle = to_dict(tiny_cfg("train.scheduler=onecycle"))
+    with pytest.raises(UserError, match="the onecycle schedule is fixed to the first run's length"):
+        check_resume_overrides(onecycle, tiny_cfg("train.scheduler=onecycle", "train.epochs=2"), tmp_path)
+    old = to_dict(tiny_cfg())
+    del old["data"]["on_conflict"]   # a checkpoint from before a key existed: its default, not a change
+    check_resume_overrides(old, tiny_cfg(), tmp_path)

@@ -26,6 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import UserError
+from ..parsing import whole_number
 
 MASK_BY_STEM = {**{f"mask{i}": "wear" for i in range(1, 6)}, "incorrect_mask": "incorrect", "normal": "not_wear"}
 MASK_CLASSES = ("wear", "incorrect", "not_wear")
@@ -55,19 +56,39 @@ class CompetitionData:
     disagreements: list[str] = field(default_factory=list)
     fixes_applied: int = 0
     unused_fixes: list[str] = field(default_factory=list)
+    conflicts: dict[str, list[str]] = field(default_factory=dict)   # id -> its folders that disagree (first kept)
+    odd_folders: dict[str, int] = field(default_factory=dict)       # folder -> images, where not the expected 7
 
     def summary(self) -> str:
         counts = self.frame["mask"].value_counts()
         masks = " / ".join(f"{counts.get(m, 0)} {m}" for m in MASK_CLASSES)
-        return (f"{len(self.frame)} images of {self.frame['id'].nunique()} people ({masks}); "
+        text = (f"{len(self.frame)} images of {self.frame['id'].nunique()} people ({masks}); "
                 f"skipped {self.skipped_hidden} hidden and {self.skipped_other} other files; "
                 f"{len(self.disagreements)} train.csv disagreements; {self.fixes_applied} label fixes applied"
                 + (f", {len(self.unused_fixes)} unused" if self.unused_fixes else ""))
+        if self.odd_folders:
+            text += (f"; {len(self.odd_folders)} person folder(s) without exactly {len(MASK_BY_STEM)} images: "
+                     + _first_few(f"{name} ({n})" for name, n in self.odd_folders.items()))
+        if self.conflicts:
+            text += (f"; {len(self.conflicts)} person id(s) in folders with different labels, kept the first "
+                     f"(data.on_conflict=warn): "
+                     + _first_few(f"{folders[0]} (left out {', '.join(folders[1:])})"
+                                  for folders in self.conflicts.values()))
+        return text
+
+
+def _first_few(items, n: int = 5) -> str:
+    items = list(items)
+    return ", ".join(items[:n]) + (f", ... ({len(items) - n} more)" if len(items) > n else "")
 
 
 # ----------------------------------------------------------------------------------------------------- train
-def read_competition(root: str | os.PathLike, *, label_fixes: str | os.PathLike | None = None) -> CompetitionData:
-    """Every training image under `root` (the competition root, or its train/ folder) as one row per image."""
+def read_competition(root: str | os.PathLike, *, label_fixes: str | os.PathLike | None = None,
+                     on_conflict: str = "error") -> CompetitionData:
+    """Every training image under `root` (the competition root, or its train/ folder) as one row per image.
+
+    One person id in several folders whose names disagree on gender, race or age stops with `on_conflict="error"`;
+    with "warn" the first folder (in name order) is kept and the others are left out and reported."""
     train_dir = _train_dir(Path(root))
     images_dir = train_dir / "images"
     data = CompetitionData(frame=pd.DataFrame(columns=COLUMNS))
@@ -87,6 +108,18 @@ def read_competition(root: str | os.PathLike, *, label_fixes: str | os.PathLike 
         raise UserError(f"{images_dir}: no training images found; expected folders {FOLDER_PATTERN} holding "
                         f"mask1..mask5, incorrect_mask and normal .jpg/.jpeg/.png files")
     data.disagreements = _cross_check(train_dir / "train.csv", people)
+    data.conflicts = _conflicts(people)
+    if data.conflicts and on_conflict == "error":
+        pid, folders = next(iter(data.conflicts.items()))
+        more = f" (and {len(data.conflicts) - 1} more id(s))" if len(data.conflicts) > 1 else ""
+        raise UserError(f"{images_dir}: person id {pid} is in {len(folders)} folders with different labels: "
+                        f"{', '.join(folders)}{more}; fix or remove all but one, or set data.on_conflict=warn to "
+                        f"keep the first")
+    left_out = {name for folders in data.conflicts.values() for name in folders[1:]}
+    rows = [r for r in rows if r["folder"] not in left_out]
+    per_folder = pd.Series([r["folder"] for r in rows]).value_counts()
+    data.odd_folders = {name: int(per_folder.get(name, 0)) for name in people
+                        if name not in left_out and per_folder.get(name, 0) != len(MASK_BY_STEM)}
     frame = pd.DataFrame(rows, columns=COLUMNS)
     if label_fixes is not None:
         fixes = read_label_fixes(label_fixes)
@@ -115,10 +148,11 @@ def _parse_folder(name: str, images_dir: Path) -> dict:
     if gender not in GENDERS:
         raise UserError(f"{images_dir / name}: unknown gender {parts[1]!r}; expected male or female "
                         f"({FOLDER_PATTERN})")
-    if not age.isdigit():
+    years = whole_number(age)
+    if years is None:
         raise UserError(f"{images_dir / name}: age {age!r} is not a non-negative whole number of years "
                         f"({FOLDER_PATTERN})")
-    return {"id": person_id, "gender": gender, "race": race, "age": int(age), "folder": name}
+    return {"id": person_id, "gender": gender, "race": race, "age": years, "folder": name}
 
 
 def _person_images(folder: str, person: dict, data: CompetitionData) -> list[dict]:
@@ -135,6 +169,15 @@ def _person_images(folder: str, person: dict, data: CompetitionData) -> list[dic
         rows.append({"path": os.path.abspath(entry.path), "group": person["id"], "mask": MASK_BY_STEM[stem],
                      "stem": stem, **person})
     return rows
+
+
+def _conflicts(people: dict[str, dict]) -> dict[str, list[str]]:
+    """Person ids whose folders disagree on gender, race or age: {id: folders in name order}."""
+    by_id: dict[str, list[dict]] = {}
+    for person in people.values():   # in folder-name order
+        by_id.setdefault(person["id"], []).append(person)
+    return {pid: [p["folder"] for p in found] for pid, found in by_id.items()
+            if len({(p["gender"], p["race"], p["age"]) for p in found}) > 1}
 
 
 def _cross_check(csv_path: Path, people: dict[str, dict]) -> list[str]:
@@ -200,7 +243,7 @@ def read_label_fixes(path: str | os.PathLike) -> list[LabelFix]:
         if key == "gender":
             value = value.lower()
         if key == "age":
-            if not value.isdigit():
+            if whole_number(value) is None:
                 raise UserError(f"{where}: age value {value!r}; expected a non-negative whole number of years")
             value = int(value)
         if key == "mask" and value not in (*MASK_CLASSES, SWAP):

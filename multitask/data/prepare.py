@@ -51,7 +51,7 @@ def load_frame(cfg: Config) -> tuple[pd.DataFrame, list[str]]:
             from .synthetic import ensure_synthetic
             if ensure_synthetic(data.root, data.synth):
                 notes.append(f"wrote the synthetic data set to {data.root} ({data.synth.people} people)")
-        loaded = read_competition(data.root, label_fixes=data.label_fixes)
+        loaded = read_competition(data.root, label_fixes=data.label_fixes, on_conflict=data.on_conflict)
         frame = loaded.frame
         notes.append(loaded.summary())
     if data.limit:
@@ -82,6 +82,10 @@ def prepare_data(cfg: Config, *, log: Callable[[str], None] = print) -> Training
     frame["fold"] = folds
     train_idx, val_idx = split_indices(folds, data.fold)
     height, width = data.image_size
+    heads = cfg.trained_heads()
+    train_labels = {h.name: label_array(h, frame, cfg.heads) for h in heads}
+    val_labels = {h.name: label_array(h, frame, cfg.heads, eval=True) for h in heads}
+    check_split(heads, train_labels, val_labels, train_idx, val_idx, cfg)   # before the cache: fails in a second
 
     cache = None
     if data.cache:
@@ -92,19 +96,11 @@ def prepare_data(cfg: Config, *, log: Callable[[str], None] = print) -> Training
                          f"{cache.bad[0][0]}: {cache.bad[0][1]}")
         valid = np.asarray(cache.valid, dtype=bool)
         train_idx, val_idx = train_idx[valid[train_idx]], val_idx[valid[val_idx]]
-
-    heads = cfg.trained_heads()
-    train_labels = {h.name: label_array(h, frame, cfg.heads) for h in heads}
-    val_labels = {h.name: label_array(h, frame, cfg.heads, eval=True) for h in heads}
-    if len(train_idx) == 0 or len(val_idx) == 0:
-        raise UserError(f"data: fold {data.fold} leaves {len(train_idx)} training and {len(val_idx)} validation "
-                        f"images; need both > 0 (more people or fewer data.n_folds)")
+        check_split(heads, train_labels, val_labels, train_idx, val_idx, cfg)   # again, without skipped images
     class_counts = {}
     for h in heads:
         labels = train_labels[h.name][train_idx]
         class_counts[h.name] = np.bincount(labels[labels != UNLABELLED], minlength=h.num_classes)
-        if class_counts[h.name].sum() == 0:
-            raise UserError(f"head {h.name}: no labelled training sample (column '{h.source}' missing or blank)")
 
     paths = frame["path"].tolist()
     common = dict(paths=paths, height=height, width=width, cache=cache)
@@ -117,6 +113,23 @@ def prepare_data(cfg: Config, *, log: Callable[[str], None] = print) -> Training
         log(note)
     return TrainingData(frame=frame, train_idx=train_idx, val_idx=val_idx, train_set=train_set, val_set=val_set,
                         train_labels=train_labels, val_labels=val_labels, class_counts=class_counts, notes=notes)
+
+
+def check_split(heads, train_labels: dict, val_labels: dict, train_idx: np.ndarray, val_idx: np.ndarray,
+                cfg: Config) -> None:
+    """Images on both sides of the split, and labels for every trained head on both: a head without validation
+    labels has no metrics (nor train.monitor), which would otherwise surface only after a whole epoch."""
+    fold = cfg.data.fold
+    if len(train_idx) == 0 or len(val_idx) == 0:
+        raise UserError(f"data: fold {fold} leaves {len(train_idx)} training and {len(val_idx)} validation "
+                        f"images; need both > 0 (more people or fewer data.n_folds)")
+    for h in heads:
+        if not (train_labels[h.name][train_idx] != UNLABELLED).any():
+            raise UserError(f"head {h.name}: no labelled training sample (column '{h.source}' missing or blank)")
+        if not (val_labels[h.name][val_idx] != UNLABELLED).any():
+            raise UserError(f"head {h.name}: no labelled image in validation fold {fold} of {cfg.data.n_folds} "
+                            f"({len(val_idx)} images, column '{h.source}' blank for all); pick another data.fold, "
+                            f"fewer data.n_folds, label more images for {h.name}, or train without it (--heads)")
 
 
 class SeededView(Dataset):
