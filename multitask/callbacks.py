@@ -39,29 +39,29 @@ class Callback:
 
 
 class CallbackList(Callback):
+    """Calls every callback's hook in order."""
+
     def __init__(self, callbacks: Iterable[Callback] = ()):
         self.callbacks = list(callbacks)
 
-    def on_fit_start(self, state):
+    def _each(self, hook: str, *args) -> None:
         for cb in self.callbacks:
-            cb.on_fit_start(state)
+            getattr(cb, hook)(*args)
+
+    def on_fit_start(self, state):
+        self._each("on_fit_start", state)
 
     def on_epoch_start(self, state, epoch):
-        for cb in self.callbacks:
-            cb.on_epoch_start(state, epoch)
+        self._each("on_epoch_start", state, epoch)
 
     def on_step_end(self, state):
-        for cb in self.callbacks:
-            cb.on_step_end(state)
+        self._each("on_step_end", state)
 
     def on_train_epoch_end(self, state, train_metrics):
-        for cb in self.callbacks:
-            cb.on_train_epoch_end(state, train_metrics)
+        self._each("on_train_epoch_end", state, train_metrics)
 
     def on_epoch_end(self, state, metrics):
-        for cb in self.callbacks:
-            cb.on_epoch_end(state, metrics)
+        self._each("on_epoch_end", state, metrics)
 
     def on_fit_end(self, state, best_metrics):
-        for cb in self.callbacks:
-            cb.on_fit_end(state, best_metrics)
+        self._each("on_fit_end", state, best_metrics)
