@@ -78,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     syn.add_argument("--eval-people", type=int, default=None,
                      help="people in the eval set (default: a quarter of --people, at least 2)")
     syn.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
+    add_sweep_parser(sub)
     return parser
 
 
@@ -136,12 +137,56 @@ def _synth(args) -> int:
     return 0
 
 
+SWEEP_EXAMPLES = """examples:
+  multitask sweep --config configs/quickstart.yaml --space configs/sweeps/optimizer.yaml --trials 20
+  multitask sweep --config configs/quickstart.yaml --space configs/sweeps/optimizer.yaml --trials 30   # 10 more
+  multitask sweep --config configs/quickstart.yaml --space configs/sweeps/age_head.yaml --trials 16 --jobs 2 \\
+      train.epochs=4 --name age_sweep
+  multitask sweep --config configs/mask_effnet_b0_multihead.yaml --space configs/sweeps/optimizer.yaml \\
+      --trials 100 --storage postgresql://user:pass@dbhost/sweeps      # the same command on every machine
+
+Writes runs/<name>/sweep/: study.db, <trial>/ run dirs, trials.csv, best.yaml, history.png, curves.png,
+importances.png. Rerunning the command continues the study (after a kill too); train the winner with
+multitask train --config runs/<name>/sweep/best.yaml"""
+
+
+def add_sweep_parser(sub) -> None:
+    sw = sub.add_parser("sweep", help="hyper-parameter sweep (Optuna): trials as ordinary run dirs",
+                        description="Hyper-parameter sweep on Optuna. Trailing key=value pairs override the base "
+                        "config for every trial.", epilog=SWEEP_EXAMPLES,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sw.add_argument("--config", "-c", required=True, help="base YAML config")
+    sw.add_argument("--space", required=True, help="search space YAML (see configs/sweeps/)")
+    sw.add_argument("--trials", type=int, required=True, help="the study's size: trials finished or running")
+    sw.add_argument("--jobs", type=int, default=1, help="trials at once on this machine (processes)")
+    sw.add_argument("--storage", help="database URL shared by several machines (default: SQLite "
+                    "runs/<name>/sweep/study.db)")
+    sw.add_argument("--name", help="study name and runs/<name>/sweep/ (default: the config's name)")
+    sw.add_argument("--pruner", default="median", choices=["median", "halving", "hyperband", "none"])
+    sw.add_argument("--seed", type=int, help="sampler seed (default: random)")
+    sw.add_argument("--worker", type=int, default=0, help=argparse.SUPPRESS)   # a --jobs child: trials only
+    sw.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
+    sw.add_argument("overrides", nargs="*", help="key=value config overrides for every trial")
+
+
+def _sweep(args) -> int:
+    from .sweep import Sweep, run_sweep, work
+
+    sweep = Sweep(config=args.config, space_path=args.space, trials=args.trials, overrides=list(args.overrides),
+                  name=args.name, storage=args.storage, pruner=args.pruner, jobs=args.jobs, seed=args.seed)
+    if args.worker:
+        work(sweep, worker=args.worker)
+    else:
+        run_sweep(sweep)
+    return 0
+
+
 _WRITABLE = "make it writable or choose another folder"
 OS_HINTS = {errno.ENOSPC: "free some disk space (or point output_dir / data.cache_dir elsewhere) and rerun",
             errno.EDQUOT: "free some of your disk quota and rerun", errno.EACCES: _WRITABLE, errno.EPERM: _WRITABLE,
             errno.EROFS: "the file system is read-only; choose another folder"}
 
-COMMANDS = {"train": _train, "predict": _predict, "report": _report, "synth": _synth}
+COMMANDS = {"train": _train, "predict": _predict, "report": _report, "synth": _synth, "sweep": _sweep}
 
 
 def main(argv: list[str] | None = None) -> int:
