@@ -1,9 +1,11 @@
-"""Command line: `multitask {train,predict,report,synth}`.
+"""Command line: `multitask {train,predict,report,synth,sweep,compare}`.
 
     multitask synth --out data/synthetic --people 60 --size 96x128
     multitask train --config configs/quickstart.yaml --heads mask,gender,age train.epochs=3
     multitask predict --ckpt runs/quickstart/1 --data data/synthetic --out out/ --tta identity,hflip --gt data/synthetic/eval/gt.csv
     multitask report runs/quickstart/1
+    multitask sweep --config configs/quickstart.yaml --space configs/sweeps/optimizer.yaml --trials 20
+    multitask compare runs/quickstart/1 runs/quickstart_single18/1
 
 Bad input (and a full or unwritable disk) ends with one line on stderr and exit code 2; any other failure with
 one line and exit code 1. `--debug` (or MULTITASK_DEBUG=1) shows the traceback instead.
@@ -79,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="people in the eval set (default: a quarter of --people, at least 2)")
     syn.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
     add_sweep_parser(sub)
+    add_compare_parser(sub)
     return parser
 
 
@@ -181,12 +184,47 @@ def _sweep(args) -> int:
     return 0
 
 
+COMPARE_EXAMPLES = """examples:
+  multitask compare runs/quickstart/1 runs/quickstart_single18/1     # two runs' oof.csv (same seed: same fold)
+  multitask compare out/a/predictions.csv out/b/predictions.csv out/ens/predictions.csv --names a,b,ensemble
+  multitask compare runs/kfold_r18/1 runs/kfold_effb0/1 --out out/compare_kfold   # k-fold runs: every image
+  multitask compare out/a/predictions.csv out/b/predictions.csv --group-by gender,race,age_years
+
+Every later table is compared with the first: B - A = +0.021 (95% -0.004...+0.046), not significant.
+Writes OUT/compare.md, compare.json and compare.png (the differences with their intervals)."""
+
+
+def add_compare_parser(sub) -> None:
+    cmp = sub.add_parser("compare", help="macro F1 with bootstrap intervals; paired differences between runs",
+                         description="Compare runs (their oof.csv) or prediction tables on the same images: every "
+                         "macro F1 with a 95%% bootstrap interval, and paired differences to the first.",
+                         epilog=COMPARE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    cmp.add_argument("items", nargs="+", help="run dirs (their oof.csv) or predictions/oof CSV files")
+    cmp.add_argument("--names", help="comma-separated names, one per item (default: from the paths)")
+    cmp.add_argument("--out", default="compare", help="output folder (default: ./compare)")
+    cmp.add_argument("--draws", type=int, default=1000, help="bootstrap draws (default 1000)")
+    cmp.add_argument("--seed", type=int, default=0)
+    cmp.add_argument("--group-by", help="columns that identify a person when the tables have no group column")
+    cmp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
+
+
+def _compare(args) -> int:
+    from .compare import run_compare
+
+    if args.draws < 10:
+        raise UserError(f"--draws: need at least 10 bootstrap draws, got {args.draws}")
+    run_compare(args.items, out=args.out, names=args.names.split(",") if args.names else None, draws=args.draws,
+                seed=args.seed, group_by=args.group_by.split(",") if args.group_by else None)
+    return 0
+
+
 _WRITABLE = "make it writable or choose another folder"
 OS_HINTS = {errno.ENOSPC: "free some disk space (or point output_dir / data.cache_dir elsewhere) and rerun",
             errno.EDQUOT: "free some of your disk quota and rerun", errno.EACCES: _WRITABLE, errno.EPERM: _WRITABLE,
             errno.EROFS: "the file system is read-only; choose another folder"}
 
-COMMANDS = {"train": _train, "predict": _predict, "report": _report, "synth": _synth, "sweep": _sweep}
+COMMANDS = {"train": _train, "predict": _predict, "report": _report, "synth": _synth, "sweep": _sweep,
+            "compare": _compare}
 
 
 def main(argv: list[str] | None = None) -> int:
