@@ -116,6 +116,7 @@ def test_sweep_of_four_trials_writes_its_outputs_and_best_yaml_trains(tiny, tmp_
         assert {"config.yaml", "metrics.csv", "best.pt", "last.pt", "oof.csv"} <= {p.name for p in run.iterdir()}
         saved = yaml.safe_load((run / "config.yaml").read_text())
         assert saved["train"]["lr"] == pytest.approx(rows.loc[n, "train.lr"])
+        assert saved["tracking"]["wandb"]["group"] == "quickstart"           # wandb groups a sweep's trials
         assert pd.read_csv(run / "metrics.csv")["val/composite/f1"].iloc[-1] == pytest.approx(rows.loc[n, "value"])
     for png in ("history.png", "curves.png", "importances.png"):
         assert (out / png).stat().st_size > 1000, png
