@@ -259,7 +259,10 @@ def work(sweep: Sweep, *, worker: int = 0, console=None) -> None:
     if sweep.jobs > 1:   # J trials share the cores instead of each starting one thread per core
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // sweep.jobs))
     study, _ = open_study(sweep, worker=worker)
-    say = console.print if console is not None else print
+    if console is None:
+        from rich.console import Console
+        console = Console()
+    say = lambda line: console.print(line, soft_wrap=True, highlight=False, markup=False)  # noqa: E731
 
     def after(study, trial) -> None:
         say(trial_line(trial))

@@ -203,16 +203,16 @@ def summarise(study, sweep, *, console) -> Path:
 
 
 def top_table(rows: pd.DataFrame, params) -> Table:
+    """The best finished trials; the parameters in one wrapping column, so the table fits a narrow terminal."""
     done = rows[rows["state"] == "COMPLETE"].sort_values("value", ascending=False).head(TOP)
     table = Table(title=f"best {len(done)} of {len(rows)} trials", title_justify="left", box=box.SIMPLE_HEAD)
     for column in ("trial", "value", "epochs", "time"):
-        table.add_column(column, justify="right")
+        table.add_column(column, justify="right", no_wrap=True)
+    table.add_column("parameters", overflow="fold")
     keys = [p.key for p in params if p.key in rows.columns]
-    for key in keys:
-        table.add_column(key.split(".", 1)[-1] if len(keys) > 3 else key, justify="right")
     for _, r in done.iterrows():
-        table.add_row(str(r["number"]), f"{r['value']:.4f}", str(r["epochs"]), f"{r['duration_s']:.0f}s",
-                      *[_short(r[k]) for k in keys])
+        values = "  ".join(f"{k.rsplit('.', 1)[-1]}={_short(r[k])}" for k in keys if _short(r[k]) != "-")
+        table.add_row(str(r["number"]), f"{r['value']:.4f}", str(r["epochs"]), f"{r['duration_s']:.0f}s", values)
     return table
 
 

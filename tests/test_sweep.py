@@ -206,6 +206,30 @@ def test_a_killed_sweep_continues_and_resumes_the_killed_trial(tiny, tmp_path):
     assert (rows["state"] == "COMPLETE").sum() == 2 and len(rows) == 3
 
 
+def test_an_interrupted_trial_is_run_again_with_its_parameters(tiny, tmp_path, monkeypatch):
+    """Ctrl-C mid-trial: the trial is failed and marked; the next run of the command queues it again first."""
+    import multitask.sweep as sweep_module
+
+    space = write(tmp_path / "s.yaml", "params:\n  train.lr: {low: 1.0e-3, high: 1.0e-2, log: true}\n"
+                  "fixed:\n  train.max_steps: 2\n")
+    real = sweep_module.run_trial
+
+    def interrupted(sweep, trial, *, quiet):
+        trial.suggest_float("train.lr", 1e-3, 1e-2, log=True)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sweep_module, "run_trial", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(Sweep(config=QUICKSTART, space_path=space, trials=1, overrides=tiny, pruner="none"))
+    monkeypatch.setattr(sweep_module, "run_trial", real)
+    sweep = Sweep(config=QUICKSTART, space_path=space, trials=1, overrides=tiny, pruner="none")
+    run_sweep(sweep)
+    rows = pd.read_csv(sweep.dir / "trials.csv", keep_default_na=False).set_index("number")
+    assert list(rows["state"]) == ["FAIL", "COMPLETE"]
+    assert rows.loc[0, "reason"] == "interrupted; run again as trial 1"
+    assert rows.loc[1, "train.lr"] == pytest.approx(rows.loc[0, "train.lr"])
+
+
 def test_two_workers_fill_one_study(tiny, tmp_path):
     """A --jobs worker process (the command run_sweep spawns) and this process run trials of one SQLite study at
     the same time; the study ends with --trials trials, each in the run dir of its number."""
