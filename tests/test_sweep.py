@@ -183,7 +183,7 @@ def test_a_killed_sweep_continues_and_resumes_the_killed_trial(tiny, tmp_path):
     space = write(tmp_path / "s.yaml", "params:\n  train.lr: {low: 1.0e-3, high: 1.0e-2, log: true}\n")
     args = tiny + ["train.epochs=3"]
     sweep_dir = tmp_path / "runs" / "quickstart" / "sweep"
-    proc = subprocess.Popen(_cli(args, space, "--trials", "2", "--pruner", "none"), env=_env(),
+    proc = subprocess.Popen(_cli(args, space, "--trials", "1", "--pruner", "none"), env=_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 240
@@ -195,7 +195,7 @@ def test_a_killed_sweep_continues_and_resumes_the_killed_trial(tiny, tmp_path):
         proc.wait(timeout=60)
     with sqlite3.connect(sweep_dir / "study.db") as db:
         assert db.execute("select state from trials where number = 0").fetchone()[0] == "RUNNING"
-    sweep = Sweep(config=QUICKSTART, space_path=space, trials=2, overrides=args, pruner="none")
+    sweep = Sweep(config=QUICKSTART, space_path=space, trials=1, overrides=args, pruner="none")
     run_sweep(sweep)
     rows = pd.read_csv(sweep.dir / "trials.csv", keep_default_na=False).set_index("number")
     assert rows.loc[0, "state"] == "FAIL" and "run again as trial 1" in rows.loc[0, "reason"]
@@ -203,7 +203,7 @@ def test_a_killed_sweep_continues_and_resumes_the_killed_trial(tiny, tmp_path):
     assert rows.loc[1, "train.lr"] == pytest.approx(rows.loc[0, "train.lr"])       # same parameters
     assert rows.loc[1, "run_dir"] == str(sweep_dir / "0")                            # resumed where it stopped
     assert pd.read_csv(sweep_dir / "0" / "metrics.csv")["epoch"].tolist() == [1, 2, 3]
-    assert (rows["state"] == "COMPLETE").sum() == 2 and len(rows) == 3
+    assert list(rows["state"]) == ["FAIL", "COMPLETE"]
 
 
 def test_an_interrupted_trial_is_run_again_with_its_parameters(tiny, tmp_path, monkeypatch):
