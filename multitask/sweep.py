@@ -264,9 +264,17 @@ def work(sweep: Sweep, *, worker: int = 0, console=None) -> None:
         console = Console()
     say = lambda line: console.print(line, soft_wrap=True, highlight=False, markup=False)  # noqa: E731
 
+    unexplained = []
+
     def after(study, trial) -> None:
         say(trial_line(trial))
         write_trials_csv(study, sweep.dir / "trials.csv")
+        # a failure that could not even record its reason (a broken database) would not count: stop, not loop
+        silent = trial.state.name == "FAIL" and not {"fail_reason", "interrupted"} & set(trial.user_attrs)
+        unexplained[:] = unexplained + [trial.number] if silent else []
+        if len(unexplained) >= 3:
+            raise UserError(f"trials {', '.join(map(str, unexplained))} failed without recording why (is the study "
+                            f"database {sweep.storage} writable?); stopping")
 
     while True:
         optuna.storages.fail_stale_trials(study)
