@@ -1,10 +1,12 @@
-"""Command line: `multitask {train,predict,report,synth,config show}`.
+"""Command line: `multitask {train,predict,report,synth,sweep,compare,config show}`.
 
     multitask synth --out data/synthetic --people 60 --size 96x128
     multitask train --config configs/quickstart.yaml --heads mask,gender,age train.epochs=3
     multitask predict --ckpt runs/quickstart/1 --data data/synthetic --out out/ --tta identity,hflip --gt data/synthetic/eval/gt.csv
     multitask report runs/quickstart/1
     multitask config show --config configs/quickstart.yaml train.epochs=3
+    multitask sweep --config configs/quickstart.yaml --space configs/sweeps/optimizer.yaml --trials 20
+    multitask compare runs/quickstart/1 runs/quickstart_single18/1
 
 Bad input (and a full or unwritable disk) ends with one line on stderr and exit code 2; any other failure with
 one line and exit code 1. `--debug` (or MULTITASK_DEBUG=1) shows the traceback instead.
@@ -132,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--config", "-c", help="YAML config (default: the built-in defaults)")
     show.add_argument("overrides", nargs="*", help="key=value config overrides")
     show.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
+    add_sweep_parser(sub)
+    add_compare_parser(sub)
     return parser
 
 
@@ -204,12 +208,91 @@ def _synth(args) -> int:
     return 0
 
 
+SWEEP_EXAMPLES = """examples:
+  multitask sweep --config configs/quickstart.yaml --space configs/sweeps/optimizer.yaml --trials 20
+  multitask sweep --config configs/quickstart.yaml --space configs/sweeps/optimizer.yaml --trials 30   # 10 more
+  multitask sweep --config configs/quickstart.yaml --space configs/sweeps/age_head.yaml --trials 16 --jobs 2 \\
+      train.epochs=4 --name age_sweep
+  multitask sweep --config configs/mask_effnet_b0_multihead.yaml --space configs/sweeps/optimizer.yaml \\
+      --trials 100 --storage postgresql://user:pass@dbhost/sweeps      # the same command on every machine
+
+Writes runs/<name>/sweep/: study.db, <trial>/ run dirs, trials.csv, best.yaml, history.png, curves.png,
+importances.png. Rerunning the command continues the study (after a kill too); train the winner with
+multitask train --config runs/<name>/sweep/best.yaml"""
+
+
+def add_sweep_parser(sub) -> None:
+    sw = sub.add_parser("sweep", help="hyper-parameter sweep (Optuna): trials as ordinary run dirs",
+                        description="Hyper-parameter sweep on Optuna. Trailing key=value pairs override the base "
+                        "config for every trial.", epilog=SWEEP_EXAMPLES,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sw.add_argument("--config", "-c", required=True, help="base YAML config")
+    sw.add_argument("--space", required=True, help="search space YAML (see configs/sweeps/)")
+    sw.add_argument("--trials", type=int, required=True, help="the study's size: trials finished or running")
+    sw.add_argument("--jobs", type=int, default=1, help="trials at once on this machine (processes)")
+    sw.add_argument("--storage", help="database URL shared by several machines (default: SQLite "
+                    "runs/<name>/sweep/study.db)")
+    sw.add_argument("--name", help="study name and runs/<name>/sweep/ (default: the config's name)")
+    sw.add_argument("--pruner", default="median", choices=["median", "halving", "hyperband", "none"])
+    sw.add_argument("--seed", type=int, help="sampler seed (default: random)")
+    sw.add_argument("--worker", type=int, default=0, help=argparse.SUPPRESS)   # a --jobs child: trials only
+    sw.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
+    sw.add_argument("overrides", nargs="*", help="key=value config overrides for every trial")
+
+
+def _sweep(args) -> int:
+    from .sweep import Sweep, run_sweep, work
+
+    sweep = Sweep(config=args.config, space_path=args.space, trials=args.trials, overrides=list(args.overrides),
+                  name=args.name, storage=args.storage, pruner=args.pruner, jobs=args.jobs, seed=args.seed)
+    if args.worker:
+        work(sweep, worker=args.worker)
+    else:
+        run_sweep(sweep)
+    return 0
+
+
+COMPARE_EXAMPLES = """examples:
+  multitask compare runs/quickstart/1 runs/quickstart_single18/1     # two runs' oof.csv (same seed: same fold)
+  multitask compare out/a/predictions.csv out/b/predictions.csv out/ens/predictions.csv --names a,b,ensemble
+  multitask compare runs/kfold_r18/1 runs/kfold_effb0/1 --out out/compare_kfold   # k-fold runs: every image
+  multitask compare out/a/predictions.csv out/b/predictions.csv --group-by gender,race,age_years
+
+Every later table is compared with the first: B - A = +0.021 (95% -0.004...+0.046), not significant.
+Writes OUT/compare.md, compare.json and compare.png (the differences with their intervals)."""
+
+
+def add_compare_parser(sub) -> None:
+    cmp = sub.add_parser("compare", help="macro F1 with bootstrap intervals; paired differences between runs",
+                         description="Compare runs (their oof.csv) or prediction tables on the same images: every "
+                         "macro F1 with a 95%% bootstrap interval, and paired differences to the first.",
+                         epilog=COMPARE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    cmp.add_argument("items", nargs="+", help="run dirs (their oof.csv) or predictions/oof CSV files")
+    cmp.add_argument("--names", help="comma-separated names, one per item (default: from the paths)")
+    cmp.add_argument("--out", default="compare", help="output folder (default: ./compare)")
+    cmp.add_argument("--draws", type=int, default=1000, help="bootstrap draws (default 1000)")
+    cmp.add_argument("--seed", type=int, default=0)
+    cmp.add_argument("--group-by", help="columns that identify a person when the tables have no group column")
+    cmp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
+
+
+def _compare(args) -> int:
+    from .compare import run_compare
+
+    if args.draws < 10:
+        raise UserError(f"--draws: need at least 10 bootstrap draws, got {args.draws}")
+    run_compare(args.items, out=args.out, names=args.names.split(",") if args.names else None, draws=args.draws,
+                seed=args.seed, group_by=args.group_by.split(",") if args.group_by else None)
+    return 0
+
+
 _WRITABLE = "make it writable or choose another folder"
 OS_HINTS = {errno.ENOSPC: "free some disk space (or point output_dir / data.cache_dir elsewhere) and rerun",
             errno.EDQUOT: "free some of your disk quota and rerun", errno.EACCES: _WRITABLE, errno.EPERM: _WRITABLE,
             errno.EROFS: "the file system is read-only; choose another folder"}
 
-COMMANDS = {"train": _train, "predict": _predict, "report": _report, "synth": _synth, "config": _config}
+COMMANDS = {"train": _train, "predict": _predict, "report": _report, "synth": _synth, "sweep": _sweep,
+            "compare": _compare, "config": _config}
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:

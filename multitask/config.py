@@ -129,12 +129,14 @@ class TrainConfig:
 
 @dataclass
 class WandbConfig:
-    mode: Literal["offline", "online", "disabled"] = "offline"
-    project: str = "multitask"
+    # unset: wandb's environment (WANDB_MODE, WANDB_PROJECT, WANDB_ENTITY), else online with an API key, offline without
+    mode: Literal["offline", "online", "disabled"] | None = None
+    project: str | None = None                # unset: WANDB_PROJECT, else "multitask"
     entity: str | None = None
     group: str | None = None
     tags: list[str] = field(default_factory=list)
     name: str | None = None
+    artifacts: bool = True                    # best.pt and oof.csv as wandb artifacts at the end of a run
 
 
 @dataclass

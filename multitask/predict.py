@@ -14,7 +14,8 @@ encoding, or with --joint the argmax of the ensemble's joint distribution over t
 head where it has one, else the product of its heads).
 
 Writes OUT/submission.csv (ImageID, ans in info.csv order; image_id, ans for other inputs), OUT/predictions.csv
-(the shared predictions table) and, with --gt, OUT/scores.json.
+(the shared predictions table) and, with --gt, OUT/scores.json: every macro F1 with its 95% bootstrap interval
+(resampling people when the gt has a `group` column, else images).
 """
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .atomic import atomic_write
 from .checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoints
+from .compare import score_intervals
 from .config import Config
 from .data.images import read_image, resize
 from .devices import pick_device
@@ -133,6 +135,8 @@ def run_predict(*, ckpts, data, out, tta=("identity",), merge="mean", weights=No
         console.print("no submission.csv: the checkpoints do not predict every composite head")
     if truth is not None:
         scores = score(truth, probs, heads, pred)
+        intervals = score_intervals(out / "predictions.csv")   # resampling people when the gt names them
+        scores.update(intervals.as_json())
         print_scores(scores, heads, console)
         if truth.note():
             console.print(f"note: {truth.note()}", markup=False)
@@ -353,11 +357,15 @@ def score(truth: GroundTruth, probs: dict[str, np.ndarray], heads: list[HeadSpec
 
 
 def print_scores(scores: dict, heads: list[HeadSpec], console: Console) -> None:
-    table = Table(title="scores")
-    for column in ("", "macro F1", "accuracy", "n"):
+    ci = scores.get("intervals")
+    title = "scores" if not ci else (f"scores (95% intervals: {ci['draws']} bootstrap draws over {ci['groups']} "
+                                     f"{ci['resampled']})")
+    table = Table(title=title)
+    for column in ("", "macro F1", "95% interval", "accuracy", "n"):
         table.add_column(column, justify="right" if column else "left")
     for name in ["composite", *(h.name for h in heads)]:
         if f"{name}/acc" in scores:
-            table.add_row(name, f"{scores[f'{name}/f1']:.4f}", f"{scores[f'{name}/acc']:.4f}",
-                          str(scores[f"{name}/n"]))
+            lo_hi = scores.get(f"{name}/f1_ci95")
+            table.add_row(name, f"{scores[f'{name}/f1']:.4f}", f"{lo_hi[0]:.4f}–{lo_hi[1]:.4f}" if lo_hi else "",
+                          f"{scores[f'{name}/acc']:.4f}", str(scores[f"{name}/n"]))
     console.print(table)

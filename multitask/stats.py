@@ -17,15 +17,21 @@ import numpy as np
 Stat = Callable[[np.ndarray], float]
 
 
-def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> float:
+def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int, *, present_only: bool = False) -> float:
     """Macro F1 over range(num_classes), a class absent from both truth and prediction scoring 0 (sklearn's
-    f1_score(labels=range(K), average='macro', zero_division=0)); a confusion count, fast enough for 1000 draws."""
+    f1_score(labels=range(K), average='macro', zero_division=0)); a confusion count, fast enough for 1000 draws.
+
+    present_only: the mean over the classes present in truth or prediction only (sklearn's plain
+    f1_score(average='macro'), the competition's composite metric)."""
     keep = y_true >= 0
     counts = np.bincount(y_true[keep] * num_classes + y_pred[keep], minlength=num_classes ** 2)
     cm = counts.reshape(num_classes, num_classes)
     tp = np.diag(cm).astype(np.float64)
     denominator = cm.sum(0) + cm.sum(1)
     f1 = np.divide(2 * tp, denominator, out=np.zeros_like(tp), where=denominator > 0)
+    if present_only:
+        present = denominator > 0
+        return float(f1[present].mean()) if present.any() else float("nan")
     return float(f1.mean())
 
 
@@ -42,8 +48,21 @@ def bootstrap_interval(stat: Stat, groups: np.ndarray, *, draws: int = 1000, see
                        level: float = 0.95) -> tuple[float, float]:
     """Percentile interval of stat(indices) over group-resampled draws."""
     values = [stat(idx) for idx in group_draws(groups, draws=draws, seed=seed)]
+    return percentile_interval(values, level)
+
+
+def percentile_interval(values, level: float = 0.95) -> tuple[float, float]:
     tail = (1 - level) / 2 * 100
-    return float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))
+    return float(np.nanpercentile(values, tail)), float(np.nanpercentile(values, 100 - tail))
+
+
+def bootstrap_many(stats: dict[str, Stat], groups: np.ndarray, *, draws: int = 1000, seed: int = 0,
+                   level: float = 0.95) -> dict[str, tuple[float, float, float]]:
+    """{name: (observed, lo, hi)} for several statistics on the same draws (one resampling for a whole table)."""
+    samples = group_draws(groups, draws=draws, seed=seed)
+    everything = np.arange(len(groups))
+    return {name: (stat(everything), *percentile_interval([stat(idx) for idx in samples], level))
+            for name, stat in stats.items()}
 
 
 def paired_difference(diff: Stat, groups: np.ndarray, *, draws: int = 1000, seed: int = 0,

@@ -37,13 +37,14 @@ from rich.table import Table
 from .atomic import atomic_write
 from .config import to_dict
 from .errors import UserError
+from .runs import FOLD_DIR
 
 WANDB_INIT_TIMEOUT = 30.0   # seconds; wandb's own default (90 s) is long to wait for a server that is not there
 
 
 class Tracker:
     def __init__(self, *, run_dir: str | Path, cfg, enabled: bool = True, resume_id: str | None = None,
-                 console: Console | None = None, job_type: str = "train"):
+                 console: Console | None = None, job_type: str = "train", wandb_module=None):
         self.run_dir = Path(run_dir)
         self.cfg = cfg
         self.enabled = enabled
@@ -57,6 +58,8 @@ class Tracker:
         self._best: dict[str, tuple[float, int]] = {}
         self._step: int | None = None   # latest step given to log(); None until then
         self._closed = False
+        self._wandb_module = wandb_module            # a stand-in for `import wandb` (tests)
+        self._best_row: tuple[int, dict] | None = None   # (epoch, metrics) where the monitored metric peaked
         if not enabled:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -103,25 +106,30 @@ class Tracker:
         # before wandb reads its environment: no banners, and never an interactive prompt
         os.environ.setdefault("WANDB_SILENT", "true")
         try:
-            import wandb
+            wandb = self._wandb_module or __import__("wandb")
         except ImportError as err:
             self._warn(f"wandb unavailable ({err}); set tracking.wandb.mode=disabled to hide this")
             return None
         w = self.cfg.tracking.wandb
-        mode = w.mode
+        mode, project, entity = wandb_target(w, os.environ, lambda: _has_wandb_key(wandb))
+        if mode == "disabled":
+            return None
         if mode == "online" and not _has_wandb_key(wandb):
             self._warn("wandb: no API key (set WANDB_API_KEY or run `wandb login`); logging offline instead")
             mode = "offline"
         timeout = float(os.environ.get("WANDB_INIT_TIMEOUT", WANDB_INIT_TIMEOUT))
         settings = wandb.Settings(init_timeout=timeout, silent=True, console="off")
-        kwargs = dict(project=w.project, entity=w.entity, group=w.group, tags=list(w.tags) or None,
+        kwargs = dict(project=project, entity=entity, group=w.group, tags=list(w.tags) or None,
                       name=w.name or f"{self.cfg.name}/{self.run_dir.name}", config=to_dict(self.cfg),
                       dir=str(self.run_dir), job_type=self.job_type, reinit="create_new", settings=settings)
+        kwargs.update(self._fold_grouping())   # a k-fold sub-run: its fold as the job type
         if resume_id:
             kwargs.update(id=resume_id, resume="allow")
         for attempt in (["online", "offline"] if mode == "online" else [mode]):
             try:
-                return wandb.init(mode=attempt, **kwargs)
+                run = wandb.init(mode=attempt, **kwargs)
+                self._define_wandb_metrics(run)
+                return run
             except Exception as err:  # wandb raises its own CommError/UsageError/...: none may stop training
                 fallback = "logging offline instead" if attempt == "online" else "going on without wandb"
                 self._warn(f"wandb {attempt} init failed ({_short(err)}); {fallback}")
@@ -161,6 +169,7 @@ class Tracker:
         if not self.enabled or self._closed:
             return
         values = {k: float(v) for k, v in metrics.items()}
+        self._note_best(epoch, values)
         if self.cfg.tracking.csv:
             # a resumed run rewrites history from its epoch on
             self._rows = [r for r in self._rows if int(r["epoch"]) < epoch] + [{"epoch": epoch, **values}]
@@ -272,6 +281,8 @@ class Tracker:
     def close(self, exit_code: int = 0) -> None:
         if self._closed:
             return
+        if exit_code == 0 and self.enabled:
+            self.publish_final()
         self._closed = True
         if self._tb is not None:
             self._tb.flush()
@@ -283,6 +294,65 @@ class Tracker:
                 run.finish(exit_code=exit_code)
             except Exception as err:
                 self._warn(f"wandb finish failed ({_short(err)})")
+
+    # ------------------------------------------------------------------------------------------ wandb as expected
+    def _fold_grouping(self) -> dict:
+        """A k-fold sub-run (<run>/foldK) joins the group of its run, with the fold as job type (config wins)."""
+        name = self.run_dir.name
+        if not FOLD_DIR.fullmatch(name):
+            return {}
+        w = self.cfg.tracking.wandb
+        return {"group": w.group or f"{self.cfg.name}/{self.run_dir.parent.name}", "job_type": name}
+
+    def _define_wandb_metrics(self, run) -> None:
+        """The epoch is the x axis; the summary keeps each metric's best (max F1 / accuracy, min loss), not its last
+        value, so run tables and wandb sweeps rank runs by their best epoch."""
+        run.define_metric("epoch", hidden=True)
+        run.define_metric("*", step_metric="epoch")
+        names = [h.name for h in self.cfg.trained_heads()] + ["composite", "mean"]
+        for head in names:
+            run.define_metric(f"val/{head}/f1", summary="max")
+            run.define_metric(f"val/{head}/acc", summary="max")
+            run.define_metric(f"val/{head}/loss", summary="min")
+            run.define_metric(f"train/{head}/loss", summary="min")
+        for key in ("val/loss", "train/loss"):
+            run.define_metric(key, summary="min")
+
+    def _note_best(self, epoch: int, values: dict[str, float]) -> None:
+        from .train_state import resolve_monitor
+
+        monitor = resolve_monitor(self.cfg)
+        value = values.get(monitor)
+        if value is not None and math.isfinite(value) and (self._best_row is None
+                                                          or value > self._best_row[1][monitor]):
+            self._best_row = (epoch, dict(values))
+
+    def publish_final(self) -> None:
+        """At a clean end: TensorBoard hparams with the best epoch's metrics; wandb artifacts (best.pt, oof.csv)."""
+        if self._best_row is None:
+            return
+        epoch, row = self._best_row
+        best = {f"best/{k}": v for k, v in row.items() if k.startswith("val/") and "/f1_" not in k}
+        best["best/epoch"] = float(epoch)
+        if self._tb is not None:
+            try:
+                self._tb.add_hparams(hparams_of(self.cfg), best, run_name=".")
+            except Exception as err:   # a figure is never worth a failed run
+                self._warn(f"tensorboard hparams not written ({_short(err)})")
+        if self._wandb is not None and self.cfg.tracking.wandb.artifacts:
+            self._wandb_call(self._log_artifacts, best)
+
+    def _log_artifacts(self, best: dict[str, float]) -> None:
+        wandb = self._wandb_module or __import__("wandb")
+        base = "-".join(p for p in (self.cfg.name, *self.run_dir.parts[-2:]) if p)
+        base = "".join(c if c.isalnum() or c in "-_." else "-" for c in base)
+        for kind, file in (("model", "best.pt"), ("predictions", "oof.csv")):
+            path = self.run_dir / file
+            if path.is_file():
+                artifact = wandb.Artifact(f"{base}-{kind}", type=kind, metadata=best)
+                # immutable: no staging copy of a checkpoint that may weigh hundreds of MB; the run is over
+                artifact.add_file(str(path), policy="immutable")
+                self._wandb.log_artifact(artifact, aliases=["best", "latest"])
 
     def __enter__(self) -> "Tracker":
         return self
@@ -360,6 +430,32 @@ def _markdown_table(columns: Sequence, rows: Sequence[Sequence]) -> str:
 
     lines = ["| " + " | ".join(map(cell, columns)) + " |", "|" + "---|" * len(columns)]
     return "\n".join(lines + ["| " + " | ".join(map(cell, row)) + " |" for row in rows])
+
+
+WANDB_MODES = {"online": "online", "run": "online", "offline": "offline", "dryrun": "offline",
+               "disabled": "disabled"}
+
+
+def wandb_target(w, environ, has_key) -> tuple[str, str, str | None]:
+    """(mode, project, entity): the config's where set; else wandb's own environment (WANDB_MODE, WANDB_PROJECT,
+    WANDB_ENTITY); else online when an API key is known (WANDB_API_KEY or `wandb login`), offline otherwise."""
+    mode = w.mode or WANDB_MODES.get(environ.get("WANDB_MODE", "").strip().lower())
+    if mode is None:
+        mode = "online" if has_key() else "offline"
+    project = w.project or environ.get("WANDB_PROJECT") or "multitask"
+    return mode, project, w.entity or environ.get("WANDB_ENTITY") or None
+
+
+def hparams_of(cfg) -> dict:
+    """The knobs worth a column in TensorBoard's hparams table: model, train scalars, the heads' mixes and weights."""
+    out: dict = {"model.backbone": cfg.model.backbone, "data.image_size": str(cfg.data.image_size), "seed": cfg.seed}
+    for key, value in to_dict(cfg.train).items():
+        if isinstance(value, (bool, int, float, str)):
+            out[f"train.{key}"] = value
+    for head in cfg.trained_heads():
+        out[f"heads.{head.name}.loss"] = str(head.loss)
+        out[f"heads.{head.name}.weight"] = head.weight
+    return out
 
 
 def _has_wandb_key(wandb) -> bool:

@@ -5,6 +5,7 @@ import pytest
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("WANDB_MODE", "offline")   # a logged-in machine would otherwise send test runs online
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 

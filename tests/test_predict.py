@@ -402,3 +402,19 @@ def test_model_without_composite_heads_writes_predictions_only(world, tmp_path):
     _, heads, probs, _ = predicted(tmp_path)
     assert list(heads) == ["age"] and probs["age"].shape == (4, 3)
     assert not (tmp_path / "submission.csv").exists()
+
+
+def test_scores_carry_bootstrap_intervals_over_people(world, tmp_path, capsys):
+    """--gt: every macro F1 gets a 95% interval that resamples the gt's people (its group column), printed and in
+    scores.json; the interval brackets the score."""
+    from rich.console import Console
+
+    result = run_predict(ckpts=[world["r18"]], data=world["data"] / "eval", out=tmp_path,
+                         gt=world["data"] / "eval" / "gt.csv", console=Console(width=160), **FAST)
+    saved = json.loads((tmp_path / "scores.json").read_text())
+    assert saved["intervals"] == {"level": 0.95, "draws": 1000, "resampled": "people", "groups": 2}
+    for name in ("composite", "mask", "gender", "age"):
+        lo, hi = saved[f"{name}/f1_ci95"]
+        assert lo <= saved[f"{name}/f1"] <= hi and result[f"{name}/f1_ci95"] == [lo, hi]
+    printed = capsys.readouterr().out
+    assert "95% interval" in printed and f"{saved['composite/f1_ci95'][0]:.4f}–" in printed

@@ -38,3 +38,11 @@ def test_paired_interval_contains_the_observed_difference_and_narrows_with_more_
     assert widths[1] < widths[0] / 2           # 10x the people: about sqrt(10) narrower
     lo, hi = bootstrap_interval(lambda i: macro_f1(y[i], a[i], 3), groups, draws=300)
     assert lo < macro_f1(y, a, 3) < hi
+
+
+def test_macro_f1_over_present_classes_matches_sklearns_default_macro():
+    rng = np.random.default_rng(1)
+    y, p = rng.integers(0, 18, 300), rng.integers(0, 12, 300)
+    y[:5] = -1                                                   # unknown truth is left out
+    keep = y >= 0
+    assert macro_f1(y, p, 18, present_only=True) == f1_score(y[keep], p[keep], average="macro")

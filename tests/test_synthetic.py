@@ -64,7 +64,8 @@ def test_eval_layout_and_answers(small_set):
     root, _ = small_set
     info_cols, info = _rows(root / "eval" / "info.csv")
     gt_cols, gt = _rows(root / "eval" / "gt.csv")
-    assert info_cols == ["ImageID", "ans"] and gt_cols == ["ImageID", "ans", "mask", "gender", "age", "age_years"]
+    assert info_cols == ["ImageID", "ans"] and gt_cols == ["ImageID", "ans", "mask", "gender", "age", "age_years",
+                                                                         "group"]
     assert [r["ImageID"] for r in info] == [r["ImageID"] for r in gt]
     assert all(r["ans"] == "0" for r in info)
     assert {r["ImageID"] for r in gt} == {p.name for p in (root / "eval" / "images").iterdir()}
@@ -74,6 +75,7 @@ def test_eval_layout_and_answers(small_set):
         assert int(row["ans"]) == mask * 6 + gender * 3 + age
         years = int(row["age_years"])
         assert AGES[int(np.digitize(years, [30, 60]))] == row["age"]
+    assert len({r["group"] for r in gt}) == 2 and all(sum(r["group"] == g["group"] for r in gt) == 7 for g in gt)
     # 7 photos per person: 5 worn, 1 incorrect, 1 without; rows shuffled, not person by person
     assert [r["mask"] for r in gt].count("wear") == 10 and [r["mask"] for r in gt].count("not_wear") == 2
     in_order = [hashlib.sha1(f"3:{i}:{s}".encode()).hexdigest() + ".jpg" for i in range(2) for s in STEMS]

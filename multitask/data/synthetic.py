@@ -7,7 +7,8 @@ writes
     train/images/<path>/              mask1..mask5.jpg (wear), incorrect_mask.jpg, normal.jpg (not wear)
     eval/images/<sha1>.jpg            other people, shuffled
     eval/info.csv                     ImageID,ans (ans 0: the submission template)
-    eval/gt.csv                       ImageID,ans,mask,gender,age,age_years (the answers; ans = mask*6+gender*3+age)
+    eval/gt.csv                       ImageID,ans,mask,gender,age,age_years,group (the answers; ans = mask*6+gender*3+age;
+                                      group = the person, so score intervals resample people)
 
 Faces are OpenCV polygons in a face frame (unit = half the face width, y down), mapped to pixels by one pose transform,
 so any size from 32x32 to 384x512 works. Each label has cues that are visible but noisy, so no single pixel decides:
@@ -415,11 +416,11 @@ def write_synthetic(out: str | Path, *, people: int, width: int, height: int, se
             mask, gender, age = _classes(person, STEM_MASK[stem], heads)
             ans = int(composite_encode({"mask": mask, "gender": gender, "age": age}, composite))
             eval_rows.append([image_id, ans, STEM_MASK[stem], heads["gender"].classes[gender],
-                              heads["age"].classes[age], person["age"]])
+                              heads["age"].classes[age], person["age"], f"eval{index:04d}"])
     order = np.random.default_rng([seed, 2]).permutation(len(eval_rows))
     eval_rows = [eval_rows[i] for i in order]
     _write_csv(out / "eval" / "info.csv", ["ImageID", "ans"], [[r[0], 0] for r in eval_rows])
-    _write_csv(out / "eval" / "gt.csv", ["ImageID", "ans", "mask", "gender", "age", "age_years"], eval_rows)
+    _write_csv(out / "eval" / "gt.csv", ["ImageID", "ans", "mask", "gender", "age", "age_years", "group"], eval_rows)
 
     train_rows = []
     for index, person_id in enumerate(_ids(seed, people)):

@@ -1,0 +1,277 @@
+"""Sweeps: the space file, a tiny study end to end, resume after a kill, two workers on one study, wandb sweeps."""
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+optuna = pytest.importorskip("optuna")
+
+from multitask.cli import main  # noqa: E402
+from multitask.config import load_config  # noqa: E402
+from multitask.errors import UserError  # noqa: E402
+from multitask.sweep import Sweep, run_sweep  # noqa: E402
+from multitask.sweep_space import check_space, load_space, yaml_text  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICKSTART = str(ROOT / "configs" / "quickstart.yaml")
+
+
+@pytest.fixture()
+def tiny(synth_root, tmp_path):
+    """The overrides of conftest's tiny_cfg (32x32 images, 1 epoch, CPU), for commands that rebuild configs."""
+    return [f"data.root={synth_root}", "data.synthesize_if_missing=false", "data.image_size=[32,32]",
+            "data.num_workers=0", "data.n_folds=4", f"data.cache_dir={tmp_path / 'cache'}",
+            f"output_dir={tmp_path / 'runs'}", "train.epochs=1", "train.batch_size=16",
+            "tracking.wandb.mode=disabled", "tracking.tensorboard=false", "tracking.progress=false", "seed=0"]
+
+
+def write(path: Path, text: str) -> str:
+    path.write_text(text)
+    return str(path)
+
+
+SPACE = """
+params:
+  train.lr: {low: 1.0e-4, high: 1e-2, log: true}
+  train.scheduler: {choices: [cosine, step]}
+  train.step_size: {low: 1, high: 3, when: {train.scheduler: step}}
+  heads.age.loss:
+    choices: {ce: {ce: 1.0}, focal_f1: {focal: 0.5, f1: 0.5}}
+  heads.age.focal_gamma: {low: 0.5, high: 3.0, when: {heads.age.loss: focal_f1}}
+  heads.age.bins: {choices: [[30, 57], [30, 60]]}
+"""
+
+
+# ------------------------------------------------------------------------------------------------ the space file
+def test_space_file_kinds_conditions_and_values_read_back(tmp_path):
+    space = load_space(write(tmp_path / "s.yaml", SPACE))
+    kinds = {p.key: p.kind for p in space.params}
+    assert kinds == {"train.lr": "float", "train.scheduler": "categorical", "train.step_size": "int",
+                     "heads.age.loss": "categorical", "heads.age.focal_gamma": "float",
+                     "heads.age.bins": "categorical"}
+    assert space.params[0].log and space.params[0].high == 0.01     # 1e-2 (a string to PyYAML) read as a number
+    assert list(space.params[-1].choices) == ["[30, 57]", "[30, 60]"]
+    # conditional keys: sampled only when their parent's choice matches
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = []
+    for _ in range(30):
+        trial = study.ask()
+        values = space.sample(trial)
+        assert ("train.step_size" in values) == (values["train.scheduler"] == "step")
+        assert ("heads.age.focal_gamma" in values) == (values["heads.age.loss"] == {"focal": 0.5, "f1": 0.5})
+        cfg = load_config(QUICKSTART, space.overrides(values))
+        assert cfg.heads["age"].bins in ([30, 57], [30, 60]) and cfg.train.lr == pytest.approx(values["train.lr"])
+        seen.append(values["train.scheduler"])
+        study.tell(trial, 0.0)
+    assert set(seen) == {"cosine", "step"}
+    for value in (1e-5, 0.5, "on", [30, 58], {"focal": 0.5}):
+        assert yaml.safe_load(yaml_text(value)) == value
+
+
+@pytest.mark.parametrize("text, message", [
+    ("params:\n  train.lrr: {low: 0.001, high: 0.01}\n", "train.lrr=0.001: .*unknown key 'train.lrr' \(did you mean lr\?\)"),
+    ("params:\n  train.scheduler: {choices: [cosine, cosinee]}\n", "train.scheduler=cosinee: .*invalid choice"),
+    ("params:\n  heads.age.loss.fokal: {low: 0.1, high: 1.0}\n", "heads.age.loss.fokal=0.1: .*fokal"),
+    ("params:\n  train.lr: {low: 0.01, high: 0.001}\n", "train.lr: low .* must be below high"),
+    ("params:\n  train.lr: {low: 0.0, high: 0.1, log: true}\n", "log scale needs low > 0"),
+    ("params:\n  train.step_size: {low: 1, high: 3, when: {train.scheduler: step}}\n",
+     "when: 'train.scheduler' must be a categorical key listed above"),
+    ("params:\n  train.epochs: {low: 0, high: 3}\n", "train.epochs=0: .*too small"),
+])
+def test_a_bad_space_stops_before_any_trial_with_one_line_naming_the_key(tmp_path, text, message):
+    import re
+
+    with pytest.raises(UserError) as err:
+        space = load_space(write(tmp_path / "s.yaml", text))
+        check_space(space, lambda overrides: _preflight(load_config(QUICKSTART, overrides)))
+    line = str(err.value)
+    assert "\n" not in line and re.search(message, line), line
+
+
+def _preflight(cfg):
+    from multitask.engine import preflight
+    preflight(cfg)
+    return cfg
+
+
+# ------------------------------------------------------------------------------------------------ a tiny sweep
+def test_sweep_of_four_trials_writes_its_outputs_and_best_yaml_trains(tiny, tmp_path, capsys):
+    space = write(tmp_path / "s.yaml", SPACE + "fixed:\n  train.max_steps: 3\n")
+    sweep = Sweep(config=QUICKSTART, space_path=space, trials=4, overrides=tiny, seed=1)
+    out = run_sweep(sweep)
+    assert out == tmp_path / "runs" / "quickstart" / "sweep" and (out / "study.db").is_file()
+    rows = pd.read_csv(out / "trials.csv")
+    assert len(rows) == 4 and set(rows["state"]) == {"COMPLETE"}
+    assert {"number", "value", "state", "duration_s", "train.lr", "heads.age.bins", "run_dir"} <= set(rows)
+    assert rows["value"].between(0, 1).all()
+    for n in range(4):   # each trial an ordinary run dir, named by its number
+        run = out / str(n)
+        assert {"config.yaml", "metrics.csv", "best.pt", "last.pt", "oof.csv"} <= {p.name for p in run.iterdir()}
+        saved = yaml.safe_load((run / "config.yaml").read_text())
+        assert saved["train"]["lr"] == pytest.approx(rows.loc[n, "train.lr"])
+        assert saved["tracking"]["wandb"]["group"] == "quickstart"           # wandb groups a sweep's trials
+        assert pd.read_csv(run / "metrics.csv")["val/composite/f1"].iloc[-1] == pytest.approx(rows.loc[n, "value"])
+    for png in ("history.png", "curves.png", "importances.png"):
+        assert (out / png).stat().st_size > 1000, png
+    best = rows.loc[rows["value"].idxmax()]
+    best_cfg = load_config(out / "best.yaml")
+    assert best_cfg.name == "quickstart_best" and best_cfg.train.lr == pytest.approx(best["train.lr"])
+    printed = capsys.readouterr().out
+    assert "best 4 of 4 trials" in printed and "best.yaml" in printed
+    assert main(["train", "--config", str(out / "best.yaml")]) == 0
+    assert (tmp_path / "runs" / "quickstart_best" / "1" / "best.pt").is_file()
+    # the same command again: the study is complete, nothing new runs; a larger --trials adds trials
+    run_sweep(Sweep(config=QUICKSTART, space_path=space, trials=4, overrides=tiny))
+    assert len(pd.read_csv(out / "trials.csv")) == 4
+    run_sweep(Sweep(config=QUICKSTART, space_path=space, trials=5, overrides=tiny))
+    assert len(pd.read_csv(out / "trials.csv")) == 5
+
+
+def test_a_trial_with_bad_values_fails_with_its_reason_and_the_sweep_goes_on(tiny, tmp_path):
+    # each value alone is valid (so the space passes its check); skip without the cache is not
+    space = write(tmp_path / "s.yaml", "params:\n  data.on_bad_image: {choices: [error, skip]}\n"
+                  "  data.cache: {choices: [true, false]}\nfixed:\n  train.max_steps: 2\n")
+    sweep = Sweep(config=QUICKSTART, space_path=space, trials=6, overrides=tiny, name="bad", pruner="none",
+                  seed=0)
+    run_sweep(sweep)
+    rows = pd.read_csv(sweep.dir / "trials.csv", keep_default_na=False)
+    assert len(rows) == 6
+    bad = (rows["data.on_bad_image"] == "skip") & (rows["data.cache"].astype(str) == "False")
+    assert bad.any() and (~bad).any()
+    assert (rows.loc[bad, "state"] == "FAIL").all() and (rows.loc[~bad, "state"] == "COMPLETE").all()
+    assert rows.loc[bad, "reason"].str.contains("data.on_bad_image=skip needs data.cache=true").all()
+
+
+def test_pruner_stops_a_trial_from_its_epoch_reports(tiny, tmp_path):
+    """The callback reports every validation; a pruner that always prunes ends each trial after its first epoch."""
+    from multitask.engine import fit
+    from multitask.sweep import OptunaPruning
+
+    study = optuna.create_study(direction="maximize", pruner=AlwaysPrune())
+    trial = study.ask()
+    cfg = load_config(QUICKSTART, tiny + ["train.epochs=3", "train.max_steps=6"])
+    with pytest.raises(optuna.TrialPruned, match="pruned after epoch 1"):
+        fit(cfg, tmp_path / "t0", callbacks=[OptunaPruning(trial, "val/composite/f1")])
+    study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    frozen = study.trials[0]
+    assert list(frozen.intermediate_values) == [1] and frozen.state.name == "PRUNED"
+    assert pd.read_csv(tmp_path / "t0" / "metrics.csv")["epoch"].tolist() == [1]
+
+
+class AlwaysPrune(optuna.pruners.BasePruner):
+    def prune(self, study, trial):
+        return True
+
+
+# ------------------------------------------------------------------------------------------------ kill, workers
+def _cli(tiny, space, *extra):
+    return [sys.executable, "-m", "multitask", "sweep", "--config", QUICKSTART, "--space", space, *extra, *tiny]
+
+
+def _env():
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+
+
+def test_a_killed_sweep_continues_and_resumes_the_killed_trial(tiny, tmp_path):
+    space = write(tmp_path / "s.yaml", "params:\n  train.lr: {low: 1.0e-3, high: 1.0e-2, log: true}\n")
+    args = tiny + ["train.epochs=3"]
+    sweep_dir = tmp_path / "runs" / "quickstart" / "sweep"
+    proc = subprocess.Popen(_cli(args, space, "--trials", "1", "--pruner", "none"), env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not (sweep_dir / "0" / "last.pt").is_file():     # trial 0 finished its first epoch
+            assert proc.poll() is None and time.monotonic() < deadline, "the sweep ended before it could be killed"
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    with sqlite3.connect(sweep_dir / "study.db") as db:
+        assert db.execute("select state from trials where number = 0").fetchone()[0] == "RUNNING"
+    sweep = Sweep(config=QUICKSTART, space_path=space, trials=1, overrides=args, pruner="none")
+    run_sweep(sweep)
+    rows = pd.read_csv(sweep.dir / "trials.csv", keep_default_na=False).set_index("number")
+    assert rows.loc[0, "state"] == "FAIL" and "run again as trial 1" in rows.loc[0, "reason"]
+    assert rows.loc[1, "state"] == "COMPLETE" and rows.loc[1, "reason"] == "retry of trial 0"
+    assert rows.loc[1, "train.lr"] == pytest.approx(rows.loc[0, "train.lr"])       # same parameters
+    assert rows.loc[1, "run_dir"] == str(sweep_dir / "0")                            # resumed where it stopped
+    assert pd.read_csv(sweep_dir / "0" / "metrics.csv")["epoch"].tolist() == [1, 2, 3]
+    assert list(rows["state"]) == ["FAIL", "COMPLETE"]
+
+
+def test_an_interrupted_trial_is_run_again_with_its_parameters(tiny, tmp_path, monkeypatch):
+    """Ctrl-C mid-trial: the trial is failed and marked; the next run of the command queues it again first."""
+    import multitask.sweep as sweep_module
+
+    space = write(tmp_path / "s.yaml", "params:\n  train.lr: {low: 1.0e-3, high: 1.0e-2, log: true}\n"
+                  "fixed:\n  train.max_steps: 2\n")
+    real = sweep_module.run_trial
+
+    def interrupted(sweep, trial, *, quiet):
+        trial.suggest_float("train.lr", 1e-3, 1e-2, log=True)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sweep_module, "run_trial", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(Sweep(config=QUICKSTART, space_path=space, trials=1, overrides=tiny, pruner="none"))
+    monkeypatch.setattr(sweep_module, "run_trial", real)
+    sweep = Sweep(config=QUICKSTART, space_path=space, trials=1, overrides=tiny, pruner="none")
+    run_sweep(sweep)
+    rows = pd.read_csv(sweep.dir / "trials.csv", keep_default_na=False).set_index("number")
+    assert list(rows["state"]) == ["FAIL", "COMPLETE"]
+    assert rows.loc[0, "reason"] == "interrupted; run again as trial 1"
+    assert rows.loc[1, "train.lr"] == pytest.approx(rows.loc[0, "train.lr"])
+
+
+def test_two_workers_fill_one_study(tiny, tmp_path):
+    """A --jobs worker process (the command run_sweep spawns) and this process run trials of one SQLite study at
+    the same time; the study ends with --trials trials, each in the run dir of its number."""
+    from multitask.sweep import open_study, spawn_worker
+
+    space = write(tmp_path / "s.yaml", "params:\n  train.lr: {low: 1.0e-3, high: 1.0e-2, log: true}\n"
+                  "fixed:\n  train.max_steps: 3\n")
+    sweep = Sweep(config=QUICKSTART, space_path=space, trials=4, overrides=tiny, jobs=2, pruner="none")
+    study, _ = open_study(sweep)
+    child = spawn_worker(sweep, 1)
+    try:
+        deadline = time.monotonic() + 240
+        while not any(t.user_attrs.get("pid") == child.pid for t in study.get_trials()):   # it is training
+            assert child.poll() is None and time.monotonic() < deadline, "the worker did not start a trial"
+            time.sleep(0.1)
+        run_sweep(Sweep(config=QUICKSTART, space_path=space, trials=4, overrides=tiny, pruner="none"))
+        assert child.wait(timeout=240) == 0
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    trials = optuna.load_study(study_name="quickstart", storage=sweep.storage).trials
+    assert 4 <= len(trials) <= 5 and all(t.state.name == "COMPLETE" for t in trials)
+    assert {t.user_attrs["pid"] for t in trials} == {child.pid, os.getpid()}          # both workers ran trials
+    assert [Path(t.user_attrs["run_dir"]).name for t in trials] == [str(t.number) for t in trials]
+
+
+# ------------------------------------------------------------------------------------------------ wandb sweeps
+def test_wandb_sweep_arguments_parse_into_valid_configs():
+    """`wandb agent` runs the command with ${args_no_hyphens} = ["key=value", ...] (str() of each sampled value)."""
+    spec = yaml.safe_load((ROOT / "configs" / "sweeps" / "wandb_optimizer.yaml").read_text())
+    command = spec["command"]
+    assert command[:3] == ["${env}", "multitask", "train"] and command[-1] == "${args_no_hyphens}"
+    fixed = command[3:-1]
+    config = fixed[fixed.index("--config") + 1]
+    overrides = [a for a in fixed if "=" in a and not a.startswith("--")]
+    for key, p in spec["parameters"].items():
+        for value in p.get("values") or [p["min"], p["max"]]:
+            cfg = load_config(ROOT / config, overrides + [f"{key}={value}"])
+            section, name = key.split(".")
+            assert getattr(getattr(cfg, section), name) == pytest.approx(value) if isinstance(value, float) else \
+                getattr(getattr(cfg, section), name) == value
+    assert spec["metric"]["name"] == "val/composite/f1"
+    for space in ("age_head.yaml", "optimizer.yaml"):   # the shipped Optuna spaces pass their own check
+        check_space(load_space(ROOT / "configs" / "sweeps" / space), lambda o: _preflight(load_config(QUICKSTART, o)))

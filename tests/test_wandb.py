@@ -1,0 +1,142 @@
+"""wandb as its users expect: its environment when the config is silent, best-epoch summaries on an epoch axis,
+artifacts, k-fold groups; TensorBoard hparams. A stand-in wandb module records what the Tracker asks of it."""
+import io
+import types
+
+import pytest
+from rich.console import Console
+
+from multitask.config import load_config
+from multitask.tracking import Tracker, wandb_target
+
+
+class FakeRun:
+    id = "fake-run"
+
+    def __init__(self):
+        self.metrics, self.logged, self.artifacts, self.finished = {}, [], [], None
+
+    def define_metric(self, name, **kwargs):
+        self.metrics[name] = kwargs
+
+    def log(self, values, step=None):
+        self.logged.append((step, values))
+
+    def log_artifact(self, artifact, aliases=None):
+        self.artifacts.append((artifact, aliases))
+
+    def finish(self, exit_code=0):
+        self.finished = exit_code
+
+
+class FakeArtifact:
+    def __init__(self, name, type, metadata=None):
+        self.name, self.type, self.metadata, self.files = name, type, metadata, []
+
+    def add_file(self, path, policy="mutable"):
+        self.files.append((path, policy))
+
+
+def fake_wandb(logged_in=False):
+    module = types.SimpleNamespace(inits=[], run=FakeRun(), Artifact=FakeArtifact, Settings=lambda **kw: kw)
+    module.init = lambda mode=None, **kwargs: module.inits.append({"mode": mode, **kwargs}) or module.run
+    module.login = lambda prompt=True, verify=True: logged_in
+    return module
+
+
+def tracker(run_dir, *overrides, module=None):
+    cfg = load_config(None, ["name=trk", "tracking.tensorboard=false", *overrides])
+    return Tracker(run_dir=run_dir, cfg=cfg, console=Console(file=io.StringIO()), wandb_module=module)
+
+
+@pytest.mark.parametrize("config, env, key, expected", [
+    ({}, {}, False, ("offline", "multitask", None)),                               # nothing known: offline
+    ({}, {}, True, ("online", "multitask", None)),                                 # logged in: online
+    ({}, {"WANDB_MODE": "disabled", "WANDB_PROJECT": "p", "WANDB_ENTITY": "team"}, True, ("disabled", "p", "team")),
+    ({}, {"WANDB_MODE": "dryrun"}, True, ("offline", "multitask", None)),          # wandb's old name for offline
+    ({"mode": "offline", "project": "mine"}, {"WANDB_MODE": "online", "WANDB_PROJECT": "p"}, True,
+     ("offline", "mine", None)),                                                   # the config wins
+])
+def test_mode_project_entity_follow_wandbs_environment_unless_configured(config, env, key, expected):
+    w = load_config(None, [f"tracking.wandb.{k}={v}" for k, v in config.items()]).tracking.wandb
+    assert wandb_target(w, env, lambda: key) == expected
+
+
+def test_an_unset_mode_goes_online_with_a_key_and_uses_the_env_project(tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
+    monkeypatch.setenv("WANDB_PROJECT", "from-env")
+    module = fake_wandb()
+    tracker(tmp_path, module=module).close()
+    assert module.inits[0]["mode"] == "online" and module.inits[0]["project"] == "from-env"
+    monkeypatch.delenv("WANDB_API_KEY")
+    module = fake_wandb(logged_in=False)
+    tracker(tmp_path / "b", module=module).close()
+    assert module.inits[0]["mode"] == "offline"
+
+
+def test_epoch_axis_and_best_epoch_summaries(tmp_path):
+    module = fake_wandb()
+    t = tracker(tmp_path, module=module)
+    t.close()
+    m = module.run.metrics
+    assert m["*"] == {"step_metric": "epoch"} and m["epoch"] == {"hidden": True}
+    for head in ("mask", "gender", "age", "composite", "mean"):
+        assert m[f"val/{head}/f1"] == {"summary": "max"} and m[f"val/{head}/loss"] == {"summary": "min"}
+    assert m["val/mask/acc"] == {"summary": "max"} and m["train/loss"] == {"summary": "min"}
+
+
+def test_best_checkpoint_and_oof_are_artifacts_of_a_finished_run(tmp_path):
+    run_dir = tmp_path / "trk" / "4"
+    run_dir.mkdir(parents=True)
+    (run_dir / "best.pt").write_bytes(b"weights")
+    (run_dir / "oof.csv").write_text("image_id\n1\n")
+    module = fake_wandb()
+    t = tracker(run_dir, module=module)
+    for epoch, f1 in ((1, 0.3), (2, 0.5), (3, 0.4)):
+        t.log_epoch(epoch, {"val/composite/f1": f1, "val/age/f1_>=60": 0.1, "train/loss": 1.0})
+    t.close()
+    logged = {a.type: (a, aliases) for a, aliases in module.run.artifacts}
+    model, aliases = logged["model"]
+    assert model.name == "trk-trk-4-model" and model.files == [(str(run_dir / "best.pt"), "immutable")]
+    assert model.metadata == {"best/val/composite/f1": 0.5, "best/epoch": 2.0} and "best" in aliases
+    assert logged["predictions"][0].files == [(str(run_dir / "oof.csv"), "immutable")]
+    # a failed run publishes nothing; artifacts can be switched off
+    for overrides, code in (((), 1), (("tracking.wandb.artifacts=false",), 0)):
+        module = fake_wandb()
+        t = tracker(run_dir, *overrides, module=module)
+        t.log_epoch(1, {"val/composite/f1": 0.5})
+        t.close(exit_code=code)
+        assert module.run.artifacts == []
+
+
+def test_kfold_runs_are_grouped_by_their_run_with_the_fold_as_job_type(tmp_path):
+    module = fake_wandb()
+    tracker(tmp_path / "trk" / "3" / "fold1", module=module).close()
+    assert module.inits[0]["group"] == "trk/3" and module.inits[0]["job_type"] == "fold1"
+    module = fake_wandb()
+    tracker(tmp_path / "trk" / "3" / "fold2", "tracking.wandb.group=mine", module=module).close()
+    assert module.inits[0]["group"] == "mine"
+    module = fake_wandb()
+    tracker(tmp_path / "trk" / "5", module=module).close()
+    assert module.inits[0]["group"] is None and module.inits[0]["job_type"] == "train"   # a plain run
+
+
+def test_tensorboard_hparams_hold_the_best_epochs_metrics(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    cfg = load_config(None, ["name=trk", "tracking.wandb.mode=disabled", "train.lr=0.0042"])
+    t = Tracker(run_dir=tmp_path, cfg=cfg, console=Console(file=io.StringIO()))
+    for epoch, f1 in ((1, 0.3), (2, 0.6), (3, 0.5)):
+        t.log_epoch(epoch, {"val/composite/f1": f1, "val/age/loss": 1.0 / epoch})
+    t.close()
+    acc = EventAccumulator(str(tmp_path / "tb"), size_guidance={"scalars": 0, "tensors": 0})
+    acc.Reload()
+    assert [e.value for e in acc.Scalars("best/val/composite/f1")] == [pytest.approx(0.6)]
+    assert [e.value for e in acc.Scalars("best/val/age/loss")] == [pytest.approx(0.5)]
+    content = acc.PluginTagToContent("hparams")
+    start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
+    hparams = start.session_start_info.hparams
+    assert hparams["train.lr"].number_value == pytest.approx(0.0042)
+    assert hparams["model.backbone"].string_value == "resnet18"
