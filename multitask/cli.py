@@ -265,7 +265,7 @@ Writes OUT/compare.md, compare.json and compare.png (the differences with their 
 def add_compare_parser(sub) -> None:
     cmp = sub.add_parser("compare", help="macro F1 with bootstrap intervals; paired differences between runs",
                          description="Compare runs (their oof.csv) or prediction tables on the same images: every "
-                         "macro F1 with a 95%% bootstrap interval, and paired differences to the first.",
+                         "macro F1 with a 95% bootstrap interval, and paired differences to the first.",
                          epilog=COMPARE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     cmp.add_argument("items", nargs="+", help="run dirs (their oof.csv) or predictions/oof CSV files")
     cmp.add_argument("--names", help="comma-separated names, one per item (default: from the paths)")
