@@ -144,7 +144,7 @@ def test_decisions_and_config_travel_with_every_format(made, tmp_path):
 
 def test_int8_quantisation_reports_its_f1_delta(made, tmp_path):
     result = export.run_export(ckpt=made["small"], fmt="onnx", quantize="int8", data=made["data"], gt=made["gt"],
-                               out=tmp_path / "q.onnx")
+                               calibration=made["data"] / "train" / "images", out=tmp_path / "q.onnx")
     assert (tmp_path / "q.onnx").stat().st_size < 0.4 * made["onnx"].stat().st_size   # same trunk, int8 weights
     assert manifest_of(tmp_path / "q.onnx")["quantization"]["mode"] == "int8"
     assert set(result["int8_scores"]) >= {"composite/f1", "mask/f1", "age/acc"}
@@ -217,7 +217,8 @@ def test_bad_exports_are_one_line(made, tmp_path, capsys):
     assert "config_only: model.safetensors is missing" in _fails(capsys, [*predict, "--ckpt", str(lone)])
     assert "--backend torch" in _fails(capsys, [*predict, "--ckpt", str(made["onnx"]), "--backend", "torch"])
     export_cmd = ["export", str(made["pt"]), "--out", str(tmp_path / "x.onnx")]
-    assert "--quantize int8 calibrates" in _fails(capsys, [*export_cmd, "--quantize", "int8"])
+    assert "--quantize int8 calibrates activation ranges on real images: give --data or --calibration" in \
+        _fails(capsys, [*export_cmd, "--quantize", "int8"])
     assert "--batch: expected dynamic" in _fails(capsys, [*export_cmd, "--batch", "0"])
     assert "already an ONNX model" in _fails(capsys, ["export", str(made["onnx"])])
     assert not (tmp_path / "x.onnx").exists()
