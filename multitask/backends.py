@@ -48,7 +48,7 @@ class TorchModel:
 
 
 class OnnxModel:
-    """An exported .onnx run by onnxruntime: uint8 NCHW images in, one probability output per head.
+    """An exported .onnx run by onnxruntime: uint8 NHWC images in, one probability output per head.
 
     Views that interpolate (scale, fivecrop) or scale pixels (brightness) give fractional values; they are rounded
     to uint8 here, as any deployed consumer feeding decoded images would see them (identity, hflip and shift are
@@ -70,13 +70,14 @@ class OnnxModel:
         self.batch = batch if isinstance(batch, int) and batch > 0 else None
 
     def probs(self, x: torch.Tensor, precision=None) -> dict[str, torch.Tensor]:
-        images = x.round().clamp_(0, 255).to(torch.uint8).cpu().contiguous().numpy()   # NCHW, as exported
+        # predict's batches are channels_last: as NHWC this permute is free, and the result is contiguous
+        images = x.permute(0, 2, 3, 1).round().clamp_(0, 255).to(torch.uint8).cpu().contiguous().numpy()
         names = [h.name for h in self.head_specs]
         outs = self.run(images, names)
         return {name: torch.from_numpy(out).to(x.device) for name, out in zip(names, outs)}
 
     def run(self, images: np.ndarray, names: list[str] | None = None) -> list[np.ndarray]:
-        """Raw session outputs (all of them, or `names`) for uint8 NCHW images of any count."""
+        """Raw session outputs (all of them, or `names`) for uint8 NHWC images of any count."""
         if self.batch is None:
             return self.session.run(names, {self.input.name: images})
         parts = []

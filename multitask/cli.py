@@ -22,7 +22,7 @@ from .errors import UserError
 
 EXPORT_HELP = """Export a checkpoint for deployment without this package.
 
-ONNX: uint8 RGB NCHW images in, one probability output per head plus `composite`; heads, classes, input size, crop,
+ONNX: uint8 RGB NHWC images in, one probability output per head plus `composite`; heads, classes, input size, crop,
 decisions and the training config in the model's metadata (key "multitask"). Checked by onnx.checker and against
 PyTorch on a real batch before it is written. safetensors: model.safetensors + config.json (the same manifest)."""
 

@@ -7,8 +7,8 @@
     multitask predict --ckpt runs/quickstart/1/best.onnx deploy/quickstart --data photos/ --out out/
 
 Both formats carry one manifest (ONNX: metadata key "multitask"; safetensors: config.json): heads and class names in
-output order, the composite order and class names, the input (uint8 RGB NCHW 0..255 at the trained size; the
-normalisation runs inside the model), crop settings, decision settings, the full training config and its sha256.
+output order, the composite order and class names, the input (uint8 RGB NHWC 0..255 at the trained size: decoded
+images as they come, the layout change and normalisation run inside the model), crop settings, decision settings, the full training config and its sha256.
 A consumer needs nothing else: `onnxruntime.InferenceSession(f).get_modelmeta().custom_metadata_map["multitask"]`.
 
 Every ONNX export is passed through onnx.checker and compared with PyTorch (fp32 eager) on a real batch before the
@@ -86,7 +86,7 @@ def build_manifest(net: MultiHeadNet, cfg: Config, *, source: dict, decisions: d
         "heads": {h.name: {"classes": list(h.classes), "derive": h.derive} for h in heads},
         "composite": {"heads": [h.name for h in composite], "classes": composite_class_names(composite)}
         if composite else None,
-        "input": {"name": INPUT_NAME, "dtype": "uint8", "layout": "NCHW", "channels": "RGB", "range": [0, 255],
+        "input": {"name": INPUT_NAME, "dtype": "uint8", "layout": "NHWC", "channels": "RGB", "range": [0, 255],
                   "batch": batch or "dynamic", "height": height, "width": width},
         "image_size": [height, width],
         "normalization": {"mean": list(cfg.data.mean), "std": list(cfg.data.std),
@@ -129,7 +129,10 @@ def _version() -> str:
 
 # --------------------------------------------------------------------------------------------------- ONNX
 class ProbabilityNet(nn.Module):
-    """The exported graph: uint8 images -> one probability tensor per output, in `output_names` order."""
+    """The exported graph: uint8 NHWC images -> one probability tensor per output, in `output_names` order.
+
+    NHWC: what decoders hand out (a consumer passes `image[None]`), and what predict's channels_last batches are in
+    memory (a permute, no copy); the model gets NCHW (channels_last) from a permute inside the graph."""
 
     def __init__(self, net: MultiHeadNet, cfg: Config):
         super().__init__()
@@ -142,7 +145,8 @@ class ProbabilityNet(nn.Module):
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         from .predict import member_joint
 
-        probs = {name: value.float().softmax(-1) for name, value in self.net(images).items()}
+        logits = self.net(images.permute(0, 3, 1, 2))
+        probs = {name: value.float().softmax(-1) for name, value in logits.items()}
         # hook: a head kind with outputs beyond class logits (the planned years head) adds them to `probs` here
         probs = expand_derived(probs, self.net.head_specs, self.all_heads)[1]
         if self.composite:
@@ -152,14 +156,14 @@ class ProbabilityNet(nn.Module):
 
 def onnx_bytes(net: MultiHeadNet, cfg: Config, *, opset: int | None = None, batch: int | None = None,
                exporter: str = "torchscript") -> tuple[bytes, list[str]]:
-    """(serialised ONNX model, output names): uint8 NCHW input, dynamic batch unless `batch` is given."""
+    """(serialised ONNX model, output names): uint8 NHWC input, dynamic batch unless `batch` is given."""
     if exporter not in EXPORTERS:
         raise UserError(f"--exporter: unknown exporter {exporter!r}; choose from {', '.join(EXPORTERS)}")
     if exporter == "dynamo":
         require("onnxscript")
     wrapper = ProbabilityNet(net.float().cpu().eval(), cfg).eval()
     height, width = cfg.data.image_size
-    example = torch.randint(0, 256, (batch or 2, 3, height, width), dtype=torch.uint8,
+    example = torch.randint(0, 256, (batch or 2, height, width, 3), dtype=torch.uint8,
                             generator=torch.Generator().manual_seed(0))
     names = wrapper.output_names
     common = dict(input_names=[INPUT_NAME], output_names=names, opset_version=opset or DEFAULT_OPSET[exporter])
@@ -192,7 +196,7 @@ def with_metadata(model_bytes: bytes, manifest: dict) -> bytes:
     for key, value in [*keep, (METADATA_KEY, json.dumps(manifest))]:
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
-    model.doc_string = (f"multitask export of {manifest['backbone']}: input {INPUT_NAME} uint8 RGB NCHW "
+    model.doc_string = (f"multitask export of {manifest['backbone']}: input {INPUT_NAME} uint8 RGB NHWC "
                         f"{manifest['image_size'][0]}x{manifest['image_size'][1]}; outputs "
                         f"{', '.join(manifest.get('outputs') or [])} (probabilities); metadata key {METADATA_KEY!r}")
     try:
@@ -240,22 +244,17 @@ def quantize_int8(model_bytes: bytes, calibration: np.ndarray) -> bytes:
 
 # --------------------------------------------------------------------------------------------------- images
 def sample_images(data, cfg: Config, count: int) -> tuple[np.ndarray, str]:
-    """(count uint8 NCHW images at the model's size, where they came from): spread over --data, decoded and resized
+    """(count uint8 NHWC images at the model's size, where they came from): spread over --data, decoded and resized
     as predict does; synthetic faces drawn at the model's size when no --data is given."""
     height, width = cfg.data.image_size
     if data is None:
         return synthetic_faces(count, height, width), "synthetic faces"
-    from .predict import DecodedImages, read_inputs
+    from .data.images import read_image, resize
+    from .predict import read_inputs
 
     paths = read_inputs(data, cfg.heads).frame["path"].tolist()
     picked = [paths[i] for i in sorted(set(np.linspace(0, len(paths) - 1, min(count, len(paths))).round().astype(int)))]
-    decoded = DecodedImages(picked, [(height, width)])
-    images = []
-    for i in range(len(picked)):
-        (image,), error = decoded[i]
-        if error:
-            raise UserError(error)
-        images.append(image.numpy())
+    images = [resize(read_image(p, at_least=(height, width)), height, width) for p in picked]   # as predict does
     return np.stack(images), f"{len(images)} images of {data}"
 
 
@@ -265,7 +264,7 @@ def synthetic_faces(count: int, height: int, width: int) -> np.ndarray:
     images, index = [], 0
     while len(images) < count:
         person, rng = person_identity(0, 1, index)
-        images += [render(person, STEM_MASK[s], rng, width=width, height=height).transpose(2, 0, 1) for s in STEMS]
+        images += [render(person, STEM_MASK[s], rng, width=width, height=height) for s in STEMS]
         index += 1
     return np.ascontiguousarray(np.stack(images[:count]))
 
@@ -324,26 +323,26 @@ def run_export(*, ckpt, fmt: str = "onnx", out=None, opset: int | None = None, b
         raise UserError("--quantize, --batch and --opset apply to --format onnx only")
     if quantize not in (None, "int8"):
         raise UserError(f"--quantize: unknown mode {quantize!r}; the one mode is int8")
+    if calibration is not None and not quantize:
+        raise UserError("--calibration: images for int8 calibration; it needs --quantize int8")
     calibration = calibration if calibration is not None else data
     if quantize and calibration is None:
         raise UserError("--quantize int8 calibrates activation ranges on real images: give --data or --calibration "
                         "(a competition root, manifest CSV or image folder)")
-    if calibration is not None and not quantize:
-        raise UserError("--calibration: images for int8 calibration; it needs --quantize int8")
     if gt is not None and (data is None or not quantize):
         raise UserError("--gt scores the int8 model against fp32: it needs --quantize int8 and --data")
     source = _single_source(ckpt)
     net, cfg, extras = load_torch(source)
     manifest = build_manifest(net, cfg, source=extras["source"], decisions=extras["decisions"], batch=fixed)
     out = Path(out).expanduser() if out else default_out(source, fmt, quantize)
-    label = f"{source} ({cfg.model.backbone} {cfg.data.image_size[0]}x{cfg.data.image_size[1]}, heads " \
+    label = f"{_shown(source)} ({cfg.model.backbone} {cfg.data.image_size[0]}x{cfg.data.image_size[1]}, heads " \
             f"{', '.join(manifest['trained_heads'])})"
 
     if fmt == "safetensors":
         if out.exists() and not out.is_dir():
             raise UserError(f"--out {out}: exists and is not a folder; a safetensors export is a folder")
         write_safetensors(net, manifest, out)
-        console.print(f"exported {label}\n  -> {out}/{SAFETENSORS_WEIGHTS} ({_mb(out / SAFETENSORS_WEIGHTS)}) + "
+        console.print(f"exported {label}\n  -> {_shown(out)}/{SAFETENSORS_WEIGHTS} ({_mb(out / SAFETENSORS_WEIGHTS)}) + "
                       f"{SAFETENSORS_CONFIG} in {time.perf_counter() - start:.1f}s", **PLAIN)
         return {"out": str(out), "format": fmt, "seconds": time.perf_counter() - start}
 
@@ -359,8 +358,8 @@ def run_export(*, ckpt, fmt: str = "onnx", out=None, opset: int | None = None, b
     fp32 = OnnxModel(onnx_session(model_bytes), manifest, list(net.head_specs), source=str(out))
     check = parity(wrapper, fp32, images)
     result = {"out": str(out), "format": fmt, "outputs": manifest["outputs"], "parity": check}
-    console.print(f"exported {label}\n  input {INPUT_NAME}: uint8 RGB N x 3 x {cfg.data.image_size[0]} x "
-                  f"{cfg.data.image_size[1]} (N {fixed or 'dynamic'}; normalised inside), outputs "
+    console.print(f"exported {label}\n  input {INPUT_NAME}: uint8 RGB N x {cfg.data.image_size[0]} x "
+                  f"{cfg.data.image_size[1]} x 3 (N {fixed or 'dynamic'}; normalised inside), outputs "
                   f"{', '.join(manifest['outputs'])} (probabilities); opset {manifest['exported_with']['opset']}, "
                   f"{exporter} exporter, onnx.checker passed", **PLAIN)
     console.print(f"  parity vs PyTorch fp32 on {where}: {_parity_line(check)}", **PLAIN)
@@ -384,7 +383,7 @@ def run_export(*, ckpt, fmt: str = "onnx", out=None, opset: int | None = None, b
         model_bytes = int8_bytes
     write_atomic(out, model_bytes)
     result["seconds"] = time.perf_counter() - start
-    console.print(f"  -> {out} ({_mb(out)}) in {result['seconds']:.1f}s", **PLAIN)
+    console.print(f"  -> {_shown(out)} ({_mb(out)}) in {result['seconds']:.1f}s", **PLAIN)
     return result
 
 
@@ -440,6 +439,15 @@ def _parity_line(check: dict) -> str:
     worst = min(check["agreement"], key=check["agreement"].get)
     return (f"max |delta prob| {check['max_abs_delta']:.1e}, argmax agreement {100 * check['min_agreement']:.2f}% "
             f"(lowest: {worst}) on {check['images']} images")
+
+
+def _shown(path: Path) -> str:
+    """A path as the person would type it: relative to the working folder when inside it."""
+    path = Path(path)
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 def _mb(path: Path) -> str:

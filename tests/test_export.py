@@ -56,7 +56,7 @@ def test_onnx_says_what_pytorch_says(made):
     assert [o.name for o in session.get_outputs()] == ["mask", "gender", "age", "composite"]
     images = export.synthetic_faces(200, 96, 72)        # other faces than the export's own parity check
     with torch.no_grad():
-        reference = {k: v.softmax(-1).numpy() for k, v in net(torch.from_numpy(images)).items()}
+        reference = {k: v.softmax(-1).numpy() for k, v in net(torch.from_numpy(images).permute(0, 3, 1, 2)).items()}
     for batch in (images[:1], images[:7], images):       # the batch axis is dynamic
         got = dict(zip([o.name for o in session.get_outputs()], session.run(None, {"images": batch})))
         for head, ref in reference.items():
@@ -74,7 +74,7 @@ def test_metadata_and_config_json_describe_the_model(made):
     assert manifest["heads"]["mask"]["classes"] == ["wear", "incorrect", "not_wear"]
     assert manifest["composite"]["heads"] == ["mask", "gender", "age"]
     assert manifest["composite"]["classes"][13] == "not_wear/male/30-59"     # mask*6 + gender*3 + age
-    assert manifest["input"] == {"name": "images", "dtype": "uint8", "layout": "NCHW", "channels": "RGB",
+    assert manifest["input"] == {"name": "images", "dtype": "uint8", "layout": "NHWC", "channels": "RGB",
                                  "range": [0, 255], "batch": "dynamic", "height": 96, "width": 72}
     assert manifest["image_size"] == [96, 72] and manifest["outputs"][-1] == "composite"
     assert manifest["config"] == ckpt["config"] and len(manifest["config_sha256"]) == 64
