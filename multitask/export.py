@@ -39,7 +39,8 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from .backends import (SAFETENSORS_CONFIG, SAFETENSORS_WEIGHTS, OnnxModel, load_torch, onnx_session, require)
+from . import __version__
+from .backends import SAFETENSORS_CONFIG, SAFETENSORS_WEIGHTS, OnnxModel, load_torch, onnx_session, require
 from .checkpoint import _fsync_dir, resolve_checkpoints
 from .config import Config, from_dict, to_dict
 from .errors import UserError
@@ -98,7 +99,7 @@ def build_manifest(net: MultiHeadNet, cfg: Config, *, source: dict, decisions: d
         "config_sha256": hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest(),
         "source": dict(source),
         "quantization": None,
-        "exported_with": {"multitask": _version(), "torch": torch.__version__.split("+")[0]},
+        "exported_with": {"multitask": __version__, "torch": torch.__version__.split("+")[0]},
     }
 
 
@@ -116,15 +117,6 @@ def read_manifest(raw, *, where: str) -> tuple[dict, Config]:
         raise UserError(f"{where}: trained heads {raw.get('trained_heads')} do not match its config heads "
                         f"{list(cfg.heads)}; re-export it")
     return raw, cfg
-
-
-def _version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("multitask")
-    except Exception:
-        return "unknown"
 
 
 # --------------------------------------------------------------------------------------------------- ONNX
@@ -314,77 +306,75 @@ def run_export(*, ckpt, fmt: str = "onnx", out=None, opset: int | None = None, b
                quantize: str | None = None, data=None, gt=None, calibration=None, exporter: str = "torchscript",
                console: Console | None = None) -> dict:
     """Export one checkpoint (file, run dir or safetensors folder); returns what was written and the parity."""
-    console = console or Console()
-    start = time.perf_counter()
-    if fmt not in ("onnx", "safetensors"):
-        raise UserError(f"--format: unknown format {fmt!r}; choose onnx or safetensors")
-    fixed = _batch(batch)
-    if fmt == "safetensors" and (quantize or fixed or opset):
-        raise UserError("--quantize, --batch and --opset apply to --format onnx only")
-    if quantize not in (None, "int8"):
-        raise UserError(f"--quantize: unknown mode {quantize!r}; the one mode is int8")
-    if calibration is not None and not quantize:
-        raise UserError("--calibration: images for int8 calibration; it needs --quantize int8")
-    calibration = calibration if calibration is not None else data
-    if quantize and calibration is None:
-        raise UserError("--quantize int8 calibrates activation ranges on real images: give --data or --calibration "
-                        "(a competition root, manifest CSV or image folder)")
-    if gt is not None and (data is None or not quantize):
-        raise UserError("--gt scores the int8 model against fp32: it needs --quantize int8 and --data")
+    console, start = console or Console(), time.perf_counter()
+    fixed = _check_options(fmt=fmt, opset=opset, batch=batch, quantize=quantize, data=data, gt=gt,
+                           calibration=calibration)
     source = _single_source(ckpt)
     net, cfg, extras = load_torch(source)
     manifest = build_manifest(net, cfg, source=extras["source"], decisions=extras["decisions"], batch=fixed)
     out = Path(out).expanduser() if out else default_out(source, fmt, quantize)
-    label = f"{_shown(source)} ({cfg.model.backbone} {cfg.data.image_size[0]}x{cfg.data.image_size[1]}, heads " \
-            f"{', '.join(manifest['trained_heads'])})"
-
+    console.print(f"exported {_shown(source)} ({cfg.model.backbone} {cfg.data.image_size[0]}x"
+                  f"{cfg.data.image_size[1]}, heads {', '.join(manifest['trained_heads'])})", **PLAIN)
     if fmt == "safetensors":
         if out.exists() and not out.is_dir():
             raise UserError(f"--out {out}: exists and is not a folder; a safetensors export is a folder")
         write_safetensors(net, manifest, out)
-        console.print(f"exported {label}\n  -> {_shown(out)}/{SAFETENSORS_WEIGHTS} ({_mb(out / SAFETENSORS_WEIGHTS)}) + "
-                      f"{SAFETENSORS_CONFIG} in {time.perf_counter() - start:.1f}s", **PLAIN)
-        return {"out": str(out), "format": fmt, "seconds": time.perf_counter() - start}
-
+        result = {"out": str(out), "format": fmt, "seconds": time.perf_counter() - start}
+        console.print(f"  -> {_shown(out)}/{SAFETENSORS_WEIGHTS} ({_mb(out / SAFETENSORS_WEIGHTS)}) + "
+                      f"{SAFETENSORS_CONFIG} in {result['seconds']:.1f}s", **PLAIN)
+        return result
     if out.is_dir():
         out = out / default_out(source, fmt, quantize).name
-    model_bytes, manifest["outputs"] = onnx_bytes(net, cfg, opset=opset, batch=fixed, exporter=exporter)
+    model_bytes, result = export_checked(net, cfg, manifest, opset=opset, batch=fixed, exporter=exporter, data=data,
+                                         console=console)
+    if quantize:
+        model_bytes = export_int8(net, cfg, manifest, model_bytes, calibration=calibration or data, data=data,
+                                  gt=gt, result=result, console=console)
+    write_atomic(out, model_bytes)
+    del result["parity_images"]
+    result.update(out=str(out), format=fmt, seconds=time.perf_counter() - start)
+    console.print(f"  -> {_shown(out)} ({_mb(out)}) in {result['seconds']:.1f}s", **PLAIN)
+    return result
+
+
+def export_checked(net: MultiHeadNet, cfg: Config, manifest: dict, *, opset, batch, exporter, data,
+                   console: Console) -> tuple[bytes, dict]:
+    """(fp32 ONNX bytes with the manifest, {"outputs", "parity"}) once onnx.checker and the parity gate pass."""
+    model_bytes, manifest["outputs"] = onnx_bytes(net, cfg, opset=opset, batch=batch, exporter=exporter)
     manifest["exported_with"].update(opset=opset or DEFAULT_OPSET[exporter], exporter=exporter)
     model_bytes = with_metadata(model_bytes, manifest)
-    wrapper = ProbabilityNet(net, cfg).eval()
+    height, width = cfg.data.image_size
+    console.print(f"  input {INPUT_NAME}: uint8 RGB N x {height} x {width} x 3 (N {batch or 'dynamic'}; normalised "
+                  f"inside), outputs {', '.join(manifest['outputs'])} (probabilities); opset "
+                  f"{manifest['exported_with']['opset']}, {exporter} exporter, onnx.checker passed", **PLAIN)
     images, where = sample_images(data, cfg, PARITY_IMAGES)
-    if fixed:   # a fixed-batch model is checked on exactly one full batch
-        images = np.resize(images, (fixed, *images.shape[1:]))
-    fp32 = OnnxModel(onnx_session(model_bytes), manifest, list(net.head_specs), source=str(out))
-    check = parity(wrapper, fp32, images)
-    result = {"out": str(out), "format": fmt, "outputs": manifest["outputs"], "parity": check}
-    console.print(f"exported {label}\n  input {INPUT_NAME}: uint8 RGB N x {cfg.data.image_size[0]} x "
-                  f"{cfg.data.image_size[1]} x 3 (N {fixed or 'dynamic'}; normalised inside), outputs "
-                  f"{', '.join(manifest['outputs'])} (probabilities); opset {manifest['exported_with']['opset']}, "
-                  f"{exporter} exporter, onnx.checker passed", **PLAIN)
+    if batch:   # a fixed-batch model is checked on exactly one full batch
+        images = np.resize(images, (batch, *images.shape[1:]))
+    onnx_model = OnnxModel(onnx_session(model_bytes), manifest, list(net.head_specs), source="the export")
+    check = parity(ProbabilityNet(net, cfg).eval(), onnx_model, images)
     console.print(f"  parity vs PyTorch fp32 on {where}: {_parity_line(check)}", **PLAIN)
     if check["max_abs_delta"] > PARITY_MAX_DELTA or check["min_agreement"] < PARITY_MIN_AGREEMENT:
         worst = max(check["delta"], key=check["delta"].get)
         raise UserError(f"ONNX parity broken: max |delta prob| {check['max_abs_delta']:.2e} (output {worst}; limit "
                         f"{PARITY_MAX_DELTA:g}), argmax agreement {100 * check['min_agreement']:.2f}% (limit "
                         f"{100 * PARITY_MIN_AGREEMENT:g}%); nothing written; try another --opset or --exporter")
-    if quantize:
-        calibration, cal_where = sample_images(calibration, cfg, CALIBRATION_IMAGES)
-        int8_manifest = {**manifest, "quantization": {"mode": "int8", "method": "onnxruntime static, QDQ, per-channel "
-                                                      "int8 weights, uint8 activations (MinMax)",
-                                                      "calibration_images": len(calibration)}}
-        int8_bytes = with_metadata(quantize_int8(model_bytes, calibration), int8_manifest)
-        int8 = OnnxModel(onnx_session(int8_bytes), int8_manifest, list(net.head_specs), source=str(out))
-        result["int8_parity"] = parity(wrapper, int8, images)
-        console.print(f"  int8 (calibrated on {cal_where}) vs PyTorch fp32 on {where}: "
-                      f"{_parity_line(result['int8_parity'])}", **PLAIN)
-        if gt is not None:
-            result["int8_scores"] = score_int8(model_bytes, int8_bytes, data=data, gt=gt, console=console)
-        model_bytes = int8_bytes
-    write_atomic(out, model_bytes)
-    result["seconds"] = time.perf_counter() - start
-    console.print(f"  -> {_shown(out)} ({_mb(out)}) in {result['seconds']:.1f}s", **PLAIN)
-    return result
+    return model_bytes, {"outputs": manifest["outputs"], "parity": check, "parity_images": images}
+
+
+def export_int8(net: MultiHeadNet, cfg: Config, manifest: dict, fp32: bytes, *, calibration, data, gt, result: dict,
+                console: Console) -> bytes:
+    """The int8 model with its own manifest; its parity (and with gt, both models' scores) added to `result`."""
+    images, where = sample_images(calibration, cfg, CALIBRATION_IMAGES)
+    method = "onnxruntime static, QDQ, per-channel int8 weights, uint8 activations (MinMax)"
+    int8_manifest = {**manifest, "quantization": {"mode": "int8", "method": method, "calibration_images": len(images)}}
+    int8 = with_metadata(quantize_int8(fp32, images), int8_manifest)
+    onnx_model = OnnxModel(onnx_session(int8), int8_manifest, list(net.head_specs), source="the int8 export")
+    result["int8_parity"] = parity(ProbabilityNet(net, cfg).eval(), onnx_model, result["parity_images"])
+    console.print(f"  int8 (calibrated on {where}) vs PyTorch fp32 on the parity images: "
+                  f"{_parity_line(result['int8_parity'])}", **PLAIN)
+    if gt is not None:
+        result["int8_scores"] = score_int8(fp32, int8, data=data, gt=gt, console=console)
+    return int8
 
 
 def score_int8(fp32: bytes, int8: bytes, *, data, gt, console: Console) -> dict:
@@ -407,16 +397,30 @@ def score_int8(fp32: bytes, int8: bytes, *, data, gt, console: Console) -> dict:
     return compared
 
 
+def _check_options(*, fmt, opset, batch, quantize, data, gt, calibration) -> int | None:
+    """The fixed batch size (None = dynamic); UserError for options that do not go together."""
+    if fmt not in ("onnx", "safetensors"):
+        raise UserError(f"--format: unknown format {fmt!r}; choose onnx or safetensors")
+    fixed = _batch(batch)
+    if fmt == "safetensors" and (quantize or fixed or opset):
+        raise UserError("--quantize, --batch and --opset apply to --format onnx only")
+    if quantize not in (None, "int8"):
+        raise UserError(f"--quantize: unknown mode {quantize!r}; the one mode is int8")
+    if calibration is not None and not quantize:
+        raise UserError("--calibration: images for int8 calibration; it needs --quantize int8")
+    if quantize and calibration is None and data is None:
+        raise UserError("--quantize int8 calibrates activation ranges on real images: give --data or --calibration "
+                        "(a competition root, manifest CSV or image folder)")
+    if gt is not None and (data is None or not quantize):
+        raise UserError("--gt scores the int8 model against fp32: it needs --quantize int8 and --data")
+    return fixed
+
+
 def _single_source(ckpt) -> Path:
     path = Path(ckpt).expanduser()
     if path.suffix.lower() == ".onnx":
         raise UserError(f"{path} is already an ONNX model; export from its checkpoint (.pt) or run dir")
-    if path.is_dir():
-        from .backends import is_export_folder
-
-        if is_export_folder(path):
-            return path
-    found = resolve_checkpoints([str(path)])
+    found = resolve_checkpoints([str(path)])   # a file, a run dir's best.pt, a safetensors folder, k-fold folds
     if len(found) != 1:
         raise UserError(f"{ckpt}: {len(found)} checkpoints (a k-fold run dir); export one at a time, e.g. "
                         f"{found[0]}")
