@@ -70,8 +70,9 @@ class OnnxModel:
         self.batch = batch if isinstance(batch, int) and batch > 0 else None
 
     def probs(self, x: torch.Tensor, precision=None) -> dict[str, torch.Tensor]:
-        # predict's batches are channels_last: as NHWC this permute is free, and the result is contiguous
-        images = x.permute(0, 2, 3, 1).round().clamp_(0, 255).to(torch.uint8).cpu().contiguous().numpy()
+        # predict's batches are channels_last, so the NHWC permute is free; views keep pixels in 0..255 (brightness
+        # clamps, crops interpolate, shifts repeat pixels), so rounding is the one pass before the cast
+        images = torch.round(x.permute(0, 2, 3, 1)).to(torch.uint8).cpu().contiguous().numpy()
         names = [h.name for h in self.head_specs]
         outs = self.run(images, names)
         return {name: torch.from_numpy(out).to(x.device) for name, out in zip(names, outs)}
