@@ -190,6 +190,8 @@ def onnx_session(model: bytes | str | Path, *, device: torch.device = torch.devi
     options = ort.SessionOptions()
     options.log_severity_level = 3          # errors only: the runtime's warnings are not the user's business
     options.intra_op_num_threads = threads  # 0 = one per physical core
+    # no busy-waiting between ops: predict's loader workers decode on the same cores (BENCHMARKS.md: spinning)
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     providers = ["CPUExecutionProvider"]
     if device.type == "cuda":
         if "CUDAExecutionProvider" not in ort.get_available_providers():

@@ -15,12 +15,13 @@ Every ONNX export is passed through onnx.checker and compared with PyTorch (fp32
 file is written: max |delta prob| over every output and argmax agreement per output. Above PARITY_MAX_DELTA or below
 PARITY_MIN_AGREEMENT the export stops and writes nothing. `--quantize int8` is onnxruntime's static quantisation
 (QDQ, per-channel int8 weights, uint8 activations calibrated on 64 images of --calibration, default --data): its
-parity is reported, not gated, and with --gt the macro F1 of fp32 and int8 on --data is printed. (Dynamic quantisation was measured 6x
-slower than fp32 for convolutions on CPU, so it is not offered.)
+parity is reported, not gated, and with --gt the macro F1 of fp32 and int8 on --data is printed. Dynamic quantisation is not offered: it
+leaves convolutions slower than fp32 on CPU (BENCHMARKS.md).
 
-Exporter: torch.onnx's TorchScript exporter by default (no onnxscript needed, 2-10x faster to export than the
-torch.export-based one, identical outputs and runtime speed on the timm trunks tried); `--exporter dynamo` uses the
-torch.export-based one, for trunks the tracer cannot follow or once the TorchScript exporter is gone.
+Exporter: torch.onnx's TorchScript exporter by default (no onnxscript needed, several times faster to export than
+the torch.export-based one, the same outputs and runtime speed on the timm trunks tried: BENCHMARKS.md); it is
+deprecated in torch, so `--exporter dynamo` (torch.export-based) is there for trunks the tracer cannot follow and
+for the day the TorchScript exporter is gone.
 """
 from __future__ import annotations
 
@@ -227,8 +228,8 @@ def quantize_int8(model_bytes: bytes, calibration: np.ndarray) -> bytes:
         src, pre, dst = (Path(tmp) / f"{name}.onnx" for name in ("fp32", "pre", "int8"))
         src.write_bytes(model_bytes)
         quant_pre_process(str(src), str(pre))   # shape inference + graph optimisation, as onnxruntime advises
-        # the calibrator keeps every activation of every image until the end (~20 MB per image for resnet18 at 224;
-        # its option to merge ranges as it goes drops the data in onnxruntime 1.32), hence CALIBRATION_IMAGES = 64
+        # the calibrator keeps every activation of every image until the end (tens of MB per image at 224; its
+        # option to merge ranges as it goes drops the data in onnxruntime 1.32), hence CALIBRATION_IMAGES = 64
         quantize_static(str(pre), str(dst), Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
         return dst.read_bytes()
