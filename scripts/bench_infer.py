@@ -82,8 +82,8 @@ def phase_ort(model_path: Path, *, batch: int, views: int, images: int, warmup: 
 
     session = onnx_session(model_path)
     name = session.get_inputs()[0].name
-    height, width = session.get_inputs()[0].shape[2:]
-    x = torch.randint(0, 256, (batch, 3, height, width), dtype=torch.uint8).numpy()
+    height, width = session.get_inputs()[0].shape[1:3]     # NHWC, as exported
+    x = torch.randint(0, 256, (batch, height, width, 3), dtype=torch.uint8).numpy()
     for _ in range(warmup):
         session.run(None, {name: x})
     steps = max(1, -(-images // batch))
@@ -136,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+QUIET = 0.25   # cores other processes may use during a repeat's phases for it to count as quiet
 # ratios printed when both phases ran: (numerator, denominator)
 RATIOS = [("predict", "ceiling"), ("ort", "ceiling"), ("ort", "fp32ceiling"), ("ort_int8", "ceiling"),
           ("ort_int8", "ort"), ("predict_ort", "predict"), ("predict_int8", "predict"), ("predict_int8", "ort_int8")]
@@ -175,39 +176,75 @@ def main(argv: list[str] | None = None) -> int:
             }
         for name in [n for n in phases if n.startswith("predict")]:   # warm-up: first decode, first session
             phases[name]()
-        runs: dict[str, list[float]] = {name: [] for name in phases}
-        photos: dict[str, list[float]] = {name: [] for name in phases if name.startswith("predict")}
-        peaks: dict[str, int] = {}
-        for repeat in range(args.repeats):
-            for name, phase in phases.items():
-                reset_peak_rss()
-                result = phase()
-                if isinstance(result, dict):
-                    runs[name].append(result["forward_images_per_s"])
-                    photos[name].append(result["images_per_s"])
-                else:
-                    runs[name].append(result)
-                peaks[name] = max(peaks.get(name, 0), proc_status().get("VmHWM", 0))
-            print(f"  [{repeat + 1}/{args.repeats}] " + "  ".join(f"{n} {v[-1]:.1f}" for n, v in runs.items())
-                  + f" fwd img/s  load {os.getloadavg()[0]:.2f}", flush=True)
-    print(f"\n{'phase':13s} {'fwd img/s':>10s} {'photos/s':>9s} {'peak RSS':>9s}   runs")
+        measured = measure(phases, args.repeats)
+    report(measured, views=views, json_path=args.json, args=args)
+    return 0
+
+
+def cpu_seconds() -> tuple[float, float]:
+    """(busy CPU seconds of the whole machine, CPU seconds of this process and its finished children); (0, 0) off
+    Linux. Their difference over a phase is what other processes took from the machine meanwhile."""
+    times = os.times()
+    own = times.user + times.system + times.children_user + times.children_system
+    try:
+        with open("/proc/stat") as f:
+            user, nice, system, _idle, _iowait, irq, softirq = (int(v) for v in f.readline().split()[1:8])
+    except (OSError, ValueError):
+        return 0.0, 0.0
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK"), own
+
+
+def measure(phases: dict, repeats: int) -> dict:
+    """Every phase once per repeat, back to back: rates, photos/s, peak RSS, and the cores other processes used."""
+    runs: dict[str, list[float]] = {name: [] for name in phases}
+    photos: dict[str, list[float]] = {name: [] for name in phases if name.startswith("predict")}
+    others: list[float] = []   # per repeat: the most cores other processes used during any of its phases
+    peaks: dict[str, int] = {}
+    for repeat in range(repeats):
+        busiest = 0.0
+        for name, phase in phases.items():
+            reset_peak_rss()
+            (busy0, own0), start = cpu_seconds(), time.perf_counter()
+            result = phase()
+            (busy1, own1), wall = cpu_seconds(), time.perf_counter() - start
+            busiest = max(busiest, max(0.0, (busy1 - busy0) - (own1 - own0)) / wall)
+            if isinstance(result, dict):
+                runs[name].append(result["forward_images_per_s"])
+                photos[name].append(result["images_per_s"])
+            else:
+                runs[name].append(result)
+            peaks[name] = max(peaks.get(name, 0), proc_status().get("VmHWM", 0))
+        others.append(busiest)
+        print(f"  [{repeat + 1}/{repeats}] " + "  ".join(f"{n} {v[-1]:.1f}" for n, v in runs.items())
+              + f" fwd img/s  other processes {busiest:.2f} cores", flush=True)
+    return {"runs": runs, "photos_per_s": photos, "other_cores": others, "peak_rss_mib": peaks}
+
+
+def report(measured: dict, *, views: int, json_path: str | None, args) -> None:
+    """Medians over the quiet repeats (other processes used < QUIET cores throughout) when there are any."""
+    runs, photos, others, peaks = (measured[k] for k in ("runs", "photos_per_s", "other_cores", "peak_rss_mib"))
+    any_quiet = any(o < QUIET for o in others)
+    quiet = [i for i, o in enumerate(others) if o < QUIET or not any_quiet]
+    pick = lambda values: [values[i] for i in quiet]  # noqa: E731
+    which = f"the {len(quiet)} quiet ones" if any_quiet else "all (none was quiet)"
+    print(f"\nmedians over {which} of {len(others)} repeats; cores used by other processes per repeat: "
+          f"{' '.join(f'{o:.2f}' for o in others)} (quiet: < {QUIET})")
+    print(f"{'phase':13s} {'fwd img/s':>10s} {'photos/s':>9s} {'peak RSS':>9s}   runs")
     for name, values in runs.items():
-        rate = f"{statistics.median(photos[name]):9.1f}" if name in photos else " " * 9
-        print(f"{name:13s} {statistics.median(values):10.1f} {rate} {peaks[name]:6d} MiB   "
+        rate = f"{statistics.median(pick(photos[name])):9.1f}" if name in photos else " " * 9
+        print(f"{name:13s} {statistics.median(pick(values)):10.1f} {rate} {peaks[name]:6d} MiB   "
               f"{' '.join(f'{v:.1f}' for v in values)}")
     ratios = {}
     for a, b in RATIOS:
         if a in runs and b in runs:
             paired = [x / y for x, y in zip(runs[a], runs[b])]
-            ratios[f"{a}/{b}"] = {"median": statistics.median(paired), "per_repeat": paired}
-            print(f"{a + '/' + b:26s} {statistics.median(paired):5.2f}   per repeat: "
+            ratios[f"{a}/{b}"] = {"median": statistics.median(pick(paired)), "per_repeat": paired}
+            print(f"{a + '/' + b:26s} {ratios[f'{a}/{b}']['median']:5.2f}   per repeat: "
                   f"{' '.join(f'{r:.2f}' for r in paired)}")
     print(f"(photos/s = forward img/s / {views} views)")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"machine": machine(), "args": {k: str(v) for k, v in vars(args).items()},
-                                               "runs": runs, "photos_per_s": photos, "ratios": ratios,
-                                               "peak_rss_mib": peaks}, indent=2))
-    return 0
+    if json_path:
+        Path(json_path).write_text(json.dumps({"machine": machine(), "args": {k: str(v) for k, v in vars(args).items()},
+                                               **measured, "quiet_repeats": quiet, "ratios": ratios}, indent=2))
 
 
 if __name__ == "__main__":
