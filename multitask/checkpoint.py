@@ -194,7 +194,8 @@ def checkpoint_info(ckpt: dict) -> dict:
 
 # --------------------------------------------------------------------------------------------- find
 def resolve_checkpoints(items: list[str]) -> list[Path]:
-    """Files stay; a run dir gives best.pt (else last.pt); a k-fold parent gives every fold's checkpoint."""
+    """Files stay; a run dir gives best.pt (else last.pt); a k-fold parent gives every fold's checkpoint; a
+    safetensors export folder (model.safetensors / config.json) stays."""
     found: list[Path] = []
     for item in items:
         path = Path(item).expanduser()
@@ -203,7 +204,8 @@ def resolve_checkpoints(items: list[str]) -> list[Path]:
         elif path.is_dir():
             found.extend(_from_dir(path))
         else:
-            raise UserError(f"checkpoint not found: {item} (expected a .pt file, a run dir or a k-fold run dir)")
+            raise UserError(f"checkpoint not found: {item} (expected a .pt or .onnx file, a run dir, a k-fold run dir "
+                            "or a safetensors export folder)")
     unique = list(dict.fromkeys(p.resolve() for p in found))
     return unique
 
@@ -213,6 +215,10 @@ def _best_or_last(folder: Path) -> Path | None:
 
 
 def _from_dir(path: Path) -> list[Path]:
+    from .backends import is_export_folder   # a safetensors export folder is one model
+
+    if is_export_folder(path):
+        return [path]
     own = _best_or_last(path)
     if own is not None:
         return [own]

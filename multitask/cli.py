@@ -1,8 +1,9 @@
-"""Command line: `multitask {train,predict,report,synth,sweep,compare,config show}`.
+"""Command line: `multitask {train,predict,export,report,synth,sweep,compare,config show}`.
 
     multitask synth --out data/synthetic --people 60 --size 96x128
     multitask train --config configs/quickstart.yaml --heads mask,gender,age train.epochs=3
     multitask predict --ckpt runs/quickstart/1 --data data/synthetic --out out/ --tta identity,hflip --gt data/synthetic/eval/gt.csv
+    multitask export runs/quickstart/1 --format onnx
     multitask report runs/quickstart/1
     multitask config show --config configs/quickstart.yaml train.epochs=3
     multitask sweep --config configs/quickstart.yaml --space configs/sweeps/optimizer.yaml --trials 20
@@ -21,6 +22,24 @@ import sys
 import textwrap
 
 from .errors import UserError
+
+
+EXPORT_HELP = """Export a checkpoint for deployment without this package.
+
+ONNX: uint8 RGB NHWC images in, one probability output per head plus `composite`; heads, classes, input size, crop,
+decisions and the training config in the model's metadata (key "multitask"). Checked by onnx.checker and against
+PyTorch on a real batch before it is written. safetensors: model.safetensors + config.json (the same manifest)."""
+
+EXPORT_EXAMPLES = """examples:
+  multitask export runs/quickstart/1 --format onnx
+      -> runs/quickstart/1/best.onnx; prints the parity vs PyTorch (max |delta prob|, argmax agreement)
+  multitask export runs/quickstart/1 --format onnx --quantize int8 \\
+      --calibration data/synthetic/train/images --data data/synthetic --gt data/synthetic/eval/gt.csv
+      -> best.int8.onnx calibrated on 64 training photos; prints fp32 vs int8 macro F1 on the eval set
+  multitask export runs/quickstart/1 --format safetensors --out deploy/quickstart
+      -> deploy/quickstart/model.safetensors + config.json (predict --ckpt deploy/quickstart reads it)
+  multitask export runs/quickstart/1 --format onnx --batch 1 --out deploy/quickstart_b1.onnx
+      -> a fixed batch of 1, for runtimes without dynamic shapes"""
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -105,7 +124,28 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("--workers", type=int, default=2)
     pred.add_argument("--device", default="auto")
     pred.add_argument("--amp", default="auto", choices=["auto", "fp16", "bf16", "off"])
+    pred.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime"],
+                      help="auto: .onnx files on onnxruntime, the rest on PyTorch; onnxruntime: every member (PyTorch "
+                      "sources exported in memory)")
     pred.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
+
+    exp = sub.add_parser("export", help="export a checkpoint to ONNX or safetensors + config.json",
+                         description=EXPORT_HELP, epilog=EXPORT_EXAMPLES,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    exp.add_argument("ckpt", help="checkpoint (.pt), run dir (its best.pt) or safetensors export folder")
+    exp.add_argument("--format", default="onnx", choices=["onnx", "safetensors"])
+    exp.add_argument("--out", help="output .onnx file or safetensors folder (default: next to the checkpoint, "
+                     "best.pt -> best.onnx, best.int8.onnx or best_safetensors/)")
+    exp.add_argument("--opset", type=int, help="ONNX opset (default 17; 18 with --exporter dynamo)")
+    exp.add_argument("--batch", default="dynamic", help="dynamic (default) or a fixed batch size N")
+    exp.add_argument("--quantize", choices=["int8"], help="onnxruntime static int8 quantisation, calibrated on --data")
+    exp.add_argument("--data", help="images for the parity check and int8 calibration (competition root / eval dir, "
+                     "manifest CSV or image folder; default: synthetic faces for parity)")
+    exp.add_argument("--gt", help="with --quantize int8: score fp32 and int8 on --data against this CSV")
+    exp.add_argument("--calibration", help="images for int8 calibration (default: --data); 64 are used")
+    exp.add_argument("--exporter", default="torchscript", choices=["torchscript", "dynamo"],
+                     help="torch.onnx exporter (default torchscript; dynamo needs onnxscript)")
+    exp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
 
     rep = sub.add_parser("report", help="per-head error analysis -> report.html/.md/.json", **_help("report"))
     rep.add_argument("run_dir", nargs="?", help="run dir (uses its out-of-fold / validation predictions)")
@@ -171,7 +211,16 @@ def _predict(args) -> int:
 
     run_predict(ckpts=args.ckpt, data=args.data, out=args.out, tta=[t for t in args.tta.split(",") if t],
                 merge=args.merge, weights=args.weights, joint=args.joint, gt=args.gt, batch_size=args.batch_size,
-                workers=args.workers, device=args.device, amp=args.amp)
+                workers=args.workers, device=args.device, amp=args.amp, backend=args.backend)
+    return 0
+
+
+def _export(args) -> int:
+    from .export import run_export
+
+    run_export(ckpt=args.ckpt, fmt=args.format, out=args.out, opset=args.opset, batch=args.batch,
+               quantize=args.quantize, data=args.data, gt=args.gt, calibration=args.calibration,
+               exporter=args.exporter)
     return 0
 
 
@@ -291,7 +340,7 @@ OS_HINTS = {errno.ENOSPC: "free some disk space (or point output_dir / data.cach
             errno.EDQUOT: "free some of your disk quota and rerun", errno.EACCES: _WRITABLE, errno.EPERM: _WRITABLE,
             errno.EROFS: "the file system is read-only; choose another folder"}
 
-COMMANDS = {"train": _train, "predict": _predict, "report": _report, "synth": _synth, "sweep": _sweep,
+COMMANDS = {"train": _train, "predict": _predict, "export": _export, "report": _report, "synth": _synth, "sweep": _sweep,
             "compare": _compare, "config": _config}
 
 

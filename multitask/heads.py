@@ -115,21 +115,30 @@ def composite_class_names(heads: Sequence[HeadSpec]) -> list[str]:
 
 
 def joint_probabilities(probs: Mapping[str, np.ndarray], heads: Sequence[HeadSpec]) -> np.ndarray:
-    """(N, prod) product of independent head probabilities, columns in composite order."""
-    joint = np.ones((len(probs[heads[0].name]), 1))
+    """(N, prod) product of independent head probabilities, columns in composite order.
+
+    Numpy arrays or torch tensors (the ONNX export traces this into its `composite` output)."""
+    joint, width = None, 1
     for head in heads:
-        joint = (joint[:, :, None] * np.asarray(probs[head.name])[:, None, :]).reshape(len(joint), -1)
+        p = _array(probs[head.name])
+        width *= head.num_classes
+        joint = p if joint is None else (joint[:, :, None] * p[:, None, :]).reshape(-1, width)
     return joint
 
 
 def marginal_probabilities(joint: np.ndarray, heads: Sequence[HeadSpec]) -> dict[str, np.ndarray]:
-    """Per-head probabilities from a (N, prod) composite distribution (e.g. a single 18-class head)."""
-    shaped = np.asarray(joint).reshape(len(joint), *composite_radices(heads))
+    """Per-head probabilities from a (N, prod) composite distribution (e.g. a single 18-class head); numpy or torch."""
+    shaped = _array(joint).reshape(-1, *composite_radices(heads))
     out = {}
     for axis, head in enumerate(heads, start=1):
         other = tuple(a for a in range(1, shaped.ndim) if a != axis)
         out[head.name] = shaped.sum(axis=other)
     return out
+
+
+def _array(values):
+    # torch tensors pass through untouched (no torch import here); lists and scalars become numpy
+    return values if hasattr(values, "reshape") else np.asarray(values)
 
 
 # ----------------------------------------------------------------------------------------------------- labels

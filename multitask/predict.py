@@ -4,6 +4,7 @@
     multitask predict --ckpt runs/effb0/2 runs/r18_single18/1/best.pt --weights 2 1 --data data/mask/eval \\
         --out out/ --tta identity,hflip,fivecrop --merge mean --gt data/mask/eval/gt.csv
     multitask predict --ckpt runs/kfold/1 --data photos/ --out out/        # a k-fold parent: every fold's best.pt
+    multitask predict --ckpt runs/a/1/best.onnx deploy/b runs/c/1 --data photos/ --out out/   # ONNX, safetensors, .pt
 
 Each checkpoint rebuilds its own model (backbone, heads, input size, normalisation), so different backbones and sizes
 ensemble in one call. Every image is decoded once and resized once per distinct input size; all models of that size
@@ -12,6 +13,9 @@ then see the same batch under every TTA view. Probabilities are merged over view
 it ensembles with a mask/gender/age model. The composite label is the per-head argmax combined by the composite
 encoding, or with --joint the argmax of the ensemble's joint distribution over the 18 classes (a model's own 18-class
 head where it has one, else the product of its heads).
+
+A member is a checkpoint, a safetensors export folder or an .onnx export (backends.py): .onnx files run on
+onnxruntime, the rest on PyTorch, or all on onnxruntime with --backend onnxruntime (exported in memory).
 
 Writes OUT/submission.csv (ImageID, ans in info.csv order; image_id, ans for other inputs), OUT/predictions.csv
 (the shared predictions table) and, with --gt, OUT/scores.json: every macro F1 with its 95% bootstrap interval
@@ -36,7 +40,8 @@ from sklearn.metrics import f1_score
 from torch.utils.data import DataLoader, Dataset
 
 from .atomic import atomic_write
-from .checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoints
+from .backends import OnnxModel, TorchModel, load_model
+from .checkpoint import resolve_checkpoints
 from .compare import score_intervals
 from .config import Config
 from .data.images import read_image, resize
@@ -54,9 +59,9 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 
 @dataclass
 class Member:
-    """One checkpoint of the ensemble: its own model, config and (normalised) weight."""
+    """One checkpoint of the ensemble: its own model (run by PyTorch or onnxruntime), config and (normalised) weight."""
     path: Path
-    model: torch.nn.Module
+    model: TorchModel | OnnxModel
     cfg: Config
     weight: float
 
@@ -82,7 +87,8 @@ class Inputs:
 
 # --------------------------------------------------------------------------------------------------- entry point
 def run_predict(*, ckpts, data, out, tta=("identity",), merge="mean", weights=None, joint=False, gt=None,
-                batch_size=64, workers=2, device="auto", amp="auto", console: Console | None = None) -> dict:
+                batch_size=64, workers=2, device="auto", amp="auto", backend="auto",
+                console: Console | None = None) -> dict:
     """Predict, write OUT/submission.csv + predictions.csv (+ scores.json with gt); returns scores and throughput."""
     console = console or Console()
     views, merge_fn = resolve_views(tta), resolve_merge(merge)
@@ -90,7 +96,7 @@ def run_predict(*, ckpts, data, out, tta=("identity",), merge="mean", weights=No
         raise UserError(f"--batch-size must be >= 1 and --workers >= 0, got {batch_size} and {workers}")
     device = pick_device(device)
     precision = resolve_precision(amp, device)
-    members = load_ensemble(list(ckpts), weights=weights, device=device)
+    members = load_ensemble(list(ckpts), weights=weights, device=device, backend=backend)
     heads, composite = ensemble_heads(members)
     if joint and not composite:
         raise UserError(f"--joint: the checkpoints do not predict every composite head "
@@ -102,8 +108,10 @@ def run_predict(*, ckpts, data, out, tta=("identity",), merge="mean", weights=No
     out = make_out_dir(out)
     for m in members:
         console.print(f"  {m.path}  {m.cfg.model.backbone} {m.size[0]}x{m.size[1]}  heads "
-                      f"{', '.join(h.name for h in m.heads)}  weight {m.weight:.3g}", markup=False)
+                      f"{', '.join(h.name for h in m.heads)}  weight {m.weight:.3g}  {m.model.kind}", markup=False)
     amp_name = str(precision.dtype).replace("torch.", "") if precision.enabled else "off"
+    if not any(m.model.kind == "torch" for m in members):
+        amp_name = "n/a (onnxruntime)"
     console.print(f"predicting {len(ids)} images with {len(members)} model(s) x {view_count(views)} view(s) "
                   f"({', '.join(views)}), merge {merge}, {device}, amp {amp_name}")
     start = time.perf_counter()
@@ -159,7 +167,7 @@ def make_out_dir(out) -> Path:
 
 
 # --------------------------------------------------------------------------------------------------- ensemble
-def load_ensemble(items: list, *, weights=None, device=torch.device("cpu")) -> list[Member]:
+def load_ensemble(items: list, *, weights=None, device=torch.device("cpu"), backend: str = "auto") -> list[Member]:
     """One Member per checkpoint (run dirs and k-fold parents expanded), weights normalised to sum 1.
 
     --weights takes one value per checkpoint; one per --ckpt item also works (a k-fold parent's weight is split
@@ -182,8 +190,7 @@ def load_ensemble(items: list, *, weights=None, device=torch.device("cpu")) -> l
         raise UserError(f"--weights: need finite values >= 0 with a positive sum, got {list(weights)}")
     members = []
     for path, w in zip(paths, raw):
-        model, cfg = model_from_checkpoint(load_checkpoint(path))
-        model = model.to(device=device, memory_format=torch.channels_last).eval()
+        model, cfg = load_model(path, backend=backend, device=device)
         members.append(Member(path=path, model=model, cfg=cfg, weight=w / sum(raw)))
     return members
 
@@ -285,10 +292,8 @@ def infer(members: list[Member], paths: list[str], *, views: list[str], merge, b
                     for view in VIEWS[name](x):
                         view = view.contiguous(memory_format=torch.channels_last)
                         for i, store in zip(group, views_probs):
-                            with precision.autocast():
-                                logits = members[i].model(view)
-                            for head, value in logits.items():
-                                store[head].append(value.float().softmax(-1))
+                            for head, value in members[i].model.probs(view, precision).items():
+                                store[head].append(value)
                 for i, store in zip(group, views_probs):
                     for head, values in store.items():
                         collected[i][head].append(merge(torch.stack(values)).cpu())

@@ -1,0 +1,232 @@
+"""Export (ONNX, safetensors) and the onnxruntime backend of predict, on tiny random models (CPU, seconds each).
+
+The exported model must say what PyTorch says: same probabilities (fp32, |delta| <= 1e-3), same argmax, the same
+submission.csv through predict, alone or mixed into an ensemble; bad files end in one line and exit code 2.
+"""
+import copy
+import json
+import pickle
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("onnxruntime", reason="the onnx extra is not installed: pip install -e '.[onnx]'")
+import onnx  # noqa: E402
+import onnxruntime as ort  # noqa: E402
+from test_predict import FAST, SINGLE18, make_ckpt, predicted  # noqa: E402
+
+from multitask import backends, export  # noqa: E402
+from multitask.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint  # noqa: E402
+from multitask.cli import main  # noqa: E402
+from multitask.config import to_dict  # noqa: E402
+from multitask.data.synthetic import write_synthetic  # noqa: E402
+from multitask.errors import UserError  # noqa: E402
+from multitask.heads import joint_probabilities  # noqa: E402
+from multitask.predict import run_predict  # noqa: E402
+
+QUICKSTART = ["data.image_size=[96,72]"]          # the quickstart's input size (height, width)
+DECISIONS = {"age": {"offsets": [0.0, 0.0, 0.25]}}  # the shape decision offsets are expected to take
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory):
+    base = tmp_path_factory.mktemp("export")
+    write_synthetic(base / "data", people=2, width=72, height=96, seed=3)   # 14 eval images
+    ckpt = make_ckpt(base / "r18.pt", size=(96, 72), seed=1)
+    onnx_result = export.run_export(ckpt=ckpt, fmt="onnx")
+    export.run_export(ckpt=ckpt, fmt="safetensors")
+    return {"base": base, "data": base / "data", "gt": base / "data" / "eval" / "gt.csv", "pt": ckpt,
+            "onnx": base / "r18.onnx", "st": base / "r18_safetensors", "result": onnx_result,
+            "small": make_ckpt(base / "small.pt", seed=5)}   # 32x32: for the tests that export again
+
+
+def manifest_of(path):
+    meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    return json.loads(meta[export.METADATA_KEY])
+
+
+def test_onnx_says_what_pytorch_says(made):
+    assert made["onnx"].is_file() and made["result"]["parity"]["max_abs_delta"] <= 1e-3
+    onnx.checker.check_model(str(made["onnx"]), full_check=True)
+    net, cfg = model_from_checkpoint(load_checkpoint(made["pt"]))
+    session = ort.InferenceSession(str(made["onnx"]), providers=["CPUExecutionProvider"])
+    assert [(i.name, i.type) for i in session.get_inputs()] == [("images", "tensor(uint8)")]
+    assert [o.name for o in session.get_outputs()] == ["mask", "gender", "age", "composite"]
+    images = export.synthetic_faces(200, 96, 72)        # other faces than the export's own parity check
+    with torch.no_grad():
+        reference = {k: v.softmax(-1).numpy() for k, v in net(torch.from_numpy(images).permute(0, 3, 1, 2)).items()}
+    for batch in (images[:1], images[:7], images):       # the batch axis is dynamic
+        got = dict(zip([o.name for o in session.get_outputs()], session.run(None, {"images": batch})))
+        for head, ref in reference.items():
+            assert np.abs(got[head] - ref[:len(batch)]).max() <= 1e-3, head
+            assert np.mean(got[head].argmax(1) == ref[:len(batch)].argmax(1)) >= 0.995, head
+        heads = [cfg.heads[n] for n in ("mask", "gender", "age")]
+        np.testing.assert_allclose(got["composite"], joint_probabilities(got, heads), atol=1e-6)
+    assert len(set(reference["mask"].argmax(1))) > 1    # not a constant model
+
+
+def test_metadata_and_config_json_describe_the_model(made):
+    manifest = manifest_of(made["onnx"])
+    ckpt = load_checkpoint(made["pt"])
+    assert manifest["trained_heads"] == ["mask", "gender", "age"]
+    assert manifest["heads"]["mask"]["classes"] == ["wear", "incorrect", "not_wear"]
+    assert manifest["composite"]["heads"] == ["mask", "gender", "age"]
+    assert manifest["composite"]["classes"][13] == "not_wear/male/30-59"     # mask*6 + gender*3 + age
+    assert manifest["input"] == {"name": "images", "dtype": "uint8", "layout": "NHWC", "channels": "RGB",
+                                 "range": [0, 255], "batch": "dynamic", "height": 96, "width": 72}
+    assert manifest["image_size"] == [96, 72] and manifest["outputs"][-1] == "composite"
+    assert manifest["config"] == ckpt["config"] and len(manifest["config_sha256"]) == 64
+    assert manifest["decisions"] == {} and manifest["crop"] is None and manifest["quantization"] is None
+    config = json.loads((made["st"] / "config.json").read_text())
+    same = lambda d: {k: v for k, v in d.items() if k not in ("outputs", "weights", "exported_with")}  # noqa: E731
+    assert same(config) == same(manifest) and config["weights"] == "model.safetensors"
+    assert sorted(p.name for p in made["st"].iterdir()) == ["config.json", "model.safetensors"]
+
+
+def test_predict_writes_the_same_submission_from_every_format(made, tmp_path):
+    outs = {}
+    for name, ckpt, backend in (("pt", made["pt"], "auto"), ("onnx", made["onnx"], "auto"),
+                                ("st", made["st"], "auto"), ("mem", made["pt"], "onnxruntime")):
+        outs[name] = tmp_path / name
+        result = run_predict(ckpts=[ckpt], data=made["data"], out=outs[name], tta=["identity", "hflip", "shift"],
+                             gt=made["gt"], backend=backend, **FAST)
+        assert 0 <= result["composite/f1"] <= 1
+    expected = (outs["pt"] / "submission.csv").read_text()
+    _, _, reference, _ = predicted(outs["pt"])
+    for name in ("onnx", "st", "mem"):
+        assert (outs[name] / "submission.csv").read_text() == expected, name
+        _, _, probs, _ = predicted(outs[name])
+        for head in reference:
+            np.testing.assert_allclose(probs[head], reference[head], atol=1e-5, err_msg=f"{name} {head}")
+
+
+def test_ensemble_mixes_onnx_and_pytorch_members(made, tmp_path):
+    other = make_ckpt(tmp_path / "b.pt", backbone="efficientnet_b0", size=(40, 40), seed=2)
+    run_predict(ckpts=[made["pt"], other], data=made["data"], out=tmp_path / "pt", weights=[1, 3], **FAST)
+    run_predict(ckpts=[made["onnx"], other], data=made["data"], out=tmp_path / "mixed", weights=[1, 3], **FAST)
+    assert (tmp_path / "pt" / "submission.csv").read_text() == (tmp_path / "mixed" / "submission.csv").read_text()
+    _, _, a, _ = predicted(tmp_path / "pt")
+    _, _, b, _ = predicted(tmp_path / "mixed")
+    for head in a:
+        np.testing.assert_allclose(a[head], b[head], atol=1e-5)
+
+
+def test_single18_fixed_batch_and_joint(made, tmp_path):
+    ckpt = make_ckpt(tmp_path / "s18.pt", seed=3, overrides=SINGLE18)
+    export.run_export(ckpt=ckpt, fmt="onnx", batch="5", data=made["data"])
+    manifest = manifest_of(tmp_path / "s18.onnx")
+    assert manifest["outputs"] == ["class18", "mask", "gender", "age", "composite"] and manifest["input"]["batch"] == 5
+    session = ort.InferenceSession(str(tmp_path / "s18.onnx"), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].shape[0] == 5
+    for backend_ckpt, name in ((ckpt, "pt"), (tmp_path / "s18.onnx", "onnx")):   # 14 images in batches of 5
+        run_predict(ckpts=[backend_ckpt], data=made["data"], out=tmp_path / name, joint=True, **FAST)
+    assert (tmp_path / "pt" / "submission.csv").read_text() == (tmp_path / "onnx" / "submission.csv").read_text()
+
+
+def test_decisions_and_config_travel_with_every_format(made, tmp_path):
+    """The hook for decision offsets: a checkpoint's `decisions` reach the ONNX metadata, config.json and the
+    loaded model of every backend unchanged (predict applies none yet; neither exists in training so far)."""
+    ckpt = load_checkpoint(made["small"])
+    with_decisions = tmp_path / "d.pt"
+    save_checkpoint(with_decisions, {**ckpt, "decisions": DECISIONS})
+    export.run_export(ckpt=with_decisions, fmt="onnx")
+    export.run_export(ckpt=with_decisions, fmt="safetensors")
+    assert manifest_of(tmp_path / "d.onnx")["decisions"] == DECISIONS
+    assert json.loads((tmp_path / "d_safetensors" / "config.json").read_text())["decisions"] == DECISIONS
+    for source, backend in ((with_decisions, "auto"), (tmp_path / "d.onnx", "auto"),
+                            (tmp_path / "d_safetensors", "auto"), (with_decisions, "onnxruntime")):
+        model, cfg = backends.load_model(source, backend=backend)
+        assert model.decisions == DECISIONS, (source, backend)
+        assert to_dict(cfg) == to_dict(model_from_checkpoint(ckpt)[1])
+
+
+def test_int8_quantisation_reports_its_f1_delta(made, tmp_path):
+    result = export.run_export(ckpt=made["small"], fmt="onnx", quantize="int8", data=made["data"], gt=made["gt"],
+                               calibration=made["data"] / "train" / "images", out=tmp_path / "q.onnx")
+    assert (tmp_path / "q.onnx").stat().st_size < 0.4 * made["onnx"].stat().st_size   # same trunk, int8 weights
+    assert manifest_of(tmp_path / "q.onnx")["quantization"]["mode"] == "int8"
+    assert set(result["int8_scores"]) >= {"composite/f1", "mask/f1", "age/acc"}
+    assert result["int8_parity"]["images"] == 14
+    run_predict(ckpts=[tmp_path / "q.onnx"], data=made["data"], out=tmp_path / "out", **FAST)
+    assert (tmp_path / "out" / "submission.csv").is_file()
+
+
+def test_broken_parity_stops_the_export_and_writes_nothing(made, tmp_path, monkeypatch):
+    real = export.onnx_bytes
+
+    def other_weights(net, cfg, **kw):   # a graph whose age head is off: what a wrong export would produce
+        wrong = copy.deepcopy(net)
+        with torch.no_grad():
+            wrong.heads["age"][-1].bias += torch.tensor([0.0, 0.0, 0.01])
+        return real(wrong, cfg, **kw)
+
+    monkeypatch.setattr(export, "onnx_bytes", other_weights)
+    with pytest.raises(UserError, match=r"ONNX parity broken: max \|delta prob\| .* \(output age; limit 0.001\).* "
+                                        r"nothing written"):
+        export.run_export(ckpt=made["small"], fmt="onnx", out=tmp_path / "bad.onnx")
+    assert not (tmp_path / "bad.onnx").exists() and not list(tmp_path.glob(".bad.onnx*"))
+
+
+def test_loading_exports_never_unpickles(made, tmp_path, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("unpickling")
+
+    monkeypatch.setattr(pickle, "Unpickler", refuse)
+    monkeypatch.setattr(pickle, "load", refuse)
+    monkeypatch.setattr(torch, "load", refuse)
+    for source in (made["st"], made["onnx"]):
+        run_predict(ckpts=[source], data=made["data"], out=tmp_path / source.name, **FAST)
+
+
+def test_dynamo_exporter(made, tmp_path):
+    pytest.importorskip("onnxscript")
+    result = export.run_export(ckpt=made["small"], fmt="onnx", exporter="dynamo", out=tmp_path / "d.onnx")
+    assert result["parity"]["max_abs_delta"] <= 1e-3 and manifest_of(tmp_path / "d.onnx")["exported_with"]["opset"] == 18
+
+
+# ------------------------------------------------------------------------------------------------ bad input
+def _fails(capsys, argv) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_bad_exports_are_one_line(made, tmp_path, capsys):
+    predict = ["predict", "--data", str(made["data"]), "--out", str(tmp_path / "out"), "--workers", "0"]
+    cut = tmp_path / "cut.onnx"
+    cut.write_bytes(made["onnx"].read_bytes()[:5000])
+    assert "cut.onnx: not a loadable ONNX model" in _fails(capsys, [*predict, "--ckpt", str(cut)])
+    noise = tmp_path / "noise.onnx"
+    noise.write_bytes(b"not a model at all")
+    assert "noise.onnx: not a loadable ONNX model" in _fails(capsys, [*predict, "--ckpt", str(noise)])
+    plain = tmp_path / "plain.onnx"
+    torch.onnx.export(torch.nn.Linear(2, 2), (torch.ones(1, 2),), str(plain), dynamo=False)
+    assert "without multitask metadata" in _fails(capsys, [*predict, "--ckpt", str(plain)])
+    folder = tmp_path / "weights_only"
+    folder.mkdir()
+    shutil.copy(made["st"] / "model.safetensors", folder)
+    line = _fails(capsys, [*predict, "--ckpt", str(folder)])
+    assert "weights_only: config.json is missing" in line
+    lone = tmp_path / "config_only"
+    lone.mkdir()
+    shutil.copy(made["st"] / "config.json", lone)
+    assert "config_only: model.safetensors is missing" in _fails(capsys, [*predict, "--ckpt", str(lone)])
+    assert "--backend torch" in _fails(capsys, [*predict, "--ckpt", str(made["onnx"]), "--backend", "torch"])
+    export_cmd = ["export", str(made["pt"]), "--out", str(tmp_path / "x.onnx")]
+    assert "--quantize int8 calibrates activation ranges on real images: give --data or --calibration" in \
+        _fails(capsys, [*export_cmd, "--quantize", "int8"])
+    assert "--batch: expected dynamic" in _fails(capsys, [*export_cmd, "--batch", "0"])
+    assert "already an ONNX model" in _fails(capsys, ["export", str(made["onnx"])])
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_missing_onnxruntime_is_a_one_line_hint(made, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)   # import onnxruntime -> ImportError
+    with pytest.raises(UserError, match=r"onnxruntime is not installed; pip install 'multitask\[onnx\]'"):
+        run_predict(ckpts=[made["onnx"]], data=made["data"], out=tmp_path, **FAST)
