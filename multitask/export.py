@@ -29,7 +29,6 @@ import contextlib
 import hashlib
 import io
 import json
-import os
 import tempfile
 import time
 import warnings
@@ -42,7 +41,8 @@ from torch import nn
 
 from . import __version__
 from .backends import SAFETENSORS_CONFIG, SAFETENSORS_WEIGHTS, OnnxModel, load_torch, onnx_session, require
-from .checkpoint import _fsync_dir, resolve_checkpoints
+from .atomic import atomic_write
+from .checkpoint import resolve_checkpoints
 from .config import Config, from_dict, to_dict
 from .errors import UserError
 from .heads import HeadSpec, composite_class_names
@@ -264,24 +264,14 @@ def synthetic_faces(count: int, height: int, width: int) -> np.ndarray:
 
 # --------------------------------------------------------------------------------------------------- files
 def write_atomic(path: Path, data: bytes) -> None:
-    """Temp file in the same folder, fsync, os.replace, fsync the folder (checkpoint.save_checkpoint's recipe for
-    bytes that are not a torch.save payload): a kill mid-write leaves the previous file or none, never half."""
-    tmp = None
+    """`atomic_write` for bytes: a kill mid-write leaves the previous file or none, never half; one clear line when
+    the disk refuses."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as f:
+        with atomic_write(path, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        tmp = None
-        _fsync_dir(path.parent)
     except OSError as err:
         raise UserError(f"could not write {path}: {err.strerror or err}") from None
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def write_safetensors(net: MultiHeadNet, manifest: dict, folder: Path) -> None:
