@@ -116,13 +116,18 @@ def load_checkpoint(path: str | Path) -> dict:
     except (OSError, RuntimeError, EOFError, KeyError, ValueError, IndexError, AttributeError) as err:
         # zip/pickle readers fail in many ways on foreign or truncated files
         raise UserError(f"{path} is not a multitask checkpoint (unreadable: {type(err).__name__}: {err})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise UserError(f"{path} is not a multitask checkpoint (no format: {FORMAT!r} entry); "
-                        "was it written by `multitask train`?")
-    if int(ckpt.get("version", 0)) > VERSION:
-        raise UserError(f"{path} has checkpoint version {ckpt['version']}, newer than this multitask reads "
-                        f"({VERSION}); update multitask")
+    check_format(ckpt, fmt=FORMAT, version=VERSION, where=str(path), what="checkpoint",
+                 writer="was it written by `multitask train`?")
     return ckpt
+
+
+def check_format(obj, *, fmt: str, version: int, where: str, what: str, writer: str) -> None:
+    """A file's `format` entry is ours and its `version` one this code reads, else one line saying which is off."""
+    if not isinstance(obj, dict) or obj.get("format") != fmt:
+        raise UserError(f"{where} is not a multitask {what} (no format: {fmt!r} entry); {writer}")
+    if int(obj.get("version", 0)) > version:
+        raise UserError(f"{where} has {what} version {obj['version']}, newer than this multitask reads "
+                        f"({version}); update multitask")
 
 
 def refusal(path: Path, text: str) -> str:

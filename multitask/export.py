@@ -42,7 +42,7 @@ from torch import nn
 from . import __version__
 from .backends import SAFETENSORS_CONFIG, SAFETENSORS_WEIGHTS, OnnxModel, load_torch, onnx_session, require
 from .atomic import atomic_write
-from .checkpoint import resolve_checkpoints
+from .checkpoint import check_format, resolve_checkpoints
 from .config import Config, from_dict, to_dict
 from .errors import UserError
 from .heads import HeadSpec, composite_class_names
@@ -106,12 +106,8 @@ def build_manifest(net: MultiHeadNet, cfg: Config, *, source: dict, decisions: d
 
 def read_manifest(raw, *, where: str) -> tuple[dict, Config]:
     """(manifest, Config) from an export manifest; UserError naming `where` when it is not one this code reads."""
-    if not isinstance(raw, dict) or raw.get("format") != MANIFEST_FORMAT:
-        raise UserError(f"{where}: not a multitask export manifest (no format: {MANIFEST_FORMAT!r}); "
-                        "write it with `multitask export`")
-    if int(raw.get("version", 0)) > MANIFEST_VERSION:
-        raise UserError(f"{where}: export version {raw['version']} is newer than this multitask reads "
-                        f"({MANIFEST_VERSION}); update multitask")
+    check_format(raw, fmt=MANIFEST_FORMAT, version=MANIFEST_VERSION, where=where, what="export manifest",
+                 writer="write it with `multitask export`")
     cfg = from_dict(json.loads(json.dumps(raw.get("config") or {})), where=where)
     missing = [n for n in raw.get("trained_heads") or [] if n not in cfg.heads]
     if not raw.get("trained_heads") or missing:
