@@ -228,7 +228,7 @@ def plot(c: Comparison, path: Path) -> Path:
     ax.axvline(0, color="black", lw=0.8)
     ax.set_yticks(range(len(rows)), [r[0] for r in rows[::-1]], fontsize=8)
     first = next(iter(c.scores.values()))
-    ax.set_xlabel(f"difference in macro F1 (95% interval, {first.draws} draws over {first.groups} {first.units})")
+    ax.set_xlabel(f"difference in macro F1\n(95% interval, {first.draws} draws over {first.groups} {first.units})")
     ax.set_title("paired differences")
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
