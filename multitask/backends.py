@@ -14,6 +14,7 @@ files hold no code at all.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 from pathlib import Path
@@ -87,6 +88,25 @@ class OnnxModel:
             padded = np.concatenate([chunk, np.zeros((self.batch - len(chunk), *chunk.shape[1:]), chunk.dtype)])
             parts.append([o[:len(chunk)] for o in self.session.run(names, {self.input.name: padded})])
         return [np.concatenate(outs) for outs in zip(*parts)]
+
+
+@contextlib.contextmanager
+def glue_threads(models: list):
+    """One torch thread while only onnxruntime models run (restored after).
+
+    Then torch only does glue (uint8 to float, TTA views, rounding, merges) between onnxruntime calls; with its
+    OpenMP pool beside onnxruntime's pool and the loader workers, small parallel torch ops wait on descheduled
+    threads (BENCHMARKS.md: torch threads).
+    """
+    if any(m.kind == "torch" for m in models):
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 # --------------------------------------------------------------------------------------------------- loading

@@ -40,7 +40,7 @@ from sklearn.metrics import f1_score
 from torch.utils.data import DataLoader, Dataset
 
 from .atomic import atomic_write
-from .backends import OnnxModel, TorchModel, load_model
+from .backends import OnnxModel, TorchModel, glue_threads, load_model
 from .checkpoint import resolve_checkpoints
 from .compare import score_intervals
 from .config import Config
@@ -115,8 +115,9 @@ def run_predict(*, ckpts, data, out, tta=("identity",), merge="mean", weights=No
     console.print(f"predicting {len(ids)} images with {len(members)} model(s) x {view_count(views)} view(s) "
                   f"({', '.join(views)}), merge {merge}, {device}, amp {amp_name}")
     start = time.perf_counter()
-    per_member = infer(members, paths, views=views, merge=merge_fn, batch_size=batch_size, workers=workers,
-                       device=device, precision=precision, console=console)
+    with glue_threads([m.model for m in members]):
+        per_member = infer(members, paths, views=views, merge=merge_fn, batch_size=batch_size, workers=workers,
+                           device=device, precision=precision, console=console)
     seconds = time.perf_counter() - start
     probs, joint_probs = combine(members, per_member, heads=heads, composite=composite, merge=merge_fn, joint=joint)
     pred = joint_probs.argmax(1) if joint else composite_prediction(probs, composite)

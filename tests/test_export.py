@@ -230,3 +230,18 @@ def test_missing_onnxruntime_is_a_one_line_hint(made, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)   # import onnxruntime -> ImportError
     with pytest.raises(UserError, match=r"onnxruntime is not installed; pip install 'multitask\[onnx\]'"):
         run_predict(ckpts=[made["onnx"]], data=made["data"], out=tmp_path, **FAST)
+
+
+def test_torch_runs_one_thread_only_while_every_member_is_onnx():
+    class Onnx:
+        kind = "onnxruntime"
+
+    class Torch:
+        kind = "torch"
+
+    before = torch.get_num_threads()
+    with backends.glue_threads([Onnx(), Onnx()]):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with backends.glue_threads([Onnx(), Torch()]):
+        assert torch.get_num_threads() == before
