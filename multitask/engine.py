@@ -104,9 +104,7 @@ def run_training(cfg: Config, *, resume: str | None = None, all_folds: bool = Fa
                 fold_dir = fold_run_dir(parent, fold)
                 ckpt = None
                 if resume and (fold_dir / "last.pt").is_file():   # folds without one start (again) from scratch
-                    ckpt = load_checkpoint(fold_dir / "last.pt")
-                    check_resume_heads(ckpt, fold_cfg, fold_dir / "last.pt")
-                    check_resume_overrides(ckpt["config"], fold_cfg, fold_dir / "last.pt")
+                    ckpt = load_for_resume(fold_dir / "last.pt", fold_cfg)
                 fit(fold_cfg, fold_dir, info, ckpt)
             if info.is_main:
                 merge_fold_oof(parent, cfg.data.n_folds)
@@ -115,9 +113,7 @@ def run_training(cfg: Config, *, resume: str | None = None, all_folds: bool = Fa
         if resume:
             path = resolve_resume(resume)
             lock = RunDirLock(path.parent).acquire() if info.is_main else None
-            ckpt = load_checkpoint(path)
-            check_resume_heads(ckpt, cfg, path)
-            check_resume_overrides(ckpt["config"], cfg, path)
+            ckpt = load_for_resume(path, cfg)
             run_dir = path.parent
         else:
             run_dir = fresh = broadcast_object(make_run_dir(cfg) if info.is_main else None, info)
@@ -132,6 +128,14 @@ def run_training(cfg: Config, *, resume: str | None = None, all_folds: bool = Fa
         if lock is not None:
             lock.release()
         cleanup(info)
+
+
+def load_for_resume(path: Path, cfg: Config) -> dict:
+    """The checkpoint to continue from, once its heads and the config's changes pass the resume rules."""
+    ckpt = load_checkpoint(path)
+    check_resume_heads(ckpt, cfg, path)
+    check_resume_overrides(ckpt["config"], cfg, path)
+    return ckpt
 
 
 # --------------------------------------------------------------------------------------------------- fit
@@ -229,22 +233,22 @@ class Trainer:
             if improved:
                 best_metrics = dict(metrics)
             self.callbacks.on_epoch_end(state, metrics)
-            if self.stop_reason():
+            if self.should_stop():
                 break
         if best_metrics:
             self.tracker.print(f"best {state.monitor} = {state.best:.4f}; run dir {self.run_dir}")
         self.callbacks.on_fit_end(state, best_metrics)
         return best_metrics
 
-    def stop_reason(self) -> str | None:
+    def should_stop(self) -> bool:
+        """After an epoch: early stop or a callback's `state.stop` (said aloud), or the spent step budget."""
         state, t = self.state, self.cfg.train
-        if t.early_stop and state.bad_epochs >= t.early_stop:
-            state.stop = state.stop or f"early stop: {state.monitor} did not improve for {t.early_stop} epochs"
-        if t.max_steps and state.step >= t.max_steps:
-            state.stop = state.stop or f"stopped at train.max_steps={t.max_steps}"
-        if state.stop and not state.stop.startswith("stopped at"):
+        if state.stop is None and t.early_stop and state.bad_epochs >= t.early_stop:
+            state.stop = f"early stop: {state.monitor} did not improve for {t.early_stop} epochs"
+        if state.stop is not None:
             self.tracker.print(state.stop)
-        return state.stop
+            return True
+        return bool(t.max_steps and state.step >= t.max_steps)
 
     def train_epoch(self, epoch: int) -> dict:
         state, cfg = self.state, self.cfg

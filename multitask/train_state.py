@@ -78,9 +78,6 @@ class TrainState:
     def counters(self) -> dict:
         return {k: getattr(self, k) for k in COUNTERS}
 
-    def finished(self) -> bool:
-        return counters_finished(self.cfg, self.counters())
-
     def grad_context(self, world_size: int = 1) -> GradContext:
         """The trunk's and the heads' parameters as the weighting's backward sees them."""
         trainable = lambda module: [p for p in module.parameters() if p.requires_grad]  # noqa: E731

@@ -45,14 +45,8 @@ class GradientWeighting(Weighting):
         grads, self._grads = self._grads, None
         if ctx.world_size > 1:
             grads = _all_reduce_mean(grads, ctx)
-        combined = self.combine_grads(grads)
+        write_grads(self.combine_grads(grads), ctx.shared)
         self.steps += 1
-        offset = 0
-        for p in ctx.shared:
-            n = p.numel()
-            p.grad = torch.empty_like(p)   # empty_like keeps the parameter's memory format (channels_last)
-            p.grad.copy_(combined[offset:offset + n].view(p.shape))
-            offset += n
 
     def combine_grads(self, grads: Tensor) -> Tensor:
         """(heads × n) per-head gradients -> the trunk's gradient (n)."""
@@ -64,15 +58,20 @@ def flatten(grads, params) -> Tensor:
     return torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1).float() for g, p in zip(grads, params)])
 
 
+def write_grads(vector: Tensor, params) -> None:
+    """Consecutive slices of `vector` into each parameter's .grad (made with empty_like where missing, which keeps
+    the parameter's memory format, channels_last included)."""
+    for p, chunk in zip(params, vector.split([p.numel() for p in params])):
+        if p.grad is None:
+            p.grad = torch.empty_like(p)
+        p.grad.copy_(chunk.view(p.shape))
+
+
 def _all_reduce_mean(grads: Tensor, ctx: GradContext) -> Tensor:
     """One all-reduce per step: the per-head trunk gradients and the heads' own gradients in one flat buffer."""
     task = [p for p in ctx.task if p.grad is not None]
     flat = torch.cat([grads.reshape(-1)] + [p.grad.reshape(-1).float() for p in task])
     dist.all_reduce(flat)
     flat /= ctx.world_size
-    offset = grads.numel()
-    for p in task:
-        n = p.numel()
-        p.grad.copy_(flat[offset:offset + n].view(p.shape))
-        offset += n
+    write_grads(flat[grads.numel():], task)
     return flat[:grads.numel()].view_as(grads)
