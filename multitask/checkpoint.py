@@ -11,7 +11,6 @@ Payload (the engine fills it; everything is plain data so weights_only=True can 
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import errno
 import os
@@ -147,7 +146,7 @@ def refusal(path: Path, text: str) -> str:
 
 def model_from_checkpoint(ckpt: dict, *, use_ema: bool = True) -> tuple[MultiHeadNet, Config]:
     """The model alone from a loaded checkpoint: its config, its trained heads in order, no hub download."""
-    cfg = from_dict(copy.deepcopy(ckpt["config"]))   # from_dict edits the mapping it is given
+    cfg = from_dict(ckpt["config"])
     names = ckpt.get("trained_heads") or [h.name for h in cfg.trained_heads()]
     unknown = [n for n in names if n not in cfg.heads]
     if unknown:

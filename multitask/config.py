@@ -247,7 +247,7 @@ def _lower_bounds(cfg: Config) -> list[tuple[str, float | None, float]]:
     return [("train.epochs", t.epochs, 1), ("train.batch_size", t.batch_size, 1),
             ("train.accum_steps", t.accum_steps, 1), ("train.val_every", t.val_every, 1),
             ("train.save_every_steps", t.save_every_steps, 1), ("train.max_steps", t.max_steps, 1),
-            ("train.early_stop", t.early_stop, 1), ("train.cagrad_c", t.cagrad_c, 0.0), ("data.n_folds", d.n_folds, 2),
+            ("train.early_stop", t.early_stop, 1), ("data.n_folds", d.n_folds, 2),
             ("train.plateau_patience", t.plateau_patience, 0),
             ("data.num_workers", d.num_workers, 0), ("data.limit", d.limit, 1)]
 
@@ -265,6 +265,7 @@ def _float_ranges(cfg: Config) -> list[tuple[str, float | None, str]]:
               ("train.momentum", t.momentum, "in [0, 1]"), ("train.min_lr", t.min_lr, ">= 0"),
               ("train.warmup_epochs", t.warmup_epochs, ">= 0"), ("train.gamma", t.gamma, "> 0"),
               ("train.grad_clip", t.grad_clip, "> 0"), ("train.dwa_temperature", t.dwa_temperature, "> 0"),
+              ("train.cagrad_c", t.cagrad_c, ">= 0"),
               ("train.mixup", t.mixup, ">= 0"), ("train.cutmix", t.cutmix, ">= 0"),
               ("train.mix_prob", t.mix_prob, "in [0, 1]"), ("train.ema.decay", t.ema.decay, "in [0, 1]"),
               ("model.drop_rate", m.drop_rate, "in [0, 1)"), ("model.drop_path_rate", m.drop_path_rate, "in [0, 1)")]
@@ -276,7 +277,6 @@ def _float_ranges(cfg: Config) -> list[tuple[str, float | None, str]]:
         key = f"heads.{name}"
         checks += [(f"{key}.weight", h.weight, ">= 0"), (f"{key}.label_smoothing", h.label_smoothing, "in [0, 1)"),
                    (f"{key}.focal_gamma", h.focal_gamma, ">= 0"), (f"{key}.dropout", h.dropout, "in [0, 1)")]
-        checks += [(f"{key}.loss.{k}", v, ">= 0") for k, v in h.loss.items()]
         if isinstance(h.class_weights, list):
             checks += [(f"{key}.class_weights[{i}]", v, ">= 0") for i, v in enumerate(h.class_weights)]
     return checks
@@ -394,14 +394,13 @@ def to_dict(cfg) -> dict:
 
 
 def from_dict(raw: dict, where: str = "<checkpoint>", overrides: list[str] | None = None) -> Config:
-    """A Config from plain data (a checkpoint's config), plus `a.b=value` overrides as on the command line."""
-    raw = {k: v for k, v in raw.items() if k != "config_path"}
+    """A Config from plain data (a checkpoint's config), plus `a.b=value` overrides as on the command line.
+    The caller's mapping is left as it was (a copy takes the edits)."""
+    raw = {k: v for k, v in copy.deepcopy(raw).items() if k != "config_path"}
     for spec in (raw.get("heads") or {}).values():
         spec.pop("name", None)
-    if overrides:
-        raw = copy.deepcopy(raw)   # overrides edit nested mappings; the caller's stay as they were
-        for item in overrides:
-            _apply_override(raw, item)
+    for item in overrides or ():
+        _apply_override(raw, item)
     return finalize(_build(Config, raw, "", where), where)
 
 

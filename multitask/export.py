@@ -108,7 +108,7 @@ def read_manifest(raw, *, where: str) -> tuple[dict, Config]:
     """(manifest, Config) from an export manifest; UserError naming `where` when it is not one this code reads."""
     check_format(raw, fmt=MANIFEST_FORMAT, version=MANIFEST_VERSION, where=where, what="export manifest",
                  writer="write it with `multitask export`")
-    cfg = from_dict(json.loads(json.dumps(raw.get("config") or {})), where=where)
+    cfg = from_dict(raw.get("config") or {}, where=where)
     missing = [n for n in raw.get("trained_heads") or [] if n not in cfg.heads]
     if not raw.get("trained_heads") or missing:
         raise UserError(f"{where}: trained heads {raw.get('trained_heads')} do not match its config heads "

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .data.competition import read_csv_text
 from .errors import UserError
 from .heads import UNLABELLED, HeadSpec, class_index, composite_decode, composite_encode, composite_size
 from .parsing import whole_number
@@ -57,7 +58,7 @@ def read_gt(path, ids, heads: list[HeadSpec], composite: list[HeadSpec]) -> Grou
     where = f"--gt {path}"
     if not path.is_file():
         raise UserError(f"{where}: file not found; expected a CSV with ImageID and ans and/or per-head columns")
-    table = _read(path, where)
+    table = read_csv_text(path, where)
     key = next((c for c in KEYS if c in table.columns), None)
     if key is None:
         raise UserError(f"{where}: no ImageID column; found {', '.join(table.columns) or 'none'}")
@@ -92,15 +93,6 @@ def read_gt(path, ids, heads: list[HeadSpec], composite: list[HeadSpec]) -> Grou
     used = {ANS, *(h.name for h in heads)}
     meta = rows[[c for c in rows.columns if c not in used]]
     return GroundTruth(targets=targets, composite=truth, meta=meta, missing=int((~found).sum()), path=path)
-
-
-def _read(path: Path, where: str) -> pd.DataFrame:
-    try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise UserError(f"{where}: not a readable CSV ({str(err).splitlines()[0]})") from None
-    table.columns = [str(c).strip() for c in table.columns]
-    return table
 
 
 def _one_row_per_id(table: pd.DataFrame, key: str, where: str) -> pd.DataFrame:

@@ -2,7 +2,6 @@
 parents, and the lock that keeps a second training process out of a run dir."""
 from __future__ import annotations
 
-import copy
 import errno
 import fcntl
 import os
@@ -48,8 +47,12 @@ def check_writable(run_dir: Path) -> None:
         os.close(fd)
         os.remove(probe)
     except OSError as err:
-        raise UserError(f"run dir {run_dir} is not writable ({err.strerror}); make it writable or set output_dir to "
-                        f"another folder") from None
+        raise not_writable(run_dir, err) from None
+
+
+def not_writable(run_dir: Path, err: OSError) -> UserError:
+    return UserError(f"run dir {run_dir} is not writable ({err.strerror}); make it writable or set output_dir to "
+                     f"another folder")
 
 
 def discard_unsaved(run_dir: Path) -> None:
@@ -140,7 +143,7 @@ RESUME_MAY_CHANGE = ("train.epochs", "train.early_stop", "train.max_steps", "tra
 def check_resume_overrides(saved: dict, cfg: Config, path: Path) -> None:
     """Refuse a resumed config that differs from the checkpoint's in a key outside RESUME_MAY_CHANGE, so the config
     a run saves is always the one it trains with."""
-    before = _flat(to_dict(from_dict(copy.deepcopy(saved), f"--resume {path}")))   # keys added since: defaults
+    before = _flat(to_dict(from_dict(saved, f"--resume {path}")))   # keys added since: defaults
     after = _flat(to_dict(cfg))
     changed = [k for k in sorted(set(before) | set(after)) if k != "config_path" and before.get(k) != after.get(k)
                and not any(k == key or (key.endswith("*") and k.startswith(key[:-1])) for key in RESUME_MAY_CHANGE)]
@@ -187,9 +190,9 @@ class RunDirLock:
             try:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             except OSError as err:
-                raise UserError(f"run dir {self.run_dir} is not writable ({err.strerror}); make it writable or set "
-                                f"output_dir to another folder") from None
-            if self._lock(fd) and _same_file(fd, self.path):
+                raise not_writable(self.run_dir, err) from None
+            self._lock(fd)
+            if _same_file(fd, self.path):
                 break
             os.close(fd)   # the owner removed the file while we opened it: lock the one there now
         os.ftruncate(fd, 0)
@@ -197,10 +200,11 @@ class RunDirLock:
         self.fd = fd
         return self
 
-    def _lock(self, fd: int) -> bool:
+    def _lock(self, fd: int) -> None:
+        """Hold `fd`'s lock, or close it and say who holds it."""
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return True
+            return
         except BlockingIOError:
             owner = _read_pid(fd)
         except OSError as err:   # no flock on this file system: trust the pid in the file
@@ -208,7 +212,7 @@ class RunDirLock:
                 raise
             owner = _read_pid(fd)
             if owner in (None, os.getpid()) or not _alive(owner):
-                return True
+                return
         os.close(fd)
         raise UserError(f"run dir {self.run_dir} is in use by another training process (pid {owner or '?'}, lock "
                         f"{self.path}); wait for it to end (or stop it), then run again")
@@ -234,14 +238,14 @@ def _same_file(fd: int, path: Path) -> bool:
 def _read_pid(fd: int) -> int | None:
     os.lseek(fd, 0, os.SEEK_SET)
     text = os.read(fd, 32).decode("ascii", "replace").strip()
-    return int(text) if re.fullmatch(r"[0-9]+", text) else None
+    return whole_number(text)
 
 
 def _alive(pid: int) -> bool:
     try:
-        os.kill(pid, 0)
+        os.kill(pid, 0)   # PermissionError too means alive (owned by someone else)
     except ProcessLookupError:
         return False
-    except PermissionError:   # alive, owned by someone else
-        return True
+    except PermissionError:
+        pass
     return True

@@ -209,12 +209,13 @@ def _cross_check(csv_path: Path, people: dict[str, dict]) -> list[str]:
     return notes
 
 
-def read_csv_text(path: Path) -> pd.DataFrame:
-    """A CSV as stripped-header text columns; an unreadable file is one UserError line (shared with manifest.py)."""
+def read_csv_text(path: Path, where: str | None = None) -> pd.DataFrame:
+    """A CSV as stripped-header text columns; an unreadable file is one UserError line naming `where` (default: the
+    path). Shared by the competition and manifest readers and the ground-truth reader."""
     try:
         table = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise UserError(f"{path}: not a readable CSV ({str(err).splitlines()[0]})") from None
+        raise UserError(f"{where or path}: not a readable CSV ({str(err).splitlines()[0]})") from None
     table.columns = [c.strip() for c in table.columns]
     return table
 
