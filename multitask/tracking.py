@@ -58,7 +58,7 @@ class Tracker:
         self._best: dict[str, tuple[float, int]] = {}
         self._step: int | None = None   # latest step given to log(); None until then
         self._closed = False
-        self._wandb_module = wandb_module            # a stand-in for `import wandb` (tests)
+        self._wandb_module = wandb_module            # a stand-in for `import wandb` (tests); see _wandb_lib
         self._best_row: tuple[int, dict] | None = None   # (epoch, metrics) where the monitored metric peaked
         if not enabled:
             return
@@ -102,11 +102,19 @@ class Tracker:
             return None
         return SummaryWriter(log_dir=str(self.run_dir / "tb"))
 
-    def _open_wandb(self, resume_id: str | None):
+    def _wandb_lib(self):
+        """The wandb module: the stand-in given to __init__ (tests), else `import wandb` (ImportError: not installed)."""
         # before wandb reads its environment: no banners, and never an interactive prompt
         os.environ.setdefault("WANDB_SILENT", "true")
+        if self._wandb_module is None:
+            import wandb
+
+            self._wandb_module = wandb
+        return self._wandb_module
+
+    def _open_wandb(self, resume_id: str | None):
         try:
-            wandb = self._wandb_module or __import__("wandb")
+            wandb = self._wandb_lib()
         except ImportError as err:
             self._warn(f"wandb unavailable ({err}); set tracking.wandb.mode=disabled to hide this")
             return None
@@ -197,8 +205,7 @@ class Tracker:
             for key, image in arrays.items():
                 self._tb.add_image(key, image, global_step=step or 0, dataformats="HWC")
         if self._wandb is not None:
-            import wandb
-
+            wandb = self._wandb_lib()
             self._wandb_log({key: wandb.Image(image) for key, image in arrays.items()}, step)
 
     def log_tables(self, tables: Mapping[str, tuple[Sequence[str], Sequence[Sequence]]], *,
@@ -210,8 +217,7 @@ class Tracker:
             for key, (columns, rows) in tables.items():
                 self._tb.add_text(key, _markdown_table(columns, rows), global_step=step or 0)
         if self._wandb is not None:
-            import wandb
-
+            wandb = self._wandb_lib()
             self._wandb_log({key: wandb.Table(columns=[str(c) for c in columns],
                                               data=[[str(v) for v in row] for row in rows])
                              for key, (columns, rows) in tables.items()}, step)
@@ -343,7 +349,7 @@ class Tracker:
             self._wandb_call(self._log_artifacts, best)
 
     def _log_artifacts(self, best: dict[str, float]) -> None:
-        wandb = self._wandb_module or __import__("wandb")
+        wandb = self._wandb_lib()
         base = "-".join(p for p in (self.cfg.name, *self.run_dir.parts[-2:]) if p)
         base = "".join(c if c.isalnum() or c in "-_." else "-" for c in base)
         for kind, file in (("model", "best.pt"), ("predictions", "oof.csv")):

@@ -38,7 +38,9 @@ class FakeArtifact:
 
 
 def fake_wandb(logged_in=False):
-    module = types.SimpleNamespace(inits=[], run=FakeRun(), Artifact=FakeArtifact, Settings=lambda **kw: kw)
+    module = types.SimpleNamespace(inits=[], run=FakeRun(), Artifact=FakeArtifact, Settings=lambda **kw: kw,
+                                   Image=lambda data: ("image", data.shape),
+                                   Table=lambda columns, data: ("table", columns, data))
     module.init = lambda mode=None, **kwargs: module.inits.append({"mode": mode, **kwargs}) or module.run
     module.login = lambda prompt=True, verify=True: logged_in
     return module
@@ -140,3 +142,20 @@ def test_tensorboard_hparams_hold_the_best_epochs_metrics(tmp_path):
     hparams = start.session_start_info.hparams
     assert hparams["train.lr"].number_value == pytest.approx(0.0042)
     assert hparams["model.backbone"].string_value == "resnet18"
+
+
+def test_images_and_tables_go_through_the_same_wandb_module_as_the_run(tmp_path):
+    import numpy as np
+
+    from multitask.report_figures import confusion_figure
+
+    module = fake_wandb()
+    t = tracker(tmp_path, module=module)
+    t.log_images({"report/confusion": confusion_figure(np.eye(2, dtype=int), ["a", "b"], "mask")})
+    t.log_tables({"report/summary": (["head", "F1"], [["age", 0.71]])})
+    t.close()
+    (_, images), (_, tables) = module.run.logged
+    kind, shape = images["report/confusion"]
+    assert kind == "image" and len(shape) == 3 and shape[2] == 3
+    assert tables == {"report/summary": ("table", ["head", "F1"], [["age", "0.71"]])}
+
