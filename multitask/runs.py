@@ -211,7 +211,7 @@ class RunDirLock:
             if err.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
                 raise
             owner = _read_pid(fd)
-            if owner in (None, os.getpid()) or not _alive(owner):
+            if owner in (None, os.getpid()) or not pid_alive(owner):
                 return
         os.close(fd)
         raise UserError(f"run dir {self.run_dir} is in use by another training process (pid {owner or '?'}, lock "
@@ -241,7 +241,8 @@ def _read_pid(fd: int) -> int | None:
     return whole_number(text)
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this machine."""
     try:
         os.kill(pid, 0)   # PermissionError too means alive (owned by someone else)
     except ProcessLookupError:

@@ -35,6 +35,7 @@ import pandas as pd
 from .callbacks import Callback
 from .config import Config, load_config, to_dict
 from .errors import UserError
+from .runs import pid_alive
 from .sweep_space import Space, check_space, load_space
 
 HEARTBEAT_S, GRACE_S = 60, 180      # a trial silent for GRACE_S is taken as dead (another machine's worker)
@@ -115,7 +116,7 @@ def reap_local(study, storage) -> list[int]:
     study_id = storage.get_study_id_from_name(study.study_name)
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         pid = t.user_attrs.get("pid")
-        if t.user_attrs.get("host") != host or pid is None or _alive(int(pid)):
+        if t.user_attrs.get("host") != host or pid is None or pid_alive(int(pid)):
             continue
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
         try:
@@ -139,16 +140,6 @@ def requeue_interrupted(study) -> list[int]:
             requeue(study, t)
             out.append(t.number)
     return out
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def counted(study) -> tuple[int, int]:
