@@ -59,6 +59,7 @@ class Tracker:
         self._step: int | None = None   # latest step given to log(); None until then
         self._closed = False
         self._wandb_module = wandb_module            # a stand-in for `import wandb` (tests); see _wandb_lib
+        self._has_key: bool | None = None            # see _key_known
         self._best_row: tuple[int, dict] | None = None   # (epoch, metrics) where the monitored metric peaked
         if not enabled:
             return
@@ -67,8 +68,10 @@ class Tracker:
             self._rows = _read_csv(self.csv_path)   # a resumed run keeps its history
         if cfg.tracking.tensorboard:
             self._tb = self._open_tensorboard()
-        if cfg.tracking.wandb.mode != "disabled":
-            self._wandb = self._open_wandb(resume_id)
+        # resolved once, before wandb is imported: a disabled wandb (config or WANDB_MODE) is never imported
+        mode, project, entity = wandb_target(cfg.tracking.wandb, os.environ, self._key_known)
+        if mode != "disabled":
+            self._wandb = self._open_wandb(mode, project, entity, resume_id)
             self.wandb_id = self._wandb.id if self._wandb is not None else None
 
     @classmethod
@@ -112,17 +115,23 @@ class Tracker:
             self._wandb_module = wandb
         return self._wandb_module
 
-    def _open_wandb(self, resume_id: str | None):
+    def _key_known(self) -> bool:
+        """Whether wandb has an API key (WANDB_API_KEY or `wandb login`): looked up on first use, then remembered."""
+        if self._has_key is None:
+            try:
+                self._has_key = _has_wandb_key(self._wandb_lib())
+            except ImportError:   # _open_wandb says so
+                self._has_key = False
+        return self._has_key
+
+    def _open_wandb(self, mode: str, project: str, entity: str | None, resume_id: str | None):
         try:
             wandb = self._wandb_lib()
         except ImportError as err:
             self._warn(f"wandb unavailable ({err}); set tracking.wandb.mode=disabled to hide this")
             return None
         w = self.cfg.tracking.wandb
-        mode, project, entity = wandb_target(w, os.environ, lambda: _has_wandb_key(wandb))
-        if mode == "disabled":
-            return None
-        if mode == "online" and not _has_wandb_key(wandb):
+        if mode == "online" and not self._key_known():
             self._warn("wandb: no API key (set WANDB_API_KEY or run `wandb login`); logging offline instead")
             mode = "offline"
         timeout = float(os.environ.get("WANDB_INIT_TIMEOUT", WANDB_INIT_TIMEOUT))

@@ -1,6 +1,7 @@
 """wandb as its users expect: its environment when the config is silent, best-epoch summaries on an epoch axis,
 artifacts, k-fold groups; TensorBoard hparams. A stand-in wandb module records what the Tracker asks of it."""
 import io
+import sys
 import types
 
 import pytest
@@ -38,11 +39,11 @@ class FakeArtifact:
 
 
 def fake_wandb(logged_in=False):
-    module = types.SimpleNamespace(inits=[], run=FakeRun(), Artifact=FakeArtifact, Settings=lambda **kw: kw,
+    module = types.SimpleNamespace(inits=[], logins=[], run=FakeRun(), Artifact=FakeArtifact, Settings=lambda **kw: kw,
                                    Image=lambda data: ("image", data.shape),
                                    Table=lambda columns, data: ("table", columns, data))
     module.init = lambda mode=None, **kwargs: module.inits.append({"mode": mode, **kwargs}) or module.run
-    module.login = lambda prompt=True, verify=True: logged_in
+    module.login = lambda prompt=True, verify=True: module.logins.append((prompt, verify)) or logged_in
     return module
 
 
@@ -75,6 +76,23 @@ def test_an_unset_mode_goes_online_with_a_key_and_uses_the_env_project(tmp_path,
     module = fake_wandb(logged_in=False)
     tracker(tmp_path / "b", module=module).close()
     assert module.inits[0]["mode"] == "offline"
+
+
+def test_wandb_mode_is_resolved_once_and_a_disabled_wandb_is_never_opened(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "disabled")   # the config's mode is unset: wandb's environment decides
+    module = fake_wandb(logged_in=True)
+    t = tracker(tmp_path / "a", module=module)
+    t.close()
+    assert module.inits == [] and module.logins == [] and t.sinks == [] and t.wandb_id is None
+    monkeypatch.setitem(sys.modules, "wandb", None)   # not installed: disabled is not worth a warning
+    t = tracker(tmp_path / "b")
+    t.close()
+    assert t.console.file.getvalue() == ""
+    monkeypatch.delenv("WANDB_MODE")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    module = fake_wandb(logged_in=True)   # nothing set: online because `wandb login` knows a key, asked once
+    tracker(tmp_path / "c", module=module).close()
+    assert module.inits[0]["mode"] == "online" and module.logins == [(False, False)]
 
 
 def test_epoch_axis_and_best_epoch_summaries(tmp_path):
