@@ -227,7 +227,8 @@ def _md_cell(value) -> str:
     return fmt(value).replace("|", "\\|").replace("\n", " ")
 
 
-def _md_table(columns, rows) -> list[str]:
+def md_table(columns, rows) -> list[str]:
+    """A Markdown table's lines; number columns right-aligned, cells as `fmt` writes them, | escaped."""
     lines = ["| " + " | ".join(_md_cell(c) for c in columns) + " |",
              "|" + "|".join("---:" if rows and _is_number(rows[0][i]) else "---" for i in range(len(columns))) + "|"]
     lines += ["| " + " | ".join(_md_cell(v) for v in row) + " |" for row in rows]
@@ -239,7 +240,7 @@ def _md_block(block, folder: Path) -> list[str]:
         return [f"> **Note:** {block.body}" if block.kind == "note" else block.body, ""]
     if isinstance(block, Table):
         head = [f"*{block.caption}*", ""] if block.caption else []
-        return head + _md_table(block.columns, block.rows) + [""]
+        return head + md_table(block.columns, block.rows) + [""]
     if isinstance(block, Figure):
         (folder / f"{block.name}.png").write_bytes(block.png)
         out = [f"![{block.caption or block.name}]({block.name}.png)"]
@@ -271,7 +272,7 @@ def render_markdown(title: str, sections: list[Section], folder: Path, *, subtit
     if subtitle:
         lines += [subtitle, ""]
     if cards:
-        lines += _md_table([k for k, _ in cards], [[v for _, v in cards]]) + [""]
+        lines += md_table([k for k, _ in cards], [[v for _, v in cards]]) + [""]
     lines += ["## Contents", ""]
     for top in sections:
         for s in top.walk():

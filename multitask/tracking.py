@@ -37,6 +37,7 @@ from rich.table import Table
 from .atomic import atomic_write
 from .config import to_dict
 from .errors import UserError
+from .report_html import md_table
 from .runs import FOLD_DIR
 
 WANDB_INIT_TIMEOUT = 30.0   # seconds; wandb's own default (90 s) is long to wait for a server that is not there
@@ -224,7 +225,8 @@ class Tracker:
             return
         if self._tb is not None:
             for key, (columns, rows) in tables.items():
-                self._tb.add_text(key, _markdown_table(columns, rows), global_step=step or 0)
+                cells = [[str(v) for v in row] for row in rows]   # str(), as wandb gets them
+                self._tb.add_text(key, "\n".join(md_table([str(c) for c in columns], cells)), global_step=step or 0)
         if self._wandb is not None:
             wandb = self._wandb_lib()
             self._wandb_log({key: wandb.Table(columns=[str(c) for c in columns],
@@ -437,14 +439,6 @@ def _png_to_rgb(png: bytes) -> np.ndarray:
     image = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
     assert image is not None, "not a PNG image"
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
-def _markdown_table(columns: Sequence, rows: Sequence[Sequence]) -> str:
-    def cell(value) -> str:
-        return str(value).replace("|", "\\|").replace("\n", " ")
-
-    lines = ["| " + " | ".join(map(cell, columns)) + " |", "|" + "---|" * len(columns)]
-    return "\n".join(lines + ["| " + " | ".join(map(cell, row)) + " |" for row in rows])
 
 
 WANDB_MODES = {"online": "online", "run": "online", "offline": "offline", "dryrun": "offline",

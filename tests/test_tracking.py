@@ -35,6 +35,16 @@ def _tb_scalars(tb_dir):
     return scalars, acc.Tags()["images"]
 
 
+def _tb_texts(tb_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tb_dir), size_guidance={"tensors": 0})
+    acc.Reload()
+    suffix = "/text_summary"
+    return {tag[: -len(suffix)]: acc.Tensors(tag)[-1].tensor_proto.string_val[0].decode()
+            for tag in acc.Tags()["tensors"] if tag.endswith(suffix)}
+
+
 def test_tracker_fans_out_to_tensorboard_wandb_and_csv(tmp_path):
     run_dir = tmp_path / "run"
     tracker = Tracker(run_dir=run_dir, cfg=_cfg(), console=_quiet())
@@ -274,6 +284,8 @@ def test_report_tracker_adds_figures_tables_and_numbers_to_the_run(tmp_path):
         tracker.log_summary({"report/mask/f1": 0.75})
     scalars, images = _tb_scalars(tmp_path / "tb")
     assert scalars["report/mask/f1"] == [(0, 0.75)] and images == ["report/mask_confusion"]
+    text = _tb_texts(tmp_path / "tb")["report/head-mask/0"]
+    assert text == "| class | F1 |\n|---|---|\n| a | 1.000 |\n| b\\|c | 0.500 |"   # | escaped in a cell
     calls = logged(tmp_path)[before:]
     assert [sorted(r) for _, r in calls] == [["report/mask_confusion"], ["report/head-mask/0"]]
     assert [s for s, _ in calls] == [None, None]   # wandb's own step: the resumed run's counter goes on
