@@ -1,4 +1,5 @@
-"""Figures for the report and the trackers: each function takes plain numbers and returns PNG bytes.
+"""Figures for the report and the trackers: each function takes plain numbers and returns PNG bytes (confusion_rgb:
+an RGB array, what training logs each epoch without a PNG encode and decode).
 
 Readable first: every plot has a title, axis labels and class names as ticks; big matrices shrink their font and rotate
 the ticks so 18 class names never overlap. Figures are bare matplotlib Figures rendered by Agg: no pyplot state, no
@@ -15,6 +16,7 @@ from pathlib import Path
 import cv2
 import matplotlib
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 DPI = 100
@@ -31,6 +33,14 @@ def to_png(fig: Figure) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=DPI)
     return buffer.getvalue()
+
+
+def to_rgb(fig: Figure) -> np.ndarray:
+    """The figure drawn by Agg as an RGB array (height, width, 3): pixel for pixel what `to_png` encodes."""
+    fig.set_dpi(DPI)
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
 def _matrix(ax, values: np.ndarray, labels: np.ndarray, classes: list[str], title: str, *, fontsize: float,
@@ -61,8 +71,13 @@ def _row_normalized(counts: np.ndarray) -> np.ndarray:
 
 
 def confusion_figure(counts: np.ndarray, classes: list[str], title: str, *, block: int = 0) -> bytes:
-    """The confusion matrix figure, as PNG: for the report and for the trackers' confusion/<head> images."""
+    """The confusion matrix figure, as PNG: for the report."""
     return to_png(draw_confusion(counts, classes, title, block=block))
+
+
+def confusion_rgb(counts: np.ndarray, classes: list[str], title: str, *, block: int = 0) -> np.ndarray:
+    """The same figure as an RGB array: the trackers' confusion/<head> images, logged every epoch."""
+    return to_rgb(draw_confusion(counts, classes, title, block=block))
 
 
 def draw_confusion(counts: np.ndarray, classes: list[str], title: str, *, block: int = 0) -> Figure:

@@ -201,16 +201,19 @@ class Tracker:
     def log_confusion(self, name: str, matrix: np.ndarray, class_names: list[str], *, step: int) -> None:
         if not self._open_sinks():
             return
-        from .report_figures import confusion_figure   # the report's figure: one look in both places
+        from .report_figures import confusion_rgb   # the report's figure: one look in both places
 
-        self.log_images({f"confusion/{name}": confusion_figure(matrix, class_names, name)}, step=step)
+        self._log_rgb({f"confusion/{name}": confusion_rgb(matrix, class_names, name)}, step)
 
     def log_images(self, images: Mapping[str, bytes], *, step: int | None = None) -> None:
         """PNG images by key: TensorBoard images (at `step`, else 0) and wandb images (at `step`, else wandb's
         own next step: a resumed run's step counter is not known here)."""
         if not self._open_sinks() or not images:
             return
-        arrays = {key: _png_to_rgb(png) for key, png in images.items()}
+        self._log_rgb({key: _png_to_rgb(png) for key, png in images.items()}, step)
+
+    def _log_rgb(self, arrays: Mapping[str, np.ndarray], step: int | None) -> None:
+        """RGB images, (height, width, 3) uint8 arrays by key, to the open sinks (steps as in `log_images`)."""
         if self._tb is not None:
             for key, image in arrays.items():
                 self._tb.add_image(key, image, global_step=step or 0, dataformats="HWC")

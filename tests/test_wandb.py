@@ -40,7 +40,7 @@ class FakeArtifact:
 
 def fake_wandb(logged_in=False):
     module = types.SimpleNamespace(inits=[], logins=[], run=FakeRun(), Artifact=FakeArtifact, Settings=lambda **kw: kw,
-                                   Image=lambda data: ("image", data.shape),
+                                   Image=lambda data: ("image", data),
                                    Table=lambda columns, data: ("table", columns, data))
     module.init = lambda mode=None, **kwargs: module.inits.append({"mode": mode, **kwargs}) or module.run
     module.login = lambda prompt=True, verify=True: module.logins.append((prompt, verify)) or logged_in
@@ -173,7 +173,27 @@ def test_images_and_tables_go_through_the_same_wandb_module_as_the_run(tmp_path)
     t.log_tables({"report/summary": (["head", "F1"], [["age", 0.71]])})
     t.close()
     (_, images), (_, tables) = module.run.logged
-    kind, shape = images["report/confusion"]
-    assert kind == "image" and len(shape) == 3 and shape[2] == 3
+    kind, image = images["report/confusion"]
+    assert kind == "image" and image.ndim == 3 and image.shape[2] == 3
     assert tables == {"report/summary": ("table", ["head", "F1"], [["age", "0.71"]])}
+
+
+def test_epoch_confusion_images_are_drawn_straight_to_rgb_as_the_reports_png(tmp_path, monkeypatch):
+    import cv2
+    import numpy as np
+
+    from multitask.report_figures import confusion_figure
+
+    matrix, classes = np.array([[5, 1, 0], [2, 3, 1], [0, 0, 4]]), ["wear", "incorrect", "not_wear"]
+    png = np.frombuffer(confusion_figure(matrix, classes, "mask"), np.uint8)
+    expected = cv2.cvtColor(cv2.imdecode(png, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    monkeypatch.setattr("multitask.tracking._png_to_rgb", lambda png: pytest.fail("no PNG round trip per epoch"))
+    module = fake_wandb()
+    t = tracker(tmp_path, module=module)
+    t.log_confusion("mask", matrix, classes, step=3)
+    t.close()
+    [(step, images)] = module.run.logged
+    kind, image = images["confusion/mask"]
+    assert step == 3 and image.dtype == np.uint8
+    np.testing.assert_array_equal(image, expected)   # the same pixels as the report's figure
 
