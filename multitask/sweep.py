@@ -177,9 +177,7 @@ class OptunaPruning(Callback):
 
 def run_trial(sweep: Sweep, trial, *, quiet: bool) -> float:
     """The objective: sample, build and validate the config, train (or resume) in the trial's run dir."""
-    from .checkpoint import load_checkpoint
-    from .engine import fit
-    from .runs import check_resume_heads
+    from .engine import fit, load_for_resume
     from .train_state import resolve_monitor
 
     trial.set_user_attr("host", socket.gethostname())
@@ -196,8 +194,7 @@ def run_trial(sweep: Sweep, trial, *, quiet: bool) -> float:
     run_dir, ckpt = sweep.dir / str(trial.number), None
     resume = trial.user_attrs.get("resume_dir")
     if resume and trial.user_attrs.get("resume_host") == socket.gethostname() and (Path(resume) / "last.pt").is_file():
-        run_dir, ckpt = Path(resume), load_checkpoint(Path(resume) / "last.pt")
-        check_resume_heads(ckpt, cfg, Path(resume) / "last.pt")
+        run_dir, ckpt = Path(resume), load_for_resume(Path(resume) / "last.pt", cfg)
         replay_history(trial, run_dir, monitor, upto=ckpt["epoch"])
     trial.set_user_attr("run_dir", str(run_dir))
     best = fit(cfg, run_dir, ckpt=ckpt, callbacks=[OptunaPruning(trial, monitor)])

@@ -206,6 +206,28 @@ def test_a_killed_sweep_continues_and_resumes_the_killed_trial(tiny, tmp_path):
     assert list(rows["state"]) == ["FAIL", "COMPLETE"]
 
 
+def test_a_requeued_trial_resumes_only_under_the_resume_rules(tiny, tmp_path):
+    """A queued retry whose config now differs in a key that may not change on resume (here the batch size, from
+    the command line) fails with that reason instead of silently training on with the new value."""
+    import socket
+
+    from multitask.sweep import open_study
+
+    space = write(tmp_path / "s.yaml", "params:\n  train.lr: {low: 1.0e-3, high: 1.0e-2, log: true}\n"
+                  "fixed:\n  train.max_steps: 2\n")
+    sweep = Sweep(config=QUICKSTART, space_path=space, trials=1, overrides=tiny, pruner="none")
+    run_sweep(sweep)
+    study, _ = open_study(sweep)
+    first = study.trials[0]
+    study.enqueue_trial(first.params, user_attrs={"retry_of": 0, "retries": 1, "resume_dir": first.user_attrs["run_dir"],
+                                                  "resume_host": socket.gethostname()})
+    run_sweep(Sweep(config=QUICKSTART, space_path=space, trials=2, overrides=tiny + ["train.batch_size=8"],
+                    pruner="none"))
+    rows = pd.read_csv(sweep.dir / "trials.csv", keep_default_na=False).set_index("number")
+    assert list(rows["state"]) == ["COMPLETE", "FAIL"]
+    assert "train.batch_size 16 -> 8 would change the optimisation" in rows.loc[1, "reason"]
+
+
 def test_an_interrupted_trial_is_run_again_with_its_parameters(tiny, tmp_path, monkeypatch):
     """Ctrl-C mid-trial: the trial is failed and marked; the next run of the command queues it again first."""
     import multitask.sweep as sweep_module
