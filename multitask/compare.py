@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 
 from .errors import UserError
-from .predictions import COMPOSITE, PRED, TRUE, read_table
-from .stats import bootstrap_many, describe, macro_f1
+from .predictions import COMPOSITE, PRED, TRUE, load_table
+from .stats import describe, group_draws, macro_f1, on_draws, percentile_interval
 
 Pair = tuple[np.ndarray, np.ndarray, int, bool]   # truth, prediction, classes, macro over present classes only
 
@@ -77,23 +77,32 @@ def score_intervals(path: str | Path, *, draws: int = 1000, seed: int = 0,
     """Macro F1 of the composite and each head in a predictions table, with 95% intervals (`predict --gt`)."""
     table, pairs = load_item(path)
     groups, units = groups_of(table, group_by)
-    stats = {k: _f1(*pair) for k, pair in pairs.items()}
-    return Scores(values=bootstrap_many(stats, groups, draws=draws, seed=seed), draws=draws, units=units,
-                  groups=len(np.unique(groups)))
+    samples = group_draws(groups, draws=draws, seed=seed)
+    return Scores(values={k: summary(*resampled(pair, samples)) for k, pair in pairs.items()}, draws=draws,
+                  units=units, groups=len(np.unique(groups)))
 
 
-def _f1(truth, pred, classes, present_only):
-    return lambda idx: macro_f1(truth[idx], pred[idx], classes, present_only=present_only)
+def resampled(pair: Pair, samples: list[np.ndarray]) -> tuple[float, np.ndarray]:
+    """(macro F1 on every row, macro F1 on each bootstrap sample)."""
+    truth, pred, classes, present_only = pair
+    f1 = lambda idx: macro_f1(truth[idx], pred[idx], classes, present_only=present_only)  # noqa: E731
+    return f1(np.arange(len(truth))), on_draws(f1, samples)
+
+
+def summary(observed: float, values: np.ndarray) -> tuple[float, float, float]:
+    return (observed, *percentile_interval(values))
 
 
 # --------------------------------------------------------------------------------------------------- comparing
 @dataclass
 class Comparison:
-    names: list[str]
     scores: dict[str, Scores]
     differences: dict[str, dict[str, tuple[float, float, float]]]   # "B - A" -> metric -> (diff, lo, hi)
     images: int
     note: str
+    draws: int
+    units: str          # what was resampled: "people", "images" or "groups of ..."
+    groups: int
 
 
 def load_item(item: str | Path) -> tuple[pd.DataFrame, dict[str, Pair]]:
@@ -105,16 +114,10 @@ def load_item(item: str | Path) -> tuple[pd.DataFrame, dict[str, Pair]]:
         path = path / "oof.csv"
     elif not path.is_file():
         raise UserError(f"{path}: no such run dir or CSV file")
-    try:
-        table, heads, probs, targets = read_table(path)
-    except (KeyError, ValueError, pd.errors.ParserError) as err:
-        raise UserError(f"{path}: not a predictions table ({err})") from None
-    if "image_id" not in table.columns:
-        raise UserError(f"{path}: no image_id column; expected oof.csv or predictions.csv from multitask")
+    table, heads, probs, targets, _ = load_table(path)
     if table["image_id"].duplicated().any():
         raise UserError(f"{path}: image {table['image_id'][table['image_id'].duplicated()].iloc[0]!r} appears twice")
     return table, pairs_of(table, heads, probs, targets)
-    return table
 
 
 def compare(items: list, *, names: list[str] | None = None, draws: int = 1000, seed: int = 0,
@@ -128,16 +131,15 @@ def compare(items: list, *, names: list[str] | None = None, draws: int = 1000, s
     metrics = list(pairs[0])
     groups, units = groups_of(first, group_by)
     n_groups = len(np.unique(groups))
-    scores = {}
-    for name, p in zip(names, pairs):
-        stats = {k: _f1(*p[k]) for k in metrics}
-        scores[name] = Scores(values=bootstrap_many(stats, groups, draws=draws, seed=seed), draws=draws,
-                              units=units, groups=n_groups)
-    differences = {}
-    for name, p in zip(names[1:], pairs[1:]):
-        stats = {k: _diff(pairs[0][k], p[k]) for k in metrics}
-        differences[f"{name} - {names[0]}"] = bootstrap_many(stats, groups, draws=draws, seed=seed)
-    return Comparison(names=names, scores=scores, differences=differences, images=len(order), note=note)
+    samples = group_draws(groups, draws=draws, seed=seed)   # one resampling: every score and difference is paired
+    values = [{k: resampled(p[k], samples) for k in metrics} for p in pairs]
+    scores = {name: Scores(values={k: summary(*v[k]) for k in metrics}, draws=draws, units=units, groups=n_groups)
+              for name, v in zip(names, values)}
+    base = values[0]
+    differences = {f"{name} - {names[0]}": {k: summary(v[k][0] - base[k][0], v[k][1] - base[k][1]) for k in metrics}
+                   for name, v in zip(names[1:], values[1:])}
+    return Comparison(scores=scores, differences=differences, images=len(order), note=note, draws=draws,
+                      units=units, groups=n_groups)
 
 
 def align(loaded: list[tuple[pd.DataFrame, dict[str, Pair]]], names: list[str]):
@@ -175,13 +177,6 @@ def align(loaded: list[tuple[pd.DataFrame, dict[str, Pair]]], names: list[str]):
     return order, pairs, first, note
 
 
-def _diff(a: Pair, b: Pair):
-    truth, pred_a, classes, present = a
-    pred_b = b[1]
-    return lambda idx: (macro_f1(truth[idx], pred_b[idx], classes, present_only=present)
-                        - macro_f1(truth[idx], pred_a[idx], classes, present_only=present))
-
-
 def default_names(items: list) -> list[str]:
     """Run dirs by their last two folders (quickstart/1), files by folder/name; made unique if they collide."""
     names = []
@@ -202,8 +197,7 @@ def verdict_lines(c: Comparison) -> list[str]:
 
 def markdown(c: Comparison) -> str:
     metrics = list(next(iter(c.scores.values())).values)
-    first = next(iter(c.scores.values()))
-    lines = [f"{c.images} images, {first.groups} {first.units} resampled, {first.draws} draws"
+    lines = [f"{c.images} images, {c.groups} {c.units} resampled, {c.draws} draws"
              + (f"; {c.note}" if c.note else ""), "",
              "| run | " + " | ".join(f"{m} F1 (95% CI)" for m in metrics) + " |", "|---|" + "---|" * len(metrics)]
     for name, s in c.scores.items():
@@ -227,8 +221,7 @@ def plot(c: Comparison, path: Path) -> Path:
         ax.plot([diff], [y], "o", color=color)
     ax.axvline(0, color="black", lw=0.8)
     ax.set_yticks(range(len(rows)), [r[0] for r in rows[::-1]], fontsize=8)
-    first = next(iter(c.scores.values()))
-    ax.set_xlabel(f"difference in macro F1\n(95% interval, {first.draws} draws over {first.groups} {first.units})")
+    ax.set_xlabel(f"difference in macro F1\n(95% interval, {c.draws} draws over {c.groups} {c.units})")
     ax.set_title("paired differences")
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
@@ -245,9 +238,8 @@ def run_compare(items: list, *, out: str | Path = "compare", names: list[str] | 
     c = compare(items, names=names, draws=draws, seed=seed, group_by=group_by)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    first = next(iter(c.scores.values()))
-    metrics = list(first.values)
-    table = Table(title=f"macro F1 with 95% intervals: {c.images} images, {first.groups} {first.units} resampled",
+    metrics = list(next(iter(c.scores.values())).values)
+    table = Table(title=f"macro F1 with 95% intervals: {c.images} images, {c.groups} {c.units} resampled",
                   title_justify="left")
     table.add_column("run")
     for m in metrics:
@@ -261,7 +253,7 @@ def run_compare(items: list, *, out: str | Path = "compare", names: list[str] | 
         console.print(line, highlight=False, soft_wrap=True)
     (out / "compare.md").write_text(markdown(c))
     (out / "compare.json").write_text(json.dumps({
-        "images": c.images, "note": c.note, "resampled": first.units, "groups": first.groups, "draws": draws,
+        "images": c.images, "note": c.note, "resampled": c.units, "groups": c.groups, "draws": c.draws,
         "scores": {n: {m: list(v) for m, v in s.values.items()} for n, s in c.scores.items()},
         "differences": {p: {m: {"difference": d, "lo": lo, "hi": hi, "significant": bool(lo > 0 or hi < 0)}
                             for m, (d, lo, hi) in values.items()} for p, values in c.differences.items()}}, indent=2))

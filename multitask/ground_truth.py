@@ -56,14 +56,7 @@ def read_gt(path, ids, heads: list[HeadSpec], composite: list[HeadSpec]) -> Grou
     """Truth for every id in `ids` (see the module docstring for the rules); UserError naming the file otherwise."""
     path = Path(path)
     where = f"--gt {path}"
-    if not path.is_file():
-        raise UserError(f"{where}: file not found; expected a CSV with ImageID and ans and/or per-head columns")
-    table = read_csv_text(path, where)
-    key = next((c for c in KEYS if c in table.columns), None)
-    if key is None:
-        raise UserError(f"{where}: no ImageID column; found {', '.join(table.columns) or 'none'}")
-    table[key] = table[key].str.strip()
-    table = _one_row_per_id(table, key, where)
+    table = gt_table(path, where)
     ids = [str(i).strip() for i in ids]
     found = pd.Index(ids).isin(table.index)
     if len(ids) and not found.any():
@@ -93,6 +86,19 @@ def read_gt(path, ids, heads: list[HeadSpec], composite: list[HeadSpec]) -> Grou
     used = {ANS, *(h.name for h in heads)}
     meta = rows[[c for c in rows.columns if c not in used]]
     return GroundTruth(targets=targets, composite=truth, meta=meta, missing=int((~found).sum()), path=path)
+
+
+def gt_table(path: Path, where: str) -> pd.DataFrame:
+    """The file as text, indexed by image id, read by the rules of the module docstring (ImageID or image_id,
+    identical repeats once, conflicting ones refused); UserError lines name `where`."""
+    if not Path(path).is_file():
+        raise UserError(f"{where}: file not found; expected a CSV with ImageID and ans and/or per-head columns")
+    table = read_csv_text(path, where)
+    key = next((c for c in KEYS if c in table.columns), None)
+    if key is None:
+        raise UserError(f"{where}: no ImageID column; found {', '.join(table.columns) or 'none'}")
+    table[key] = table[key].str.strip()
+    return _one_row_per_id(table, key, where)
 
 
 def _one_row_per_id(table: pd.DataFrame, key: str, where: str) -> pd.DataFrame:

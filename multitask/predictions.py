@@ -24,7 +24,8 @@ import numpy as np
 import pandas as pd
 
 from .atomic import atomic_write
-from .heads import HeadSpec, composite_decode, composite_encode, marginal_probabilities
+from .errors import UserError
+from .heads import HeadSpec, composite_decode, composite_encode, composite_size, marginal_probabilities
 
 PROB, PRED, TRUE, BINS = "prob/", "pred/", "true/", "bins/"
 COMPOSITE = "composite"
@@ -115,6 +116,46 @@ def read_table(path: str | Path) -> tuple[pd.DataFrame, list[HeadSpec], dict[str
     targets = {h.name: table[f"{TRUE}{h.name}"].to_numpy(dtype=np.int64)
                for h in specs if f"{TRUE}{h.name}" in table.columns}
     return table, specs, probs, targets
+
+
+def load_table(path: str | Path, *, expected: Mapping[str, Sequence[str]] | None = None
+               ) -> tuple[pd.DataFrame, list[HeadSpec], dict, dict, list[HeadSpec]]:
+    """`read_table` plus the composite, checked for what every consumer needs (report, compare, predict's
+    intervals): readable, image_id and prob/ columns, rows, each head's classes as `expected` lists them (a run's
+    config), and no class index beyond a head's (or the composite's) columns. A dropped prob/<head>/<class> column
+    would otherwise score as a smaller head: an age head missing >=60 reads as a 2-class head with a macro F1 it
+    never earned. One UserError line."""
+    try:
+        table, heads, probs, targets = read_table(path)
+        composite = table_composite(table, heads)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, KeyError, ValueError) as err:
+        raise UserError(f"{path}: not a readable predictions table ({str(err).splitlines()[0]})") from None
+    if not heads or "image_id" not in table.columns:
+        raise UserError(f"{path}: expected columns image_id and prob/<head>/<class> (a table written by "
+                        f"`multitask train` or `multitask predict`), found {', '.join(table.columns[:8])}")
+    if table.empty:
+        raise UserError(f"{path}: no rows")
+    for head in heads:
+        want = list((expected or {}).get(head.name, head.classes))
+        if list(head.classes) != want:
+            missing = [c for c in want if c not in head.classes]
+            what = (f"no column {PROB}{head.name}/{missing[0]}" if missing else
+                    f"columns {PROB}{head.name}/{', '.join(head.classes)}")
+            raise UserError(f"{path}: {what}, but the run's config gives head {head.name} the classes "
+                            f"{', '.join(want)}; every class needs its probability column")
+    limits = [(h.name, h.num_classes, f"the table has only {h.num_classes} prob/{h.name}/ columns "
+               f"({', '.join(h.classes)}); every class needs its probability column (was one dropped?)")
+              for h in heads]
+    if composite:
+        size = composite_size(composite)
+        limits.append((COMPOSITE, size, f"the heads {', '.join(h.name for h in composite)} give only {size} "
+                       f"composite classes; a head's prob/<head>/<class> columns are incomplete"))
+    for name, limit, why in limits:
+        for column in (f"{PRED}{name}", f"{TRUE}{name}"):
+            top = pd.to_numeric(table[column], errors="coerce").max() if column in table.columns else None
+            if top is not None and top >= limit:
+                raise UserError(f"{path}: column {column} holds class {top:.0f}, but {why}")
+    return table, heads, probs, targets, composite
 
 
 def table_composite(table: pd.DataFrame, heads: Sequence[HeadSpec]) -> list[HeadSpec]:

@@ -22,9 +22,9 @@ import pandas as pd
 from . import report_figures as figs
 from .atomic import atomic_write
 from .errors import UserError
-from .ground_truth import read_gt
+from .ground_truth import gt_table, read_gt
 from .heads import HeadSpec, composite_decode
-from .predictions import COMPOSITE, COMPOSITE_HEADS, PRED, TRUE, read_table, table_composite
+from .predictions import COMPOSITE, COMPOSITE_HEADS, TRUE, load_table
 from .report_analysis import (Predictions, analyse_age, analyse_breakdowns, analyse_composite, analyse_head,
                               analyse_label_noise)
 from .report_html import Figure, Section, Table, fmt, render_html, render_markdown
@@ -110,17 +110,8 @@ def load_predictions(*, run_dir=None, pred=None, gt=None, data=None) -> tuple[Pr
         default_out = run / "report"
     else:
         raise UserError("report: give a run dir, or --pred predictions.csv --gt gt.csv")
-    try:
-        table, heads, probs, targets = read_table(source)
-        composite = table_composite(table, heads)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as err:
-        raise UserError(f"{source}: not a readable predictions table ({str(err).splitlines()[0]})") from None
-    if not heads or "image_id" not in table.columns:
-        raise UserError(f"{source}: expected columns image_id and prob/<head>/<class> (a table written by "
-                        f"`multitask train` or `multitask predict`), found {', '.join(table.columns[:8])}")
-    if table.empty:
-        raise UserError(f"{source}: no rows")
-    check_classes(source, table, heads, configured_classes(Path(run_dir)) if run_dir and not pred else {})
+    table, heads, probs, targets, composite = load_table(
+        source, expected=configured_classes(Path(run_dir)) if run_dir and not pred else None)
     notes: list[str] = []
     if gt:
         attach_gt(table, heads, targets, composite, gt, notes)
@@ -129,13 +120,6 @@ def load_predictions(*, run_dir=None, pred=None, gt=None, data=None) -> tuple[Pr
                         f"per-head columns)")
     if data:
         attach_ages(table, Path(data), notes)
-    size = math.prod(h.num_classes for h in composite) if composite else 0
-    for column in (f"{PRED}{COMPOSITE}", f"{TRUE}{COMPOSITE}"):
-        top = pd.to_numeric(table[column], errors="coerce").max() if composite and column in table.columns else None
-        if top is not None and top >= size:
-            raise UserError(f"{source}: column {column} holds class {top:.0f}, but the heads "
-                            f"{', '.join(h.name for h in composite)} give only {size} composite classes; a head's "
-                            f"prob/<head>/<class> columns are incomplete")
     if not composite:
         notes.append(f"no composite label: the table names no composite heads ({COMPOSITE_HEADS} column)")
     elif not all(h.name in targets for h in composite) and f"{TRUE}{COMPOSITE}" in table.columns:
@@ -155,25 +139,6 @@ def configured_classes(run_dir: Path) -> dict[str, list[str]]:
         return {}
     return {str(name): [str(c) for c in spec["classes"]] for name, spec in heads.items()
             if isinstance(spec, dict) and spec.get("classes")}
-
-
-def check_classes(source: Path, table: pd.DataFrame, heads: list[HeadSpec], configured: dict[str, list[str]]) -> None:
-    """Every class of every head has its prob/<head>/<class> column. Without one the head would be scored as a
-    smaller head: an age head missing >=60 reads as a 2-class head with a macro F1 it never earned."""
-    for head in heads:
-        expected = configured.get(head.name)
-        if expected is not None and list(head.classes) != expected:
-            missing = [c for c in expected if c not in head.classes]
-            what = (f"no column prob/{head.name}/{missing[0]}" if missing else
-                    f"columns prob/{head.name}/{', '.join(head.classes)}")
-            raise UserError(f"{source}: {what}, but the run's config gives head {head.name} the classes "
-                            f"{', '.join(expected)}; every class needs its probability column")
-        for column in (f"{PRED}{head.name}", f"{TRUE}{head.name}"):
-            top = pd.to_numeric(table[column], errors="coerce").max() if column in table.columns else None
-            if top is not None and top >= head.num_classes:
-                raise UserError(f"{source}: column {column} holds class {top:.0f}, but the table has "
-                                f"only {head.num_classes} prob/{head.name}/ columns ({', '.join(head.classes)}); "
-                                f"every class needs its probability column (was one dropped?)")
 
 
 def attach_gt(table: pd.DataFrame, heads: list[HeadSpec], targets: dict, composite: list[HeadSpec], path,
@@ -201,10 +166,12 @@ def attach_ages(table: pd.DataFrame, root: Path, notes: list) -> None:
     if "age_years" in table.columns and table["age_years"].notna().all():
         return
     ages = pd.Series(np.nan, index=table.index)
-    if (root / "eval" / "gt.csv").is_file():
-        gt = pd.read_csv(root / "eval" / "gt.csv", dtype={"ImageID": str})
-        if "age_years" in gt.columns:
-            ages = ages.fillna(table["image_id"].map(gt.set_index("ImageID")["age_years"]))
+    gt = root / "eval" / "gt.csv"
+    if gt.is_file():
+        rows = gt_table(gt, f"--data {root}: {gt.name}")
+        if "age_years" in rows.columns:
+            years = pd.to_numeric(rows["age_years"], errors="coerce")
+            ages = ages.fillna(table["image_id"].astype(str).str.strip().map(years))
     if (root / "train" / "images").is_dir() and ages.isna().any():
         from .data.competition import read_competition
         frame = read_competition(root, on_conflict="warn").frame

@@ -1,7 +1,9 @@
 """Uncertainty of scores: bootstrap intervals that resample people (or images), and paired differences.
 
-    lo, hi = bootstrap_interval(lambda idx: macro_f1(y[idx], p[idx], 3), groups=person_ids)
-    diff, lo, hi = paired_difference(lambda idx: f1_b(idx) - f1_a(idx), groups=person_ids)
+    samples = group_draws(person_ids, draws=1000, seed=0)
+    a = on_draws(lambda idx: macro_f1(y[idx], pred_a[idx], 3), samples)     # the same samples for every statistic
+    lo, hi = percentile_interval(a)
+    lo, hi = percentile_interval(on_draws(lambda idx: macro_f1(y[idx], pred_b[idx], 3), samples) - a)  # B - A
 
 Why people: the 7 photos of one person share face, age and gender, so their errors move together. Resampling
 images as if independent makes an interval look 2-3x narrower than it is; resampling whole people does not.
@@ -44,33 +46,15 @@ def group_draws(groups: np.ndarray, *, draws: int, seed: int) -> list[np.ndarray
     return [np.concatenate([members[g] for g in row]) for row in picks]
 
 
-def bootstrap_interval(stat: Stat, groups: np.ndarray, *, draws: int = 1000, seed: int = 0,
-                       level: float = 0.95) -> tuple[float, float]:
-    """Percentile interval of stat(indices) over group-resampled draws."""
-    values = [stat(idx) for idx in group_draws(groups, draws=draws, seed=seed)]
-    return percentile_interval(values, level)
+def on_draws(stat: Stat, samples: list[np.ndarray]) -> np.ndarray:
+    """stat(indices) on every bootstrap sample: computed once, then summarised (percentile_interval) or
+    subtracted from another statistic's values on the same samples (a paired difference)."""
+    return np.array([stat(idx) for idx in samples])
 
 
 def percentile_interval(values, level: float = 0.95) -> tuple[float, float]:
     tail = (1 - level) / 2 * 100
     return float(np.nanpercentile(values, tail)), float(np.nanpercentile(values, 100 - tail))
-
-
-def bootstrap_many(stats: dict[str, Stat], groups: np.ndarray, *, draws: int = 1000, seed: int = 0,
-                   level: float = 0.95) -> dict[str, tuple[float, float, float]]:
-    """{name: (observed, lo, hi)} for several statistics on the same draws (one resampling for a whole table)."""
-    samples = group_draws(groups, draws=draws, seed=seed)
-    everything = np.arange(len(groups))
-    return {name: (stat(everything), *percentile_interval([stat(idx) for idx in samples], level))
-            for name, stat in stats.items()}
-
-
-def paired_difference(diff: Stat, groups: np.ndarray, *, draws: int = 1000, seed: int = 0,
-                      level: float = 0.95) -> tuple[float, float, float]:
-    """(observed, lo, hi) of diff(indices) = score_B - score_A on the same rows, both resampled together."""
-    observed = diff(np.arange(len(groups)))
-    lo, hi = bootstrap_interval(diff, groups, draws=draws, seed=seed, level=level)
-    return observed, lo, hi
 
 
 def describe(observed: float, lo: float, hi: float, *, signed: bool = False) -> str:

@@ -121,3 +121,14 @@ def test_partial_overlap_is_said_and_bad_inputs_are_one_line(tmp_path, capsys):
     assert main(["compare", str(a), str(tmp_path / "nope.csv")]) == 2
     assert "no such run dir or CSV file" in capsys.readouterr().err
     assert main(["compare", str(a)]) == 2
+
+
+def test_a_table_missing_a_class_column_is_refused_not_scored(tmp_path, capsys):
+    """A dropped prob/<head>/<class> column leaves class indices beyond the head's columns: the shared table check
+    refuses it in compare as in report (it would otherwise crash the F1 count or score a smaller head)."""
+    a, b = crafted(10, seed=4, tmp=tmp_path)
+    table = pd.read_csv(b)
+    table.drop(columns=["prob/age/>=60"]).to_csv(tmp_path / "dropped.csv", index=False)
+    assert main(["compare", str(a), str(tmp_path / "dropped.csv")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "holds class 2, but the table has only 2 prob/age/ columns" in err
