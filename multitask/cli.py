@@ -30,16 +30,6 @@ ONNX: uint8 RGB NHWC images in, one probability output per head plus `composite`
 decisions and the training config in the model's metadata (key "multitask"). Checked by onnx.checker and against
 PyTorch on a real batch before it is written. safetensors: model.safetensors + config.json (the same manifest)."""
 
-EXPORT_EXAMPLES = """examples:
-  multitask export runs/quickstart/1 --format onnx
-      -> runs/quickstart/1/best.onnx; prints the parity vs PyTorch (max |delta prob|, argmax agreement)
-  multitask export runs/quickstart/1 --format onnx --quantize int8 \\
-      --calibration data/synthetic/train/images --data data/synthetic --gt data/synthetic/eval/gt.csv
-      -> best.int8.onnx calibrated on 64 training photos; prints fp32 vs int8 macro F1 on the eval set
-  multitask export runs/quickstart/1 --format safetensors --out deploy/quickstart
-      -> deploy/quickstart/model.safetensors + config.json (predict --ckpt deploy/quickstart reads it)
-  multitask export runs/quickstart/1 --format onnx --batch 1 --out deploy/quickstart_b1.onnx
-      -> a fixed batch of 1, for runtimes without dynamic shapes"""
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -84,6 +74,35 @@ EXAMPLES = {
   multitask config show
   multitask config show --config configs/quickstart.yaml train.epochs=3 heads.age.bins=[30,58] > shown.yaml
   multitask train --config shown.yaml""",
+    "export": """
+  multitask export runs/quickstart/1 --format onnx
+      -> runs/quickstart/1/best.onnx; prints the parity vs PyTorch (max |delta prob|, argmax agreement)
+  multitask export runs/quickstart/1 --format onnx --quantize int8 \\
+      --calibration data/synthetic/train/images --data data/synthetic --gt data/synthetic/eval/gt.csv
+      -> best.int8.onnx calibrated on 64 training photos; prints fp32 vs int8 macro F1 on the eval set
+  multitask export runs/quickstart/1 --format safetensors --out deploy/quickstart
+      -> deploy/quickstart/model.safetensors + config.json (predict --ckpt deploy/quickstart reads it)
+  multitask export runs/quickstart/1 --format onnx --batch 1 --out deploy/quickstart_b1.onnx
+      -> a fixed batch of 1, for runtimes without dynamic shapes""",
+    "sweep": """
+  multitask sweep --config configs/quickstart.yaml --space configs/sweeps/optimizer.yaml --trials 20
+  multitask sweep --config configs/quickstart.yaml --space configs/sweeps/optimizer.yaml --trials 30   # 10 more
+  multitask sweep --config configs/quickstart.yaml --space configs/sweeps/age_head.yaml --trials 16 --jobs 2 \\
+      train.epochs=4 --name age_sweep
+  multitask sweep --config configs/mask_effnet_b0_multihead.yaml --space configs/sweeps/optimizer.yaml \\
+      --trials 100 --storage postgresql://user:pass@dbhost/sweeps      # the same command on every machine
+
+Writes runs/<name>/sweep/: study.db, <trial>/ run dirs, trials.csv, best.yaml, history.png, curves.png,
+importances.png. Rerunning the command continues the study (after a kill too); train the winner with
+multitask train --config runs/<name>/sweep/best.yaml""",
+    "compare": """
+  multitask compare runs/quickstart/1 runs/quickstart_single18/1     # two runs' oof.csv (same seed: same fold)
+  multitask compare out/a/predictions.csv out/b/predictions.csv out/ens/predictions.csv --names a,b,ensemble
+  multitask compare runs/kfold_r18/1 runs/kfold_effb0/1 --out out/compare_kfold   # k-fold runs: every image
+  multitask compare out/a/predictions.csv out/b/predictions.csv --group-by gender,race,age_years
+
+Every later table is compared with the first: B - A = +0.021 (95% -0.004...+0.046), not significant.
+Writes OUT/compare.md, compare.json and compare.png (the differences with their intervals).""",
 }
 
 
@@ -130,8 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
 
     exp = sub.add_parser("export", help="export a checkpoint to ONNX or safetensors + config.json",
-                         description=EXPORT_HELP, epilog=EXPORT_EXAMPLES,
-                         formatter_class=argparse.RawDescriptionHelpFormatter)
+                         **{**_help("export"), "description": EXPORT_HELP})
     exp.add_argument("ckpt", help="checkpoint (.pt), run dir (its best.pt) or safetensors export folder")
     exp.add_argument("--format", default="onnx", choices=["onnx", "safetensors"])
     exp.add_argument("--out", help="output .onnx file or safetensors folder (default: next to the checkpoint, "
@@ -257,24 +275,12 @@ def _synth(args) -> int:
     return 0
 
 
-SWEEP_EXAMPLES = """examples:
-  multitask sweep --config configs/quickstart.yaml --space configs/sweeps/optimizer.yaml --trials 20
-  multitask sweep --config configs/quickstart.yaml --space configs/sweeps/optimizer.yaml --trials 30   # 10 more
-  multitask sweep --config configs/quickstart.yaml --space configs/sweeps/age_head.yaml --trials 16 --jobs 2 \\
-      train.epochs=4 --name age_sweep
-  multitask sweep --config configs/mask_effnet_b0_multihead.yaml --space configs/sweeps/optimizer.yaml \\
-      --trials 100 --storage postgresql://user:pass@dbhost/sweeps      # the same command on every machine
-
-Writes runs/<name>/sweep/: study.db, <trial>/ run dirs, trials.csv, best.yaml, history.png, curves.png,
-importances.png. Rerunning the command continues the study (after a kill too); train the winner with
-multitask train --config runs/<name>/sweep/best.yaml"""
 
 
 def add_sweep_parser(sub) -> None:
-    sw = sub.add_parser("sweep", help="hyper-parameter sweep (Optuna): trials as ordinary run dirs",
-                        description="Hyper-parameter sweep on Optuna. Trailing key=value pairs override the base "
-                        "config for every trial.", epilog=SWEEP_EXAMPLES,
-                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sw = sub.add_parser("sweep", help="hyper-parameter sweep (Optuna): trials as ordinary run dirs", **_help(
+        "sweep", "Hyper-parameter sweep on Optuna. Trailing key=value pairs override the base config for every "
+        "trial."))
     sw.add_argument("--config", "-c", required=True, help="base YAML config")
     sw.add_argument("--space", required=True, help="search space YAML (see configs/sweeps/)")
     sw.add_argument("--trials", type=int, required=True, help="the study's size: trials finished or running")
@@ -301,21 +307,12 @@ def _sweep(args) -> int:
     return 0
 
 
-COMPARE_EXAMPLES = """examples:
-  multitask compare runs/quickstart/1 runs/quickstart_single18/1     # two runs' oof.csv (same seed: same fold)
-  multitask compare out/a/predictions.csv out/b/predictions.csv out/ens/predictions.csv --names a,b,ensemble
-  multitask compare runs/kfold_r18/1 runs/kfold_effb0/1 --out out/compare_kfold   # k-fold runs: every image
-  multitask compare out/a/predictions.csv out/b/predictions.csv --group-by gender,race,age_years
-
-Every later table is compared with the first: B - A = +0.021 (95% -0.004...+0.046), not significant.
-Writes OUT/compare.md, compare.json and compare.png (the differences with their intervals)."""
 
 
 def add_compare_parser(sub) -> None:
     cmp = sub.add_parser("compare", help="macro F1 with bootstrap intervals; paired differences between runs",
-                         description="Compare runs (their oof.csv) or prediction tables on the same images: every "
-                         "macro F1 with a 95% bootstrap interval, and paired differences to the first.",
-                         epilog=COMPARE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+                         **_help("compare", "Compare runs (their oof.csv) or prediction tables on the same images: "
+                                 "every macro F1 with a 95% bootstrap interval, and paired differences to the first."))
     cmp.add_argument("items", nargs="+", help="run dirs (their oof.csv) or predictions/oof CSV files")
     cmp.add_argument("--names", help="comma-separated names, one per item (default: from the paths)")
     cmp.add_argument("--out", default="compare", help="output folder (default: ./compare)")
