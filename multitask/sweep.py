@@ -237,8 +237,9 @@ def objective(sweep: Sweep, *, quiet: bool):
 
 
 # --------------------------------------------------------------------------------------------------- workers
-def work(sweep: Sweep, *, worker: int = 0, console=None) -> None:
-    """Run trials until the study holds `sweep.trials` (finished or running) and none waits in the queue."""
+def work(sweep: Sweep, *, worker: int = 0, console=None, study=None) -> None:
+    """Run trials until the study holds `sweep.trials` (finished or running) and none waits in the queue. `study`:
+    the one run_sweep opened (this process's worker); a --jobs child process opens its own."""
     import optuna
     import torch
 
@@ -246,7 +247,8 @@ def work(sweep: Sweep, *, worker: int = 0, console=None) -> None:
 
     if sweep.jobs > 1:   # J trials share the cores instead of each starting one thread per core
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // sweep.jobs))
-    study, _ = open_study(sweep, worker=worker)
+    if study is None:
+        study, _ = open_study(sweep, worker=worker)
     if console is None:
         from rich.console import Console
         console = Console()
@@ -296,7 +298,7 @@ def run_sweep(sweep: Sweep, *, console=None) -> Path:
         prepare_data(sweep.build([]), log=lambda _: None)   # synthetic data and image cache once, not per worker
         children = [spawn_worker(sweep, k) for k in range(1, sweep.jobs)]
     try:
-        work(sweep, worker=0, console=console)
+        work(sweep, worker=0, console=console, study=study)
         for child in children:
             child.wait()
     finally:
@@ -304,7 +306,7 @@ def run_sweep(sweep: Sweep, *, console=None) -> Path:
             if child.poll() is None:
                 child.terminate()
                 child.wait(timeout=30)
-    return summarise(open_study(sweep)[0], sweep, console=console)
+    return summarise(study, sweep, console=console)
 
 
 def spawn_worker(sweep: Sweep, k: int) -> subprocess.Popen:

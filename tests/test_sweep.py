@@ -280,6 +280,35 @@ def test_two_workers_fill_one_study(tiny, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ wandb sweeps
+def test_the_parent_opens_the_study_once(tiny, tmp_path, monkeypatch):
+    """--jobs 2 with the child worker stubbed out: the parent's one study serves its own trials and the summary."""
+    import torch
+
+    import multitask.sweep as sweep_module
+
+    class Finished:   # a worker process that has already ended
+        def wait(self, timeout=None):
+            return 0
+
+        def poll(self):
+            return 0
+
+    opened, real_open = [], sweep_module.open_study
+    monkeypatch.setattr(sweep_module, "open_study", lambda *a, **k: opened.append(1) or real_open(*a, **k))
+    monkeypatch.setattr(sweep_module, "spawn_worker", lambda sweep, k: Finished())
+    space = write(tmp_path / "s.yaml", "params:\n  train.lr: {low: 1.0e-3, high: 1.0e-2, log: true}\n"
+                  "fixed:\n  train.max_steps: 2\n")
+    threads = torch.get_num_threads()
+    try:
+        out = run_sweep(Sweep(config=QUICKSTART, space_path=space, trials=2, overrides=tiny,
+                              pruner="none", jobs=2))
+    finally:
+        torch.set_num_threads(threads)
+    assert len(opened) == 1
+    rows = pd.read_csv(out / "trials.csv")
+    assert list(rows["state"]) == ["COMPLETE", "COMPLETE"]
+
+
 def test_wandb_sweep_arguments_parse_into_valid_configs():
     """`wandb agent` runs the command with ${args_no_hyphens} = ["key=value", ...] (str() of each sampled value)."""
     spec = yaml.safe_load((ROOT / "configs" / "sweeps" / "wandb_optimizer.yaml").read_text())
