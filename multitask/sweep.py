@@ -282,7 +282,7 @@ def run_sweep(sweep: Sweep, *, console=None) -> Path:
     from .sweep_summary import summarise
 
     console = console or Console()
-    check_space(sweep.space, sweep.build)
+    base = check_space(sweep.space, sweep.build)   # the base config with the space's fixed values
     if sweep.trials < 1 or sweep.jobs < 1:
         raise UserError(f"--trials and --jobs must be >= 1, got {sweep.trials} and {sweep.jobs}")
     sweep.dir.mkdir(parents=True, exist_ok=True)
@@ -295,7 +295,7 @@ def run_sweep(sweep: Sweep, *, console=None) -> Path:
     children = []
     if sweep.jobs > 1 and done < sweep.trials:
         from .data.prepare import prepare_data
-        prepare_data(sweep.build([]), log=lambda _: None)   # synthetic data and image cache once, not per worker
+        prepare_data(base, log=lambda _: None)   # synthetic data and image cache once, not per worker
         children = [spawn_worker(sweep, k) for k in range(1, sweep.jobs)]
     try:
         work(sweep, worker=0, console=console, study=study)

@@ -20,13 +20,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 import yaml
 
 from .errors import UserError
 
 NUMERIC_KEYS = {"type", "low", "high", "log", "step", "when"}
+Built = TypeVar("Built")
 
 
 @dataclass
@@ -178,11 +179,12 @@ def _number(where: str, name: str, value: Any) -> float | None:
     return number
 
 
-def check_space(space: Space, build: Callable[[list[str]], object]) -> None:
+def check_space(space: Space, build: Callable[[list[str]], Built]) -> Built:
     """Build the config with every probe value of every key alone (and the fixed values): the first bad key stops
-    the sweep with one line naming it. `build(overrides)` raises UserError for a config that cannot train."""
+    the sweep with one line naming it. `build(overrides)` raises UserError for a config that cannot train. Returns
+    the build with the fixed values alone: what every trial shares."""
     try:
-        build(space.overrides({}))
+        base = build(space.overrides({}))
     except UserError as err:
         raise UserError(f"{space.path}: fixed: {err}") from None
     for p in space.params:
@@ -191,3 +193,4 @@ def check_space(space: Space, build: Callable[[list[str]], object]) -> None:
                 build(space.overrides({p.key: value}))
             except UserError as err:
                 raise UserError(f"{space.path}: {p.key}={yaml_text(value)}: {err}") from None
+    return base

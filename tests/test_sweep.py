@@ -280,10 +280,12 @@ def test_two_workers_fill_one_study(tiny, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ wandb sweeps
-def test_the_parent_opens_the_study_once(tiny, tmp_path, monkeypatch):
-    """--jobs 2 with the child worker stubbed out: the parent's one study serves its own trials and the summary."""
+def test_the_parent_opens_the_study_once_and_prepares_the_data_its_trials_use(tiny, tmp_path, monkeypatch):
+    """--jobs 2 with the child worker stubbed out: the parent's one study serves its own trials and the summary, and
+    the data it prepares for the workers has the space's fixed values (a fixed image size warms the right cache)."""
     import torch
 
+    import multitask.data.prepare as prepare_module
     import multitask.sweep as sweep_module
 
     class Finished:   # a worker process that has already ended
@@ -293,18 +295,21 @@ def test_the_parent_opens_the_study_once(tiny, tmp_path, monkeypatch):
         def poll(self):
             return 0
 
-    opened, real_open = [], sweep_module.open_study
+    opened, prepared = [], []
+    real_open, real_prepare = sweep_module.open_study, prepare_module.prepare_data
     monkeypatch.setattr(sweep_module, "open_study", lambda *a, **k: opened.append(1) or real_open(*a, **k))
+    monkeypatch.setattr(prepare_module, "prepare_data", lambda cfg, **k: prepared.append(cfg) or real_prepare(cfg, **k))
     monkeypatch.setattr(sweep_module, "spawn_worker", lambda sweep, k: Finished())
     space = write(tmp_path / "s.yaml", "params:\n  train.lr: {low: 1.0e-3, high: 1.0e-2, log: true}\n"
-                  "fixed:\n  train.max_steps: 2\n")
+                  "fixed:\n  train.max_steps: 2\n  data.image_size: [32, 32]\n")
     threads = torch.get_num_threads()
     try:
-        out = run_sweep(Sweep(config=QUICKSTART, space_path=space, trials=2, overrides=tiny,
+        out = run_sweep(Sweep(config=QUICKSTART, space_path=space, trials=2, overrides=tiny + ["data.image_size=[40,40]"],
                               pruner="none", jobs=2))
     finally:
         torch.set_num_threads(threads)
     assert len(opened) == 1
+    assert prepared and all(list(cfg.data.image_size) == [32, 32] for cfg in prepared)
     rows = pd.read_csv(out / "trials.csv")
     assert list(rows["state"]) == ["COMPLETE", "COMPLETE"]
 
