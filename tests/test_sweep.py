@@ -279,7 +279,6 @@ def test_two_workers_fill_one_study(tiny, tmp_path):
     assert [Path(t.user_attrs["run_dir"]).name for t in trials] == [str(t.number) for t in trials]
 
 
-# ------------------------------------------------------------------------------------------------ wandb sweeps
 def test_the_parent_opens_the_study_once_and_prepares_the_data_its_trials_use(tiny, tmp_path, monkeypatch):
     """--jobs 2 with the child worker stubbed out: the parent's one study serves its own trials and the summary, and
     the data it prepares for the workers has the space's fixed values (a fixed image size warms the right cache)."""
@@ -314,6 +313,7 @@ def test_the_parent_opens_the_study_once_and_prepares_the_data_its_trials_use(ti
     assert list(rows["state"]) == ["COMPLETE", "COMPLETE"]
 
 
+# ------------------------------------------------------------------------------------------------ wandb sweeps
 def test_wandb_sweep_arguments_parse_into_valid_configs():
     """`wandb agent` runs the command with ${args_no_hyphens} = ["key=value", ...] (str() of each sampled value)."""
     spec = yaml.safe_load((ROOT / "configs" / "sweeps" / "wandb_optimizer.yaml").read_text())
