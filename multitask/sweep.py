@@ -243,7 +243,7 @@ def work(sweep: Sweep, *, worker: int = 0, console=None, study=None) -> None:
     import optuna
     import torch
 
-    from .sweep_summary import trial_line, write_trials_csv
+    from .sweep_summary import trial_line, trial_rows, write_trials_csv
 
     if sweep.jobs > 1:   # J trials share the cores instead of each starting one thread per core
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // sweep.jobs))
@@ -258,7 +258,7 @@ def work(sweep: Sweep, *, worker: int = 0, console=None, study=None) -> None:
 
     def after(study, trial) -> None:
         say(trial_line(trial))
-        write_trials_csv(study, sweep.dir / "trials.csv")
+        write_trials_csv(trial_rows(study), sweep.dir / "trials.csv")
         # a failure that could not even record its reason (a broken database) would not count: stop, not loop
         silent = trial.state.name == "FAIL" and not {"fail_reason", "interrupted"} & set(trial.user_attrs)
         unexplained[:] = unexplained + [trial.number] if silent else []

@@ -66,9 +66,8 @@ def trial_line(trial) -> str:
     return f"{head}{took}  {params}"
 
 
-def write_trials_csv(study, path: Path) -> Path:
-    """Atomic (a temp name of its own per write): several workers may rewrite it at once."""
-    rows = trial_rows(study)
+def write_trials_csv(rows: pd.DataFrame, path: Path) -> Path:
+    """`trial_rows` as CSV, atomic (a temp name of its own per write): several workers may rewrite it at once."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path, newline="") as f:
         rows.to_csv(f, index=False)
@@ -125,6 +124,7 @@ def plot_importances(study, path: Path) -> Path | None:
     """fANOVA importances (Optuna's own, no plotly); None while fewer than two trials finished or nothing varied."""
     import optuna
     from matplotlib.figure import Figure
+    from optuna.trial import TrialState
 
     try:
         with warnings.catch_warnings():
@@ -144,7 +144,8 @@ def plot_importances(study, path: Path) -> Path | None:
         ax.text(v, y, f" {v:.2f}", va="center", fontsize=8)
     ax.set_xlabel("importance (share of the objective's variance)")
     ax.set_xlim(0, max(values) * 1.15 or 1)
-    ax.set_title(f"parameter importances ({sum(t.state.name == 'COMPLETE' for t in study.trials)} finished trials)")
+    finished = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    ax.set_title(f"parameter importances ({finished} finished trials)")
     fig.tight_layout()
     fig.savefig(path)
     return path
@@ -178,7 +179,7 @@ def summarise(study, sweep, *, console) -> Path:
     out = sweep.dir
     out.mkdir(parents=True, exist_ok=True)
     rows = trial_rows(study)
-    write_trials_csv(study, out / "trials.csv")
+    write_trials_csv(rows, out / "trials.csv")
     monitor = next((t.user_attrs["monitor"] for t in study.get_trials(deepcopy=False) if "monitor" in t.user_attrs),
                    "objective")
     plot_history(rows, out / "history.png", monitor)
