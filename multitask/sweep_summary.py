@@ -20,7 +20,7 @@ import yaml
 from rich import box
 from rich.table import Table
 
-from .atomic import atomic_write
+from .predictions import write_table
 
 TOP = 10
 
@@ -69,9 +69,7 @@ def trial_line(trial) -> str:
 def write_trials_csv(rows: pd.DataFrame, path: Path) -> Path:
     """`trial_rows` as CSV, atomic (a temp name of its own per write): several workers may rewrite it at once."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path, newline="") as f:
-        rows.to_csv(f, index=False)
-    return path
+    return write_table(rows, path)
 
 
 def write_best(study, sweep, path: Path) -> Path | None:
