@@ -45,14 +45,14 @@ def _rows(obj, default, depth: int) -> list[tuple[str, str | None]]:
         elif isinstance(value, dict) and value and all(isinstance(v, HeadSpec) for v in value.values()):
             rows.append((f"{pad}{f.name}:", None if list(value) == list(fallback) else ", ".join(fallback)))
             for name, spec in value.items():
-                rows.append((f"{pad}  {_flow(name)}:", None))
+                rows.append((f"{pad}  {flow_yaml(name)}:", None))
                 rows += _rows(spec, HeadSpec(classes=spec.classes), depth + 2)
         else:
-            rows.append((f"{pad}{f.name}: {_flow(value)}", None if value == fallback else _flow(fallback)))
+            rows.append((f"{pad}{f.name}: {flow_yaml(value)}", None if value == fallback else flow_yaml(fallback)))
     return rows
 
 
-def _flow(value: Any) -> str:
+def flow_yaml(value: Any) -> str:
     """One value on one line, as YAML reads it back (quotes where YAML would misread: 'off', '<30', '')."""
     style = '"' if isinstance(value, str) and "\n" in value else None
     text = yaml.safe_dump(value, default_flow_style=True, default_style=style, width=10**9, sort_keys=False)

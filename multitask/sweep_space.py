@@ -24,6 +24,7 @@ from typing import Any, Callable, TypeVar
 
 import yaml
 
+from .config_show import flow_yaml
 from .errors import UserError
 
 NUMERIC_KEYS = {"type", "low", "high", "log", "step", "when"}
@@ -76,13 +77,7 @@ class Space:
         return chosen
 
     def overrides(self, values: dict[str, Any]) -> list[str]:
-        return [f"{k}={yaml_text(v)}" for k, v in {**self.fixed, **values}.items()]
-
-
-def yaml_text(value: Any) -> str:
-    """A value as the override parser reads it back (PyYAML writes 1e-05 as 1.0e-05, which it re-reads as a float)."""
-    text = yaml.safe_dump(value, default_flow_style=True, width=10**9, sort_keys=False).strip()
-    return text[:-4].strip() if text.endswith("\n...") else text
+        return [f"{k}={flow_yaml(v)}" for k, v in {**self.fixed, **values}.items()]
 
 
 def load_space(path: str | Path) -> Space:
@@ -155,7 +150,7 @@ def _when(where: str, raw: Any, earlier: dict[str, Param]) -> dict[str, list[str
         p = earlier.get(str(parent))
         if p is None or p.kind != "categorical":
             raise UserError(f"{where}: when: '{parent}' must be a categorical key listed above this one")
-        names = [_label(n) if not isinstance(n, str) else n for n in (names if isinstance(names, list) else [names])]
+        names = [_label(n) for n in (names if isinstance(names, list) else [names])]
         bad = [n for n in names if n not in p.choices]
         if bad:
             raise UserError(f"{where}: when: {parent} has no choice {bad[0]!r}; its choices: {', '.join(p.choices)}")
@@ -164,7 +159,7 @@ def _when(where: str, raw: Any, earlier: dict[str, Param]) -> dict[str, list[str
 
 
 def _label(value: Any) -> str:
-    return value if isinstance(value, str) else yaml_text(value)
+    return value if isinstance(value, str) else flow_yaml(value)
 
 
 def _number(where: str, name: str, value: Any) -> float | None:
@@ -192,5 +187,5 @@ def check_space(space: Space, build: Callable[[list[str]], Built]) -> Built:
             try:
                 build(space.overrides({p.key: value}))
             except UserError as err:
-                raise UserError(f"{space.path}: {p.key}={yaml_text(value)}: {err}") from None
+                raise UserError(f"{space.path}: {p.key}={flow_yaml(value)}: {err}") from None
     return base

@@ -15,9 +15,10 @@ optuna = pytest.importorskip("optuna")
 
 from multitask.cli import main  # noqa: E402
 from multitask.config import load_config  # noqa: E402
+from multitask.config_show import flow_yaml  # noqa: E402
 from multitask.errors import UserError  # noqa: E402
 from multitask.sweep import Sweep, run_sweep  # noqa: E402
-from multitask.sweep_space import check_space, load_space, yaml_text  # noqa: E402
+from multitask.sweep_space import check_space, load_space  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = str(ROOT / "configs" / "quickstart.yaml")
@@ -71,8 +72,8 @@ def test_space_file_kinds_conditions_and_values_read_back(tmp_path):
         seen.append(values["train.scheduler"])
         study.tell(trial, 0.0)
     assert set(seen) == {"cosine", "step"}
-    for value in (1e-5, 0.5, "on", [30, 58], {"focal": 0.5}):
-        assert yaml.safe_load(yaml_text(value)) == value
+    for value in (1e-5, 0.5, "on", [30, 58], {"focal": 0.5}, "two\nlines"):   # one line each, read back the same
+        assert yaml.safe_load(flow_yaml(value)) == value and "\n" not in flow_yaml(value)
 
 
 @pytest.mark.parametrize("text, message", [
