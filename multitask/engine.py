@@ -223,7 +223,7 @@ class Trainer:
                                f"to go on")
             return {}
         self.setup(ckpt)
-        state, best_metrics = self.state, {}
+        state, best_metrics, best_epoch = self.state, {}, None
         self.callbacks.on_fit_start(state)
         for epoch in range(state.epoch, cfg.train.epochs):
             self.callbacks.on_epoch_start(state, epoch)
@@ -231,12 +231,14 @@ class Trainer:
             self.callbacks.on_train_epoch_end(state, train_metrics)
             metrics, improved = self.end_epoch(epoch, train_metrics)
             if improved:
-                best_metrics = dict(metrics)
+                best_metrics, best_epoch = dict(metrics), epoch + 1   # the epoch best.pt holds
             self.callbacks.on_epoch_end(state, metrics)
             if self.should_stop():
                 break
         if best_metrics:
             self.tracker.print(f"best {state.monitor} = {state.best:.4f}; run dir {self.run_dir}")
+        # here only: a run stopped by an exception (a crash, Ctrl-C, a pruned trial) publishes no "best" artifacts
+        self.tracker.publish_final(best_metrics, best_epoch, best_value=state.best)
         self.callbacks.on_fit_end(state, best_metrics)
         return best_metrics
 

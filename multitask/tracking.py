@@ -7,6 +7,7 @@
     tracker.log({"train/mask/loss": 0.41, "lr": 1e-3}, step=step)
     tracker.log_epoch(epoch, {"val/mask/f1": 0.93, ...})    # metrics.csv row + TensorBoard + wandb
     tracker.epoch_table(epoch, metrics, heads=["mask", "gender", "age"])
+    tracker.publish_final(best_metrics, best_epoch, best_value=state.best)   # only when training ended normally
     tracker.close()
 
     with Tracker.for_report(run_dir, sinks=["tensorboard", "wandb"]) as tracker:   # what `report --log` does
@@ -61,7 +62,6 @@ class Tracker:
         self._closed = False
         self._wandb_module = wandb_module            # a stand-in for `import wandb` (tests); see _wandb_lib
         self._has_key: bool | None = None            # see _key_known
-        self._best_row: tuple[int, dict] | None = None   # (epoch, metrics) where the monitored metric peaked
         if not enabled:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -187,7 +187,6 @@ class Tracker:
         if not self.enabled or self._closed:
             return
         values = {k: float(v) for k, v in metrics.items()}
-        self._note_best(epoch, values)
         if self.cfg.tracking.csv:
             # a resumed run rewrites history from its epoch on
             self._rows = [r for r in self._rows if int(r["epoch"]) < epoch] + [{"epoch": epoch, **values}]
@@ -299,10 +298,9 @@ class Tracker:
 
     # ------------------------------------------------------------------------------------------ end
     def close(self, exit_code: int = 0) -> None:
+        """Flush and close the sinks; publishes nothing (that is `publish_final`, at a normal end of training)."""
         if self._closed:
             return
-        if exit_code == 0 and self.enabled:
-            self.publish_final()
         self._closed = True
         if self._tb is not None:
             self._tb.flush()
@@ -338,22 +336,24 @@ class Tracker:
         for key in ("val/loss", "train/loss"):
             run.define_metric(key, summary="min")
 
-    def _note_best(self, epoch: int, values: dict[str, float]) -> None:
-        from .train_state import resolve_monitor
+    def publish_final(self, best_metrics: Mapping[str, float], best_epoch: int | None, *,
+                      best_value: float | None = None) -> None:
+        """TensorBoard hparams with the best epoch's metrics, and wandb artifacts best.pt and oof.csv.
 
-        monitor = resolve_monitor(self.cfg)
-        value = values.get(monitor)
-        if value is not None and math.isfinite(value) and (self._best_row is None
-                                                          or value > self._best_row[1][monitor]):
-            self._best_row = (epoch, dict(values))
-
-    def publish_final(self) -> None:
-        """At a clean end: TensorBoard hparams with the best epoch's metrics; wandb artifacts (best.pt, oof.csv)."""
-        if self._best_row is None:
+        The engine calls it once, after its last epoch: a run that crashed, was interrupted or pruned publishes
+        nothing. `best_metrics` / `best_epoch`: the epoch best.pt holds, as the engine found it. Empty after a resume
+        whose epochs did not improve: the best epoch was trained by an earlier process, and `best_value` (the
+        monitored value restored with the checkpoint) finds its row in metrics.csv; without that row only the
+        monitored value is published, with no epoch."""
+        if not self.enabled or self._closed:
             return
-        epoch, row = self._best_row
-        best = {f"best/{k}": v for k, v in row.items() if k.startswith("val/") and "/f1_" not in k}
-        best["best/epoch"] = float(epoch)
+        if not best_metrics and best_value is not None:
+            best_epoch, best_metrics = self._earlier_best(best_value)
+        if not best_metrics:
+            return
+        best = {f"best/{k}": float(v) for k, v in best_metrics.items() if k.startswith("val/") and "/f1_" not in k}
+        if best_epoch is not None:
+            best["best/epoch"] = float(best_epoch)
         if self._tb is not None:
             try:
                 self._tb.add_hparams(hparams_of(self.cfg), best, run_name=".")
@@ -361,6 +361,17 @@ class Tracker:
                 self._warn(f"tensorboard hparams not written ({_short(err)})")
         if self._wandb is not None and self.cfg.tracking.wandb.artifacts:
             self._wandb_call(self._log_artifacts, best)
+
+    def _earlier_best(self, value: float) -> tuple[int | None, dict[str, float]]:
+        """(epoch, metrics) of the first metrics.csv row where the monitored metric has `value` (the first epoch to
+        reach it is the one best.pt holds); (None, {monitor: value}) when no row has it."""
+        from .train_state import resolve_monitor
+
+        monitor = resolve_monitor(self.cfg)
+        row = next((r for r in self._rows if r.get(monitor) == value), None)
+        if row is None:
+            return None, {monitor: value}
+        return int(row["epoch"]), {k: v for k, v in row.items() if k != "epoch"}
 
     def _log_artifacts(self, best: dict[str, float]) -> None:
         wandb = self._wandb_lib()

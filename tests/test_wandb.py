@@ -1,13 +1,19 @@
 """wandb as its users expect: its environment when the config is silent, best-epoch summaries on an epoch axis,
 artifacts, k-fold groups; TensorBoard hparams. A stand-in wandb module records what the Tracker asks of it."""
+import functools
 import io
 import sys
 import types
+from pathlib import Path
 
+import pandas as pd
 import pytest
 from rich.console import Console
 
+from multitask.callbacks import Callback
+from multitask.checkpoint import load_checkpoint
 from multitask.config import load_config
+from multitask.engine import fit
 from multitask.tracking import Tracker, wandb_target
 
 
@@ -113,21 +119,52 @@ def test_best_checkpoint_and_oof_are_artifacts_of_a_finished_run(tmp_path):
     (run_dir / "oof.csv").write_text("image_id\n1\n")
     module = fake_wandb()
     t = tracker(run_dir, module=module)
-    for epoch, f1 in ((1, 0.3), (2, 0.5), (3, 0.4)):
-        t.log_epoch(epoch, {"val/composite/f1": f1, "val/age/f1_>=60": 0.1, "train/loss": 1.0})
+    rows = {epoch: {"val/composite/f1": f1, "val/age/f1_>=60": 0.1, "train/loss": 1.0}
+            for epoch, f1 in ((1, 0.3), (2, 0.5), (3, 0.4))}
+    for epoch, row in rows.items():
+        t.log_epoch(epoch, row)
+    t.publish_final(rows[2], 2)   # what the engine calls when its epochs are done
     t.close()
     logged = {a.type: (a, aliases) for a, aliases in module.run.artifacts}
     model, aliases = logged["model"]
     assert model.name == "trk-trk-4-model" and model.files == [(str(run_dir / "best.pt"), "immutable")]
     assert model.metadata == {"best/val/composite/f1": 0.5, "best/epoch": 2.0} and "best" in aliases
     assert logged["predictions"][0].files == [(str(run_dir / "oof.csv"), "immutable")]
-    # a failed run publishes nothing; artifacts can be switched off
-    for overrides, code in (((), 1), (("tracking.wandb.artifacts=false",), 0)):
+    # closing publishes nothing (a run that stopped on an exception never calls publish_final); artifacts can be
+    # switched off
+    for overrides, publish in (((), False), (("tracking.wandb.artifacts=false",), True)):
         module = fake_wandb()
         t = tracker(run_dir, *overrides, module=module)
         t.log_epoch(1, {"val/composite/f1": 0.5})
-        t.close(exit_code=code)
+        if publish:
+            t.publish_final({"val/composite/f1": 0.5}, 1)
+        t.close()
         assert module.run.artifacts == []
+
+
+def test_after_a_resume_the_published_best_is_the_earlier_process_epoch(tmp_path):
+    """No epoch of the resumed process improved: best.pt holds an epoch trained before the resume."""
+    run_dir = tmp_path / "trk" / "6"
+    run_dir.mkdir(parents=True)
+    (run_dir / "best.pt").write_bytes(b"weights")
+    first = tracker(run_dir, module=fake_wandb())
+    for epoch, f1 in ((1, 0.3), (2, 0.7), (3, 0.5)):
+        first.log_epoch(epoch, {"val/composite/f1": f1, "val/age/loss": 1.0 / epoch})
+    first.close()   # stopped after epoch 3; the resumed process trains epoch 4, no better than epoch 2
+    module = fake_wandb()
+    second = tracker(run_dir, module=module)
+    second.log_epoch(4, {"val/composite/f1": 0.6, "val/age/loss": 0.2})
+    second.publish_final({}, None, best_value=0.7)
+    second.close()
+    [(model, _)] = [(a, aliases) for a, aliases in module.run.artifacts if a.type == "model"]
+    assert model.metadata == {"best/val/composite/f1": 0.7, "best/val/age/loss": 0.5, "best/epoch": 2.0}
+    # without metrics.csv, only the monitored value is known: no epoch is named
+    module = fake_wandb()
+    third = tracker(run_dir / "nocsv", "tracking.csv=false", module=module)
+    (run_dir / "nocsv" / "best.pt").write_bytes(b"weights")
+    third.publish_final({}, None, best_value=0.7)
+    third.close()
+    assert module.run.artifacts[0][0].metadata == {"best/val/composite/f1": 0.7}
 
 
 def test_kfold_runs_are_grouped_by_their_run_with_the_fold_as_job_type(tmp_path):
@@ -148,8 +185,10 @@ def test_tensorboard_hparams_hold_the_best_epochs_metrics(tmp_path):
 
     cfg = load_config(None, ["name=trk", "tracking.wandb.mode=disabled", "train.lr=0.0042"])
     t = Tracker(run_dir=tmp_path, cfg=cfg, console=Console(file=io.StringIO()))
-    for epoch, f1 in ((1, 0.3), (2, 0.6), (3, 0.5)):
-        t.log_epoch(epoch, {"val/composite/f1": f1, "val/age/loss": 1.0 / epoch})
+    rows = {epoch: {"val/composite/f1": f1, "val/age/loss": 1.0 / epoch} for epoch, f1 in ((1, 0.3), (2, 0.6), (3, 0.5))}
+    for epoch, row in rows.items():
+        t.log_epoch(epoch, row)
+    t.publish_final(rows[2], 2)
     t.close()
     acc = EventAccumulator(str(tmp_path / "tb"), size_guidance={"scalars": 0, "tensors": 0})
     acc.Reload()
@@ -196,4 +235,77 @@ def test_epoch_confusion_images_are_drawn_straight_to_rgb_as_the_reports_png(tmp
     kind, image = images["confusion/mask"]
     assert step == 3 and image.dtype == np.uint8
     np.testing.assert_array_equal(image, expected)   # the same pixels as the report's figure
+
+
+# ---------------------------------------------------------------------------------------------- the engine publishes
+class Stop(Exception):
+    """Stands in for what may end a run half-way: a bug, KeyboardInterrupt, optuna.TrialPruned from a callback."""
+
+
+class RaiseAfter(Callback):
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def on_epoch_end(self, state, metrics):
+        if state.epoch == self.epoch:
+            raise Stop(f"stopped after epoch {state.epoch}")
+
+
+def _engine_with(monkeypatch, module):
+    monkeypatch.setattr("multitask.engine.Tracker", functools.partial(Tracker, wandb_module=module))
+
+
+def _published(module):
+    return {a.type: a.metadata for a, _ in module.run.artifacts}
+
+
+def _best_row(run_dir):
+    """best.pt's epoch and that epoch's val/ metrics (per-class F1 aside) from metrics.csv, as published."""
+    epoch = load_checkpoint(run_dir / "best.pt")["epoch"]
+    row = pd.read_csv(run_dir / "metrics.csv").set_index("epoch").loc[epoch]
+    return epoch, {f"best/{k}": v for k, v in row.items() if k.startswith("val/") and "/f1_" not in k}
+
+
+def test_a_run_that_raises_mid_fit_publishes_nothing_and_a_normal_run_its_best_epoch(tiny_cfg, monkeypatch):
+    cfg = tiny_cfg("tracking.wandb.mode=offline", "train.epochs=2")
+    module = fake_wandb()
+    _engine_with(monkeypatch, module)
+    run_dir = Path(cfg.output_dir) / "raised"
+    with pytest.raises(Stop):
+        fit(cfg, run_dir, callbacks=[RaiseAfter(1)])
+    assert (run_dir / "best.pt").is_file() and module.run.finished is not None   # closed, but nothing published
+    assert module.run.artifacts == []
+    module = fake_wandb()
+    _engine_with(monkeypatch, module)
+    run_dir = Path(cfg.output_dir) / "normal"
+    best_metrics = fit(cfg, run_dir)
+    epoch, row = _best_row(run_dir)
+    published = _published(module)
+    assert set(published) == {"model", "predictions"} and published["model"] == published["predictions"]
+    assert published["model"]["best/epoch"] == epoch
+    assert published["model"]["best/val/composite/f1"] == load_checkpoint(run_dir / "best.pt")["metric"]["value"]
+    assert published["model"] == pytest.approx({**row, "best/epoch": epoch})
+    assert best_metrics["val/composite/f1"] == published["model"]["best/val/composite/f1"]
+
+
+def test_a_resumed_run_publishes_the_epoch_best_pt_holds(tiny_cfg, monkeypatch):
+    import multitask.engine as engine
+
+    run_dir = Path(tiny_cfg().output_dir) / "resumed"
+    _engine_with(monkeypatch, fake_wandb())
+    fit(tiny_cfg("tracking.wandb.mode=offline", "train.epochs=1"), run_dir)
+    real = engine.evaluate
+
+    def no_better(*args, **kwargs):   # the resumed epoch does not beat epoch 1: best.pt stays epoch 1's
+        metrics, scores = real(*args, **kwargs)
+        return {**metrics, "val/composite/f1": -1.0}, scores
+
+    monkeypatch.setattr(engine, "evaluate", no_better)
+    module = fake_wandb()
+    _engine_with(monkeypatch, module)
+    assert fit(tiny_cfg("tracking.wandb.mode=offline", "train.epochs=2"), run_dir,
+               ckpt=load_checkpoint(run_dir / "last.pt")) == {}
+    epoch, row = _best_row(run_dir)
+    assert epoch == 1 and pd.read_csv(run_dir / "metrics.csv")["epoch"].tolist() == [1, 2]
+    assert _published(module)["model"] == pytest.approx({**row, "best/epoch": 1.0})
 
