@@ -131,9 +131,10 @@ def test_decisions_and_config_travel_with_every_format(made, tmp_path):
     ckpt = load_checkpoint(made["small"])
     with_decisions = tmp_path / "d.pt"
     save_checkpoint(with_decisions, {**ckpt, "decisions": DECISIONS})
-    export.run_export(ckpt=with_decisions, fmt="onnx")
+    export.run_export(ckpt=with_decisions, fmt="onnx", opset=18)
     export.run_export(ckpt=with_decisions, fmt="safetensors")
     assert manifest_of(tmp_path / "d.onnx")["decisions"] == DECISIONS
+    assert onnx.load(str(tmp_path / "d.onnx")).opset_import[0].version == 18
     assert json.loads((tmp_path / "d_safetensors" / "config.json").read_text())["decisions"] == DECISIONS
     for source, backend in ((with_decisions, "auto"), (tmp_path / "d.onnx", "auto"),
                             (tmp_path / "d_safetensors", "auto"), (with_decisions, "onnxruntime")):
