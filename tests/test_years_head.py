@@ -85,7 +85,7 @@ def test_bad_years_settings_are_one_line(override, message):
 
 
 def test_train_predict_report_with_a_years_head(tiny_cfg, synth_root, tmp_path):
-    run_dir = run_training(tiny_cfg(*YEARS))
+    run_dir = run_training(tiny_cfg(*YEARS, "train.mixup=0.2", "train.mix_prob=1.0", "train.ema.enabled=true"))
     oof = pd.read_csv(run_dir / "oof.csv")
     assert {"pred/age/years", "age_years", "prob/age/<30"} <= set(oof)
     assert oof["pred/age/years"].between(0, 100).all()
