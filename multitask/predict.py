@@ -49,7 +49,7 @@ from .devices import pick_device
 from .precision import resolve_precision
 from .errors import UserError
 from .ground_truth import GroundTruth, read_gt
-from .heads import HeadSpec, joint_probabilities
+from .heads import HeadSpec, expected_years, joint_probabilities, years_key
 from .metrics import scores as head_scores
 from .predictions import build_table, composite_prediction, expand_derived, write_table
 from .tta import VIEWS, resolve_merge, resolve_views, view_count
@@ -121,6 +121,7 @@ def run_predict(*, ckpts, data, out, tta=("identity",), merge="mean", weights=No
     seconds = time.perf_counter() - start
     probs, joint_probs = combine(members, per_member, heads=heads, composite=composite, merge=merge_fn, joint=joint)
     pred = joint_probs.argmax(1) if joint else composite_prediction(probs, composite)
+    years = combine_years(members, per_member)
 
     if pred is not None:
         write_table(pd.DataFrame({inputs.id_column: ids, "ans": pred}), out / "submission.csv")
@@ -132,7 +133,7 @@ def run_predict(*, ckpts, data, out, tta=("identity",), merge="mean", weights=No
         extra = truth.meta.drop(columns=[c for c in truth.meta.columns if c in meta.columns])
         targets, meta = truth.targets, pd.concat([meta, extra], axis=1)
     table = build_table(ids=ids, paths=paths, heads=heads, probs=probs, targets=targets, composite=composite,
-                        composite_pred=pred, meta=meta)
+                        composite_pred=pred, meta=meta, years=years)
     write_table(table, out / "predictions.csv")
 
     forward = len(ids) * len(members) * view_count(views)
@@ -243,6 +244,20 @@ def combine(members: list[Member], per_member: list[dict[str, np.ndarray]], *, h
     return probs, joint_probs
 
 
+def combine_years(members: list[Member], per_member: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """{years head: (N,) expected age}: each member's own (from its year distribution merged over the views, over its
+    own years_range), then the weighted mean over the members that predict years (their weights renormalised)."""
+    sums: dict[str, np.ndarray] = {}
+    weights: dict[str, float] = {}
+    for m, probs in zip(members, per_member):
+        for head in m.heads:
+            if head.target == "years" and years_key(head.name) in probs:
+                sums[head.name] = sums.get(head.name, 0.0) + m.weight * expected_years(probs[years_key(head.name)],
+                                                                                      head)
+                weights[head.name] = weights.get(head.name, 0.0) + m.weight
+    return {name: total / weights[name] for name, total in sums.items() if weights[name] > 0}
+
+
 # --------------------------------------------------------------------------------------------------- inference
 class DecodedImages(Dataset):
     """Each image decoded once and resized to every input size the ensemble needs: (uint8 3xHxW per size, error).
@@ -269,12 +284,13 @@ class DecodedImages(Dataset):
 
 def infer(members: list[Member], paths: list[str], *, views: list[str], merge, batch_size: int, workers: int,
           device: torch.device, precision, console: Console | None = None) -> list[dict[str, np.ndarray]]:
-    """Per member: {trained head: (N, C) probabilities merged over the TTA views} in image order."""
+    """Per member: {trained head: (N, C) probabilities merged over the TTA views} in image order, and a years
+    head's year distribution under years_key(head), merged over the views alike."""
     sizes = sorted({m.size for m in members})
     by_size = [[i for i, m in enumerate(members) if m.size == size] for size in sizes]
     loader = DataLoader(DecodedImages(paths, sizes), batch_size=batch_size, shuffle=False, num_workers=workers,
                         pin_memory=device.type == "cuda", persistent_workers=False)
-    collected: list[dict[str, list[torch.Tensor]]] = [{h.name: [] for h in m.heads} for m in members]
+    collected: list[dict[str, list[torch.Tensor]]] = [{n: [] for n in m.model.outputs} for m in members]
     forwards = len(members) * view_count(views)
     progress = Progress(TextColumn("predict"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         TextColumn("{task.fields[rate]}"), console=console or Console(), transient=True)
@@ -288,7 +304,7 @@ def infer(members: list[Member], paths: list[str], *, views: list[str], merge, b
             for size_images, group in zip(images, by_size):
                 # channels_last while still uint8 (a quarter of the bytes to move), then float for the views
                 x = size_images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last).float()
-                views_probs = [{h.name: [] for h in members[i].heads} for i in group]
+                views_probs = [{n: [] for n in members[i].model.outputs} for i in group]
                 for name in views:
                     for view in VIEWS[name](x):
                         view = view.contiguous(memory_format=torch.channels_last)
