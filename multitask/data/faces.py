@@ -116,7 +116,7 @@ def content_key(path: str) -> str:
 
 
 def detect_faces(paths: list[str], *, cache_dir: str | os.PathLike | None, workers: int = 2,
-                 progress: Callable[[int, int], None] | None = None, detector_factory=load_detector) -> list[Face]:
+                 progress: Callable[[int, int], None] | None = None, detector_factory=None) -> list[Face]:
     """A Face per path (None for a file that cannot be read: the pixel cache reports it), reusing stored ones."""
     store = Path(os.path.abspath(cache_dir)) / f"faces-{detector_id()}.json" if cache_dir is not None else None
     known = _read_store(store)
@@ -128,7 +128,7 @@ def detect_faces(paths: list[str], *, cache_dir: str | os.PathLike | None, worke
             keys.append(None)
     todo = sorted({i for i, k in enumerate(keys) if k is not None and k not in known})
     if todo:
-        fresh = _detect_many([paths[i] for i in todo], workers, progress, detector_factory)
+        fresh = _detect_many([paths[i] for i in todo], workers, progress, detector_factory or load_detector)
         new = {keys[i]: face for i, face in zip(todo, fresh) if face is not None}
         known.update(new)
         if store is not None and new:
