@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
 import threading
@@ -225,13 +224,14 @@ def plan_faces(faces: list[Face | None]) -> FacePlan:
     source = []
     for i, f in enumerate(faces):
         if f is None:
-            source.append("unread")
+            kind = "unread"            # the pixel cache reports the bad file
         elif f.box is not None:
-            anchors[i], _ = f.box, source.append("face")
+            kind, anchors[i] = "face", f.box
         elif max(f.height, f.width) <= SMALL_SIDE:
-            source.append("whole")
+            kind = "whole"             # NaN anchor: the whole photo
         else:
-            anchors[i], _ = median, source.append("fallback")
+            kind, anchors[i] = "fallback", median
+        source.append(kind)
     return FacePlan(anchors=anchors, source=source)
 
 
