@@ -64,6 +64,8 @@ class DataConfig:
     synth: SynthConfig = field(default_factory=SynthConfig)
     label_fixes: str | None = None
     image_size: list[int] = field(default_factory=lambda: [128, 96])   # height, width fed to the model
+    crop: Literal["none", "center", "face"] = "none"   # what of each photo is resized to image_size (data/faces.py)
+    crop_margin: float = 0.4                  # face crop: added on each side, as a fraction of the face box
     mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
     std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
     n_folds: int = 5
@@ -265,7 +267,7 @@ def _float_ranges(cfg: Config) -> list[tuple[str, float | None, str]]:
               ("train.momentum", t.momentum, "in [0, 1]"), ("train.min_lr", t.min_lr, ">= 0"),
               ("train.warmup_epochs", t.warmup_epochs, ">= 0"), ("train.gamma", t.gamma, "> 0"),
               ("train.grad_clip", t.grad_clip, "> 0"), ("train.dwa_temperature", t.dwa_temperature, "> 0"),
-              ("train.cagrad_c", t.cagrad_c, ">= 0"),
+              ("train.cagrad_c", t.cagrad_c, ">= 0"), ("data.crop_margin", d.crop_margin, ">= 0"),
               ("train.mixup", t.mixup, ">= 0"), ("train.cutmix", t.cutmix, ">= 0"),
               ("train.mix_prob", t.mix_prob, "in [0, 1]"), ("train.ema.decay", t.ema.decay, "in [0, 1]"),
               ("model.drop_rate", m.drop_rate, "in [0, 1)"), ("model.drop_path_rate", m.drop_path_rate, "in [0, 1)")]

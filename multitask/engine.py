@@ -29,6 +29,7 @@ from torch.nn.parallel import DistributedDataParallel
 from .callbacks import Callback, CallbackList
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import Config, from_dict, save_config
+from .data.faces import PLAN_FILE, write_plan
 from .data.prepare import make_loader, prepare_data, train_sampler, val_sampler
 from .devices import pick_device
 from .distributed import DistInfo, barrier, broadcast_object, cleanup, init_distributed
@@ -183,6 +184,8 @@ class Trainer:
             barrier(info)
         if info.is_main:
             save_config(cfg, self.run_dir / "config.yaml")
+            if self.data.faces is not None:   # data.crop=face: the report shows what the model saw
+                write_plan(self.data.faces, self.data.frame["path"].tolist(), self.run_dir / PLAN_FILE)
         self.sampler = train_sampler(self.data, cfg, rank=info.rank, world_size=info.world_size)
         self.batches_per_epoch = math.ceil(self.sampler.per_rank / cfg.train.batch_size)
         state = TrainState.create(

@@ -6,9 +6,10 @@
     multitask predict --ckpt runs/kfold/1 --data photos/ --out out/        # a k-fold parent: every fold's best.pt
     multitask predict --ckpt runs/a/1/best.onnx deploy/b runs/c/1 --data photos/ --out out/   # ONNX, safetensors, .pt
 
-Each checkpoint rebuilds its own model (backbone, heads, input size, normalisation), so different backbones and sizes
-ensemble in one call. Every image is decoded once and resized once per distinct input size; all models of that size
-then see the same batch under every TTA view. Probabilities are merged over views per model, then over models
+Each checkpoint rebuilds its own model (backbone, heads, input size, normalisation, data.crop), so different
+backbones, sizes and crops ensemble in one call. Every image is decoded once and cut (data.crop: the checkpoint's
+own crop; face boxes detected once per image set, stored by content like training's) and resized once per distinct
+input (size, crop); all models of that input then see the same batch under every TTA view. Probabilities are merged over views per model, then over models
 (weighted), per head. A derived head (the single 18-class baseline) is expanded into its components' marginals, so
 it ensembles with a mask/gender/age model. The composite label is the per-head argmax combined by the composite
 encoding, or with --joint the argmax of the ensemble's joint distribution over the 18 classes (a model's own 18-class
@@ -44,6 +45,7 @@ from .backends import OnnxModel, TorchModel, glue_threads, load_model
 from .checkpoint import resolve_checkpoints
 from .compare import score_intervals
 from .config import Config
+from .data.faces import Cropper, cropper_for, detect_faces, plan_faces, progress_bar
 from .data.images import read_image, resize
 from .devices import pick_device
 from .precision import resolve_precision
@@ -68,6 +70,10 @@ class Member:
     @property
     def size(self) -> tuple[int, int]:
         return tuple(self.cfg.data.image_size)
+
+    @property
+    def crop(self) -> str:
+        return getattr(self.cfg.data, "crop", "none")
 
     @property
     def heads(self) -> list[HeadSpec]:
@@ -107,17 +113,19 @@ def run_predict(*, ckpts, data, out, tta=("identity",), merge="mean", weights=No
 
     out = make_out_dir(out)
     for m in members:
-        console.print(f"  {m.path}  {m.cfg.model.backbone} {m.size[0]}x{m.size[1]}  heads "
+        crop = f" crop {m.crop}" if m.crop != "none" else ""
+        console.print(f"  {m.path}  {m.cfg.model.backbone} {m.size[0]}x{m.size[1]}{crop}  heads "
                       f"{', '.join(h.name for h in m.heads)}  weight {m.weight:.3g}  {m.model.kind}", markup=False)
     amp_name = str(precision.dtype).replace("torch.", "") if precision.enabled else "off"
     if not any(m.model.kind == "torch" for m in members):
         amp_name = "n/a (onnxruntime)"
     console.print(f"predicting {len(ids)} images with {len(members)} model(s) x {view_count(views)} view(s) "
                   f"({', '.join(views)}), merge {merge}, {device}, amp {amp_name}")
+    croppers = member_croppers(members, paths, workers=max(1, workers), console=console)
     start = time.perf_counter()
     with glue_threads([m.model for m in members]):
         per_member = infer(members, paths, views=views, merge=merge_fn, batch_size=batch_size, workers=workers,
-                           device=device, precision=precision, console=console)
+                           device=device, precision=precision, console=console, croppers=croppers)
     seconds = time.perf_counter() - start
     probs, joint_probs = combine(members, per_member, heads=heads, composite=composite, merge=merge_fn, joint=joint)
     pred = joint_probs.argmax(1) if joint else composite_prediction(probs, composite)
@@ -259,36 +267,66 @@ def combine_years(members: list[Member], per_member: list[dict[str, np.ndarray]]
 
 
 # --------------------------------------------------------------------------------------------------- inference
-class DecodedImages(Dataset):
-    """Each image decoded once and resized to every input size the ensemble needs: (uint8 3xHxW per size, error).
+def member_croppers(members: list[Member], paths: list[str], *, workers: int = 2,
+                    console: Console | None = None) -> list[Cropper | None]:
+    """Each member's training crop over these images; face boxes are detected once for all face-crop members."""
+    face = [m for m in members if m.crop == "face"]
+    plan = None
+    if face:
+        with progress_bar("face boxes") as progress:
+            plan = plan_faces(detect_faces(paths, cache_dir=face[0].cfg.data.cache_dir, workers=workers,
+                                           progress=progress))
+        (console or Console()).print(plan.summary(), markup=False)
+    return [cropper_for(m.cfg.data, plan) for m in members]
 
+
+Input = tuple[int, int, "Cropper | None"]   # what a model is fed: height, width and the crop (None: whole photo)
+
+
+class DecodedImages(Dataset):
+    """Each image decoded once and cut and resized to every input the ensemble needs: (uint8 3xHxW per input, error).
+
+    Exactly what training fed each model (data/faces.py read_pixels): the whole photo decoded at the smallest JPEG
+    scale that covers every uncropped size, a cropped one decoded at full size (both, when the ensemble mixes them).
     A bad file comes back as its error message (not an exception): an exception raised in a loader worker reaches
     the user wrapped in a worker traceback, the message alone is one clear line.
     """
 
-    def __init__(self, paths: list[str], sizes: list[tuple[int, int]]):
-        self.paths, self.sizes = list(paths), list(sizes)
-        self.at_least = (max(h for h, _ in sizes), max(w for _, w in sizes))   # decode once, big enough for all
+    def __init__(self, paths: list[str], inputs: list):
+        self.paths = list(paths)
+        self.inputs = [tuple(x) if len(x) == 3 else (*x, None) for x in inputs]   # (h, w) alone: no crop
+        whole = [(h, w) for h, w, crop in self.inputs if crop is None]
+        self.at_least = (max(h for h, _ in whole), max(w for _, w in whole)) if whole else None
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int):
         try:
-            image = read_image(self.paths[i], at_least=self.at_least)
+            reduced = read_image(self.paths[i], at_least=self.at_least) if self.at_least else None
+            full = read_image(self.paths[i]) if any(c is not None for *_, c in self.inputs) else None
         except UserError as err:
-            return tuple(torch.zeros(3, h, w, dtype=torch.uint8) for h, w in self.sizes), str(err)
-        return tuple(torch.from_numpy(np.ascontiguousarray(resize(image, h, w).transpose(2, 0, 1)))
-                     for h, w in self.sizes), ""
+            return tuple(torch.zeros(3, h, w, dtype=torch.uint8) for h, w, _ in self.inputs), str(err)
+        out = []
+        for h, w, crop in self.inputs:
+            image = reduced if crop is None else np.ascontiguousarray(crop(i, full))
+            out.append(torch.from_numpy(np.ascontiguousarray(resize(image, h, w).transpose(2, 0, 1))))
+        return tuple(out), ""
 
 
 def infer(members: list[Member], paths: list[str], *, views: list[str], merge, batch_size: int, workers: int,
-          device: torch.device, precision, console: Console | None = None) -> list[dict[str, np.ndarray]]:
+          device: torch.device, precision, console: Console | None = None,
+          croppers: list[Cropper | None] | None = None) -> list[dict[str, np.ndarray]]:
     """Per member: {trained head: (N, C) probabilities merged over the TTA views} in image order, and a years
-    head's year distribution under years_key(head), merged over the views alike."""
-    sizes = sorted({m.size for m in members})
-    by_size = [[i for i, m in enumerate(members) if m.size == size] for size in sizes]
-    loader = DataLoader(DecodedImages(paths, sizes), batch_size=batch_size, shuffle=False, num_workers=workers,
+    head's year distribution under years_key(head), merged over the views alike.
+
+    `croppers`: each member's crop of these images (member_croppers); None feeds every member the whole photo."""
+    croppers = croppers or [None] * len(members)
+    keys = [(*m.size, c.tag if c is not None else "") for m, c in zip(members, croppers)]
+    distinct = sorted(set(keys))
+    inputs = [(k[0], k[1], croppers[keys.index(k)]) for k in distinct]
+    by_size = [[i for i, key in enumerate(keys) if key == k] for k in distinct]
+    loader = DataLoader(DecodedImages(paths, inputs), batch_size=batch_size, shuffle=False, num_workers=workers,
                         pin_memory=device.type == "cuda", persistent_workers=False)
     collected: list[dict[str, list[torch.Tensor]]] = [{n: [] for n in m.model.outputs} for m in members]
     forwards = len(members) * view_count(views)

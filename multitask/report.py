@@ -27,6 +27,7 @@ from .heads import HeadSpec, composite_decode
 from .predictions import COMPOSITE, COMPOSITE_HEADS, TRUE, load_table
 from .report_analysis import (Predictions, analyse_age, analyse_breakdowns, analyse_composite, analyse_head,
                               analyse_label_noise)
+from .report_crops import analyse_crops
 from .report_html import Figure, Section, Table, fmt, render_html, render_markdown
 from .tracking import Tracker
 
@@ -64,6 +65,11 @@ def build_report(*, run_dir=None, pred=None, gt=None, out=None, data=None, log=(
             sections.append(section)
     numbers["label_noise"], section, suspects = analyse_label_noise(p, thumbs, noise_threshold)
     sections.append(section)
+    if run_dir and not pred:   # data.crop: what the model saw, and the photos that used the fallback
+        result = analyse_crops(Path(run_dir), p.table["path"].astype(str).tolist(), thumbs)
+        if result is not None:
+            numbers["crops"], section = result
+            sections.append(section)
     if thumbs.missing:
         p.notes.append(f"{thumbs.missing} image file(s) not found: grey placeholders shown (pass --data ROOT when "
                        f"the paths in the table are relative to a data folder)")

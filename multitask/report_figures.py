@@ -289,3 +289,25 @@ class Thumbnails:
         ok, encoded = cv2.imencode(".png", image)  # BGR in, so colours stay right
         assert ok, "PNG encoding of a thumbnail failed"
         return encoded.tobytes()
+
+
+def crop_grid(images: list[np.ndarray], titles: list[str], marked: list[bool], title: str, *,
+              columns: int = 8) -> bytes:
+    """The crops the model was fed (RGB, all one size) in a grid; `marked` tiles (fallbacks) framed red."""
+    rows = max(1, -(-len(images) // columns))
+    h, w = images[0].shape[:2] if images else (1, 1)
+    tile = 1.25
+    fig, axes = figure(rows, columns, figsize=(columns * tile, rows * tile * h / w + 0.5), squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if k >= len(images):
+            ax.set_axis_off()
+            continue
+        ax.imshow(images[k])
+        ax.set_title(titles[k], fontsize=6, color=RED if marked[k] else "#1d2330")
+        for spine in ax.spines.values():
+            spine.set_color(RED if marked[k] else GREY)
+            spine.set_linewidth(3 if marked[k] else 0.5)
+    fig.suptitle(title, fontsize=9)
+    return to_png(fig)

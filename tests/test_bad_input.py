@@ -226,6 +226,10 @@ CONFIG_CASES = {
                                                      "'cosin' (did you mean cosine?); choose from cosine, step"),
     "unknown --heads": (["--heads", "mask,agee"], "configs/quickstart.yaml: train.heads: unknown head 'agee' (did you "
                                                   "mean age"),
+    "unknown crop": (["data.crop=faces"], "configs/quickstart.yaml: data.crop: invalid choice 'faces' (did you mean "
+                                          "face?); choose from none, center, face"),
+    "negative crop margin": (["data.crop_margin=-0.1"], "configs/quickstart.yaml: data.crop_margin: -0.1 is out of "
+                                                        "range; expected >= 0"),
     "skip without cache": (["data.on_bad_image=skip", "data.cache=false"], "configs/quickstart.yaml: "
                                                                            "data.on_bad_image=skip needs "
                                                                            "data.cache=true"),

@@ -12,8 +12,9 @@ The Dataset reads a row with one `pread` into a new array (`read`) rather than s
 own writable copy anyway, and mapped pages stay in each process's RSS, growing every loader worker with the data set
 (BENCHMARKS.md, Memory); read, they live only in the page cache, so RSS stays flat however large the data set.
 
-The key is a SHA-1 over each (path, file size, mtime_ns) and the target height x width, so touching or replacing
-any image, or changing the image size, makes a new cache. The pixels are written to a temporary file that is renamed
+The key is a SHA-1 over each (path, file size, mtime_ns) and the target height x width (and, for data.crop other
+than none, the crop's tag: mode, margin, detector), so touching or replacing any image, or changing the image size
+or the crop, makes a new cache. The pixels are written to a temporary file that is renamed
 into place (`os.replace`) only when complete, and the metadata (`<key>.json`) is written after it, so an interrupted
 build is never reused. Its temp file is deleted by the next build (a live build holds a lock on it), and its space
 is reserved up front, so a full disk is a clear error rather than a crash on the first unbacked page. Pickling an
@@ -33,6 +34,7 @@ import numpy as np
 
 from ..atomic import atomic_write
 from ..errors import UserError
+from .faces import Cropper, read_pixels
 from .images import BadImageError, read_image, resize
 
 FORMAT_VERSION = 2   # 2: JPEGs decoded at a DCT scale (read_image at_least)
@@ -65,10 +67,11 @@ class ImageCache:
     @classmethod
     def build(cls, paths: Iterable[str], *, height: int, width: int, cache_dir: str | os.PathLike,
               on_bad_image: Literal["error", "skip"] = "error", workers: int = 2,
-              progress: Callable[[int, int], None] | None = None) -> "ImageCache":
+              progress: Callable[[int, int], None] | None = None, crop: Cropper | None = None) -> "ImageCache":
         """Reuse the cache for exactly these files at this size, or decode them all into a new one.
 
-        `progress(done, total)` is called as images are decoded (not when the cache is reused).
+        `progress(done, total)` is called as images are decoded (not when the cache is reused). `crop` cuts each
+        photo (by its row) before the resize (data.crop; faces.py).
         With on_bad_image='error' the first bad image raises BadImageError; with 'skip' its row stays zero,
         `valid[i]` is False and (path, reason) is listed in `bad`.
         """
@@ -81,11 +84,11 @@ class ImageCache:
         try:
             cache_dir.mkdir(parents=True, exist_ok=True)
             remove_abandoned_builds(cache_dir)
-            key = cache_key(paths, height=height, width=width)
+            key = cache_key(paths, height=height, width=width, crop=crop)
             data_file, meta_file = cache_dir / f"{key}.u8", cache_dir / f"{key}.json"
             cache = cls._load(data_file, meta_file, paths, height, width)
             if cache is None:
-                valid, bad = _decode_all(paths, height, width, data_file, on_bad_image, workers, progress)
+                valid, bad = _decode_all(paths, height, width, data_file, on_bad_image, workers, progress, crop)
                 meta = {"version": FORMAT_VERSION, "height": height, "width": width, "paths": paths,
                         "valid": valid.tolist(), "bad": bad}
                 with atomic_write(meta_file) as f:
@@ -174,8 +177,10 @@ class ImageCache:
                 f"file={self.file!r})")
 
 
-def cache_key(paths: list[str], *, height: int, width: int) -> str:
-    digest = hashlib.sha1(f"v{FORMAT_VERSION}:{height}x{width}\n".encode())
+def cache_key(paths: list[str], *, height: int, width: int, crop: Cropper | None = None) -> str:
+    # without a crop the key is what it was before crops existed: old caches stay valid
+    tag = "" if crop is None else f":{crop.tag}"
+    digest = hashlib.sha1(f"v{FORMAT_VERSION}:{height}x{width}{tag}\n".encode())
     for path in paths:
         try:
             st = os.stat(path)
@@ -187,7 +192,8 @@ def cache_key(paths: list[str], *, height: int, width: int) -> str:
 
 
 def _decode_all(paths: list[str], height: int, width: int, data_file: Path, on_bad_image: str, workers: int,
-                progress: Callable[[int, int], None] | None) -> tuple[np.ndarray, list[tuple[str, str]]]:
+                progress: Callable[[int, int], None] | None,
+                crop: Cropper | None = None) -> tuple[np.ndarray, list[tuple[str, str]]]:
     n = len(paths)
     valid = np.ones(n, dtype=bool)
     bad: list[tuple[str, str]] = []
@@ -204,7 +210,10 @@ def _decode_all(paths: list[str], height: int, width: int, data_file: Path, on_b
 
         def decode(i: int) -> str | None:
             try:
-                array[i] = resize(read_image(paths[i], at_least=(height, width)), height, width)
+                if crop is None:
+                    array[i] = resize(read_image(paths[i], at_least=(height, width)), height, width)
+                else:
+                    array[i] = read_pixels(paths[i], height, width, crop, i)
             except BadImageError as err:
                 return str(err)
             return None

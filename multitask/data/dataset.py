@@ -20,12 +20,12 @@ import torch
 from torch.utils.data import Dataset
 
 from .cache import ImageCache
-from .images import read_image, resize
+from .faces import Cropper, read_pixels
 
 
 class MultiTaskDataset(Dataset):
     def __init__(self, *, paths: list[str], labels: Mapping[str, np.ndarray], height: int, width: int,
-                 transform: Callable | None = None, cache: ImageCache | None = None):
+                 transform: Callable | None = None, cache: ImageCache | None = None, crop: Cropper | None = None):
         self.paths = list(paths)
         # class indices as int64; ages in years (a years head's "age/years") stay float32, NaN = unknown
         self.labels = {name: np.asarray(values, dtype=np.float32 if np.issubdtype(np.asarray(values).dtype,
@@ -42,6 +42,7 @@ class MultiTaskDataset(Dataset):
         self.height, self.width = height, width
         self.transform = transform
         self.cache = cache
+        self.crop = crop   # used without a cache; a cache holds its rows cropped already
         self._heads = list(self.labels)
         self._valid = cache.valid if cache is not None else None
 
@@ -55,8 +56,7 @@ class MultiTaskDataset(Dataset):
                                  f"sample only rows where cache.valid is True")
             image = self.cache.read(i)   # a private copy: the file's pages stay out of this process's RSS
         else:
-            size = (self.height, self.width)
-            image = resize(read_image(self.paths[i], at_least=size), *size)
+            image = read_pixels(self.paths[i], self.height, self.width, self.crop, i)
         if self.transform is not None:
             image = self.transform(image=image)["image"]
         if not (image.flags.writeable and image.flags.c_contiguous):   # e.g. a view a transform returned

@@ -20,6 +20,7 @@ from ..errors import UserError
 from ..heads import UNLABELLED, composite_encode, label_array, years_array, years_key
 from .cache import ImageCache
 from .dataset import MultiTaskDataset, collate_batch
+from .faces import FacePlan, make_cropper, progress_bar
 from .splits import assign_folds, split_indices
 from .transforms import build_transforms
 
@@ -35,6 +36,7 @@ class TrainingData:
     val_labels: dict[str, np.ndarray]         # all rows, evaluation bins (+ the same ages)
     class_counts: dict[str, np.ndarray]       # on the training split
     notes: list[str] = field(default_factory=list)
+    faces: FacePlan | None = None             # data.crop=face: each photo's box and whether it was a fallback
 
 
 def load_frame(cfg: Config) -> tuple[pd.DataFrame, list[str]]:
@@ -90,10 +92,17 @@ def prepare_data(cfg: Config, *, log: Callable[[str], None] = print) -> Training
         if h.target == "years":   # the year losses' target and the MAE's truth, beside the classes
             train_labels[years_key(h.name)] = val_labels[years_key(h.name)] = years_array(h, frame)
 
+    crop, faces = None, None
+    if data.crop != "none":   # face boxes are detected once and stored beside the image cache
+        with progress_bar("face boxes") as progress:
+            crop, faces = make_cropper(data, frame["path"].tolist(), cache_dir=data.cache_dir,
+                                       workers=max(1, data.num_workers), progress=progress)
+    if faces is not None:
+        notes.append(faces.summary())
     cache = None
     if data.cache:
         cache = ImageCache.build(frame["path"].tolist(), height=height, width=width, cache_dir=data.cache_dir,
-                                 on_bad_image=data.on_bad_image, workers=max(1, data.num_workers))
+                                 on_bad_image=data.on_bad_image, workers=max(1, data.num_workers), crop=crop)
         if cache.bad:
             notes.append(f"skipped {len(cache.bad)} bad image(s) (data.on_bad_image=skip), e.g. "
                          f"{cache.bad[0][0]}: {cache.bad[0][1]}")
@@ -106,7 +115,7 @@ def prepare_data(cfg: Config, *, log: Callable[[str], None] = print) -> Training
         class_counts[h.name] = np.bincount(labels[labels != UNLABELLED], minlength=h.num_classes)
 
     paths = frame["path"].tolist()
-    common = dict(paths=paths, height=height, width=width, cache=cache)
+    common = dict(paths=paths, height=height, width=width, cache=cache, crop=crop)
     train_set = SeededView(MultiTaskDataset(labels=train_labels, transform=build_transforms(data, train=True),
                                             **common))
     val_set = SeededView(MultiTaskDataset(labels=val_labels, transform=build_transforms(data, train=False), **common))
@@ -115,7 +124,8 @@ def prepare_data(cfg: Config, *, log: Callable[[str], None] = print) -> Training
     for note in notes:
         log(note)
     return TrainingData(frame=frame, train_idx=train_idx, val_idx=val_idx, train_set=train_set, val_set=val_set,
-                        train_labels=train_labels, val_labels=val_labels, class_counts=class_counts, notes=notes)
+                        train_labels=train_labels, val_labels=val_labels, class_counts=class_counts, notes=notes,
+                        faces=faces)
 
 
 def check_split(heads, train_labels: dict, val_labels: dict, train_idx: np.ndarray, val_idx: np.ndarray,
