@@ -261,7 +261,7 @@ def fit_table(path: str | Path, *, parts: int = PARTS, draws: int = DRAWS, seed:
     if not tuned:
         raise UserError(f"{path}: no true/<head> column; decisions are fitted on labelled out-of-fold predictions")
     problem = Problem(tuned, composite, probs, targets)
-    labelled = np.flatnonzero(np.all([t >= 0 for t in problem.truth.values()], axis=0))
+    labelled = np.flatnonzero(np.any([t >= 0 for t in problem.truth.values()], axis=0))   # each head skips its -1
     groups, units = groups_of(table)
     part_rows = [labelled[r] for r in split_parts(groups[labelled], parts, seed)]
     base = problem.predictions(problem.labels({}))

@@ -14,12 +14,17 @@ it ensembles with a mask/gender/age model. The composite label is the per-head a
 encoding, or with --joint the argmax of the ensemble's joint distribution over the 18 classes (a model's own 18-class
 head where it has one, else the product of its heads).
 
+Tuned decisions (decisions.py): with a run's decisions.json (fitted on its OOF by `train` or `tune-decisions`) each
+head decides by argmax of log p + that head's class offsets; --decisions off is the plain argmax, --decisions PATH
+one file for the whole ensemble. The probabilities written stay the model's; pred/... and the submission move.
+
 A member is a checkpoint, a safetensors export folder or an .onnx export (backends.py): .onnx files run on
 onnxruntime, the rest on PyTorch, or all on onnxruntime with --backend onnxruntime (exported in memory).
 
 Writes OUT/submission.csv (ImageID, ans in info.csv order; image_id, ans for other inputs), OUT/predictions.csv
-(the shared predictions table) and, with --gt, OUT/scores.json: every macro F1 with its 95% bootstrap interval
-(resampling people when the gt has a `group` column, else images).
+(the shared predictions table) and, with --gt (or a manifest --data with label columns, scored the same way),
+OUT/scores.json: every macro F1 with its 95% bootstrap interval (resampling people when the gt has a `group`
+column, else images), and the decisions applied.
 """
 from __future__ import annotations
 
