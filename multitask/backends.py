@@ -5,6 +5,7 @@
     model, cfg = load_model("runs/quickstart/1/best.onnx", device=device)    # OnnxModel
     model, cfg = load_model("best.pt", backend="onnxruntime", device=device) # exported in memory, run by onnxruntime
     probs = model.probs(x, precision)   # x: float N x 3 x H x W in 0..255 on the device -> {trained head: (N, C)}
+                                        # + {"age/years": (N, num_years)} year distributions of years heads
 
 Every model carries `head_specs` (its trained heads, in output order) and `decisions` (the tuned-decisions document,
 decisions.py: the run dir's decisions.json for a checkpoint, the manifest's `decisions` for an export; {} when
@@ -27,7 +28,7 @@ from . import decisions
 from .checkpoint import load_checkpoint, model_from_checkpoint
 from .config import Config
 from .errors import UserError
-from .heads import HeadSpec
+from .heads import HeadSpec, years_key
 from .model import MultiHeadNet, create_model
 
 BACKENDS = ("auto", "torch", "onnxruntime")
@@ -43,6 +44,7 @@ class TorchModel:
         self.net = net.to(device=device, memory_format=torch.channels_last).eval()
         self.head_specs: list[HeadSpec] = list(net.head_specs)
         self.decisions = dict(decisions or {})
+        self.outputs = output_names(self.head_specs)
 
     def probs(self, x: torch.Tensor, precision) -> dict[str, torch.Tensor]:
         with precision.autocast():
@@ -69,6 +71,7 @@ class OnnxModel:
         if missing:
             raise UserError(f"{source}: the ONNX model has no output for head(s) {', '.join(missing)} (outputs: "
                             f"{', '.join(outputs)}); re-export it with `multitask export`")
+        self.outputs = [n for n in output_names(self.head_specs) if n in outputs]
         batch = self.input.shape[0]
         self.batch = batch if isinstance(batch, int) and batch > 0 else None
 
@@ -76,9 +79,8 @@ class OnnxModel:
         # predict's batches are channels_last, so the NHWC permute is free; views keep pixels in 0..255 (brightness
         # clamps, crops interpolate, shifts repeat pixels), so rounding is the one pass before the cast
         images = torch.round(x.permute(0, 2, 3, 1)).to(torch.uint8).cpu().contiguous().numpy()
-        names = [h.name for h in self.head_specs]
-        outs = self.run(images, names)
-        return {name: torch.from_numpy(out).to(x.device) for name, out in zip(names, outs)}
+        outs = self.run(images, self.outputs)
+        return {name: torch.from_numpy(out).to(x.device) for name, out in zip(self.outputs, outs)}
 
     def run(self, images: np.ndarray, names: list[str] | None = None) -> list[np.ndarray]:
         """Raw session outputs (all of them, or `names`) for uint8 NHWC images of any count."""
@@ -90,6 +92,11 @@ class OnnxModel:
             padded = np.concatenate([chunk, np.zeros((self.batch - len(chunk), *chunk.shape[1:]), chunk.dtype)])
             parts.append([o[:len(chunk)] for o in self.session.run(names, {self.input.name: padded})])
         return [np.concatenate(outs) for outs in zip(*parts)]
+
+
+def output_names(heads: list[HeadSpec]) -> list[str]:
+    """What `probs` returns, in order: each head's class probabilities, then each years head's year distribution."""
+    return [h.name for h in heads] + [years_key(h.name) for h in heads if h.target == "years"]
 
 
 @contextlib.contextmanager

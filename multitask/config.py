@@ -277,7 +277,8 @@ def _float_ranges(cfg: Config) -> list[tuple[str, float | None, str]]:
     for name, h in cfg.heads.items():
         key = f"heads.{name}"
         checks += [(f"{key}.weight", h.weight, ">= 0"), (f"{key}.label_smoothing", h.label_smoothing, "in [0, 1)"),
-                   (f"{key}.focal_gamma", h.focal_gamma, ">= 0"), (f"{key}.dropout", h.dropout, "in [0, 1)")]
+                   (f"{key}.focal_gamma", h.focal_gamma, ">= 0"), (f"{key}.dropout", h.dropout, "in [0, 1)"),
+                   (f"{key}.years_sigma", h.years_sigma, "> 0")]
         if isinstance(h.class_weights, list):
             checks += [(f"{key}.class_weights[{i}]", v, ">= 0") for i, v in enumerate(h.class_weights)]
     return checks

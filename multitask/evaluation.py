@@ -81,6 +81,7 @@ def write_oof(run_dir: Path, data: TrainingData, scores: MetricAccumulator, cfg:
         meta["age_years"] = frame["age"].to_numpy()
     composite = cfg.composite_heads() if all(h.name in probs for h in cfg.composite_heads()) else []
     table = build_table(ids=[Path(p).parent.name + "/" + Path(p).name for p in frame["path"]], paths=frame["path"],
-                        heads=heads, probs=probs, targets=targets, composite=composite, meta=meta)
+                        heads=heads, probs=probs, targets=targets, composite=composite, meta=meta,
+                        years=scores.years())
     table.insert(2, "group", frame["group"].to_numpy())
     write_table(table, run_dir / "oof.csv")

@@ -8,18 +8,17 @@
 
 Both formats carry one manifest (ONNX: metadata key "multitask"; safetensors: config.json): heads and class names in
 output order, the composite order and class names, the input (uint8 RGB NHWC 0..255 at the trained size: decoded
-images as they come, the layout change and normalisation run inside the model), crop settings, decision settings, the full training config and its sha256.
-A consumer needs nothing else: `onnxruntime.InferenceSession(f).get_modelmeta().custom_metadata_map["multitask"]`.
+images as they come; the layout change and the normalisation run inside the model), crop settings, decision
+settings, the full training config and its sha256. A consumer needs nothing else:
+`onnxruntime.InferenceSession(f).get_modelmeta().custom_metadata_map["multitask"]`.
 
 Every ONNX export is passed through onnx.checker and compared with PyTorch (fp32 eager) on a real batch before the
 file is written: max |delta prob| over every output and argmax agreement per output. Above PARITY_MAX_DELTA or below
-PARITY_MIN_AGREEMENT the export stops and writes nothing. `--quantize int8` is onnxruntime's static quantisation
-(QDQ, per-channel int8 weights, uint8 activations calibrated on 64 images of --calibration, default --data): its
-parity is reported, not gated, and with --gt the macro F1 of fp32 and int8 on --data is printed. Dynamic quantisation is not offered: it
-leaves convolutions slower than fp32 on CPU (BENCHMARKS.md).
+PARITY_MIN_AGREEMENT the export stops and writes nothing. `--quantize int8` (quantize.py) is onnxruntime's static
+quantisation, calibrated on --calibration (default --data): its parity is reported, not gated.
 
-Exporter: torch.onnx's TorchScript exporter by default (no onnxscript needed, several times faster to export than
-the torch.export-based one, the same outputs and runtime speed on the timm trunks tried: BENCHMARKS.md); it is
+Exporter: torch.onnx's TorchScript exporter by default (no onnxscript needed, an order of magnitude faster to export
+than the torch.export-based one, the same outputs and runtime speed on the timm trunks tried: BENCHMARKS.md); it is
 deprecated in torch, so `--exporter dynamo` (torch.export-based) is there for trunks the tracer cannot follow and
 for the day the TorchScript exporter is gone.
 """
@@ -45,7 +44,7 @@ from .atomic import atomic_write
 from .checkpoint import check_format, resolve_checkpoints
 from .config import Config, from_dict, to_dict
 from .errors import UserError
-from .heads import HeadSpec, composite_class_names
+from .heads import HeadSpec, composite_class_names, years_key
 from .model import MultiHeadNet
 from .predictions import COMPOSITE, expand_derived
 
@@ -57,7 +56,6 @@ DEFAULT_OPSET = {"torchscript": 17, "dynamo": 18}
 PARITY_MAX_DELTA = 1e-3        # max |delta prob| allowed between onnxruntime fp32 and PyTorch fp32
 PARITY_MIN_AGREEMENT = 0.995   # share of images whose argmax must agree, per output
 PARITY_IMAGES = 64
-CALIBRATION_IMAGES = 64
 PLAIN = dict(markup=False, highlight=False, soft_wrap=True)   # console lines as written: paths and figures unwrapped
 
 
@@ -85,7 +83,9 @@ def build_manifest(net: MultiHeadNet, cfg: Config, *, source: dict, decisions: d
         "format": MANIFEST_FORMAT, "version": MANIFEST_VERSION,
         "backbone": cfg.model.backbone,
         "trained_heads": [h.name for h in net.head_specs],
-        "heads": {h.name: {"classes": list(h.classes), "derive": h.derive} for h in heads},
+        "heads": {h.name: {"classes": list(h.classes), "derive": h.derive}
+                  | ({"years_range": list(h.years_range), "years_output": years_key(h.name)}
+                     if h.target == "years" else {}) for h in heads},
         "composite": {"heads": [h.name for h in composite], "classes": composite_class_names(composite)}
         if composite else None,
         "input": {"name": INPUT_NAME, "dtype": "uint8", "layout": "NHWC", "channels": "RGB", "range": [0, 255],
@@ -129,14 +129,18 @@ class ProbabilityNet(nn.Module):
         self.all_heads = dict(cfg.heads)
         self.heads, self.composite = output_heads(net, cfg)
         assert COMPOSITE not in self.all_heads, f"a head cannot be named {COMPOSITE!r}: it names the joint output"
-        self.output_names = [h.name for h in self.heads] + ([COMPOSITE] if self.composite else [])
+        # a years head adds its year distribution over years_range (output "age/years", (N, num_years)); the
+        # expected age is sum(years x p), the years listed in the manifest's heads.<name>.years_range
+        self.years_outputs = [years_key(h.name) for h in net.head_specs if h.target == "years"]
+        self.output_names = ([h.name for h in self.heads] + ([COMPOSITE] if self.composite else [])
+                             + self.years_outputs)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         from .predict import member_joint
 
         logits = self.net(images.permute(0, 3, 1, 2))
+        # every output is a distribution: class probabilities per head, and a years head's over its years
         probs = {name: value.float().softmax(-1) for name, value in logits.items()}
-        # hook: a head kind with outputs beyond class logits (the planned years head) adds them to `probs` here
         probs = expand_derived(probs, self.net.head_specs, self.all_heads)[1]
         if self.composite:
             probs[COMPOSITE] = member_joint(probs, self.heads, self.composite)
@@ -201,34 +205,12 @@ def parity(wrapper: ProbabilityNet, model: OnnxModel, images: np.ndarray) -> dic
         reference = [r.numpy() for r in wrapper(torch.from_numpy(images))]
     got = model.run(images, wrapper.output_names)
     delta = {n: float(np.abs(a - b).max()) for n, a, b in zip(wrapper.output_names, got, reference)}
-    agree = {n: float(np.mean(a.argmax(1) == b.argmax(1))) for n, a, b in zip(wrapper.output_names, got, reference)}
+    # argmax agreement on the class outputs only: the top two neighbouring years of a smooth year distribution may
+    # differ by less than fp32 noise; the year outputs are held to the same max |delta prob|
+    agree = {n: float(np.mean(a.argmax(1) == b.argmax(1))) for n, a, b in zip(wrapper.output_names, got, reference)
+             if n not in wrapper.years_outputs}
     return {"images": len(images), "max_abs_delta": max(delta.values()), "min_agreement": min(agree.values()),
             "delta": delta, "agreement": agree}
-
-
-def quantize_int8(model_bytes: bytes, calibration: np.ndarray) -> bytes:
-    """onnxruntime static quantisation: QDQ, per-channel int8 weights, uint8 activations (MinMax on `calibration`)."""
-    require("onnxruntime")
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    class Batches(CalibrationDataReader):
-        def __init__(self):
-            self.batches = iter([{INPUT_NAME: calibration[i:i + 16]} for i in range(0, len(calibration), 16)])
-
-        def get_next(self):
-            return next(self.batches, None)
-
-    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        src, pre, dst = (Path(tmp) / f"{name}.onnx" for name in ("fp32", "pre", "int8"))
-        src.write_bytes(model_bytes)
-        quant_pre_process(str(src), str(pre))   # shape inference + graph optimisation, as onnxruntime advises
-        # the calibrator keeps every activation of every image until the end (tens of MB per image at 224; its
-        # option to merge ranges as it goes drops the data in onnxruntime 1.32), hence CALIBRATION_IMAGES = 64
-        quantize_static(str(pre), str(dst), Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-        return dst.read_bytes()
 
 
 # --------------------------------------------------------------------------------------------------- images
@@ -315,6 +297,8 @@ def run_export(*, ckpt, fmt: str = "onnx", out=None, opset: int | None = None, b
     model_bytes, result = export_checked(net, cfg, manifest, opset=opset, batch=fixed, exporter=exporter, data=data,
                                          console=console)
     if quantize:
+        from .quantize import export_int8
+
         model_bytes = export_int8(net, cfg, manifest, model_bytes, calibration=calibration or data, data=data,
                                   gt=gt, result=result, console=console)
     write_atomic(out, model_bytes)
@@ -339,49 +323,13 @@ def export_checked(net: MultiHeadNet, cfg: Config, manifest: dict, *, opset, bat
         images = np.resize(images, (batch, *images.shape[1:]))
     onnx_model = OnnxModel(onnx_session(model_bytes), manifest, list(net.head_specs), source="the export")
     check = parity(ProbabilityNet(net, cfg).eval(), onnx_model, images)
-    console.print(f"  parity vs PyTorch fp32 on {where}: {_parity_line(check)}", **PLAIN)
+    console.print(f"  parity vs PyTorch fp32 on {where}: {parity_line(check)}", **PLAIN)
     if check["max_abs_delta"] > PARITY_MAX_DELTA or check["min_agreement"] < PARITY_MIN_AGREEMENT:
         worst = max(check["delta"], key=check["delta"].get)
         raise UserError(f"ONNX parity broken: max |delta prob| {check['max_abs_delta']:.2e} (output {worst}; limit "
                         f"{PARITY_MAX_DELTA:g}), argmax agreement {100 * check['min_agreement']:.2f}% (limit "
                         f"{100 * PARITY_MIN_AGREEMENT:g}%); nothing written; try another --opset or --exporter")
     return model_bytes, {"outputs": manifest["outputs"], "parity": check, "parity_images": images}
-
-
-def export_int8(net: MultiHeadNet, cfg: Config, manifest: dict, fp32: bytes, *, calibration, data, gt, result: dict,
-                console: Console) -> bytes:
-    """The int8 model with its own manifest; its parity (and with gt, both models' scores) added to `result`."""
-    images, where = sample_images(calibration, cfg, CALIBRATION_IMAGES)
-    method = "onnxruntime static, QDQ, per-channel int8 weights, uint8 activations (MinMax)"
-    int8_manifest = {**manifest, "quantization": {"mode": "int8", "method": method, "calibration_images": len(images)}}
-    int8 = with_metadata(quantize_int8(fp32, images), int8_manifest)
-    onnx_model = OnnxModel(onnx_session(int8), int8_manifest, list(net.head_specs), source="the int8 export")
-    result["int8_parity"] = parity(ProbabilityNet(net, cfg).eval(), onnx_model, result["parity_images"])
-    console.print(f"  int8 (calibrated on {where}) vs PyTorch fp32 on the parity images: "
-                  f"{_parity_line(result['int8_parity'])}", **PLAIN)
-    if gt is not None:
-        result["int8_scores"] = score_int8(fp32, int8, data=data, gt=gt, console=console)
-    return int8
-
-
-def score_int8(fp32: bytes, int8: bytes, *, data, gt, console: Console) -> dict:
-    """Both models through `predict` (identity view) on --data, scored against --gt: {metric: (fp32, int8)}."""
-    from .predict import run_predict
-
-    quiet = Console(file=io.StringIO())
-    scores = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for name, model_bytes in (("fp32", fp32), ("int8", int8)):
-            path = Path(tmp) / f"{name}.onnx"
-            path.write_bytes(model_bytes)
-            scores[name] = run_predict(ckpts=[path], data=data, out=Path(tmp) / name, gt=gt, workers=0, device="cpu",
-                                       console=quiet)
-    keys = [k for k in scores["fp32"] if k.endswith(("/f1", "/acc")) and k in scores["int8"]]
-    compared = {k: (scores["fp32"][k], scores["int8"][k]) for k in keys}
-    deltas = ", ".join(f"{k[:-3]} {a:.4f} -> {b:.4f} ({b - a:+.4f})"
-                       for k, (a, b) in compared.items() if k.endswith("/f1"))
-    console.print(f"  int8 vs fp32 on {scores['fp32']['images']} images of {data}, macro F1: {deltas}", **PLAIN)
-    return compared
 
 
 def _check_options(*, fmt, opset, batch, quantize, data, gt, calibration) -> int | None:
@@ -426,7 +374,7 @@ def _batch(batch) -> int | None:
     return value
 
 
-def _parity_line(check: dict) -> str:
+def parity_line(check: dict) -> str:
     worst = min(check["agreement"], key=check["agreement"].get)
     return (f"max |delta prob| {check['max_abs_delta']:.1e}, argmax agreement {100 * check['min_agreement']:.2f}% "
             f"(lowest: {worst}) on {check['images']} images")

@@ -3,17 +3,32 @@
 A head is a `HeadSpec` built from config. The composite label over an ordered list of heads is a mixed-radix number:
 for mask(3), gender(2), age(3) that is exactly ``mask*6 + gender*3 + age`` (the 18 competition classes). Encoding and
 decoding live here and nowhere else.
+
+A head with ``target: years`` (an age head learning from ages in years) predicts a distribution over whole years in
+``years_range``; its class probabilities are that distribution summed over the head's `bins` (`year_classes` says
+which class each year falls in). Its year logits travel beside the class output under `years_key(name)`.
 """
 from __future__ import annotations
 
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from dataclasses import field as _field   # HeadSpec has a field named `field`
+from typing import Literal, Mapping, Sequence
 
 import numpy as np
 
 UNLABELLED = -1
+YEARS = "years"
+# loss names that learn from the year target (implemented in losses.YEAR_LOSSES); a years head without one gets
+# DEFAULT_YEARS_LOSS added to its mix, so `heads.age.target=years` alone makes the head learn from years
+YEAR_LOSS_NAMES = ("ldl", "l1_years")
+DEFAULT_YEARS_LOSS = {"ldl": 1.0}
+
+
+def years_key(name: str) -> str:
+    """The model-output / target key of a years head's year logits / ages in years: ``age`` -> ``age/years``."""
+    return f"{name}/{YEARS}"
 
 
 @dataclass
@@ -39,6 +54,24 @@ class HeadSpec:
     derive: list[str] | None = None
     hidden: int = 0
     dropout: float = 0.0
+    # classes: logits over the classes (the plain head). years: logits over the whole years in years_range
+    # (inclusive), trained with label-distribution learning against a Gaussian of years_sigma around the true age;
+    # class probabilities are the year distribution summed over `bins`
+    target: Literal["classes", "years"] = "classes"
+    years_range: list[int] = _field(default_factory=lambda: [0, 100])
+    years_sigma: float = 3.0
+
+    @property
+    def num_years(self) -> int:
+        return self.years_range[1] - self.years_range[0] + 1
+
+    def year_grid(self) -> np.ndarray:
+        """The whole years a years head predicts over, as floats: years_range[0] .. years_range[1]."""
+        return np.arange(self.years_range[0], self.years_range[1] + 1, dtype=np.float64)
+
+    def year_classes(self) -> np.ndarray:
+        """(num_years,) class index of each year: by the training `bins`, exactly as `label_array` bins an age."""
+        return np.digitize(self.year_grid(), self.bins).astype(np.int64)
 
     @property
     def num_classes(self) -> int:
@@ -70,6 +103,28 @@ class HeadSpec:
                              f"got {len(self.class_weights)}")
         if not self.loss or any(v < 0 for v in self.loss.values()):
             raise ValueError(f"heads.{self.name}.loss: need at least one loss with a share >= 0, got {self.loss}")
+        if self.target == "years":
+            self._validate_years()
+        elif any(n in YEAR_LOSS_NAMES for n in self.loss):
+            name = next(n for n in self.loss if n in YEAR_LOSS_NAMES)
+            raise ValueError(f"heads.{self.name}.loss: '{name}' learns from ages in years; it needs "
+                             f"heads.{self.name}.target=years")
+
+    def _validate_years(self) -> None:
+        key = f"heads.{self.name}"
+        if self.derive or not self.bins:
+            raise ValueError(f"{key}.target: years needs {key}.bins (the edges in years that make the classes), "
+                             f"and a head of its own (no derive)")
+        low_high = self.years_range
+        if len(low_high) != 2 or low_high[0] < 0 or low_high[0] >= low_high[1]:
+            raise ValueError(f"{key}.years_range: expected [first, last] whole years with 0 <= first < last, "
+                             f"got {list(low_high)}")
+        empty = [self.classes[c] for c in range(self.num_classes) if not (self.year_classes() == c).any()]
+        if empty:
+            raise ValueError(f"{key}.years_range: {list(low_high)} holds no whole year of class(es) "
+                             f"{', '.join(empty)} (bins {list(self.bins)}); widen the range")
+        if not self.years_sigma > 0:
+            raise ValueError(f"{key}.years_sigma: {self.years_sigma} is out of range; expected > 0")
 
 
 # ----------------------------------------------------------------------------------------------------- composite
@@ -161,6 +216,19 @@ def label_array(spec: HeadSpec, frame, heads: Mapping[str, HeadSpec], *, eval: b
     return np.array([class_index(spec, value) for value in column], dtype=np.int64)
 
 
+def years_array(spec: HeadSpec, frame) -> np.ndarray:
+    """Ages in years for a years head's year losses (float, NaN where unknown: a blank, or a column that holds
+    class names or indices, as a manifest's does: such rows train the class losses only)."""
+    if spec.source not in frame.columns or not np.issubdtype(frame[spec.source].dtype, np.number):
+        return np.full(len(frame), np.nan)
+    return frame[spec.source].to_numpy(dtype=np.float64)
+
+
+def expected_years(year_probs: np.ndarray, spec: HeadSpec) -> np.ndarray:
+    """(N,) expected age, sum over years of year x p, from a years head's (N, num_years) year distribution."""
+    return np.asarray(year_probs, dtype=np.float64) @ spec.year_grid()
+
+
 def class_index(spec: HeadSpec, value) -> int:
     """A class name or index -> index; blank / NaN / -1 -> -1; anything else is an error naming the choices."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -190,6 +258,8 @@ def resolve_heads(heads: Mapping[str, HeadSpec]) -> dict[str, HeadSpec]:
     for name, spec in heads.items():
         spec.name = name
         spec.validate()
+        if spec.target == "years" and not any(n in YEAR_LOSS_NAMES for n in spec.loss):
+            spec.loss = {**DEFAULT_YEARS_LOSS, **spec.loss}
         out[name] = spec
     for spec in out.values():
         if spec.derive:

@@ -6,7 +6,8 @@
     criterion.epoch_end(mean_train_losses)                               # DWA looks at the last two epochs
     total = criterion.weighting.backward(criterion.head_losses(outputs, targets), grad_context)   # training
 
-A head's loss is a mix of registry entries (`LOSSES`), e.g. `loss: {ce: 0.3, f1: 0.7}`; the heads' losses are then
+A head's loss is a mix of registry entries (`LOSSES`, and `YEAR_LOSSES` for a head with `target: years`), e.g.
+`loss: {ce: 0.3, f1: 0.7}` or `loss: {ldl: 1.0, ce: 0.3}`; the heads' losses are then
 combined by a weighting strategy (`weighting.WEIGHTINGS`, which also owns the backward pass). Unlabelled targets (-1)
 are dropped before any loss sees them, so a head without labels in a batch adds a zero that keeps the graph (DDP
 wants every parameter used).
@@ -22,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .errors import UserError
-from .heads import UNLABELLED, HeadSpec
+from .heads import UNLABELLED, YEAR_LOSS_NAMES, HeadSpec, years_key
 from .weighting import WEIGHTINGS
 
 LossFn = Callable[..., Tensor]
@@ -87,6 +88,49 @@ def soft_f1(logits: Tensor, target: Tensor, *, spec: HeadSpec, class_weights: Te
 LOSSES: dict[str, LossFn] = {"ce": cross_entropy, "focal": focal, "f1": soft_f1}
 
 
+# ------------------------------------------------------------------------------------------------- year losses
+# A years head's class losses above see its class log-probabilities (the year distribution summed over the bins);
+# these see its year logits and the age in years (NaN = unknown: such rows train the class losses only).
+def _known_years(year_logits: Tensor, years: Tensor) -> tuple[Tensor, Tensor]:
+    keep = torch.isfinite(years)
+    return year_logits.float()[keep], years.float()[keep]
+
+
+def year_target(years: Tensor, spec: HeadSpec) -> Tensor:
+    """(N, num_years) discretised Gaussian of sigma spec.years_sigma around each age, normalised over the head's
+    years. An age outside years_range is clamped into it first (the target stays a peak at the nearest end)."""
+    grid = torch.arange(spec.years_range[0], spec.years_range[1] + 1, dtype=torch.float32, device=years.device)
+    centre = years.float().clamp(spec.years_range[0], spec.years_range[1])[:, None]
+    log_density = -0.5 * ((grid[None, :] - centre) / spec.years_sigma) ** 2
+    return log_density.softmax(-1)
+
+
+def label_distribution(year_logits: Tensor, years: Tensor, *, spec: HeadSpec) -> Tensor:
+    """Label-distribution learning (Gao et al. 2017, DLDL): KL(target || predicted year distribution), the
+    cross-entropy against the Gaussian target minus its (constant) entropy, so a perfect fit scores 0."""
+    full = year_logits
+    year_logits, years = _known_years(year_logits, years)
+    if years.numel() == 0:
+        return full.float().sum() * 0.0
+    target = year_target(years, spec)
+    return F.kl_div(year_logits.log_softmax(-1), target, reduction="batchmean")
+
+
+def l1_years(year_logits: Tensor, years: Tensor, *, spec: HeadSpec) -> Tensor:
+    """Mean |expected age - age| in years (DLDL-v2's expectation loss); years are large numbers next to the other
+    losses, so give it a small share (e.g. 0.05)."""
+    full = year_logits
+    year_logits, years = _known_years(year_logits, years)
+    if years.numel() == 0:
+        return full.float().sum() * 0.0
+    grid = torch.arange(spec.years_range[0], spec.years_range[1] + 1, dtype=torch.float32, device=years.device)
+    return (year_logits.softmax(-1) @ grid - years).abs().mean()
+
+
+YEAR_LOSSES: dict[str, LossFn] = {"ldl": label_distribution, "l1_years": l1_years}
+assert tuple(YEAR_LOSSES) == YEAR_LOSS_NAMES, "heads.YEAR_LOSS_NAMES lists the year losses by name"
+
+
 def _unknown(kind: str, key: str, name: str, valid) -> UserError:
     near = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.4)
     hint = f" (did you mean {near[0]}?)" if near else ""
@@ -99,17 +143,26 @@ class HeadLoss(nn.Module):
     def __init__(self, *, spec: HeadSpec, class_weights: Tensor | None = None):
         super().__init__()
         for name in spec.loss:
-            if name not in LOSSES:
-                raise _unknown("loss", f"heads.{spec.name}.loss", name, LOSSES)
+            if name not in LOSSES and name not in YEAR_LOSSES:
+                raise _unknown("loss", f"heads.{spec.name}.loss", name, {**LOSSES, **YEAR_LOSSES})
         self.spec = spec
         # a buffer: moves with .to(device) and is saved, so a resumed run weighs classes as before
         self.register_buffer("class_weights", None if class_weights is None else
                              torch.as_tensor(class_weights, dtype=torch.float32))
 
-    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+    def forward(self, logits: Tensor, target: Tensor, year_logits: Tensor | None = None,
+                years: Tensor | None = None) -> Tensor:
+        """Class losses on `logits` vs class indices; year losses (a years head) on `year_logits` vs `years`."""
         total = logits.float().sum() * 0.0
         for name, share in self.spec.loss.items():
-            if share:
+            if not share:
+                continue
+            if name in YEAR_LOSSES:
+                assert year_logits is not None, f"heads.{self.spec.name}: loss {name} needs the year logits"
+                if years is None:   # no ages in years at all (e.g. a manifest): the class losses train alone
+                    years = torch.full(target.shape, float("nan"), device=target.device)
+                total = total + share * YEAR_LOSSES[name](year_logits, years, spec=self.spec)
+            else:
                 total = total + share * LOSSES[name](logits, target, spec=self.spec,
                                                      class_weights=self.class_weights)
         return total
@@ -170,7 +223,8 @@ class MultiTaskCriterion(nn.Module):
         """{head: loss} with the graph kept, for the weighting's backward."""
         missing = [n for n in self.head_names if n not in outputs or n not in targets]
         assert not missing, f"outputs and targets need every trained head; missing {missing}"
-        return {n: self.losses[n](outputs[n], targets[n]) for n in self.head_names}
+        return {n: self.losses[n](outputs[n], targets[n], outputs.get(years_key(n)), targets.get(years_key(n)))
+                for n in self.head_names}
 
     def forward(self, outputs: dict[str, Tensor], targets: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         losses = self.head_losses(outputs, targets)

@@ -10,7 +10,8 @@ The competition metric is `composite/f1`: macro F1 over the composite classes pr
 `sklearn.metrics.f1_score(average="macro")`. The composite can come from the component heads trained directly or
 from a derived head (a single 18-class head whose `derive` lists the components); a derived head's prediction is
 also decoded into component predictions, whose per-head metrics are reported under the components' names.
-Unlabelled rows (-1) are left out of the head they lack, and out of the composite.
+Unlabelled rows (-1) are left out of the head they lack, and out of the composite. A years head (`target: years`)
+also reports `<head>/mae_years`: mean |expected age - age| in years over the rows whose age in years is known.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import torch.distributed as dist
 from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
 from torch import Tensor
 
-from .heads import UNLABELLED, HeadSpec, composite_decode, composite_encode
+from .heads import UNLABELLED, HeadSpec, composite_decode, composite_encode, expected_years, years_key
 
 
 def scores(y_true, y_pred, num_classes: int) -> dict:
@@ -53,11 +54,15 @@ class MetricAccumulator:
         assert heads, "MetricAccumulator needs at least one head"
         self.heads = list(heads)
         self.composite = list(composite or [])
+        self.years_heads = [h for h in self.heads if h.target == "years"]
         self.reset()
 
     def reset(self) -> None:
         self._probs: dict[str, list[Tensor]] = {h.name: [] for h in self.heads}
         self._targets: dict[str, list[Tensor]] = {h.name: [] for h in self.heads}
+        # years heads: (expected age, age in years or NaN) per row, under years_key(name)
+        for h in self.years_heads:
+            self._probs[years_key(h.name)], self._targets[years_key(h.name)] = [], []
         self._synced = False
 
     @torch.no_grad()
@@ -72,6 +77,13 @@ class MetricAccumulator:
             assert len(target) == len(probs), f"{head.name}: {len(probs)} outputs but {len(target)} targets"
             self._probs[head.name].append(probs)
             self._targets[head.name].append(target)
+        for head in self.years_heads:
+            key = years_key(head.name)
+            year_probs = outputs[key].detach().float().softmax(-1).cpu().numpy()
+            truth = targets.get(key)
+            self._probs[key].append(torch.from_numpy(expected_years(year_probs, head)))
+            self._targets[key].append(torch.full((len(year_probs),), float("nan"), dtype=torch.float64)
+                                      if truth is None else truth.detach().double().cpu())
 
     def sync(self) -> None:
         """Gather every DDP rank's rows (rank order) so all ranks compute the same metrics. No-op without DDP.
@@ -94,11 +106,20 @@ class MetricAccumulator:
         return torch.cat(parts) if parts else torch.zeros(0)
 
     def probabilities(self) -> dict[str, np.ndarray]:
-        return {name: self._cat(parts).numpy().reshape(-1, spec.num_classes)
-                for spec, (name, parts) in zip(self.heads, self._probs.items())}
+        return {h.name: self._cat(self._probs[h.name]).numpy().reshape(-1, h.num_classes) for h in self.heads}
 
     def targets(self) -> dict[str, np.ndarray]:
-        return {name: self._cat(parts).numpy().astype(np.int64) for name, parts in self._targets.items()}
+        return {h.name: self._cat(self._targets[h.name]).numpy().astype(np.int64) for h in self.heads}
+
+    def years(self) -> dict[str, np.ndarray]:
+        """{years head: (N,) expected age in years}."""
+        return {h.name: self._cat(self._probs[years_key(h.name)]).numpy().astype(np.float64)
+                for h in self.years_heads}
+
+    def true_years(self) -> dict[str, np.ndarray]:
+        """{years head: (N,) age in years, NaN where unknown}."""
+        return {h.name: self._cat(self._targets[years_key(h.name)]).numpy().astype(np.float64)
+                for h in self.years_heads}
 
     # --------------------------------------------------------------------------------------------- computing
     def _predictions(self) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, HeadSpec]]:
@@ -144,6 +165,11 @@ class MetricAccumulator:
             out["composite/f1"] = float(f1_score(y_true, y_pred, average="macro", zero_division=0))
         if trained_f1:
             out["mean/f1"] = float(np.mean(trained_f1))
+        truth = self.true_years()
+        for name, estimate in self.years().items():
+            known = np.isfinite(truth[name])
+            if known.any():
+                out[f"{name}/mae_years"] = float(np.abs(estimate[known] - truth[name][known]).mean())
         return out
 
     def _composite_labels(self, pairs) -> tuple[np.ndarray, np.ndarray] | None:

@@ -3,6 +3,10 @@
     model = create_model(cfg)                      # heads = cfg.trained_heads(), normalisation from cfg.data
     logits = model(images_uint8)                   # {"mask": (N, 3), "gender": (N, 2), "age": (N, 3)}
 
+A head with `target: years` (`YearsHead`) gives class log-probabilities under its name (softmax of them is its class
+probabilities, so every consumer treats it as a plain head) and its year logits under `years_key(name)`
+("age/years": (N, num_years)), which the year losses, the MAE metric and the `pred/age/years` column read.
+
 The model takes raw pixels (uint8, or float in 0..255) and normalises them itself with buffers `mean*255` / `std*255`:
 the loader hands out uint8 (4x less host->device traffic), normalisation happens once per batch on the device, and a
 checkpoint carries the normalisation it was trained with.
@@ -18,7 +22,7 @@ import torch
 from torch import nn
 
 from .errors import UserError
-from .heads import HeadSpec
+from .heads import HeadSpec, years_key
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -65,14 +69,49 @@ class MultiHeadNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         f = self.features(x)
-        return {name: head(f) for name, head in self.heads.items()}
+        out = {}
+        for name, head in self.heads.items():
+            if isinstance(head, YearsHead):
+                out[name], out[years_key(name)] = head(f)
+            else:
+                out[name] = head(f)
+        return out
 
 
 def make_classifier(width: int, spec: HeadSpec) -> nn.Module:
+    if spec.target == "years":
+        return YearsHead(width, spec)
+    return make_layers(width, spec, spec.num_classes)
+
+
+def make_layers(width: int, spec: HeadSpec, outputs: int) -> nn.Sequential:
     if spec.hidden > 0:
         return nn.Sequential(nn.Linear(width, spec.hidden), nn.GELU(), nn.Dropout(spec.dropout),
-                             nn.Linear(spec.hidden, spec.num_classes))
-    return nn.Sequential(nn.Dropout(spec.dropout), nn.Linear(width, spec.num_classes))
+                             nn.Linear(spec.hidden, outputs))
+    return nn.Sequential(nn.Dropout(spec.dropout), nn.Linear(width, outputs))
+
+
+class YearsHead(nn.Module):
+    """Logits over whole years -> (class log-probabilities, year logits).
+
+    A class's log-probability is the logsumexp of the year log-probabilities inside its bins: the class
+    probabilities are exactly the year distribution summed over the bins, they sum to 1, and log-softmax of them is
+    themselves, so the class losses, metrics, TTA merges, ensembles and exports take them as any head's logits.
+    In float32 (a bf16 log-softmax over 101 years loses the small classes' mass)."""
+
+    def __init__(self, width: int, spec: HeadSpec):
+        super().__init__()
+        self.years = make_layers(width, spec, spec.num_years)
+        member = torch.from_numpy(spec.year_classes())[:, None] == torch.arange(spec.num_classes)[None, :]
+        # (num_years, num_classes): 0 where the year is in the class, a large negative number elsewhere (finite:
+        # every class holds a year, and a finite mask exports to ONNX without inf constants); not saved: the spec
+        # rebuilds it
+        self.register_buffer("outside", (~member).float() * -1e9, persistent=False)
+
+    def forward(self, f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        year_logits = self.years(f)
+        log_p = year_logits.float().log_softmax(-1)
+        return torch.logsumexp(log_p[:, :, None] + self.outside[None], dim=1), year_logits
 
 
 def create_model(cfg, heads: Sequence[HeadSpec] | None = None) -> MultiHeadNet:

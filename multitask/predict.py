@@ -56,7 +56,7 @@ from .errors import UserError
 from .decisions import average_offsets, decide, decide_joint, describe, for_heads, named
 from .decisions import read as read_decisions
 from .ground_truth import GroundTruth, read_gt, truth_from_rows
-from .heads import HeadSpec, composite_encode, joint_probabilities
+from .heads import HeadSpec, composite_encode, expected_years, joint_probabilities, years_key
 from .metrics import scores as head_scores
 from .predictions import build_table, expand_derived, write_table
 from .tta import VIEWS, resolve_merge, resolve_views, view_count
@@ -134,6 +134,7 @@ def run_predict(*, ckpts, data, out, tta=("identity",), merge="mean", weights=No
     labels = decide(probs, heads, offsets)   # per-head decisions: argmax of log p + offsets (plain argmax without)
     pred = (decide_joint(joint_probs, composite, offsets) if joint else
             composite_encode({h.name: labels[h.name] for h in composite}, composite) if composite else None)
+    years = combine_years(members, per_member)
 
     if pred is not None:
         write_table(pd.DataFrame({inputs.id_column: ids, "ans": pred}), out / "submission.csv")
@@ -145,7 +146,7 @@ def run_predict(*, ckpts, data, out, tta=("identity",), merge="mean", weights=No
         extra = truth.meta.drop(columns=[c for c in truth.meta.columns if c in meta.columns])
         targets, meta = truth.targets, pd.concat([meta, extra], axis=1)
     table = build_table(ids=ids, paths=paths, heads=heads, probs=probs, targets=targets, composite=composite,
-                        composite_pred=pred, preds=labels, meta=meta)
+                        composite_pred=pred, preds=labels, meta=meta, years=years)
     write_table(table, out / "predictions.csv")
 
     forward = len(ids) * len(members) * view_count(views)
@@ -286,6 +287,20 @@ def combine(members: list[Member], per_member: list[dict[str, np.ndarray]], *, h
     return probs, joint_probs
 
 
+def combine_years(members: list[Member], per_member: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """{years head: (N,) expected age}: each member's own (from its year distribution merged over the views, over its
+    own years_range), then the weighted mean over the members that predict years (their weights renormalised)."""
+    sums: dict[str, np.ndarray] = {}
+    weights: dict[str, float] = {}
+    for m, probs in zip(members, per_member):
+        for head in m.heads:
+            if head.target == "years" and years_key(head.name) in probs:
+                sums[head.name] = sums.get(head.name, 0.0) + m.weight * expected_years(probs[years_key(head.name)],
+                                                                                      head)
+                weights[head.name] = weights.get(head.name, 0.0) + m.weight
+    return {name: total / weights[name] for name, total in sums.items() if weights[name] > 0}
+
+
 # --------------------------------------------------------------------------------------------------- inference
 class DecodedImages(Dataset):
     """Each image decoded once and resized to every input size the ensemble needs: (uint8 3xHxW per size, error).
@@ -312,12 +327,13 @@ class DecodedImages(Dataset):
 
 def infer(members: list[Member], paths: list[str], *, views: list[str], merge, batch_size: int, workers: int,
           device: torch.device, precision, console: Console | None = None) -> list[dict[str, np.ndarray]]:
-    """Per member: {trained head: (N, C) probabilities merged over the TTA views} in image order."""
+    """Per member: {trained head: (N, C) probabilities merged over the TTA views} in image order, and a years
+    head's year distribution under years_key(head), merged over the views alike."""
     sizes = sorted({m.size for m in members})
     by_size = [[i for i, m in enumerate(members) if m.size == size] for size in sizes]
     loader = DataLoader(DecodedImages(paths, sizes), batch_size=batch_size, shuffle=False, num_workers=workers,
                         pin_memory=device.type == "cuda", persistent_workers=False)
-    collected: list[dict[str, list[torch.Tensor]]] = [{h.name: [] for h in m.heads} for m in members]
+    collected: list[dict[str, list[torch.Tensor]]] = [{n: [] for n in m.model.outputs} for m in members]
     forwards = len(members) * view_count(views)
     progress = Progress(TextColumn("predict"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         TextColumn("{task.fields[rate]}"), console=console or Console(), transient=True)
@@ -331,7 +347,7 @@ def infer(members: list[Member], paths: list[str], *, views: list[str], merge, b
             for size_images, group in zip(images, by_size):
                 # channels_last while still uint8 (a quarter of the bytes to move), then float for the views
                 x = size_images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last).float()
-                views_probs = [{h.name: [] for h in members[i].heads} for i in group]
+                views_probs = [{n: [] for n in members[i].model.outputs} for i in group]
                 for name in views:
                     for view in VIEWS[name](x):
                         view = view.contiguous(memory_format=torch.channels_last)

@@ -6,10 +6,11 @@ One self-describing CSV: every column name says what it holds, so a reader needs
     prob/<head>/<class>              probability of each class of each head
     pred/<head>, true/<head>         class indices (-1 = unlabelled / unknown); pred is the decided class (argmax,
                                      or with tuned decisions argmax of log p + offsets: decisions.py)
+    pred/<head>/years                a years head's (target: years) expected age in years, sum of year x p
     pred/composite, true/composite   the composite label over the composite heads (the 18 classes)
     composite/heads                  the composite's heads in order, e.g. mask,gender,age (the first one counts most)
     bins/<head>                      the edges that make a numeric value (age in years) into that head's classes
-    anything else                    metadata kept for breakdowns (age_years, gender, race, mask, fold, ...)
+    anything else                    metadata kept for breakdowns (age_years = the true age, gender, race, ...)
 
 composite/heads and bins/<head> hold the same text on every row: a CSV has no other place for a table's own facts.
 
@@ -29,6 +30,7 @@ from .errors import UserError
 from .heads import HeadSpec, composite_decode, composite_encode, composite_size, marginal_probabilities
 
 PROB, PRED, TRUE, BINS = "prob/", "pred/", "true/", "bins/"
+YEARS_SUFFIX = "/years"   # pred/<head>/years
 COMPOSITE = "composite"
 COMPOSITE_HEADS = "composite/heads"
 
@@ -67,14 +69,17 @@ def composite_prediction(probs: Mapping[str, np.ndarray], composite: Sequence[He
 def build_table(*, ids: Sequence, paths: Sequence, heads: Sequence[HeadSpec], probs: Mapping[str, np.ndarray],
                 targets: Mapping[str, np.ndarray] | None = None, composite: Sequence[HeadSpec] = (),
                 composite_pred: np.ndarray | None = None, preds: Mapping[str, np.ndarray] | None = None,
-                meta: pd.DataFrame | None = None) -> pd.DataFrame:
-    """`preds`: decided labels per head (predict's tuned decisions); a head missing there gets its argmax."""
+                meta: pd.DataFrame | None = None, years: Mapping[str, np.ndarray] | None = None) -> pd.DataFrame:
+    """The table; `preds` holds decided labels per head (predict's tuned decisions; a head missing there gets its
+    argmax), `years` the expected age of each years head ({head: (N,)}) for pred/<head>/years."""
     columns: dict[str, object] = {"image_id": list(ids), "path": [str(p) for p in paths]}
     for head in heads:
         p = np.asarray(probs[head.name], dtype=np.float64)
         for j, name in enumerate(head.classes):
             columns[f"{PROB}{head.name}/{name}"] = np.round(p[:, j], 6)
         columns[f"{PRED}{head.name}"] = (preds or {}).get(head.name, p.argmax(1))
+        if years is not None and head.name in years:
+            columns[years_column(head.name)] = np.round(np.asarray(years[head.name], dtype=np.float64), 3)
         if targets is not None and head.name in targets:
             columns[f"{TRUE}{head.name}"] = np.asarray(targets[head.name], dtype=np.int64)
     if composite_pred is None:
@@ -94,6 +99,10 @@ def build_table(*, ids: Sequence, paths: Sequence, heads: Sequence[HeadSpec], pr
             if col not in table.columns:
                 table[col] = meta[col].to_numpy()
     return table
+
+
+def years_column(head: str) -> str:
+    return f"{PRED}{head}{YEARS_SUFFIX}"
 
 
 def write_table(table: pd.DataFrame, path: str | Path) -> Path:

@@ -3,7 +3,7 @@
     p = Predictions(table=..., heads=..., probs=..., targets=..., composite=[mask, gender, age], source=path)
     numbers, section = analyse_head(p, head, thumbs)     # confusion, per class, confused pairs, worst, calibration
     numbers, section = analyse_composite(p)              # 18x18, per-class F1, which head causes the errors
-    numbers, section = analyse_age(p)                    # error by years, the >=60 threshold sweep
+    numbers, section = analyse_age(p)                    # error by years, estimated vs true years, threshold sweep
     numbers, section = analyse_breakdowns(p)             # per metadata value
     numbers, section, suspects = analyse_label_noise(p, thumbs, 0.9)
 
@@ -23,7 +23,7 @@ from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_
 
 from . import report_figures as figs
 from .heads import UNLABELLED, HeadSpec, composite_class_names, composite_decode, composite_encode
-from .predictions import COMPOSITE, PRED, TRUE
+from .predictions import COMPOSITE, PRED, TRUE, years_column
 from .report_html import Section, Tile
 
 BIASES = np.round(np.linspace(-2.0, 2.0, 21), 3)
@@ -262,6 +262,17 @@ def analyse_age(p: Predictions):
                       [[r["years"], r["class"], r["images"], r["wrong"], r["error_rate"]] for r in rows_],
                       collapsed=True,
                       caption="numbers")
+        estimate = years_estimate(p, head, years)
+        if estimate is not None:
+            numbers["years_estimate"] = estimate
+            sub = section.sub("age-estimate", "Estimated vs true age")
+            sub.figure("age_years_scatter", figs.years_scatter_figure(
+                estimate["true"], estimate["estimate"], [float(e) for e in head.eval_bins or head.bins or []],
+                f"{head.name}: expected age vs true age"),
+                caption=f"The years head's expected age (Σ year × p) against the true age; dotted lines: the class "
+                        f"edges. MAE {estimate['mae_years']:.2f} years, mean error {estimate['bias']:+.2f} years "
+                        f"over {estimate['images']} images.")
+            del estimate["true"], estimate["estimate"]   # report.json keeps the summary, not every row
     if "error_by_years" not in numbers:
         p.notes.append("age: no age_years column with values (pass --data ROOT or a --gt with age_years); "
                        "error by years skipped")
@@ -275,6 +286,21 @@ def analyse_age(p: Predictions):
     sub.note("b is chosen on the same predictions it is scored on, so the gain is optimistic: confirm it on another "
              "fold or the leaderboard before using it.")
     return numbers, section
+
+
+def years_estimate(p: Predictions, head: HeadSpec, years: np.ndarray) -> dict | None:
+    """MAE and mean error (estimate - truth) in years of a years head's pred/<head>/years where the truth is known;
+    None without that column. `true` and `estimate` (lists) are for the figure."""
+    column = years_column(head.name)
+    if column not in p.table.columns:
+        return None
+    estimate = pd.to_numeric(p.table[column], errors="coerce").to_numpy(float)
+    keep = np.isfinite(years) & np.isfinite(estimate)
+    if not keep.any():
+        return None
+    error = estimate[keep] - years[keep]
+    return {"mae_years": float(np.abs(error).mean()), "bias": float(error.mean()), "images": int(keep.sum()),
+            "true": years[keep].tolist(), "estimate": estimate[keep].tolist()}
 
 
 def error_by_years(years: np.ndarray, wrong: np.ndarray, classes: list[str]) -> list[dict]:

@@ -190,6 +190,22 @@ def age_error_figure(labels: list[str], rates: list[float], counts: list[int], c
     return to_png(fig)
 
 
+def years_scatter_figure(true: list[float], estimate: list[float], edges: list[float], title: str) -> bytes:
+    """A years head's expected age against the true age; the identity line and the class edges drawn in."""
+    fig, ax = figure(figsize=(5.2, 5.0))
+    ax.scatter(true, estimate, s=8, alpha=0.5, color=BLUE, edgecolors="none")
+    low, high = min(min(true), min(estimate)), max(max(true), max(estimate))
+    ax.plot([low, high], [low, high], color="#444", lw=1, label="estimate = truth")
+    for edge in edges:
+        ax.axvline(edge, color=GREY, lw=0.8, ls=":")
+        ax.axhline(edge, color=GREY, lw=0.8, ls=":")
+    ax.set_xlabel("true age in years")
+    ax.set_ylabel("expected age in years")
+    ax.legend(fontsize=8, loc="upper left")
+    ax.set_title(title)
+    return to_png(fig)
+
+
 def threshold_figure(biases: list[float], composite_f1: list[float] | None, head_f1: list[float],
                      best: float, head: str, label: str) -> bytes:
     fig, ax = figure(figsize=(6.4, 4.0))

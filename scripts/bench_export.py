@@ -11,6 +11,8 @@ quantisation of the torchscript export (the mode `multitask export` does not off
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import sys
 import tempfile
 import time
@@ -37,11 +39,13 @@ def ort_rate(model_bytes: bytes, images: np.ndarray, runs: int = 5) -> float:
 
 def dynamic_int8(model_bytes: bytes) -> bytes:
     from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    with tempfile.TemporaryDirectory() as tmp:
-        src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "dyn.onnx"
+    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
+        src, pre, dst = (Path(tmp) / f"{name}.onnx" for name in ("fp32", "pre", "dyn"))
         src.write_bytes(model_bytes)
-        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
+        quant_pre_process(str(src), str(pre))   # as for static quantisation: shared weights become initializers
+        quantize_dynamic(str(pre), str(dst), weight_type=QuantType.QInt8)
         return dst.read_bytes()
 
 

@@ -578,6 +578,13 @@ RED_TEAM = {
                                   "heads.age.weight: nan is not a finite number"),
     "a loss share of .nan": Case(lambda t: t.train("heads.age.loss={focal: .nan, f1: 0.5}"), 2,
                                  "heads.age.loss.focal: nan is not a finite number"),
+    "heads.age.target=decades": Case(lambda t: t.train("heads.age.target=decades"), 2,
+                                     "heads.age.target: invalid choice 'decades' (did you mean"),
+    "heads.age.years_sigma=0": Case(lambda t: t.train("heads.age.target=years", "heads.age.years_sigma=0"), 2,
+                                    "heads.age.years_sigma: 0.0 is out of range; expected > 0"),
+    "heads.age.years_range=[60,20]": Case(lambda t: t.train("heads.age.target=years", "heads.age.years_range=[60,20]"),
+                                          2, "heads.age.years_range: expected [first, last] whole years with 0 <= "
+                                             "first < last, got [60, 20]"),
     # 5. a config file that is not UTF-8
     "latin-1 config": Case(_latin1_config, 2, "latin1.yaml: not UTF-8 text (byte 0xe9 at offset"),
     # 6. digits that are not ASCII

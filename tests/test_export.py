@@ -133,9 +133,10 @@ def test_decisions_and_config_travel_with_every_format(made, tmp_path):
     save_checkpoint(with_decisions, ckpt)
     (tmp_path / "decisions.json").write_text(json.dumps(DECISIONS))
     expected = {**DECISIONS, "path": str((tmp_path / "decisions.json").resolve())}
-    export.run_export(ckpt=with_decisions, fmt="onnx")
+    export.run_export(ckpt=with_decisions, fmt="onnx", opset=18)
     export.run_export(ckpt=with_decisions, fmt="safetensors")
     assert manifest_of(tmp_path / "d.onnx")["decisions"] == expected
+    assert onnx.load(str(tmp_path / "d.onnx")).opset_import[0].version == 18
     assert json.loads((tmp_path / "d_safetensors" / "config.json").read_text())["decisions"] == expected
     for source, backend in ((with_decisions, "auto"), (tmp_path / "d.onnx", "auto"),
                             (tmp_path / "d_safetensors", "auto"), (with_decisions, "onnxruntime")):

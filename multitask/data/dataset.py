@@ -27,7 +27,10 @@ class MultiTaskDataset(Dataset):
     def __init__(self, *, paths: list[str], labels: Mapping[str, np.ndarray], height: int, width: int,
                  transform: Callable | None = None, cache: ImageCache | None = None):
         self.paths = list(paths)
-        self.labels = {name: np.asarray(values, dtype=np.int64) for name, values in labels.items()}
+        # class indices as int64; ages in years (a years head's "age/years") stay float32, NaN = unknown
+        self.labels = {name: np.asarray(values, dtype=np.float32 if np.issubdtype(np.asarray(values).dtype,
+                                                                                  np.floating) else np.int64)
+                       for name, values in labels.items()}
         for name, values in self.labels.items():
             assert values.shape == (len(self.paths),), \
                 f"labels[{name!r}]: {values.shape[0] if values.ndim else 'scalar'} values for {len(self.paths)} paths"

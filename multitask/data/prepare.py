@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..config import Config
 from ..errors import UserError
-from ..heads import UNLABELLED, composite_encode, label_array
+from ..heads import UNLABELLED, composite_encode, label_array, years_array, years_key
 from .cache import ImageCache
 from .dataset import MultiTaskDataset, collate_batch
 from .splits import assign_folds, split_indices
@@ -31,8 +31,8 @@ class TrainingData:
     val_idx: np.ndarray
     train_set: Dataset
     val_set: Dataset
-    train_labels: dict[str, np.ndarray]       # all rows, training bins
-    val_labels: dict[str, np.ndarray]         # all rows, evaluation bins
+    train_labels: dict[str, np.ndarray]       # all rows, training bins (+ "<head>/years" ages of years heads)
+    val_labels: dict[str, np.ndarray]         # all rows, evaluation bins (+ the same ages)
     class_counts: dict[str, np.ndarray]       # on the training split
     notes: list[str] = field(default_factory=list)
 
@@ -86,6 +86,9 @@ def prepare_data(cfg: Config, *, log: Callable[[str], None] = print) -> Training
     train_labels = {h.name: label_array(h, frame, cfg.heads) for h in heads}
     val_labels = {h.name: label_array(h, frame, cfg.heads, eval=True) for h in heads}
     check_split(heads, train_labels, val_labels, train_idx, val_idx, cfg)   # before the cache: fails in a second
+    for h in heads:
+        if h.target == "years":   # the year losses' target and the MAE's truth, beside the classes
+            train_labels[years_key(h.name)] = val_labels[years_key(h.name)] = years_array(h, frame)
 
     cache = None
     if data.cache:
