@@ -7,8 +7,9 @@
     probs = model.probs(x, precision)   # x: float N x 3 x H x W in 0..255 on the device -> {trained head: (N, C)}
                                         # + {"age/years": (N, num_years)} year distributions of years heads
 
-Every model carries `head_specs` (its trained heads, in output order) and `decisions` (per-head decision settings
-read from the checkpoint or the export manifest; empty until decision offsets exist), and comes with the Config it
+Every model carries `head_specs` (its trained heads, in output order) and `decisions` (the tuned-decisions document,
+decisions.py: the run dir's decisions.json for a checkpoint, the manifest's `decisions` for an export; {} when
+there is none), and comes with the Config it
 was trained with, so predict treats all of them alike: views, merges, ensembles and outputs do not know which
 backend ran. Nothing here unpickles: checkpoints go through `load_checkpoint` (weights_only), safetensors and ONNX
 files hold no code at all.
@@ -23,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import decisions
 from .checkpoint import load_checkpoint, model_from_checkpoint
 from .config import Config
 from .errors import UserError
@@ -150,8 +152,10 @@ def load_torch(path) -> tuple[MultiHeadNet, Config, dict]:
     net, cfg = model_from_checkpoint(ckpt)
     source = {"checkpoint": path.name, "epoch": ckpt.get("epoch"), "step": ckpt.get("step"),
               "metric": ckpt.get("metric")}
-    # hook: decision offsets (fitted on OOF by a later issue) travel in the checkpoint under "decisions"
-    return net, cfg, {"decisions": dict(ckpt.get("decisions") or {}), "source": source}
+    # tuned decisions live beside the checkpoint (decisions.json of its run dir or k-fold run dir), not inside it:
+    # `multitask tune-decisions` refits them without rewriting any checkpoint
+    found = decisions.find(path)
+    return net, cfg, {"decisions": decisions.read(found) if found else {}, "source": source}
 
 
 def is_export_folder(path: Path) -> bool:

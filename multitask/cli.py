@@ -1,4 +1,4 @@
-"""Command line: `multitask {train,predict,export,report,synth,sweep,compare,config show}`.
+"""Command line: `multitask {train,predict,export,report,synth,sweep,compare,tune-decisions,config show}`.
 
     multitask synth --out data/synthetic --people 60 --size 96x128
     multitask train --config configs/quickstart.yaml --heads mask,gender,age train.epochs=3
@@ -8,6 +8,7 @@
     multitask config show --config configs/quickstart.yaml train.epochs=3
     multitask sweep --config configs/quickstart.yaml --space configs/sweeps/optimizer.yaml --trials 20
     multitask compare runs/quickstart/1 runs/quickstart_single18/1
+    multitask tune-decisions runs/quickstart/1
 
 Bad input (and a full or unwritable disk) ends with one line on stderr and exit code 2; any other failure with
 one line and exit code 1. `--debug` (or MULTITASK_DEBUG=1) shows the traceback instead.
@@ -59,7 +60,11 @@ EXAMPLES = {
   multitask predict --ckpt runs/quickstart/1 --data data/synthetic --out out/tta --tta identity,hflip \\
       --gt data/synthetic/eval/gt.csv
   multitask predict --ckpt runs/quickstart/1 runs/quickstart_seed7/1 --weights 2 1 --data data/synthetic/eval/images \\
-      --out out/ensemble""",
+      --out out/ensemble --decisions off""",
+    "tune-decisions": """
+  multitask tune-decisions runs/quickstart/1
+      -> runs/quickstart/1/decisions.json; predict --ckpt runs/quickstart/1 applies it (--decisions off: argmax)
+  multitask tune-decisions runs/kfold/1 --parts 5 --draws 2000""",
     "report": """
   multitask report runs/quickstart/1
   multitask report --pred out/quickstart/predictions.csv --gt data/synthetic/eval/gt.csv
@@ -138,7 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("--merge", default="mean", choices=["mean", "gmean", "vote"])
     pred.add_argument("--weights", type=float, nargs="+", help="one weight per checkpoint")
     pred.add_argument("--joint", action="store_true", help="composite by joint argmax over head products")
-    pred.add_argument("--gt", help="CSV with true classes (ImageID, ans or per-head columns) to score")
+    pred.add_argument("--gt", help="CSV with true classes (ImageID, ans or per-head columns; age_years binned) to "
+                      "score; a labelled manifest CSV as --data is scored without it")
+    pred.add_argument("--decisions", default="auto", help="auto (default): each run dir's decisions.json (tuned "
+                      "class offsets); off: plain argmax; or a decisions.json for the whole ensemble")
     pred.add_argument("--batch-size", type=int, default=64)
     pred.add_argument("--workers", type=int, default=2)
     pred.add_argument("--device", default="auto")
@@ -194,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
     add_sweep_parser(sub)
     add_compare_parser(sub)
+    add_tune_decisions_parser(sub)
     return parser
 
 
@@ -228,7 +237,8 @@ def _predict(args) -> int:
     from .predict import run_predict
 
     run_predict(ckpts=args.ckpt, data=args.data, out=args.out, tta=[t for t in args.tta.split(",") if t],
-                merge=args.merge, weights=args.weights, joint=args.joint, gt=args.gt, batch_size=args.batch_size,
+                merge=args.merge, weights=args.weights, joint=args.joint, gt=args.gt, decisions=args.decisions,
+                batch_size=args.batch_size,
                 workers=args.workers, device=args.device, amp=args.amp, backend=args.backend)
     return 0
 
@@ -332,13 +342,35 @@ def _compare(args) -> int:
     return 0
 
 
+def add_tune_decisions_parser(sub) -> None:
+    tune = sub.add_parser("tune-decisions", help="fit per-head class offsets on a run's OOF -> decisions.json",
+                          **_help("tune-decisions", "Fit per-head class offsets (added to log-probabilities before "
+                                  "argmax) that maximise the composite macro F1 on the run's oof.csv, cross-fitted by "
+                                  "person; kept only when the held-out gain's 95% interval is above 0. Writes "
+                                  "RUN_DIR/decisions.json, which predict applies (train does this at its end)."))
+    tune.add_argument("run_dir", help="run dir with oof.csv (a k-fold run dir: every fold's OOF)")
+    tune.add_argument("--parts", type=int, default=2, help="cross-fitting parts (default 2)")
+    tune.add_argument("--draws", type=int, default=1000, help="bootstrap draws for the held-out gain (default 1000)")
+    tune.add_argument("--seed", type=int, default=0)
+    tune.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
+
+
+def _tune_decisions(args) -> int:
+    from .decisions import fit_run
+
+    if args.parts < 2 or args.draws < 10:
+        raise UserError(f"--parts needs at least 2 and --draws at least 10, got {args.parts} and {args.draws}")
+    fit_run(args.run_dir, table=True, parts=args.parts, draws=args.draws, seed=args.seed)
+    return 0
+
+
 _WRITABLE = "make it writable or choose another folder"
 OS_HINTS = {errno.ENOSPC: "free some disk space (or point output_dir / data.cache_dir elsewhere) and rerun",
             errno.EDQUOT: "free some of your disk quota and rerun", errno.EACCES: _WRITABLE, errno.EPERM: _WRITABLE,
             errno.EROFS: "the file system is read-only; choose another folder"}
 
 COMMANDS = {"train": _train, "predict": _predict, "export": _export, "report": _report, "synth": _synth, "sweep": _sweep,
-            "compare": _compare, "config": _config}
+            "compare": _compare, "config": _config, "tune-decisions": _tune_decisions}
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:

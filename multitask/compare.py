@@ -50,8 +50,10 @@ def pairs_of(table: pd.DataFrame, heads, probs: dict, targets: dict) -> dict[str
         # the competition's metric: macro over the classes present (sklearn's default), as predict and training
         out[COMPOSITE] = (truth, pred, int(max(truth.max(), pred.max(), 0)) + 1, True)
     for h in heads:
-        if h.name in targets:
-            out[h.name] = (targets[h.name], probs[h.name].argmax(1), h.num_classes, False)
+        if h.name in targets:   # the decided class (tuned decisions may move it off the argmax)
+            column = f"{PRED}{h.name}"
+            pred = table[column].to_numpy(np.int64) if column in table.columns else probs[h.name].argmax(1)
+            out[h.name] = (targets[h.name], pred, h.num_classes, False)
     return out
 
 

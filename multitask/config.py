@@ -127,6 +127,7 @@ class TrainConfig:
     save_every_steps: int | None = None       # extra step checkpoints (last.pt) within an epoch
     max_steps: int | None = None              # stop after N optimizer steps (smoke tests, benchmarks)
     device: str = "auto"
+    decisions: Literal["auto", "off"] = "auto"  # auto: fit tuned decisions (decisions.py) on the OOF at the end
 
 
 @dataclass

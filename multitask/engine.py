@@ -109,6 +109,7 @@ def run_training(cfg: Config, *, resume: str | None = None, all_folds: bool = Fa
                 fit(fold_cfg, fold_dir, info, ckpt)
             if info.is_main:
                 merge_fold_oof(parent, cfg.data.n_folds)
+                tune_decisions(cfg, parent)   # on every fold's OOF together
             return parent
         ckpt = None
         if resume:
@@ -120,6 +121,8 @@ def run_training(cfg: Config, *, resume: str | None = None, all_folds: bool = Fa
             run_dir = fresh = broadcast_object(make_run_dir(cfg) if info.is_main else None, info)
             lock = RunDirLock(run_dir).acquire() if info.is_main else None
         fit(cfg, run_dir, info, ckpt)
+        if info.is_main:
+            tune_decisions(cfg, run_dir)
         return run_dir
     except BaseException as err:   # whatever stopped it (bad input, a bug, Ctrl-C); a NaN stop keeps its run to inspect
         if fresh is not None and info.is_main and not isinstance(err, TrainingStopped):
@@ -129,6 +132,21 @@ def run_training(cfg: Config, *, resume: str | None = None, all_folds: bool = Fa
         if lock is not None:
             lock.release()
         cleanup(info)
+
+
+def tune_decisions(cfg: Config, run_dir: Path) -> None:
+    """train.decisions auto: fit decisions.json on the run's OOF once training is done (one line printed). A table
+    that cannot be tuned (no labelled row, one person) is a note, not a failed training."""
+    if cfg.train.decisions == "off" or not (Path(run_dir) / "oof.csv").is_file():
+        return
+    from rich.console import Console
+
+    from .decisions import fit_run
+
+    try:
+        fit_run(run_dir)
+    except UserError as err:
+        Console().print(f"decisions: not fitted ({err})", markup=False, highlight=False)
 
 
 def load_for_resume(path: Path, cfg: Config) -> dict:

@@ -94,7 +94,7 @@ def build_manifest(net: MultiHeadNet, cfg: Config, *, source: dict, decisions: d
         "normalization": {"mean": list(cfg.data.mean), "std": list(cfg.data.std),
                           "applied": "inside the model: (x - 255 * mean) / (255 * std)"},
         "crop": crop_settings(cfg),
-        # per-head decision settings (class offsets fitted on OOF) by head name; empty until they exist
+        # the run dir's decisions.json (decisions.py: per-head class offsets fitted on OOF), {} when it has none
         "decisions": dict(decisions or {}),
         "config": config,
         "config_sha256": hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest(),

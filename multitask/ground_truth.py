@@ -10,6 +10,10 @@ The rules:
 - Key column `ImageID` (the competition's) or `image_id`; spaces around column names and ids are ignored.
 - Truth columns: `ans`, the composite label over the composite heads (an index), and/or one column per head holding
   a class name (any case) or index. Blank or -1 means unknown. Where a row has both, they must agree.
+- A binned head (age) may come as raw numbers instead: an `age_years` column (when there is no `age` column), or
+  an `age` column whose numbers go beyond the class indices. They are binned by the head's eval_bins, as the
+  competition judges (heads.label_array, eval=True).
+- A labelled manifest given to `predict --data` is truth by the same rules (truth_from_rows), no --gt needed.
 - An id listed twice counts once when its rows are identical; rows that differ are an error naming the id. A file
   glued together from overlapping parts holds no conflict, so refusing it would help nobody; rows that disagree
   cannot be settled without guessing which label is right, and any guess would change the scores unseen.
@@ -28,7 +32,7 @@ import pandas as pd
 
 from .data.competition import read_csv_text
 from .errors import UserError
-from .heads import UNLABELLED, HeadSpec, class_index, composite_decode, composite_encode, composite_size
+from .heads import UNLABELLED, HeadSpec, class_index, composite_decode, composite_encode, composite_size, label_array
 from .parsing import whole_number
 
 KEYS = ("ImageID", "image_id")
@@ -64,8 +68,19 @@ def read_gt(path, ids, heads: list[HeadSpec], composite: list[HeadSpec]) -> Grou
                         f"first in the file: {table.index[0] if len(table) else None!r}); were the predictions made "
                         f"for this evaluation set?")
     rows = table.reindex(ids).fillna("").reset_index(drop=True)
+    return truth_from_rows(rows, ids, heads, composite, where=where, path=path, missing=int((~found).sum()))
 
-    targets = {h.name: _head_column(rows[h.name], h, where) for h in heads if not h.derive and h.name in rows}
+
+def truth_from_rows(rows: pd.DataFrame, ids: list[str], heads: list[HeadSpec], composite: list[HeadSpec], *,
+                    where: str, path: Path, missing: int = 0) -> GroundTruth:
+    """Truth from rows already in the order of `ids`, as text ("" = unknown): a gt file's, or a labelled manifest's
+    (`predict --data labelled.csv` scores without --gt)."""
+    targets = {h.name: _head_column(rows[h.name], h, where) for h in heads
+               if not h.derive and h.name in rows and years_column(rows, h) is None}
+    for head in heads:
+        column = years_column(rows, head)
+        if column is not None:
+            targets[head.name] = _binned(rows[column], head, where, column)
     truth = None
     if ANS in rows.columns and composite:
         truth = _ans_column(rows[ANS], composite_size(composite), where)
@@ -85,7 +100,34 @@ def read_gt(path, ids, heads: list[HeadSpec], composite: list[HeadSpec]) -> Grou
             targets[head.name] = composite_encode(targets, [by_name[n] for n in head.derive])
     used = {ANS, *(h.name for h in heads)}
     meta = rows[[c for c in rows.columns if c not in used]]
-    return GroundTruth(targets=targets, composite=truth, meta=meta, missing=int((~found).sum()), path=path)
+    return GroundTruth(targets=targets, composite=truth, meta=meta, missing=missing, path=path)
+
+
+def years_column(rows: pd.DataFrame, head: HeadSpec) -> str | None:
+    """The column that holds a binned head's raw values (years for age), or None: `<head>_years` when there is no
+    `<head>` column, or a `<head>` column of numbers one of which is beyond the class indices (45 is no age class)."""
+    if head.derive or not (head.eval_bins or head.bins):
+        return None
+    if head.name not in rows.columns:
+        return f"{head.name}_years" if f"{head.name}_years" in rows.columns else None
+    text = rows[head.name].astype(str).str.strip()
+    numbers = pd.to_numeric(text[text != ""], errors="coerce")
+    if len(numbers) and numbers.notna().all() and (numbers >= head.num_classes).any():
+        return head.name
+    return None
+
+
+def _binned(values: pd.Series, head: HeadSpec, where: str, column: str) -> np.ndarray:
+    """Raw values (years) -> class indices by the head's eval_bins (what the competition judges), the one binning
+    rule of heads.label_array; blank or negative = unknown."""
+    text = values.astype(str).str.strip()
+    numbers = pd.to_numeric(text.where(text != ""), errors="coerce")
+    bad = numbers.isna() & (text != "")
+    if bad.any():
+        raise UserError(f"{where}: column {column}: {text[bad].iloc[0]!r} is not a number of years (head "
+                        f"{head.name} bins them by {', '.join(f'{e:g}' for e in head.eval_bins or head.bins)})")
+    numbers = numbers.where(numbers >= 0)
+    return label_array(head, pd.DataFrame({head.source: numbers.astype(float)}), {head.name: head}, eval=True)
 
 
 def gt_table(path: Path, where: str) -> pd.DataFrame:

@@ -15,12 +15,17 @@ it ensembles with a mask/gender/age model. The composite label is the per-head a
 encoding, or with --joint the argmax of the ensemble's joint distribution over the 18 classes (a model's own 18-class
 head where it has one, else the product of its heads).
 
+Tuned decisions (decisions.py): with a run's decisions.json (fitted on its OOF by `train` or `tune-decisions`) each
+head decides by argmax of log p + that head's class offsets; --decisions off is the plain argmax, --decisions PATH
+one file for the whole ensemble. The probabilities written stay the model's; pred/... and the submission move.
+
 A member is a checkpoint, a safetensors export folder or an .onnx export (backends.py): .onnx files run on
 onnxruntime, the rest on PyTorch, or all on onnxruntime with --backend onnxruntime (exported in memory).
 
 Writes OUT/submission.csv (ImageID, ans in info.csv order; image_id, ans for other inputs), OUT/predictions.csv
-(the shared predictions table) and, with --gt, OUT/scores.json: every macro F1 with its 95% bootstrap interval
-(resampling people when the gt has a `group` column, else images).
+(the shared predictions table) and, with --gt (or a manifest --data with label columns, scored the same way),
+OUT/scores.json: every macro F1 with its 95% bootstrap interval (resampling people when the gt has a `group`
+column, else images), and the decisions applied.
 """
 from __future__ import annotations
 
@@ -50,10 +55,12 @@ from .data.images import read_image, resize
 from .devices import pick_device
 from .precision import resolve_precision
 from .errors import UserError
-from .ground_truth import GroundTruth, read_gt
-from .heads import HeadSpec, expected_years, joint_probabilities, years_key
+from .decisions import average_offsets, decide, decide_joint, describe, for_heads, named
+from .decisions import read as read_decisions
+from .ground_truth import GroundTruth, read_gt, truth_from_rows
+from .heads import HeadSpec, composite_encode, expected_years, joint_probabilities, years_key
 from .metrics import scores as head_scores
-from .predictions import build_table, composite_prediction, expand_derived, write_table
+from .predictions import build_table, expand_derived, write_table
 from .tta import VIEWS, resolve_merge, resolve_views, view_count
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
@@ -89,11 +96,12 @@ class Member:
 class Inputs:
     frame: pd.DataFrame   # image_id, path, then metadata columns
     id_column: str        # submission's id column: ImageID for the competition layout, else image_id
+    manifest: Path | None = None   # the manifest CSV the images came from (its head columns are truth)
 
 
 # --------------------------------------------------------------------------------------------------- entry point
 def run_predict(*, ckpts, data, out, tta=("identity",), merge="mean", weights=None, joint=False, gt=None,
-                batch_size=64, workers=2, device="auto", amp="auto", backend="auto",
+                decisions="auto", batch_size=64, workers=2, device="auto", amp="auto", backend="auto",
                 console: Console | None = None) -> dict:
     """Predict, write OUT/submission.csv + predictions.csv (+ scores.json with gt); returns scores and throughput."""
     console = console or Console()
@@ -107,9 +115,11 @@ def run_predict(*, ckpts, data, out, tta=("identity",), merge="mean", weights=No
     if joint and not composite:
         raise UserError(f"--joint: the checkpoints do not predict every composite head "
                         f"({', '.join(members[0].cfg.composite)}); drop --joint")
+    offsets, used = ensemble_decisions(members, heads, decisions)
     inputs = read_inputs(data, members[0].cfg.heads)
     ids, paths = inputs.frame["image_id"].tolist(), inputs.frame["path"].tolist()
-    truth = read_gt(gt, ids, heads, composite) if gt else None   # before inference: a bad gt fails in a second
+    # before inference: a bad gt fails in a second; a labelled manifest is its own gt
+    truth = read_gt(gt, ids, heads, composite) if gt else manifest_truth(inputs, heads, composite)
 
     out = make_out_dir(out)
     for m in members:
@@ -119,6 +129,7 @@ def run_predict(*, ckpts, data, out, tta=("identity",), merge="mean", weights=No
     amp_name = str(precision.dtype).replace("torch.", "") if precision.enabled else "off"
     if not any(m.model.kind == "torch" for m in members):
         amp_name = "n/a (onnxruntime)"
+    console.print(used["line"], markup=False, highlight=False)
     console.print(f"predicting {len(ids)} images with {len(members)} model(s) x {view_count(views)} view(s) "
                   f"({', '.join(views)}), merge {merge}, {device}, amp {amp_name}")
     croppers = member_croppers(members, paths, workers=max(1, workers), console=console)
@@ -128,7 +139,9 @@ def run_predict(*, ckpts, data, out, tta=("identity",), merge="mean", weights=No
                            device=device, precision=precision, console=console, croppers=croppers)
     seconds = time.perf_counter() - start
     probs, joint_probs = combine(members, per_member, heads=heads, composite=composite, merge=merge_fn, joint=joint)
-    pred = joint_probs.argmax(1) if joint else composite_prediction(probs, composite)
+    labels = decide(probs, heads, offsets)   # per-head decisions: argmax of log p + offsets (plain argmax without)
+    pred = (decide_joint(joint_probs, composite, offsets) if joint else
+            composite_encode({h.name: labels[h.name] for h in composite}, composite) if composite else None)
     years = combine_years(members, per_member)
 
     if pred is not None:
@@ -141,18 +154,19 @@ def run_predict(*, ckpts, data, out, tta=("identity",), merge="mean", weights=No
         extra = truth.meta.drop(columns=[c for c in truth.meta.columns if c in meta.columns])
         targets, meta = truth.targets, pd.concat([meta, extra], axis=1)
     table = build_table(ids=ids, paths=paths, heads=heads, probs=probs, targets=targets, composite=composite,
-                        composite_pred=pred, meta=meta, years=years)
+                        composite_pred=pred, preds=labels, meta=meta, years=years)
     write_table(table, out / "predictions.csv")
 
     forward = len(ids) * len(members) * view_count(views)
     result = {"images": len(ids), "models": len(members), "views": view_count(views), "seconds": round(seconds, 3),
-              "images_per_s": len(ids) / seconds, "forward_images_per_s": forward / seconds}
+              "images_per_s": len(ids) / seconds, "forward_images_per_s": forward / seconds,
+              "decisions": {k: v for k, v in used.items() if k != "line"}}
     console.print(f"done: {len(ids)} images in {seconds:.2f}s: {result['images_per_s']:.1f} images/s, "
                   f"{result['forward_images_per_s']:.1f} images/s over all models and views -> {out}", markup=False)
     if pred is None:
         console.print("no submission.csv: the checkpoints do not predict every composite head")
     if truth is not None:
-        scores = score(truth, probs, heads, pred)
+        scores = score(truth, labels, heads, pred)
         intervals = score_intervals(out / "predictions.csv")   # resampling people when the gt names them
         scores.update(intervals.as_json())
         print_scores(scores, heads, console)
@@ -160,7 +174,8 @@ def run_predict(*, ckpts, data, out, tta=("identity",), merge="mean", weights=No
             console.print(f"note: {truth.note()}", markup=False)
         with atomic_write(out / "scores.json") as f:
             json.dump({**scores, "unlabelled": truth.missing, "joint": joint, "tta": views, "merge": merge,
-                       "checkpoints": {str(m.path): m.weight for m in members}}, f, indent=2)
+                       "checkpoints": {str(m.path): m.weight for m in members}, "gt": str(truth.path),
+                       "decisions": result["decisions"]}, f, indent=2)
         result.update(scores)
     return result
 
@@ -226,6 +241,34 @@ def ensemble_heads(members: list[Member]) -> tuple[list[HeadSpec], list[HeadSpec
     names = {h.name for h in shared}
     composite = members[0].cfg.composite_heads()
     return shared, composite if composite and all(h.name in names for h in composite) else []
+
+
+def ensemble_decisions(members: list[Member], heads: list[HeadSpec], choice="auto") -> tuple[dict, dict]:
+    """(offsets {head: (C,)}, what was used) for --decisions auto | off | PATH.
+
+    auto: each member's own decisions (decisions.json of its run dir, or of its k-fold run dir for a fold's
+    checkpoint; an export's manifest), averaged over the members with their ensemble weights; a member without any
+    (or whose fit was not applied) counts as zero offsets, its plain argmax. The folds of one k-fold run share one
+    file, so they get exactly its offsets. off: plain argmax. PATH: that file for the whole ensemble."""
+    choice = str(choice or "auto")
+    if choice == "off":
+        return {}, {"mode": "off", "sources": [], "offsets": {}, "line": "decisions: off (plain argmax)"}
+    if choice != "auto":
+        doc = read_decisions(choice)
+        offsets, sources = for_heads(doc, heads, where=f"--decisions {choice}"), [doc["path"]]
+    else:
+        parts, sources = [], []
+        for m in members:
+            doc = m.model.decisions
+            where = str(doc.get("path") or m.path) if doc else str(m.path)
+            parts.append((for_heads(doc, m.expanded_heads(), where=where), m.weight))
+            if doc and where not in sources:
+                sources.append(where)
+        offsets = average_offsets(parts, heads)
+    where = ", ".join(sources) or "no decisions.json next to the checkpoints"
+    line = f"decisions: {describe(offsets, heads)} ({where})" if offsets else f"decisions: none, plain argmax ({where})"
+    return offsets, {"mode": "auto" if choice == "auto" else "file", "sources": sources,
+                     "offsets": named(offsets, [h for h in heads if h.name in offsets]), "line": line}
 
 
 def member_joint(probs: dict[str, np.ndarray], heads: list[HeadSpec], composite: list[HeadSpec]) -> np.ndarray:
@@ -379,13 +422,33 @@ def read_inputs(data, heads: dict[str, HeadSpec]) -> Inputs:
         frame = read_manifest(path, heads)
         base = path.resolve().parent
         ids = [Path(p).relative_to(base).as_posix() if Path(p).is_relative_to(base) else p for p in frame["path"]]
-        return Inputs(frame=pd.concat([pd.DataFrame({"image_id": ids}), frame], axis=1), id_column="image_id")
+        return Inputs(frame=pd.concat([pd.DataFrame({"image_id": ids}), frame], axis=1), id_column="image_id",
+                      manifest=path)
     files = folder_images(path)
     if not files:
         raise UserError(f"--data {data}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))} in any "
                         f"case, recursively, hidden files skipped)")
     return Inputs(frame=pd.DataFrame({"image_id": [f.relative_to(path).as_posix() for f in files],
                                       "path": [os.path.abspath(f) for f in files]}), id_column="image_id")
+
+
+def manifest_truth(inputs: Inputs, heads: list[HeadSpec], composite: list[HeadSpec]) -> GroundTruth | None:
+    """A manifest's own labels as truth (scored like --gt), or None when it labels nothing."""
+    if inputs.manifest is None:
+        return None
+    frame = inputs.frame
+    rows = pd.DataFrame(index=frame.index)
+    for head in heads:
+        if not head.derive and head.source in frame.columns:
+            rows[head.name] = frame[head.source]
+    for column in frame.columns:
+        if column not in rows.columns and column not in ("image_id", "path"):
+            rows[column] = frame[column]
+    rows = rows.astype(object).where(rows.notna(), "").astype(str)
+    truth = truth_from_rows(rows, [str(i) for i in frame["image_id"]], heads, composite,
+                            where=f"--data {inputs.manifest}", path=inputs.manifest)
+    labelled = any(np.any(t >= 0) for t in truth.targets.values())
+    return truth if labelled else None
 
 
 def folder_images(root: Path) -> list[Path]:
@@ -397,9 +460,9 @@ def folder_images(root: Path) -> list[Path]:
 
 
 # --------------------------------------------------------------------------------------------------- scoring
-def score(truth: GroundTruth, probs: dict[str, np.ndarray], heads: list[HeadSpec], pred: np.ndarray | None) -> dict:
+def score(truth: GroundTruth, labels: dict[str, np.ndarray], heads: list[HeadSpec], pred: np.ndarray | None) -> dict:
     """composite/f1 (the competition metric: sklearn macro F1 over the classes present), composite/acc, per head
-    acc and macro F1; rows whose truth is unknown (-1) are left out."""
+    acc and macro F1 of the decided labels; rows whose truth is unknown (-1) are left out."""
     out: dict[str, float] = {}
     if truth.composite is not None and pred is not None:
         keep = truth.composite >= 0
@@ -410,7 +473,7 @@ def score(truth: GroundTruth, probs: dict[str, np.ndarray], heads: list[HeadSpec
             out["composite/n"] = int(len(y_true))
     for head in heads:
         if head.name in truth.targets:
-            s = head_scores(truth.targets[head.name], probs[head.name].argmax(1), head.num_classes)
+            s = head_scores(truth.targets[head.name], labels[head.name], head.num_classes)
             if s["n"]:
                 out.update({f"{head.name}/acc": s["acc"], f"{head.name}/f1": s["f1"], f"{head.name}/n": s["n"]})
     return out

@@ -4,7 +4,8 @@ One self-describing CSV: every column name says what it holds, so a reader needs
 
     image_id, path, group            identity (group = person id where known)
     prob/<head>/<class>              probability of each class of each head
-    pred/<head>, true/<head>         class indices (-1 = unlabelled / unknown)
+    pred/<head>, true/<head>         class indices (-1 = unlabelled / unknown); pred is the decided class (argmax,
+                                     or with tuned decisions argmax of log p + offsets: decisions.py)
     pred/<head>/years                a years head's (target: years) expected age in years, sum of year x p
     pred/composite, true/composite   the composite label over the composite heads (the 18 classes)
     composite/heads                  the composite's heads in order, e.g. mask,gender,age (the first one counts most)
@@ -67,15 +68,16 @@ def composite_prediction(probs: Mapping[str, np.ndarray], composite: Sequence[He
 
 def build_table(*, ids: Sequence, paths: Sequence, heads: Sequence[HeadSpec], probs: Mapping[str, np.ndarray],
                 targets: Mapping[str, np.ndarray] | None = None, composite: Sequence[HeadSpec] = (),
-                composite_pred: np.ndarray | None = None, meta: pd.DataFrame | None = None,
-                years: Mapping[str, np.ndarray] | None = None) -> pd.DataFrame:
-    """The table; `years` holds the expected age of each years head ({head: (N,)}) for pred/<head>/years."""
+                composite_pred: np.ndarray | None = None, preds: Mapping[str, np.ndarray] | None = None,
+                meta: pd.DataFrame | None = None, years: Mapping[str, np.ndarray] | None = None) -> pd.DataFrame:
+    """The table; `preds` holds decided labels per head (predict's tuned decisions; a head missing there gets its
+    argmax), `years` the expected age of each years head ({head: (N,)}) for pred/<head>/years."""
     columns: dict[str, object] = {"image_id": list(ids), "path": [str(p) for p in paths]}
     for head in heads:
         p = np.asarray(probs[head.name], dtype=np.float64)
         for j, name in enumerate(head.classes):
             columns[f"{PROB}{head.name}/{name}"] = np.round(p[:, j], 6)
-        columns[f"{PRED}{head.name}"] = p.argmax(1)
+        columns[f"{PRED}{head.name}"] = (preds or {}).get(head.name, p.argmax(1))
         if years is not None and head.name in years:
             columns[years_column(head.name)] = np.round(np.asarray(years[head.name], dtype=np.float64), 3)
         if targets is not None and head.name in targets:

@@ -6,6 +6,7 @@ The refusal of a crafted (code-running) pickle is proven at the loader in test_c
 (test_crafted_pickle_is_refused_without_running); here only its command-line path is checked.
 """
 import builtins
+import json
 import os
 import re
 import shutil
@@ -531,6 +532,12 @@ def _person_with_six_images(t: _Setup) -> list[str]:
     return t.train(root=root)
 
 
+def _decisions_with_an_unknown_class(t: _Setup) -> list[str]:
+    run = t.run_copy()
+    (run / "decisions.json").write_text(json.dumps({"applied": True, "offsets": {"age": {"old": 0.5}}}))
+    return ["predict", "--ckpt", str(run), "--data", str(t.root), "--out", str(t.tmp / "out"), "--workers", "0"]
+
+
 class Case:
     def __init__(self, setup, code: int, fragment: str | None, after=None):
         self.setup, self.code, self.fragment, self.after = setup, code, fragment, after
@@ -620,6 +627,9 @@ RED_TEAM = {
     "run dir held by a live process": Case(_run_dir_held_by_another_process, 2, "is in use by another training "
                                            "process (pid {pid}, lock"),
     "stale lock of a dead process": Case(_stale_lock, 0, "resumed from epoch 1 step 1", _lock_taken_over_and_released),
+    # also: a run's decisions.json that names a class the head does not have
+    "decisions.json with an unknown class": Case(_decisions_with_an_unknown_class, 2, "decisions.json: offsets.age: "
+                                                 "unknown class 'old'; head age has the classes <30, 30-59, >=60"),
     # also: a person folder without the 7 expected images is named in the data summary
     "a person with 6 images": Case(_person_with_six_images, 0, "1 person folder(s) without exactly 7 images: "
                                    "{first} (6)"),

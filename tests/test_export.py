@@ -27,7 +27,7 @@ from multitask.heads import joint_probabilities  # noqa: E402
 from multitask.predict import run_predict  # noqa: E402
 
 QUICKSTART = ["data.image_size=[96,72]"]          # the quickstart's input size (height, width)
-DECISIONS = {"age": {"offsets": [0.0, 0.0, 0.25]}}  # the shape decision offsets are expected to take
+DECISIONS = {"applied": True, "offsets": {"age": {"<30": 0.0, "30-59": 0.0, ">=60": 0.25}}}   # a decisions.json
 
 
 @pytest.fixture(scope="module")
@@ -126,21 +126,37 @@ def test_single18_fixed_batch_and_joint(made, tmp_path):
 
 
 def test_decisions_and_config_travel_with_every_format(made, tmp_path):
-    """The hook for decision offsets: a checkpoint's `decisions` reach the ONNX metadata, config.json and the
-    loaded model of every backend unchanged (predict applies none yet; neither exists in training so far)."""
+    """The run dir's decisions.json (tuned class offsets) reaches the ONNX metadata, config.json and the loaded model
+    of every backend unchanged, and predict applies it alike on PyTorch and onnxruntime."""
     ckpt = load_checkpoint(made["small"])
     with_decisions = tmp_path / "d.pt"
-    save_checkpoint(with_decisions, {**ckpt, "decisions": DECISIONS})
+    save_checkpoint(with_decisions, ckpt)
+    (tmp_path / "decisions.json").write_text(json.dumps(DECISIONS))
+    expected = {**DECISIONS, "path": str((tmp_path / "decisions.json").resolve())}
     export.run_export(ckpt=with_decisions, fmt="onnx", opset=18)
     export.run_export(ckpt=with_decisions, fmt="safetensors")
-    assert manifest_of(tmp_path / "d.onnx")["decisions"] == DECISIONS
+    assert manifest_of(tmp_path / "d.onnx")["decisions"] == expected
     assert onnx.load(str(tmp_path / "d.onnx")).opset_import[0].version == 18
-    assert json.loads((tmp_path / "d_safetensors" / "config.json").read_text())["decisions"] == DECISIONS
+    assert json.loads((tmp_path / "d_safetensors" / "config.json").read_text())["decisions"] == expected
     for source, backend in ((with_decisions, "auto"), (tmp_path / "d.onnx", "auto"),
                             (tmp_path / "d_safetensors", "auto"), (with_decisions, "onnxruntime")):
         model, cfg = backends.load_model(source, backend=backend)
-        assert model.decisions == DECISIONS, (source, backend)
+        assert model.decisions == expected, (source, backend)
         assert to_dict(cfg) == to_dict(model_from_checkpoint(ckpt)[1])
+    (tmp_path / "decisions.json").unlink()   # the ONNX file carries its own copy
+    results = {"pt": run_predict(ckpts=[made["small"]], data=made["data"], out=tmp_path / "pt",
+                                 decisions=str(export_decisions(tmp_path)), **FAST),
+               "onnx": run_predict(ckpts=[tmp_path / "d.onnx"], data=made["data"], out=tmp_path / "onnx", **FAST)}
+    assert results["pt"]["decisions"]["offsets"] == results["onnx"]["decisions"]["offsets"] == DECISIONS["offsets"]
+    tables = [predicted(tmp_path / name)[0] for name in ("pt", "onnx")]
+    columns = [c for c in tables[0].columns if c.startswith("pred/")]
+    assert tables[0][columns].equals(tables[1][columns])
+
+
+def export_decisions(tmp_path):
+    path = tmp_path / "given.json"
+    path.write_text(json.dumps(DECISIONS))
+    return path
 
 
 def test_int8_quantisation_reports_its_f1_delta(made, tmp_path):

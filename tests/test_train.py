@@ -1,5 +1,6 @@
 """The training engine end to end on tiny synthetic data (CPU, seconds each)."""
 import glob
+import json
 import os
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
+from multitask import decisions
 from multitask.callbacks import Callback
 from multitask.checkpoint import load_checkpoint
 from multitask.cli import main
@@ -172,6 +174,10 @@ def test_all_folds_makes_one_sub_run_per_fold_and_merges_oof(tiny_cfg):
     oof = pd.read_csv(parent / "oof.csv")
     assert sorted(oof["fold"].unique()) == [0, 1]
     assert oof["image_id"].is_unique and len(oof) == 16 * 7
+    # tuned decisions: fitted once, on every fold's OOF together, and found from each fold's checkpoint
+    assert json.loads((parent / "decisions.json").read_text())["source"]["rows"] == 16 * 7
+    assert not (parent / "fold0" / "decisions.json").exists()
+    assert decisions.find(parent / "fold1" / "best.pt") == parent / "decisions.json"
 
 
 @pytest.mark.parametrize("extra", [[], ["train.loss_weighting=pcgrad", "train.accum_steps=2"]],
