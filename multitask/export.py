@@ -68,10 +68,15 @@ def output_heads(net: MultiHeadNet, cfg: Config) -> tuple[list[HeadSpec], list[H
     return heads, composite if composite and all(h.name in names for h in composite) else []
 
 
-def crop_settings(cfg: Config):
-    """The face-crop settings predict applies before resizing: none exist yet; when the config gains them, this
-    returns that section (the full config travels in the manifest as well, so old exports keep them too)."""
-    return to_dict(cfg.data).get("crop")
+def crop_settings(cfg: Config) -> dict | None:
+    """What predict cuts from each photo before the model's resize (data/faces.py): None for the whole photo; the
+    ONNX graph takes the cut image, so a runtime outside this package must apply it itself."""
+    if cfg.data.crop == "none":
+        return None
+    from .data.faces import detector_id
+
+    settings = {"mode": cfg.data.crop, "margin": cfg.data.crop_margin}
+    return settings | ({"detector": detector_id()} if cfg.data.crop == "face" else {})
 
 
 def build_manifest(net: MultiHeadNet, cfg: Config, *, source: dict, decisions: dict | None = None,

@@ -102,6 +102,23 @@ def test_predict_writes_the_same_submission_from_every_format(made, tmp_path):
             np.testing.assert_allclose(probs[head], reference[head], atol=1e-5, err_msg=f"{name} {head}")
 
 
+def test_a_cropped_model_exports_its_crop_and_predicts_through_it(made, tmp_path):
+    """The graph takes the cut image: the manifest names the crop, and predict cuts it for the ONNX member too."""
+    ckpt = make_ckpt(tmp_path / "center.pt", seed=2, overrides=["data.crop=center", "data.crop_margin=0.3"])
+    export.run_export(ckpt=ckpt, fmt="onnx")
+    assert manifest_of(tmp_path / "center.onnx")["crop"] == {"mode": "center", "margin": 0.3}
+    outs = {}
+    for name, member in (("pt", ckpt), ("onnx", tmp_path / "center.onnx")):
+        outs[name] = tmp_path / name
+        run_predict(ckpts=[member], data=made["data"], out=outs[name], **FAST)
+    assert (outs["onnx"] / "submission.csv").read_text() == (outs["pt"] / "submission.csv").read_text()
+    whole = tmp_path / "whole"   # the same weights (same seed), fed the whole photo
+    run_predict(ckpts=[make_ckpt(tmp_path / "whole.pt", seed=2)], data=made["data"], out=whole, **FAST)
+    _, _, cropped, _ = predicted(outs["pt"])
+    _, _, uncut, _ = predicted(whole)
+    assert not np.allclose(cropped["mask"], uncut["mask"])   # the crop changed what the model saw
+
+
 def test_ensemble_mixes_onnx_and_pytorch_members(made, tmp_path):
     other = make_ckpt(tmp_path / "b.pt", backbone="efficientnet_b0", size=(40, 40), seed=2)
     run_predict(ckpts=[made["pt"], other], data=made["data"], out=tmp_path / "pt", weights=[1, 3], **FAST)
