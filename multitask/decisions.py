@@ -363,14 +363,19 @@ def summary_line(doc: Mapping) -> str:
 
 
 def print_table(doc: Mapping, console) -> None:
+    """One row per class: its offset (the fitted one, for a head the guard left out) and the head's OOF F1."""
     from rich.table import Table
 
+    table = Table(title="decision offsets (added to log-probabilities)", title_justify="left")
+    for name, justify in (("head", "left"), ("class", "left"), ("offset", "right"), ("applied", "left"),
+                          ("OOF macro F1", "right")):
+        table.add_column(name, justify=justify, no_wrap=True)
     for head, info in doc["heads"].items():
         shown = doc["offsets"][head] if info["applied"] else (doc.get("fitted") or {}).get(head, {})
-        table = Table(title=f"{head}: macro F1 on OOF {info['f1_before']:.4f} -> {info['f1_after']:.4f}"
-                      f"{'' if info['applied'] else ' (not applied)'}")
-        table.add_column("class")
-        table.add_column("offset", justify="right")
-        for cls, value in shown.items():
-            table.add_row(cls, f"{value:+.2f}")
-        console.print(table)
+        f1 = f"{info['f1_before']:.4f} -> {info['f1_after']:.4f}"
+        for i, (cls, value) in enumerate(shown.items()):
+            first = i == 0
+            table.add_row(head if first else "", cls, f"{value:+.2f}",
+                          ("yes" if info["applied"] else "no") if first else "", f1 if first else "",
+                          end_section=i == len(shown) - 1)
+    console.print(table)

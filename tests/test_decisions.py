@@ -65,7 +65,9 @@ def test_tune_decisions_cli_writes_decisions_json(tmp_path, capsys):
     out = capsys.readouterr().out
     doc = json.loads((run / "decisions.json").read_text())
     assert doc["applied"] and doc["source"] == {"table": "oof.csv", "rows": 3000, "labelled": 3000}
-    assert "decisions: composite F1 on OOF" in out and ": applied" in out and "age: macro F1" in out
+    assert "decisions: composite F1 on OOF" in out and ": applied" in out
+    age_row = next(line for line in out.splitlines() if line.startswith("│ age "))
+    assert "│ yes " in age_row and f"{doc['heads']['age']['f1_before']:.4f} -> " in age_row
 
 
 def test_train_fits_decisions_at_the_end(tiny_cfg, capsys):
