@@ -45,9 +45,11 @@ done
 
 tables() { for row in "$@"; do printf 'out/%s_%s/predictions.csv ' "$PREFIX" "$row"; done; }
 group=(--group-by true/gender,race,age_years)
-# every lever against the old recipe, then the full recipe against the single-18 baseline
+# every lever against the old recipe, the years head with the face crop, decisions on/off, the recipe vs single 18
 multitask compare $(tables whole_cls whole_years face_cls face_years) --names whole_cls,whole_years,face_cls,face_years \
     --out "out/${PREFIX}_compare_levers" "${group[@]}"
+multitask compare $(tables face_cls face_years) --names face_cls,face_years \
+    --out "out/${PREFIX}_compare_years" "${group[@]}"
 multitask compare $(tables face_years_argmax face_years) --names argmax,decisions \
     --out "out/${PREFIX}_compare_decisions" "${group[@]}"
 multitask compare $(tables single18 face_years) --names single18,face_years \
