@@ -9,11 +9,11 @@
 Each checkpoint rebuilds its own model (backbone, heads, input size, normalisation, data.crop), so different
 backbones, sizes and crops ensemble in one call. Every image is decoded once and cut (data.crop: the checkpoint's
 own crop; face boxes detected once per image set, stored by content like training's) and resized once per distinct
-input (size, crop); all models of that input then see the same batch under every TTA view. Probabilities are merged over views per model, then over models
-(weighted), per head. A derived head (the single 18-class baseline) is expanded into its components' marginals, so
-it ensembles with a mask/gender/age model. The composite label is the per-head argmax combined by the composite
-encoding, or with --joint the argmax of the ensemble's joint distribution over the 18 classes (a model's own 18-class
-head where it has one, else the product of its heads).
+input (size, crop); all models of that input then see the same batch under every TTA view. Probabilities are
+merged over views per model, then over models (weighted), per head. A derived head (the single 18-class baseline)
+is expanded into its components' marginals, so it ensembles with a mask/gender/age model. The composite label is
+the per-head decisions combined by the composite encoding, or with --joint the argmax of the ensemble's joint
+distribution over the 18 classes (a model's own 18-class head where it has one, else the product of its heads).
 
 Tuned decisions (decisions.py): with a run's decisions.json (fitted on its OOF by `train` or `tune-decisions`) each
 head decides by argmax of log p + that head's class offsets; --decisions off is the plain argmax, --decisions PATH
