@@ -129,3 +129,23 @@ def test_onnx_export_keeps_class_probabilities_and_adds_the_year_distribution(tm
     torch.testing.assert_close(probs["age"], ref["age"].exp(), atol=1e-4, rtol=0)
     torch.testing.assert_close(probs["age/years"], ref["age/years"].softmax(-1), atol=1e-4, rtol=0)
     np.testing.assert_allclose(probs["age"].sum(1).numpy(), 1, atol=1e-5)
+    # with tuned decisions beside the checkpoint, predict through ONNX decides and estimates ages as PyTorch does
+    from multitask.data.synthetic import write_synthetic
+
+    (tmp_path / "decisions.json").write_text(json.dumps(
+        {"applied": True, "offsets": {"age": {"<30": 0.0, "30-59": -0.4, ">=60": -0.6}}}))
+    run_export(ckpt=tmp_path / "best.pt", fmt="onnx", out=tmp_path / "d.onnx")
+    write_synthetic(tmp_path / "data", people=1, width=32, height=32, seed=1)
+    fast = dict(batch_size=8, workers=0, device="cpu", amp="off")
+    tables = {}
+    for name, member in (("pt", tmp_path / "best.pt"), ("onnx", tmp_path / "d.onnx")):
+        result = run_predict(ckpts=[member], data=tmp_path / "data", out=tmp_path / name, **fast)
+        assert result["decisions"]["offsets"]["age"][">=60"] == -0.6
+        tables[name] = pd.read_csv(tmp_path / name / "predictions.csv")
+    assert (tmp_path / "pt" / "submission.csv").read_text() == (tmp_path / "onnx" / "submission.csv").read_text()
+    np.testing.assert_allclose(tables["pt"]["pred/age/years"], tables["onnx"]["pred/age/years"], atol=1e-2)
+    plain = run_predict(ckpts=[tmp_path / "best.pt"], data=tmp_path / "data", out=tmp_path / "off", decisions="off",
+                        **fast)
+    assert plain["decisions"]["offsets"] == {}
+    off = pd.read_csv(tmp_path / "off" / "predictions.csv")
+    assert (off["pred/age"] != tables["pt"]["pred/age"]).any()   # the offsets moved decisions: the check has teeth
