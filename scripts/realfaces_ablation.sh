@@ -52,7 +52,7 @@ multitask compare $(tables face_cls face_years) --names face_cls,face_years \
     --out "out/${PREFIX}_compare_years" "${group[@]}"
 multitask compare $(tables face_years_argmax face_years) --names argmax,decisions \
     --out "out/${PREFIX}_compare_decisions" "${group[@]}"
-multitask compare $(tables single18 face_years) --names single18,face_years \
+multitask compare $(tables single18 face_years whole_cls) --names single18,face_years,whole_cls \
     --out "out/${PREFIX}_compare_single18" "${group[@]}"
 # the recipe's mask head on real mask photos (a labelled manifest: scored without --gt)
 multitask predict --ckpt "runs/${PREFIX}_face_years/1" --data "$REALMASK" --out "out/${PREFIX}_realmask"
