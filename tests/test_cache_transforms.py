@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import multitask.data.cache as cache_module
+import multitask.data.faces as faces_module
 from multitask.config import DataConfig
 from multitask.data.cache import ImageCache
 from multitask.data.dataset import MultiTaskDataset
@@ -142,7 +143,7 @@ def test_cache_decodes_once_then_reuses(tmp_path, images, monkeypatch):
     def no_decoding(path, **_):
         raise AssertionError(f"decoded {path} again")
 
-    monkeypatch.setattr(cache_module, "read_image", no_decoding)
+    monkeypatch.setattr(faces_module, "read_image", no_decoding)   # where the cache build decodes (read_pixels)
     again = ImageCache.build(images, height=16, width=12, cache_dir=tmp_path / "c")
     assert again.reused and again.file == cache.file
     assert np.array_equal(again[4], cache[4])

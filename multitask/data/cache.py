@@ -35,7 +35,7 @@ import numpy as np
 from ..atomic import atomic_write
 from ..errors import UserError
 from .faces import Cropper, read_pixels
-from .images import BadImageError, read_image, resize
+from .images import BadImageError
 
 FORMAT_VERSION = 2   # 2: JPEGs decoded at a DCT scale (read_image at_least)
 
@@ -210,10 +210,7 @@ def _decode_all(paths: list[str], height: int, width: int, data_file: Path, on_b
 
         def decode(i: int) -> str | None:
             try:
-                if crop is None:
-                    array[i] = resize(read_image(paths[i], at_least=(height, width)), height, width)
-                else:
-                    array[i] = read_pixels(paths[i], height, width, crop, i)
+                array[i] = read_pixels(paths[i], height, width, crop, i)   # crop None: the whole photo
             except BadImageError as err:
                 return str(err)
             return None
