@@ -96,10 +96,14 @@ def _known_years(year_logits: Tensor, years: Tensor) -> tuple[Tensor, Tensor]:
     return year_logits.float()[keep], years.float()[keep]
 
 
+def _year_grid(spec: HeadSpec, device) -> Tensor:
+    return torch.as_tensor(spec.year_grid(), dtype=torch.float32, device=device)
+
+
 def year_target(years: Tensor, spec: HeadSpec) -> Tensor:
     """(N, num_years) discretised Gaussian of sigma spec.years_sigma around each age, normalised over the head's
     years. An age outside years_range is clamped into it first (the target stays a peak at the nearest end)."""
-    grid = torch.arange(spec.years_range[0], spec.years_range[1] + 1, dtype=torch.float32, device=years.device)
+    grid = _year_grid(spec, years.device)
     centre = years.float().clamp(spec.years_range[0], spec.years_range[1])[:, None]
     log_density = -0.5 * ((grid[None, :] - centre) / spec.years_sigma) ** 2
     return log_density.softmax(-1)
@@ -123,8 +127,7 @@ def l1_years(year_logits: Tensor, years: Tensor, *, spec: HeadSpec) -> Tensor:
     year_logits, years = _known_years(year_logits, years)
     if years.numel() == 0:
         return full.float().sum() * 0.0
-    grid = torch.arange(spec.years_range[0], spec.years_range[1] + 1, dtype=torch.float32, device=years.device)
-    return (year_logits.softmax(-1) @ grid - years).abs().mean()
+    return (year_logits.softmax(-1) @ _year_grid(spec, years.device) - years).abs().mean()
 
 
 YEAR_LOSSES: dict[str, LossFn] = {"ldl": label_distribution, "l1_years": l1_years}
