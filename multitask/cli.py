@@ -238,8 +238,8 @@ def _predict(args) -> int:
 
     run_predict(ckpts=args.ckpt, data=args.data, out=args.out, tta=[t for t in args.tta.split(",") if t],
                 merge=args.merge, weights=args.weights, joint=args.joint, gt=args.gt, decisions=args.decisions,
-                batch_size=args.batch_size,
-                workers=args.workers, device=args.device, amp=args.amp, backend=args.backend)
+                batch_size=args.batch_size, workers=args.workers, device=args.device, amp=args.amp,
+                backend=args.backend)
     return 0
 
 

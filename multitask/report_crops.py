@@ -16,6 +16,7 @@ from .errors import UserError
 from .report_html import Section
 
 TILES = 24
+FALLBACKS = ("fallback", "whole")   # FacePlan sources of photos cropped without a face found
 FALLBACK_TILES = 8   # at most a third of the grid: enough to judge the fallback, the rest shows normal crops
 
 
@@ -39,7 +40,7 @@ def analyse_crops(run_dir: Path, paths: list[str], thumbs: figs.Thumbnails) -> t
         paths, plan = read_plan(run_dir / PLAN_FILE)
     crop = cropper_for(data, plan)
     source = plan.source if plan is not None else ["center"] * len(paths)
-    fallback = [i for i, s in enumerate(source) if s in ("fallback", "whole")]
+    fallback = [i for i, s in enumerate(source) if s in FALLBACKS]
     numbers = {"mode": data.crop, "margin": data.crop_margin, "photos": len(paths),
                "found": source.count("face") if plan is not None else None,
                "fallback": len(fallback), "fallback_paths": [paths[i] for i in fallback]}
@@ -58,7 +59,7 @@ def analyse_crops(run_dir: Path, paths: list[str], thumbs: figs.Thumbnails) -> t
             image = None
         images.append(image if image is not None else np.full((height, width, 3), 200, np.uint8))
         titles.append(f"{source[i]}: {Path(paths[i]).parent.name[:10]}/{Path(paths[i]).stem[:10]}")
-        marked.append(source[i] != "face" and source[i] != "center")
+        marked.append(source[i] in FALLBACKS)
     if images:
         section.figure("crops", figs.crop_grid(images, titles, marked, f"{len(images)} of {len(paths):,} crops as "
                                                                         f"the model saw them (red: fallback)"),
@@ -71,7 +72,8 @@ def analyse_crops(run_dir: Path, paths: list[str], thumbs: figs.Thumbnails) -> t
 
 def _pick(n: int, fallback: list[int]) -> list[int]:
     first = fallback[:FALLBACK_TILES]
-    rest = [i for i in range(n) if i not in set(first)]
+    shown = set(first)
+    rest = [i for i in range(n) if i not in shown]
     take = min(len(rest), TILES - len(first))
     spread = [rest[k] for k in np.linspace(0, len(rest) - 1, take).round().astype(int)] if take else []
     return first + list(dict.fromkeys(spread))
