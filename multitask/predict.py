@@ -80,7 +80,7 @@ class Member:
 
     @property
     def crop(self) -> str:
-        return getattr(self.cfg.data, "crop", "none")
+        return self.cfg.data.crop   # "none" for checkpoints older than crops: from_dict fills the default
 
     @property
     def heads(self) -> list[HeadSpec]:

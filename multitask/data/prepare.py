@@ -97,8 +97,8 @@ def prepare_data(cfg: Config, *, log: Callable[[str], None] = print) -> Training
         with progress_bar("face boxes") as progress:
             crop, faces = make_cropper(data, frame["path"].tolist(), cache_dir=data.cache_dir,
                                        workers=max(1, data.num_workers), progress=progress)
-    if faces is not None:
-        notes.append(faces.summary())
+        if faces is not None:
+            notes.append(faces.summary())
     cache = None
     if data.cache:
         cache = ImageCache.build(frame["path"].tolist(), height=height, width=width, cache_dir=data.cache_dir,
