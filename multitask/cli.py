@@ -22,8 +22,7 @@ import os
 import sys
 import textwrap
 
-from .errors import UserError
-
+from .utils.errors import UserError
 
 EXPORT_HELP = """Export a checkpoint for deployment without this package.
 
@@ -223,18 +222,18 @@ def _train(args) -> int:
     if args.folds not in (None, "all"):
         raise UserError(f"--folds: expected 'all', got {args.folds!r} (use --fold K for one fold)")
     if args.resume and not args.config:
-        from .engine import config_for_resume
+        from .train.run import config_for_resume
         cfg = config_for_resume(args.resume, overrides)
     else:
         cfg = load_config(args.config, overrides)
-    from .engine import run_training
+    from .train.run import run_training
 
     run_training(cfg, resume=args.resume, all_folds=args.folds == "all")
     return 0
 
 
 def _predict(args) -> int:
-    from .predict import run_predict
+    from .infer.predict import run_predict
 
     run_predict(ckpts=args.ckpt, data=args.data, out=args.out, tta=[t for t in args.tta.split(",") if t],
                 merge=args.merge, weights=args.weights, joint=args.joint, gt=args.gt, decisions=args.decisions,
@@ -244,7 +243,7 @@ def _predict(args) -> int:
 
 
 def _export(args) -> int:
-    from .export import run_export
+    from .export.onnx import run_export
 
     run_export(ckpt=args.ckpt, fmt=args.format, out=args.out, opset=args.opset, batch=args.batch,
                quantize=args.quantize, data=args.data, gt=args.gt, calibration=args.calibration,
@@ -253,7 +252,7 @@ def _export(args) -> int:
 
 
 def _report(args) -> int:
-    from .report import build_report
+    from .analysis.report.build import build_report
 
     if not args.run_dir and not args.pred:
         raise UserError("report: give a run dir, or --pred predictions.csv --gt gt.csv")
@@ -264,7 +263,7 @@ def _report(args) -> int:
 
 def _config(args) -> int:
     from .config import load_config
-    from .config_show import show_config
+    from .config.show import show_config
 
     cfg = load_config(args.config, list(args.overrides))
     source = " ".join([args.config or "built-in defaults", *args.overrides])
@@ -306,7 +305,7 @@ def add_sweep_parser(sub) -> None:
 
 
 def _sweep(args) -> int:
-    from .sweep import Sweep, run_sweep, work
+    from .experiments.study import Sweep, run_sweep, work
 
     sweep = Sweep(config=args.config, space_path=args.space, trials=args.trials, overrides=list(args.overrides),
                   name=args.name, storage=args.storage, pruner=args.pruner, jobs=args.jobs, seed=args.seed)
@@ -333,7 +332,7 @@ def add_compare_parser(sub) -> None:
 
 
 def _compare(args) -> int:
-    from .compare import run_compare
+    from .analysis.compare import run_compare
 
     if args.draws < 10:
         raise UserError(f"--draws: need at least 10 bootstrap draws, got {args.draws}")
@@ -356,7 +355,7 @@ def add_tune_decisions_parser(sub) -> None:
 
 
 def _tune_decisions(args) -> int:
-    from .decisions import fit_run
+    from .analysis.tune import fit_run
 
     if args.parts < 2 or args.draws < 10:
         raise UserError(f"--parts needs at least 2 and --draws at least 10, got {args.parts} and {args.draws}")

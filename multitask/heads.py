@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from dataclasses import field as _field   # HeadSpec has a field named `field`
+from dataclasses import field as _field  # HeadSpec has a field named `field`
 from typing import Literal, Mapping, Sequence
 
 import numpy as np
@@ -38,7 +38,7 @@ class HeadSpec:
     classes: list[str]
     name: str = ""
     weight: float = 1.0
-    # loss mix: registry name -> share, e.g. {ce: 0.3, f1: 0.7}; names in multitask.losses.LOSSES
+    # loss mix: registry name -> share, e.g. {ce: 0.3, f1: 0.7}; names in multitask.model.losses.LOSSES
     loss: dict[str, float] = field(default_factory=lambda: {"ce": 1.0})
     label_smoothing: float = 0.0
     focal_gamma: float = 2.0

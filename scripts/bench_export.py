@@ -4,7 +4,7 @@
     python scripts/bench_export.py --models resnet18 --size 224 --dynamic-int8
 
 For each trunk (a freshly initialised multi-head model: weights do not change the figures) and each torch.onnx
-exporter (torchscript, dynamo): the seconds `multitask.export.onnx_bytes` takes, max |delta prob| against PyTorch fp32
+exporter (torchscript, dynamo): the seconds `multitask.export.onnx.onnx_bytes` takes, max |delta prob| against PyTorch fp32
 on 64 synthetic faces, and the onnxruntime fp32 forward img/s on one batch. --dynamic-int8 adds onnxruntime's dynamic
 quantisation of the torchscript export (the mode `multitask export` does not offer) and its img/s.
 """
@@ -19,14 +19,13 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_train import machine, parse_size  # noqa: E402
-
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from bench_train import machine, parse_size  # noqa: E402
 
 
 def ort_rate(model_bytes: bytes, images: np.ndarray, runs: int = 5) -> float:
-    from multitask.backends import onnx_session
+    from multitask.infer.backends import onnx_session
 
     session = onnx_session(model_bytes)
     feed = {session.get_inputs()[0].name: images}
@@ -57,10 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--dynamic-int8", action="store_true")
     args = p.parse_args(argv)
-    from multitask.backends import onnx_session
     from multitask.config import load_config
-    from multitask.export import ProbabilityNet, onnx_bytes, synthetic_faces
-    from multitask.model import create_model
+    from multitask.export.onnx import ProbabilityNet, onnx_bytes, synthetic_faces
+    from multitask.infer.backends import onnx_session
+    from multitask.model.net import create_model
 
     print(f"machine: {machine()}")
     print(f"{'model':24s} {'exporter':12s} {'export s':>8s} {'max |dprob|':>11s} {'ort img/s':>9s}", flush=True)

@@ -8,10 +8,10 @@
 
   ceiling  model-only forward passes (inference mode, the configured AMP, channels_last) on one random batch of
            float pixels, as many passes per batch as the TTA has views: what the model alone can do here.
-  predict  `multitask.predict.run_predict` on the synthetic eval set (photos at the real 384x512): reading and
+  predict  `multitask.infer.predict.run_predict` on the synthetic eval set (photos at the real 384x512): reading and
            decoding every JPEG, resizing, the loader, every TTA view, softmax and merging, submission.csv and
            predictions.csv. Its own timer covers the inference loop (decode included, model loading excluded).
-With --onnx (the checkpoint exported once by `multitask.export.run_export`; int8 calibrated on the eval photos):
+With --onnx (the checkpoint exported once by `multitask.export.onnx.run_export`; int8 calibrated on the eval photos):
   fp32ceiling   the ceiling without autocast (PyTorch fp32, channels_last)
   ort, ort_int8 model-only onnxruntime session runs on one random uint8 batch (softmax included, in the graph)
   predict_ort, predict_int8   `run_predict` on the .onnx files: the predict phase through onnxruntime
@@ -32,15 +32,14 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_train import STEMS_PER_PERSON, machine, parse_size, proc_status, reset_peak_rss, synthetic_root  # noqa: E402
-
 import torch  # noqa: E402
+from bench_train import STEMS_PER_PERSON, machine, parse_size, proc_status, reset_peak_rss, synthetic_root  # noqa: E402
 
 
 def make_checkpoint(path: Path, *, model: str, size: tuple[int, int], amp: str) -> Path:
-    from multitask.checkpoint import FORMAT, VERSION, save_checkpoint
     from multitask.config import load_config, to_dict
-    from multitask.model import create_model
+    from multitask.model.net import create_model
+    from multitask.runs.checkpoint import FORMAT, VERSION, save_checkpoint
 
     cfg = load_config(None, [f"model.backbone={model}", f"data.image_size=[{size[0]},{size[1]}]",
                              f"train.amp={amp}"])
@@ -54,8 +53,8 @@ def make_checkpoint(path: Path, *, model: str, size: tuple[int, int], amp: str) 
 
 def phase_ceiling(ckpt: Path, *, batch: int, views: int, images: int, amp: str, warmup: int = 2) -> float:
     """Forward images/s of the bare model on one random batch, `views` passes per batch."""
-    from multitask.checkpoint import load_checkpoint, model_from_checkpoint
-    from multitask.precision import resolve_precision
+    from multitask.runs.checkpoint import load_checkpoint, model_from_checkpoint
+    from multitask.utils.precision import resolve_precision
 
     model, cfg = model_from_checkpoint(load_checkpoint(ckpt))
     model = model.to(memory_format=torch.channels_last).eval()
@@ -78,7 +77,7 @@ def phase_ceiling(ckpt: Path, *, batch: int, views: int, images: int, amp: str, 
 
 def phase_ort(model_path: Path, *, batch: int, views: int, images: int, warmup: int = 2) -> float:
     """Forward images/s of an onnxruntime session on one random uint8 batch, `views` runs per batch."""
-    from multitask.backends import onnx_session
+    from multitask.infer.backends import onnx_session
 
     session = onnx_session(model_path)
     name = session.get_inputs()[0].name
@@ -96,7 +95,7 @@ def phase_ort(model_path: Path, *, batch: int, views: int, images: int, warmup: 
 def phase_predict(ckpt: Path, root: Path, work: Path, *, batch: int, workers: int, tta: list[str], amp: str) -> dict:
     from rich.console import Console
 
-    from multitask.predict import run_predict
+    from multitask.infer.predict import run_predict
 
     quiet = Console(file=open(os.devnull, "w"))
     with tempfile.TemporaryDirectory(dir=work) as out:
@@ -108,7 +107,7 @@ def export_onnx(ckpt: Path, root: Path) -> dict[str, Path]:
     """fp32 and int8 .onnx next to the checkpoint (int8 calibrated on the eval photos)."""
     from rich.console import Console
 
-    from multitask.export import run_export
+    from multitask.export.onnx import run_export
 
     quiet = Console(file=open(os.devnull, "w"))
     paths = {"fp32": ckpt.with_suffix(".onnx"), "int8": ckpt.with_suffix(".int8.onnx")}
@@ -144,7 +143,7 @@ RATIOS = [("predict", "ceiling"), ("ort", "ceiling"), ("ort", "fp32ceiling"), ("
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from multitask.tta import resolve_views, view_count
+    from multitask.infer.tta import resolve_views, view_count
 
     tta = resolve_views(args.tta.split(","))
     views = view_count(tta)

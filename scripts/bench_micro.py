@@ -40,7 +40,7 @@ def optimizer_pair():
     import timm
 
     from multitask.config import TrainConfig
-    from multitask.optim import build_optimizer, param_groups
+    from multitask.train.optim import build_optimizer, param_groups
 
     torch.manual_seed(0)
     model = timm.create_model("resnet18", num_classes=8).to(memory_format=torch.channels_last)

@@ -21,16 +21,15 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))    # runnable from a fresh checkout, uninstalled
 
 import torch  # noqa: E402
-
 from bench_train import machine, parse_size  # noqa: E402
 
 
 def make_trainer(method: str, args):
     from multitask.config import load_config
-    from multitask.distributed import DistInfo
-    from multitask.engine import EpochLosses, Trainer
-    from multitask.precision import resolve_precision
-    from multitask.train_state import TrainState
+    from multitask.train.run import EpochLosses, Trainer
+    from multitask.train.state import TrainState
+    from multitask.utils.distributed import DistInfo
+    from multitask.utils.precision import resolve_precision
 
     height, width = args.size
     cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml", [

@@ -20,9 +20,9 @@ import pandas as pd
 import pytest
 import torch
 
-from multitask.checkpoint import FORMAT, VERSION, load_checkpoint
 from multitask.cli import main
 from multitask.data.images import read_image
+from multitask.runs.checkpoint import FORMAT, VERSION, load_checkpoint
 
 CONFIG = "configs/quickstart.yaml"
 
@@ -334,7 +334,7 @@ def test_no_traceback_without_debug_and_one_with_it(tmp_path):
         assert debug.returncode == 1
         assert debug.stderr.startswith("Traceback (most recent call last)")
         assert debug.stderr.strip().splitlines()[-1].startswith(
-            "multitask.config.ConfigError: configs/quickstart.yaml: unknown key 'train.epoch'")
+            "multitask.config.load.ConfigError: configs/quickstart.yaml: unknown key 'train.epoch'")
 
 
 # ----------------------------------------------------------------------------------------------- the red-team pass
@@ -460,7 +460,7 @@ def _age_unlabelled_in_validation(t: _Setup) -> list[str]:
 
 
 def _bug_mid_epoch(t: _Setup) -> list[str]:
-    from multitask.model import MultiHeadNet
+    from multitask.model.net import MultiHeadNet
 
     def broken(self, x):
         raise RuntimeError("boom")

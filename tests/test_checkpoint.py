@@ -8,11 +8,20 @@ import numpy as np
 import pytest
 import torch
 
-from multitask.checkpoint import (FORMAT, VERSION, checkpoint_info, load_checkpoint, model_from_checkpoint,
-                                  resolve_checkpoints, rng_state, save_checkpoint, set_rng_state)
 from multitask.config import load_config, to_dict
-from multitask.errors import UserError
-from multitask.model import create_model
+from multitask.model.net import create_model
+from multitask.runs.checkpoint import (
+    FORMAT,
+    VERSION,
+    checkpoint_info,
+    load_checkpoint,
+    model_from_checkpoint,
+    resolve_checkpoints,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from multitask.utils.errors import UserError
 
 
 def _payload(cfg, model, *, ema=None, epoch=3):

@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 from sklearn.metrics import f1_score
 
+from multitask.analysis.compare import compare, score_intervals
 from multitask.cli import main
-from multitask.compare import compare, score_intervals
 from multitask.config import Config
-from multitask.errors import UserError
 from multitask.heads import resolve_heads
-from multitask.predictions import build_table, write_table
+from multitask.metrics.table import build_table, write_table
+from multitask.utils.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADS = resolve_heads(Config().heads)

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from multitask.data.competition import read_competition, read_eval, read_label_fixes
-from multitask.errors import UserError
+from multitask.utils.errors import UserError
 
 SHIPPED_FIXES = Path(__file__).resolve().parents[1] / "configs" / "label_fixes" / "mask_competition.csv"
 STEMS = ["mask1", "mask2", "mask3", "mask4", "mask5", "incorrect_mask", "normal"]

@@ -11,13 +11,13 @@ import pandas as pd
 import pytest
 from test_predict import FAST, make_ckpt, predicted
 
-from multitask import decisions
+from multitask.analysis import tune as decisions
 from multitask.cli import main
 from multitask.config import load_config
+from multitask.data.ground_truth import read_gt
 from multitask.data.synthetic import write_synthetic
-from multitask.ground_truth import read_gt
-from multitask.predict import run_predict
-from multitask.predictions import build_table, write_table
+from multitask.infer.predict import run_predict
+from multitask.metrics.table import build_table, write_table
 
 HEADS = load_config("configs/quickstart.yaml").composite_heads()
 
@@ -71,7 +71,7 @@ def test_tune_decisions_cli_writes_decisions_json(tmp_path, capsys):
 
 
 def test_train_fits_decisions_at_the_end(tiny_cfg, capsys):
-    from multitask.engine import run_training, tune_decisions
+    from multitask.train.run import run_training, tune_decisions
 
     run = run_training(tiny_cfg("train.max_steps=1"))
     doc = json.loads((run / "decisions.json").read_text())

@@ -17,14 +17,15 @@ import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 from test_predict import FAST, SINGLE18, make_ckpt, predicted  # noqa: E402
 
-from multitask import backends, export  # noqa: E402
-from multitask.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint  # noqa: E402
 from multitask.cli import main  # noqa: E402
 from multitask.config import to_dict  # noqa: E402
 from multitask.data.synthetic import write_synthetic  # noqa: E402
-from multitask.errors import UserError  # noqa: E402
+from multitask.export import onnx as export
 from multitask.heads import joint_probabilities  # noqa: E402
-from multitask.predict import run_predict  # noqa: E402
+from multitask.infer import backends  # noqa: E402
+from multitask.infer.predict import run_predict  # noqa: E402
+from multitask.runs.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint  # noqa: E402
+from multitask.utils.errors import UserError  # noqa: E402
 
 QUICKSTART = ["data.image_size=[96,72]"]          # the quickstart's input size (height, width)
 DECISIONS = {"applied": True, "offsets": {"age": {"<30": 0.0, "30-59": 0.0, ">=60": 0.25}}}   # a decisions.json

@@ -12,8 +12,8 @@ from multitask.cli import main
 from multitask.data import faces
 from multitask.data.cache import ImageCache
 from multitask.data.faces import Cropper, crop_region, detect_faces, plan_faces
-from multitask.errors import UserError
-from multitask.predict import run_predict
+from multitask.infer.predict import run_predict
+from multitask.utils.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -113,7 +113,7 @@ def test_face_crop_training_on_photos_without_faces_uses_the_fallback(tmp_path, 
 
 @pytest.mark.parametrize("mode", ["center", "face"])
 def test_predict_feeds_each_checkpoint_its_training_crop(mode, tmp_path, monkeypatch):
-    from test_predict import make_ckpt   # tiny random checkpoints, as in the predict tests
+    from test_predict import make_ckpt  # tiny random checkpoints, as in the predict tests
 
     monkeypatch.setattr(faces, "load_detector", CountingDetector)
     rng = np.random.default_rng(1)

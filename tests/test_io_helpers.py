@@ -7,10 +7,10 @@ import os
 import pytest
 import torch
 
-from multitask.atomic import atomic_write
-from multitask.devices import pick_device
-from multitask.errors import UserError
-from multitask.runs import fold_dirs, fold_run_dir
+from multitask.runs.run_dir import fold_dirs, fold_run_dir
+from multitask.utils.devices import pick_device
+from multitask.utils.errors import UserError
+from multitask.utils.io import atomic_write
 
 
 def test_atomic_write_replaces_the_file_and_leaves_no_temp_file(tmp_path):

@@ -3,10 +3,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from multitask.errors import UserError
 from multitask.heads import HeadSpec
-from multitask.losses import LOSSES, HeadLoss, MultiTaskCriterion, class_weights_for, cross_entropy, focal, soft_f1
-from multitask.weighting import WEIGHTINGS
+from multitask.model.losses import (
+    LOSSES,
+    HeadLoss,
+    MultiTaskCriterion,
+    class_weights_for,
+    cross_entropy,
+    focal,
+    soft_f1,
+)
+from multitask.model.weighting import WEIGHTINGS
+from multitask.utils.errors import UserError
 
 
 def spec(name="age", classes=("a", "b", "c"), **kw) -> HeadSpec:

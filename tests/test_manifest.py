@@ -7,8 +7,8 @@ import pytest
 
 from multitask.config import _mask_heads
 from multitask.data.manifest import read_manifest
-from multitask.errors import UserError
 from multitask.heads import label_array, resolve_heads
+from multitask.utils.errors import UserError
 
 
 @pytest.fixture()

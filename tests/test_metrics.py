@@ -4,7 +4,7 @@ import torch
 from sklearn.metrics import confusion_matrix, f1_score
 
 from multitask.heads import HeadSpec, composite_decode, composite_encode
-from multitask.metrics import MetricAccumulator, scores
+from multitask.metrics.accumulator import MetricAccumulator, scores
 
 
 def mask_heads():

@@ -6,9 +6,9 @@ import timm
 import torch
 
 from multitask.config import load_config
-from multitask.errors import UserError
 from multitask.heads import HeadSpec
-from multitask.model import MultiHeadNet, create_model
+from multitask.model.net import MultiHeadNet, create_model
+from multitask.utils.errors import UserError
 
 
 def _heads(**extra):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from multitask.config import TrainConfig
-from multitask.optim import build_optimizer
+from multitask.train.optim import build_optimizer
 
 
 def _net() -> torch.nn.Module:
@@ -46,7 +46,7 @@ def test_sgd_keeps_its_momentum_settings():
 
 @pytest.mark.parametrize("patience", [0, 3])
 def test_plateau_patience_is_the_configured_number_of_validations(patience):
-    from multitask.optim import build_scheduler
+    from multitask.train.optim import build_scheduler
 
     opt = build_optimizer([_net()], TrainConfig(lr=0.1, gamma=0.5, min_lr=0.0))
     plateau = build_scheduler(opt, TrainConfig(scheduler="plateau", lr=0.1, gamma=0.5, min_lr=0.0,

@@ -17,19 +17,19 @@ import pytest
 import torch
 from sklearn.metrics import f1_score
 
-from multitask import predict as predict_module
-from multitask.checkpoint import save_checkpoint
+from multitask.analysis.report.build import build_report, load_predictions
 from multitask.cli import main
 from multitask.config import load_config, to_dict
 from multitask.data.images import read_image, resize
 from multitask.data.synthetic import write_synthetic
-from multitask.errors import UserError
 from multitask.heads import composite_encode
-from multitask.model import create_model
-from multitask.predict import Member, combine, member_joint, read_gt, run_predict
-from multitask.predictions import composite_prediction, expand_derived, read_table
-from multitask.report import build_report, load_predictions
-from multitask.tta import MERGES, VIEWS, merge_gmean, merge_mean, merge_vote, resolve_merge, resolve_views
+from multitask.infer import predict as predict_module
+from multitask.infer.predict import Member, combine, member_joint, read_gt, run_predict
+from multitask.infer.tta import MERGES, VIEWS, merge_gmean, merge_mean, merge_vote, resolve_merge, resolve_views
+from multitask.metrics.table import composite_prediction, expand_derived, read_table
+from multitask.model.net import create_model
+from multitask.runs.checkpoint import save_checkpoint
+from multitask.utils.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 SINGLE18 = ["heads.class18.derive=[mask,gender,age]", "train.heads=[class18]",
@@ -76,7 +76,7 @@ def predicted(out: Path):
 
 def direct_softmax(ckpt: Path, paths) -> dict[str, np.ndarray]:
     """What the model says, with no predict code involved."""
-    from multitask.checkpoint import load_checkpoint, model_from_checkpoint
+    from multitask.runs.checkpoint import load_checkpoint, model_from_checkpoint
 
     model, cfg = model_from_checkpoint(load_checkpoint(ckpt))
     h, w = cfg.data.image_size
@@ -330,7 +330,7 @@ def test_gt_with_only_head_columns(world):
 
 
 def test_predict_and_report_read_a_gt_file_by_the_same_rules(world, tmp_path, capsys):
-    """One reader (multitask.ground_truth): an id listed twice with identical rows counts once, an image without a
+    """One reader (multitask.data.ground_truth): an id listed twice with identical rows counts once, an image without a
     row is unlabelled and counted, an id whose rows differ is the same one-line error in predict and report."""
     gt = pd.read_csv(world["data"] / "eval" / "gt.csv", dtype=str)
     lenient = tmp_path / "repeats.csv"
@@ -382,7 +382,7 @@ def test_cli_and_script(world, tmp_path, capsys, monkeypatch):
 
 
 def test_end_to_end_through_the_engine(tmp_path):
-    from multitask.engine import fit
+    from multitask.train.run import fit
 
     cfg = load_config(ROOT / "configs" / "quickstart.yaml", [
         f"data.root={tmp_path / 'data'}", "data.synth.people=8", "data.synth.eval_people=2", "data.synth.width=32",

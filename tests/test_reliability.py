@@ -21,8 +21,8 @@ import pandas as pd
 import pytest
 import torch
 
-from multitask.checkpoint import load_checkpoint
 from multitask.cli import main
+from multitask.runs.checkpoint import load_checkpoint
 
 CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml")
 KILL_TIMEOUT = 240   # seconds; 2 shared cores, and a child pays torch's import first
@@ -34,7 +34,7 @@ from pathlib import Path
 mode, n, marker, argv = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3]), sys.argv[4:]
 calls = [0]
 if mode == "park-at-forward":      # wait, mid-epoch, for the test's SIGKILL
-    from multitask.model import MultiHeadNet
+    from multitask.model.net import MultiHeadNet
     forward = MultiHeadNet.forward
 
     def counted(self, x):
@@ -184,7 +184,7 @@ def _error(capsys) -> str:
 
 def _poison(monkeypatch, head: str, at_call: int) -> None:
     """The criterion returns NaN for `head` on its `at_call`-th training call (0-based = the optimizer step)."""
-    from multitask.losses import MultiTaskCriterion
+    from multitask.model.losses import MultiTaskCriterion
 
     head_losses, calls = MultiTaskCriterion.head_losses, [0]
 
@@ -259,8 +259,8 @@ def test_file_size_limit_while_saving_is_one_line(tmp_path):
     ('[enforce fail at inline_container.cc] unexpected pos'); the person gets one line, the previous file stays."""
     script = (
         "import resource, sys, torch\n"
-        "from multitask.checkpoint import FORMAT, VERSION, save_checkpoint\n"
-        "from multitask.errors import UserError\n"
+        "from multitask.runs.checkpoint import FORMAT, VERSION, save_checkpoint\n"
+        "from multitask.utils.errors import UserError\n"
         "save_checkpoint(sys.argv[1], {'format': FORMAT, 'version': VERSION, 'w': torch.ones(16)})\n"
         "resource.setrlimit(resource.RLIMIT_FSIZE, (2**20, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))\n"
         "try:\n"
@@ -371,8 +371,8 @@ def test_wandb_online_that_fails_falls_back_to_offline_and_trains(synth_root, tm
 
 # ------------------------------------------------------------------------------------------------ run dir rules
 def test_run_dir_lock_excludes_a_second_holder_and_follows_fold_dirs_to_their_parent(tmp_path):
-    from multitask.errors import UserError
-    from multitask.runs import RunDirLock
+    from multitask.runs.run_dir import RunDirLock
+    from multitask.utils.errors import UserError
 
     parent = tmp_path / "kfold" / "1"
     (parent / "fold1").mkdir(parents=True)
@@ -388,8 +388,8 @@ def test_run_dir_lock_excludes_a_second_holder_and_follows_fold_dirs_to_their_pa
 
 def test_resume_overrides_rule(tiny_cfg, tmp_path):
     from multitask.config import to_dict
-    from multitask.errors import UserError
-    from multitask.runs import check_resume_overrides
+    from multitask.runs.run_dir import check_resume_overrides
+    from multitask.utils.errors import UserError
 
     saved = to_dict(tiny_cfg())
     check_resume_overrides(saved, tiny_cfg("train.epochs=9", "tracking.csv=false", "data.num_workers=1"), tmp_path)

@@ -8,12 +8,12 @@ import pandas as pd
 import pytest
 from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
 
+from multitask.analysis.report.analyses import threshold_sweep
+from multitask.analysis.report.build import build_report, key_numbers, load_predictions
 from multitask.cli import main
-from multitask.errors import UserError
 from multitask.heads import HeadSpec, composite_encode
-from multitask.predictions import build_table, write_table
-from multitask.report import build_report, key_numbers, load_predictions
-from multitask.report_analysis import threshold_sweep
+from multitask.metrics.table import build_table, write_table
+from multitask.utils.errors import UserError
 
 STEMS = ["mask1", "mask2", "incorrect_mask", "normal"]
 FLIPPED = 0  # row whose gender label the tests flip against a very confident prediction

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from multitask.data.splits import assign_folds, split_indices
-from multitask.errors import UserError
+from multitask.utils.errors import UserError
 
 
 def _people(n_people=120, photos=7, seed=0):

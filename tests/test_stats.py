@@ -2,7 +2,7 @@
 import numpy as np
 from sklearn.metrics import f1_score
 
-from multitask.stats import group_draws, macro_f1, on_draws, percentile_interval
+from multitask.metrics.stats import group_draws, macro_f1, on_draws, percentile_interval
 
 
 def test_macro_f1_matches_sklearn_including_absent_classes():

@@ -15,10 +15,10 @@ optuna = pytest.importorskip("optuna")
 
 from multitask.cli import main  # noqa: E402
 from multitask.config import load_config  # noqa: E402
-from multitask.config_show import flow_yaml  # noqa: E402
-from multitask.errors import UserError  # noqa: E402
-from multitask.sweep import Sweep, run_sweep  # noqa: E402
-from multitask.sweep_space import check_space, load_space  # noqa: E402
+from multitask.config.show import flow_yaml  # noqa: E402
+from multitask.experiments.space import check_space, load_space  # noqa: E402
+from multitask.experiments.study import Sweep, run_sweep  # noqa: E402
+from multitask.utils.errors import UserError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = str(ROOT / "configs" / "quickstart.yaml")
@@ -97,7 +97,7 @@ def test_a_bad_space_stops_before_any_trial_with_one_line_naming_the_key(tmp_pat
 
 
 def _preflight(cfg):
-    from multitask.engine import preflight
+    from multitask.train.run import preflight
     preflight(cfg)
     return cfg
 
@@ -152,8 +152,8 @@ def test_a_trial_with_bad_values_fails_with_its_reason_and_the_sweep_goes_on(tin
 
 def test_pruner_stops_a_trial_from_its_epoch_reports(tiny, tmp_path):
     """The callback reports every validation; a pruner that always prunes ends each trial after its first epoch."""
-    from multitask.engine import fit
-    from multitask.sweep import OptunaPruning
+    from multitask.experiments.study import OptunaPruning
+    from multitask.train.run import fit
 
     study = optuna.create_study(direction="maximize", pruner=AlwaysPrune())
     trial = study.ask()
@@ -212,7 +212,7 @@ def test_a_requeued_trial_resumes_only_under_the_resume_rules(tiny, tmp_path):
     the command line) fails with that reason instead of silently training on with the new value."""
     import socket
 
-    from multitask.sweep import open_study
+    from multitask.experiments.study import open_study
 
     space = write(tmp_path / "s.yaml", "params:\n  train.lr: {low: 1.0e-3, high: 1.0e-2, log: true}\n"
                   "fixed:\n  train.max_steps: 2\n")
@@ -231,7 +231,7 @@ def test_a_requeued_trial_resumes_only_under_the_resume_rules(tiny, tmp_path):
 
 def test_an_interrupted_trial_is_run_again_with_its_parameters(tiny, tmp_path, monkeypatch):
     """Ctrl-C mid-trial: the trial is failed and marked; the next run of the command queues it again first."""
-    import multitask.sweep as sweep_module
+    import multitask.experiments.study as sweep_module
 
     space = write(tmp_path / "s.yaml", "params:\n  train.lr: {low: 1.0e-3, high: 1.0e-2, log: true}\n"
                   "fixed:\n  train.max_steps: 2\n")
@@ -256,7 +256,7 @@ def test_an_interrupted_trial_is_run_again_with_its_parameters(tiny, tmp_path, m
 def test_two_workers_fill_one_study(tiny, tmp_path):
     """A --jobs worker process (the command run_sweep spawns) and this process run trials of one SQLite study at
     the same time; the study ends with --trials trials, each in the run dir of its number."""
-    from multitask.sweep import open_study, spawn_worker
+    from multitask.experiments.study import open_study, spawn_worker
 
     space = write(tmp_path / "s.yaml", "params:\n  train.lr: {low: 1.0e-3, high: 1.0e-2, log: true}\n"
                   "fixed:\n  train.max_steps: 3\n")
@@ -286,7 +286,7 @@ def test_the_parent_opens_the_study_once_and_prepares_the_data_its_trials_use(ti
     import torch
 
     import multitask.data.prepare as prepare_module
-    import multitask.sweep as sweep_module
+    import multitask.experiments.study as sweep_module
 
     class Finished:   # a worker process that has already ended
         def wait(self, timeout=None):

@@ -13,7 +13,7 @@ import pytest
 from multitask.config import SynthConfig
 from multitask.data import synthetic
 from multitask.data.synthetic import STEMS, ensure_synthetic, person_identity, render, write_synthetic
-from multitask.errors import UserError
+from multitask.utils.errors import UserError
 
 FOLDER = re.compile(r"^(\d{6}(?:-\d+)?)_(male|female)_([A-Za-z]+)_(\d+)$")
 MASKS, GENDERS, AGES = ["wear", "incorrect", "not_wear"], ["male", "female"], ["<30", "30-59", ">=60"]

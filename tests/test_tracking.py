@@ -6,11 +6,11 @@ import cv2
 import numpy as np
 import pytest
 from rich.console import Console
-
-from multitask.config import load_config
-from multitask.report_figures import confusion_figure, draw_confusion
-from multitask.tracking import Tracker
 from wandb_record import logged
+
+from multitask.analysis.report.figures import confusion_figure, draw_confusion
+from multitask.config import load_config
+from multitask.tracking.tracker import Tracker
 
 
 def _cfg(*overrides):

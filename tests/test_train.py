@@ -10,13 +10,13 @@ import pandas as pd
 import pytest
 import torch
 
-from multitask import decisions
-from multitask.callbacks import Callback
-from multitask.checkpoint import load_checkpoint
+from multitask.analysis import tune as decisions
 from multitask.cli import main
-from multitask.engine import fit, run_training
-from multitask.precision import resolve_precision
-from multitask.train_state import TrainState
+from multitask.runs.checkpoint import load_checkpoint
+from multitask.train.callbacks import Callback
+from multitask.train.run import fit, run_training
+from multitask.train.state import TrainState
+from multitask.utils.precision import resolve_precision
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_tracking import _tb_scalars, _wandb_history  # noqa: E402  (readers of the offline run and TB events)

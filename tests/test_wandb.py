@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
-from multitask.callbacks import Callback
-from multitask.checkpoint import load_checkpoint
 from multitask.config import load_config
-from multitask.engine import fit
-from multitask.tracking import Tracker, wandb_target
+from multitask.runs.checkpoint import load_checkpoint
+from multitask.tracking.tracker import Tracker, wandb_target
+from multitask.train.callbacks import Callback
+from multitask.train.run import fit
 
 
 class FakeRun:
@@ -204,7 +204,7 @@ def test_tensorboard_hparams_hold_the_best_epochs_metrics(tmp_path):
 def test_images_and_tables_go_through_the_same_wandb_module_as_the_run(tmp_path):
     import numpy as np
 
-    from multitask.report_figures import confusion_figure
+    from multitask.analysis.report.figures import confusion_figure
 
     module = fake_wandb()
     t = tracker(tmp_path, module=module)
@@ -221,12 +221,12 @@ def test_epoch_confusion_images_are_drawn_straight_to_rgb_as_the_reports_png(tmp
     import cv2
     import numpy as np
 
-    from multitask.report_figures import confusion_figure
+    from multitask.analysis.report.figures import confusion_figure
 
     matrix, classes = np.array([[5, 1, 0], [2, 3, 1], [0, 0, 4]]), ["wear", "incorrect", "not_wear"]
     png = np.frombuffer(confusion_figure(matrix, classes, "mask"), np.uint8)
     expected = cv2.cvtColor(cv2.imdecode(png, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-    monkeypatch.setattr("multitask.tracking._png_to_rgb", lambda png: pytest.fail("no PNG round trip per epoch"))
+    monkeypatch.setattr("multitask.tracking.tracker._png_to_rgb", lambda png: pytest.fail("no PNG round trip per epoch"))
     module = fake_wandb()
     t = tracker(tmp_path, module=module)
     t.log_confusion("mask", matrix, classes, step=3)
@@ -252,7 +252,7 @@ class RaiseAfter(Callback):
 
 
 def _engine_with(monkeypatch, module):
-    monkeypatch.setattr("multitask.engine.Tracker", functools.partial(Tracker, wandb_module=module))
+    monkeypatch.setattr("multitask.train.run.Tracker", functools.partial(Tracker, wandb_module=module))
 
 
 def _published(module):
@@ -289,7 +289,7 @@ def test_a_run_that_raises_mid_fit_publishes_nothing_and_a_normal_run_its_best_e
 
 
 def test_a_resumed_run_publishes_the_epoch_best_pt_holds(tiny_cfg, monkeypatch):
-    import multitask.engine as engine
+    import multitask.train.run as engine
 
     run_dir = Path(tiny_cfg().output_dir) / "resumed"
     _engine_with(monkeypatch, fake_wandb())

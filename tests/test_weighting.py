@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from multitask.heads import HeadSpec
-from multitask.weighting import CAGrad, GradContext, PCGrad, Static
+from multitask.model.weighting import CAGrad, GradContext, PCGrad, Static
 
 
 def _heads(*names):
@@ -114,8 +114,8 @@ def test_pcgrad_under_two_process_ddp_matches_the_full_batch(tmp_path):
 
 @pytest.mark.parametrize("method", ["pcgrad", "cagrad"])
 def test_gradient_methods_train_under_bf16_with_accumulation(tiny_cfg, method):
-    from multitask.checkpoint import load_checkpoint
-    from multitask.engine import run_training
+    from multitask.runs.checkpoint import load_checkpoint
+    from multitask.train.run import run_training
 
     run_dir = run_training(tiny_cfg(f"train.loss_weighting={method}", "train.amp=bf16", "train.accum_steps=2"))
     last = load_checkpoint(run_dir / "last.pt")

@@ -8,14 +8,14 @@ import pandas as pd
 import pytest
 import torch
 
-from multitask.checkpoint import load_checkpoint, model_from_checkpoint
+from multitask.analysis.report.build import build_report
 from multitask.config import ConfigError, load_config
-from multitask.engine import run_training
 from multitask.heads import years_key
-from multitask.losses import HeadLoss, MultiTaskCriterion, year_target
-from multitask.model import YearsHead, create_model
-from multitask.predict import run_predict
-from multitask.report import build_report
+from multitask.infer.predict import run_predict
+from multitask.model.losses import HeadLoss, MultiTaskCriterion, year_target
+from multitask.model.net import YearsHead, create_model
+from multitask.runs.checkpoint import load_checkpoint, model_from_checkpoint
+from multitask.train.run import run_training
 
 YEARS = ["heads.age.target=years"]
 
@@ -107,10 +107,10 @@ def test_train_predict_report_with_a_years_head(tiny_cfg, synth_root, tmp_path):
 
 def test_onnx_export_keeps_class_probabilities_and_adds_the_year_distribution(tmp_path):
     pytest.importorskip("onnxruntime")
-    from multitask.checkpoint import save_checkpoint
     from multitask.config import to_dict
-    from multitask.export import run_export
-    from multitask.predict import load_ensemble
+    from multitask.export.onnx import run_export
+    from multitask.infer.predict import load_ensemble
+    from multitask.runs.checkpoint import save_checkpoint
 
     cfg = load_config(None, ["data.image_size=[32,32]", *YEARS])
     torch.manual_seed(0)

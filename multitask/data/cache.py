@@ -32,8 +32,8 @@ from typing import Callable, Iterable, Literal
 
 import numpy as np
 
-from ..atomic import atomic_write
-from ..errors import UserError
+from ..utils.errors import UserError
+from ..utils.io import atomic_write
 from .faces import Cropper, read_pixels
 from .images import BadImageError
 

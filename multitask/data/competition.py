@@ -25,8 +25,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..errors import UserError
-from ..parsing import whole_number
+from ..utils.errors import UserError
+from ..utils.parsing import whole_number
 
 MASK_BY_STEM = {**{f"mask{i}": "wear" for i in range(1, 6)}, "incorrect_mask": "incorrect", "normal": "not_wear"}
 MASK_CLASSES = ("wear", "incorrect", "not_wear")

@@ -39,8 +39,8 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from ..atomic import atomic_write
-from ..errors import UserError
+from ..utils.errors import UserError
+from ..utils.io import atomic_write
 from .images import BadImageError, read_image, resize
 
 DETECT_SIDE = 256                 # longer side of the photo the detector sees
@@ -203,7 +203,8 @@ PLAN_FILE = "crops.csv"   # in the run dir: what each training photo was cropped
 
 def write_plan(plan: FacePlan, paths: list[str], path: str | os.PathLike) -> None:
     import pandas as pd
-    from ..predictions import write_table
+
+    from ..metrics.table import write_table
     table = pd.DataFrame(plan.anchors, columns=["x0", "y0", "x1", "y1"]).round(5)
     table.insert(0, "source", plan.source)
     table.insert(0, "path", paths)

@@ -18,7 +18,7 @@ import os
 import cv2
 import numpy as np
 
-from ..errors import UserError
+from ..utils.errors import UserError
 
 _JPEG_START = b"\xff\xd8"
 _PNG_START = b"\x89PNG\r\n\x1a\n"

@@ -22,8 +22,8 @@ from typing import Mapping
 
 import pandas as pd
 
-from ..errors import UserError
 from ..heads import UNLABELLED, HeadSpec, class_index
+from ..utils.errors import UserError
 from .competition import read_csv_text
 
 

@@ -16,8 +16,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..config import Config
-from ..errors import UserError
 from ..heads import UNLABELLED, composite_encode, label_array, years_array, years_key
+from ..utils.errors import UserError
 from .cache import ImageCache
 from .dataset import MultiTaskDataset, collate_batch
 from .faces import FacePlan, make_cropper, progress_bar

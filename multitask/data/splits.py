@@ -15,7 +15,7 @@ import warnings
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
-from ..errors import UserError
+from ..utils.errors import UserError
 
 
 def assign_folds(groups, strata, *, n_folds: int, seed: int) -> np.ndarray:

@@ -29,7 +29,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..errors import UserError
+from ..utils.errors import UserError
 
 STEMS = ("mask1", "mask2", "mask3", "mask4", "mask5", "incorrect_mask", "normal")
 STEM_MASK = {s: "wear" if s.startswith("mask") else "incorrect" if s == "incorrect_mask" else "not_wear" for s in STEMS}

@@ -1,0 +1,23 @@
+"""Configuration: the typed schema, loading with `a.b=value` overrides, and `config show`.
+
+    from multitask.config import load_config
+    cfg = load_config("configs/quickstart.yaml", ["train.epochs=3"])
+"""
+from .load import (
+                   AugmentConfig,
+                   Config,
+                   ConfigError,
+                   DataConfig,
+                   EMAConfig,
+                   ModelConfig,
+                   SynthConfig,
+                   TrackingConfig,
+                   TrainConfig,
+                   WandbConfig,
+                   _mask_heads,
+                   finalize,
+                   from_dict,
+                   load_config,
+                   save_config,
+                   to_dict,
+)

@@ -1,0 +1,419 @@
+"""Typed configuration: YAML file -> dataclasses, `a.b.c=value` overrides, one-line errors for people.
+
+    cfg = load_config("configs/quickstart.yaml", ["train.epochs=3", "heads.age.bins=[30,58]"])
+
+Unknown keys, wrong types and invalid choices raise `ConfigError` naming the key, the file and the nearest valid names.
+The resolved config (`to_dict(cfg)`) is what a run saves next to its checkpoints.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from ..heads import HeadSpec, resolve_heads
+from ..utils.errors import UserError
+from ..utils.io import atomic_write
+
+
+class ConfigError(UserError):
+    """A bad config value; the message is one line for a person."""
+
+
+def _mask_heads() -> dict[str, HeadSpec]:
+    return {
+        "mask": HeadSpec(classes=["wear", "incorrect", "not_wear"]),
+        "gender": HeadSpec(classes=["male", "female"]),
+        "age": HeadSpec(classes=["<30", "30-59", ">=60"], bins=[30, 60], eval_bins=[30, 60]),
+    }
+
+
+@dataclass
+class SynthConfig:
+    people: int = 60
+    width: int = 96
+    height: int = 128
+    seed: int = 0
+    eval_people: int | None = None            # people in eval/ (default: a quarter of `people`, at least 2)
+
+
+@dataclass
+class AugmentConfig:
+    hflip: float = 0.5
+    shift_scale_rotate: float = 0.0
+    color_jitter: float = 0.0          # probability; strength fixed to a mild 0.2
+    coarse_dropout: float = 0.0
+    random_resized_crop: bool = False  # else plain resize (+ center crop when crop < size)
+    crop_scale: list[float] = field(default_factory=lambda: [0.8, 1.0])
+
+
+@dataclass
+class DataConfig:
+    source: Literal["competition", "manifest"] = "competition"
+    root: str = "data/synthetic"              # competition layout root (train/, eval/)
+    manifest: str | None = None               # generic CSV (source: manifest)
+    synthesize_if_missing: bool = False       # write the synthetic set at `root` on first use
+    synth: SynthConfig = field(default_factory=SynthConfig)
+    label_fixes: str | None = None
+    image_size: list[int] = field(default_factory=lambda: [128, 96])   # height, width fed to the model
+    crop: Literal["none", "center", "face"] = "none"   # what of each photo is resized to image_size (data/faces.py)
+    crop_margin: float = 0.4                  # face crop: added on each side, as a fraction of the face box
+    mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
+    std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+    n_folds: int = 5
+    fold: int = 0
+    cache: bool = True
+    cache_dir: str = ".cache/images"
+    on_bad_image: Literal["error", "skip"] = "error"
+    on_conflict: Literal["error", "warn"] = "error"   # one person id in folders with different labels
+    num_workers: int = 2
+    limit: int | None = None                  # take only the first N people (smoke runs)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "resnet18"
+    pretrained: Union[bool, str] = False      # true = timm hub (needs network); a path = local weights
+    drop_rate: float = 0.0
+    drop_path_rate: float = 0.0
+
+
+@dataclass
+class EMAConfig:
+    enabled: bool = False
+    decay: float = 0.999
+
+
+@dataclass
+class TrainConfig:
+    heads: list[str] | None = None            # which configured heads train; None = all non-derived heads
+    epochs: int = 5
+    batch_size: int = 32
+    optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    momentum: float = 0.9
+    nesterov: bool = True
+    scheduler: Literal["cosine", "step", "onecycle", "plateau", "none"] = "cosine"
+    warmup_epochs: float = 0.0
+    step_size: int = 10
+    gamma: float = 0.1
+    plateau_patience: int = 1                 # scheduler plateau: validations without improvement before a cut
+    min_lr: float = 1e-6
+    amp: Literal["auto", "fp16", "bf16", "off"] = "auto"
+    channels_last: bool = True
+    grad_clip: float | None = None
+    accum_steps: int = 1
+    ema: EMAConfig = field(default_factory=EMAConfig)
+    early_stop: int | None = None             # epochs without improvement of `monitor`
+    monitor: str = "auto"                     # val/composite/f1 when mask+gender+age train, else val/mean/f1
+    loss_weighting: Literal["static", "uncertainty", "dwa", "pcgrad", "cagrad"] = "static"
+    dwa_temperature: float = 2.0
+    cagrad_c: float = 0.4                     # CAGrad's radius: 0 = plain descent on the mean loss
+    sampler: Literal["none", "weighted"] = "none"
+    mixup: float = 0.0                        # alpha; 0 = off
+    cutmix: float = 0.0
+    mix_prob: float = 0.5
+    val_every: int = 1
+    save_every_steps: int | None = None       # extra step checkpoints (last.pt) within an epoch
+    max_steps: int | None = None              # stop after N optimizer steps (smoke tests, benchmarks)
+    device: str = "auto"
+    decisions: Literal["auto", "off"] = "auto"  # auto: fit tuned decisions (decisions.py) on the OOF at the end
+
+
+@dataclass
+class WandbConfig:
+    # unset: wandb's environment (WANDB_MODE, WANDB_PROJECT, WANDB_ENTITY), else online with an API key, offline without
+    mode: Literal["offline", "online", "disabled"] | None = None
+    project: str | None = None                # unset: WANDB_PROJECT, else "multitask"
+    entity: str | None = None
+    group: str | None = None
+    tags: list[str] = field(default_factory=list)
+    name: str | None = None
+    artifacts: bool = True                    # best.pt and oof.csv as wandb artifacts at the end of a run
+
+
+@dataclass
+class TrackingConfig:
+    tensorboard: bool = True
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    csv: bool = True
+    progress: bool = True
+    confusion_every: int = 1                  # epochs between confusion-matrix figures
+
+
+@dataclass
+class Config:
+    name: str = "run"
+    seed: int = 42
+    deterministic: bool = False
+    output_dir: str = "runs"
+    heads: dict[str, HeadSpec] = field(default_factory=_mask_heads)
+    composite: list[str] = field(default_factory=lambda: ["mask", "gender", "age"])
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    config_path: str | None = None            # where it was loaded from (informational)
+
+    # ------------------------------------------------------------------ derived views
+    def trained_heads(self) -> list[HeadSpec]:
+        names = self.train.heads or [n for n, h in self.heads.items() if not h.derive]
+        return [self.heads[n] for n in names]
+
+    def composite_heads(self) -> list[HeadSpec]:
+        return [self.heads[n] for n in self.composite]
+
+
+# --------------------------------------------------------------------------------------------- loading
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    raw: dict[str, Any] = {}
+    where = str(path) if path else "<defaults>"
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"{path}: not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start}); "
+                              f"save the config as UTF-8") from None
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            line = f" line {mark.line + 1}" if mark else ""
+            raise ConfigError(f"{path}{line}: not valid YAML ({getattr(err, 'problem', err)})") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+    if "heads" not in raw:  # overrides like heads.age.bins=... then refine the default heads
+        raw["heads"] = {n: {k: v for k, v in dataclasses.asdict(h).items() if k != "name"}
+                        for n, h in _mask_heads().items()}
+    for item in overrides or []:
+        _apply_override(raw, item)
+    cfg = _build(Config, raw, "", where)
+    cfg.config_path = str(path) if path else None
+    return finalize(cfg, where)
+
+
+def finalize(cfg: Config, where: str = "<config>") -> Config:
+    """Cross-field checks that a single key's type cannot express."""
+    try:
+        cfg.heads = resolve_heads(cfg.heads)
+    except ValueError as err:
+        raise ConfigError(f"{where}: {err}") from None
+    if cfg.train.heads is not None and not cfg.train.heads:
+        raise ConfigError(f"{where}: train.heads: empty list; name at least one head ({', '.join(cfg.heads)}), "
+                          f"or null for every head")
+    if cfg.train.heads and len(set(cfg.train.heads)) != len(cfg.train.heads):
+        raise ConfigError(f"{where}: train.heads: {cfg.train.heads} names a head twice")
+    for key, names in (("train.heads", cfg.train.heads or []), ("composite", cfg.composite)):
+        for n in names:
+            if n not in cfg.heads:
+                raise ConfigError(f"{where}: {key}: unknown head '{n}'{_suggest(n, cfg.heads)}; "
+                                  f"configured heads: {', '.join(cfg.heads)}")
+    if not cfg.trained_heads():
+        raise ConfigError(f"{where}: no head to train; configure `heads:` or pass --heads")
+    if len(cfg.data.image_size) != 2 or min(cfg.data.image_size) < 8:
+        raise ConfigError(f"{where}: data.image_size: expected [height, width] >= 8, got {cfg.data.image_size}")
+    if not 0 <= cfg.data.fold < cfg.data.n_folds:
+        raise ConfigError(f"{where}: data.fold: {cfg.data.fold} not in 0..{cfg.data.n_folds - 1} (data.n_folds)")
+    if cfg.data.source == "manifest" and not cfg.data.manifest:
+        raise ConfigError(f"{where}: data.manifest: required when data.source is 'manifest'")
+    for key, value, low in _lower_bounds(cfg):
+        if value is not None and value < low:
+            off = " or null (off)" if key in _OFF_WHEN_NULL else ""
+            raise ConfigError(f"{where}: {key}: {value} is too small; expected >= {low}{off}")
+    for key, value, rule in _float_ranges(cfg):
+        if value is not None and not _RULES[rule](value):
+            off = " or null (off)" if key in _OFF_WHEN_NULL else ""
+            raise ConfigError(f"{where}: {key}: {value} is out of range; expected {rule}{off}")
+    if cfg.data.on_bad_image == "skip" and not cfg.data.cache:
+        raise ConfigError(f"{where}: data.on_bad_image=skip needs data.cache=true (bad images are found and left out "
+                          f"while the cache is built); set data.cache=true or data.on_bad_image=error")
+    return cfg
+
+
+_OFF_WHEN_NULL = {"train.save_every_steps", "train.max_steps", "train.early_stop", "data.limit", "train.grad_clip"}
+
+
+def _lower_bounds(cfg: Config) -> list[tuple[str, float | None, float]]:
+    """(key, value, smallest allowed) for values of the right type that would only fail later, mid-run."""
+    t, d = cfg.train, cfg.data
+    return [("train.epochs", t.epochs, 1), ("train.batch_size", t.batch_size, 1),
+            ("train.accum_steps", t.accum_steps, 1), ("train.val_every", t.val_every, 1),
+            ("train.save_every_steps", t.save_every_steps, 1), ("train.max_steps", t.max_steps, 1),
+            ("train.early_stop", t.early_stop, 1), ("data.n_folds", d.n_folds, 2),
+            ("train.plateau_patience", t.plateau_patience, 0),
+            ("data.num_workers", d.num_workers, 0), ("data.limit", d.limit, 1)]
+
+
+# every float is finite (checked when read); these must also lie in a range, or they fail mid-run (lr 0 divides by
+# zero in the schedule) or train something nobody meant (a negative weight decay, a dropout of 1)
+_RULES = {"> 0": lambda v: v > 0, ">= 0": lambda v: v >= 0, "in [0, 1]": lambda v: 0 <= v <= 1,
+          "in [0, 1)": lambda v: 0 <= v < 1, "in (0, 1]": lambda v: 0 < v <= 1}
+
+
+def _float_ranges(cfg: Config) -> list[tuple[str, float | None, str]]:
+    """(key, value, rule) for floats with a valid range narrower than every finite number."""
+    t, d, m = cfg.train, cfg.data, cfg.model
+    checks = [("train.lr", t.lr, "> 0"), ("train.weight_decay", t.weight_decay, ">= 0"),
+              ("train.momentum", t.momentum, "in [0, 1]"), ("train.min_lr", t.min_lr, ">= 0"),
+              ("train.warmup_epochs", t.warmup_epochs, ">= 0"), ("train.gamma", t.gamma, "> 0"),
+              ("train.grad_clip", t.grad_clip, "> 0"), ("train.dwa_temperature", t.dwa_temperature, "> 0"),
+              ("train.cagrad_c", t.cagrad_c, ">= 0"), ("data.crop_margin", d.crop_margin, ">= 0"),
+              ("train.mixup", t.mixup, ">= 0"), ("train.cutmix", t.cutmix, ">= 0"),
+              ("train.mix_prob", t.mix_prob, "in [0, 1]"), ("train.ema.decay", t.ema.decay, "in [0, 1]"),
+              ("model.drop_rate", m.drop_rate, "in [0, 1)"), ("model.drop_path_rate", m.drop_path_rate, "in [0, 1)")]
+    for name in ("hflip", "shift_scale_rotate", "color_jitter", "coarse_dropout"):
+        checks.append((f"data.augment.{name}", getattr(d.augment, name), "in [0, 1]"))
+    checks += [(f"data.augment.crop_scale[{i}]", v, "in (0, 1]") for i, v in enumerate(d.augment.crop_scale)]
+    checks += [(f"data.std[{i}]", v, "> 0") for i, v in enumerate(d.std)]
+    for name, h in cfg.heads.items():
+        key = f"heads.{name}"
+        checks += [(f"{key}.weight", h.weight, ">= 0"), (f"{key}.label_smoothing", h.label_smoothing, "in [0, 1)"),
+                   (f"{key}.focal_gamma", h.focal_gamma, ">= 0"), (f"{key}.dropout", h.dropout, "in [0, 1)"),
+                   (f"{key}.years_sigma", h.years_sigma, "> 0")]
+        if isinstance(h.class_weights, list):
+            checks += [(f"{key}.class_weights[{i}]", v, ">= 0") for i, v in enumerate(h.class_weights)]
+    return checks
+
+
+def _apply_override(raw: dict, item: str) -> None:
+    if "=" not in item:
+        raise ConfigError(f"override '{item}': expected key=value, e.g. train.epochs=3")
+    key, _, text = item.partition("=")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        value = text
+    node = raw
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[parts[-1]] = value
+
+
+def _suggest(name: str, choices) -> str:
+    near = difflib.get_close_matches(name, list(choices), n=3, cutoff=0.5)
+    return f" (did you mean {', '.join(near)}?)" if near else ""
+
+
+def _build(cls, raw: Any, prefix: str, where: str):
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: {prefix.rstrip('.') or '<top>'}: expected a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    kwargs = {}
+    for key, value in raw.items():
+        if key not in names:
+            raise ConfigError(f"{where}: unknown key '{prefix}{key}'{_suggest(str(key), names)}; "
+                              f"valid keys here: {', '.join(names)}")
+        kwargs[key] = _coerce(hints[key], value, f"{prefix}{key}", where)
+    return cls(**kwargs)
+
+
+def _coerce(tp, value, key: str, where: str):
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key + ".", where)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(option, value, key, where)
+            except ConfigError:
+                pass
+        raise ConfigError(f"{where}: {key}: {value!r} is not {_type_name(tp)}")
+    if origin is Literal:
+        if isinstance(value, bool):  # YAML 1.1 reads a bare off/on/no/yes as a boolean
+            value = {False: "off", True: "on"}[value] if ({"off", "on"} & set(args)) else value
+        if value not in args:
+            choices = [str(a) for a in args]
+            raise ConfigError(f"{where}: {key}: invalid choice {value!r}{_suggest(str(value), choices)}; "
+                              f"choose from {', '.join(choices)}")
+        return value
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: {key}: expected a list, got {value!r}")
+        return [_coerce(args[0], v, f"{key}[{i}]", where) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: {key}: expected a mapping, got {value!r}")
+        return {str(k): _coerce(args[1], v, f"{key}.{k}", where) for k, v in value.items()}
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):   # YAML reads .nan / .inf as floats; no setting means either
+                raise ConfigError(f"{where}: {key}: {value} is not a finite number")
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    elif tp is type(None):
+        if value is None:
+            return None
+    raise ConfigError(f"{where}: {key}: expected {_type_name(tp)}, got {value!r}")
+
+
+def _type_name(tp) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if origin is dict:
+        return "a mapping"
+    if origin is Literal:
+        return "one of " + ", ".join(map(str, typing.get_args(tp)))
+    return {bool: "true/false", int: "an integer", float: "a number", str: "a string",
+            type(None): "null"}.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def to_dict(cfg) -> dict:
+    """Plain data (YAML/JSON-safe) for saving next to a run and inside checkpoints."""
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(raw: dict, where: str = "<checkpoint>", overrides: list[str] | None = None) -> Config:
+    """A Config from plain data (a checkpoint's config), plus `a.b=value` overrides as on the command line.
+    The caller's mapping is left as it was (a copy takes the edits)."""
+    raw = {k: v for k, v in copy.deepcopy(raw).items() if k != "config_path"}
+    for spec in (raw.get("heads") or {}).values():
+        spec.pop("name", None)
+    for item in overrides or ():
+        _apply_override(raw, item)
+    return finalize(_build(Config, raw, "", where), where)
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    """Written to a temp file and renamed: a kill mid-write leaves the previous config.yaml, never half of one."""
+    path = Path(path)
+    text = yaml.safe_dump(to_dict(cfg), sort_keys=False)
+    try:
+        with atomic_write(path) as f:
+            f.write(text)
+    except OSError as err:
+        raise ConfigError(f"could not write {path}: {err.strerror or err}") from None

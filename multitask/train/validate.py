@@ -1,0 +1,87 @@
+"""The validation pass and what it leaves behind: metrics, confusion matrices, out-of-fold predictions.
+
+    metrics, scores = evaluate(model, val_loader, criterion, heads, cfg, precision)
+    write_oof(run_dir, data, scores, cfg, info)      # oof.csv of the best epoch
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.distributed as dist
+
+from ..config import Config
+from ..data.prepare import TrainingData
+from ..metrics.accumulator import MetricAccumulator
+from ..metrics.table import build_table, expand_derived, expand_targets, write_table
+from ..tracking.tracker import Tracker
+from ..utils.distributed import DistInfo
+from ..utils.precision import Precision
+
+
+@torch.inference_mode()
+def evaluate(model, loader, criterion, heads, cfg: Config, precision: Precision) -> tuple[dict, MetricAccumulator]:
+    """Validation losses and metrics; the model is put back in the mode it came in (the EMA copy stays in eval)."""
+    device = precision.device
+    memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+    was_training = model.training
+    model.eval()
+    scores = MetricAccumulator(heads=heads, composite=cfg.composite_heads() or None)
+    sums = torch.zeros(len(heads), device=device)
+    counts = torch.zeros(len(heads), device=device)
+    for images, targets in loader:
+        images = images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+        targets = {k: v.to(device, non_blocking=True) for k, v in targets.items()}
+        with precision.autocast():
+            outputs = model(images)
+        _, head_losses = criterion(outputs, targets)
+        for k, h in enumerate(heads):
+            n = (targets[h.name] >= 0).sum()
+            sums[k] += head_losses[h.name] * n
+            counts[k] += n
+        scores.update(outputs, targets)
+    if dist.is_initialized():
+        dist.all_reduce(sums)
+        dist.all_reduce(counts)
+    scores.sync()
+    losses = (sums / counts.clamp(min=1)).tolist()
+    metrics = {f"val/{k}": v for k, v in scores.compute().items()}
+    metrics.update({f"val/{h.name}/loss": losses[k] for k, h in enumerate(heads)})
+    model.train(was_training)
+    return metrics, scores
+
+
+# --------------------------------------------------------------------------------------------------- outputs
+def log_confusions(tracker: Tracker, scores: MetricAccumulator, cfg: Config, epoch: int) -> None:
+    every = cfg.tracking.confusion_every
+    if not every or (epoch + 1) % every:
+        return
+    for head in cfg.trained_heads():
+        tracker.log_confusion(head.name, scores.confusion(head.name), head.classes, step=epoch + 1)
+
+
+def val_row_order(data: TrainingData, info: DistInfo) -> np.ndarray:
+    """Row indices in the order the gathered validation predictions arrive (rank 0's shard, then rank 1's, ...)."""
+    return np.concatenate([data.val_idx[r::info.world_size] for r in range(info.world_size)])
+
+
+def write_oof(run_dir: Path, data: TrainingData, scores: MetricAccumulator, cfg: Config, info: DistInfo) -> None:
+    """Out-of-fold predictions of the best epoch: the report's and the ensembler's input."""
+    rows = val_row_order(data, info)
+    heads, probs = expand_derived(scores.probabilities(), cfg.trained_heads(), cfg.heads)
+    targets = expand_targets(scores.targets(), cfg.trained_heads(), cfg.heads)
+    frame = data.frame.iloc[rows].reset_index(drop=True)
+    meta = pd.DataFrame({"fold": frame["fold"]})
+    for col in ("gender", "race", "mask", "stem"):
+        if col in frame.columns:
+            meta[col] = frame[col].to_numpy()
+    if "age" in frame.columns and pd.api.types.is_numeric_dtype(frame["age"]):
+        meta["age_years"] = frame["age"].to_numpy()
+    composite = cfg.composite_heads() if all(h.name in probs for h in cfg.composite_heads()) else []
+    table = build_table(ids=[Path(p).parent.name + "/" + Path(p).name for p in frame["path"]], paths=frame["path"],
+                        heads=heads, probs=probs, targets=targets, composite=composite, meta=meta,
+                        years=scores.years())
+    table.insert(2, "group", frame["group"].to_numpy())
+    write_table(table, run_dir / "oof.csv")
