@@ -12,24 +12,24 @@
 
 Bad input (and a full or unwritable disk) ends with one line on stderr and exit code 2; any other failure with
 one line and exit code 1. `--debug` (or MULTITASK_DEBUG=1) shows the traceback instead.
-Heavy imports (torch, timm) happen inside each command so `--help` is instant.
+Each command imports what it runs (torch, timm, ...) inside its function, so `--help` is instant; these are the
+package's only function-local imports of itself.
 """
 from __future__ import annotations
 
 import argparse
-import errno
+import functools
 import os
 import sys
 import textwrap
 
-from .utils.errors import UserError
+from .utils.errors import UserError, one_line
 
 EXPORT_HELP = """Export a checkpoint for deployment without this package.
 
 ONNX: uint8 RGB NHWC images in, one probability output per head plus `composite`; heads, classes, input size, crop,
 decisions and the training config in the model's metadata (key "multitask"). Checked by onnx.checker and against
 PyTorch on a real batch before it is written. safetensors: model.safetensors + config.json (the same manifest)."""
-
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -206,7 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _train(args) -> int:
+    from .analysis.tune import after_training   # lazy: `--help` stays instant
     from .config import load_config
+    from .train.run import config_for_resume, run_training
 
     overrides = list(args.overrides)
     if args.heads is not None:
@@ -222,37 +224,37 @@ def _train(args) -> int:
     if args.folds not in (None, "all"):
         raise UserError(f"--folds: expected 'all', got {args.folds!r} (use --fold K for one fold)")
     if args.resume and not args.config:
-        from .train.run import config_for_resume
         cfg = config_for_resume(args.resume, overrides)
     else:
         cfg = load_config(args.config, overrides)
-    from .train.run import run_training
-
-    run_training(cfg, resume=args.resume, all_folds=args.folds == "all")
+    run_training(cfg, resume=args.resume, all_folds=args.folds == "all", after=after_training)
     return 0
 
 
 def _predict(args) -> int:
-    from .infer.predict import run_predict
+    from .infer.predict import PredictOptions, run_predict   # lazy: `--help` stays instant
 
-    run_predict(ckpts=args.ckpt, data=args.data, out=args.out, tta=[t for t in args.tta.split(",") if t],
-                merge=args.merge, weights=args.weights, joint=args.joint, gt=args.gt, decisions=args.decisions,
-                batch_size=args.batch_size, workers=args.workers, device=args.device, amp=args.amp,
-                backend=args.backend)
+    run_predict(PredictOptions(ckpts=args.ckpt, data=args.data, out=args.out, tta=[t for t in args.tta.split(",") if t],
+                               merge=args.merge, weights=args.weights, joint=args.joint, gt=args.gt,
+                               decisions=args.decisions, batch_size=args.batch_size, workers=args.workers,
+                               device=args.device, amp=args.amp, backend=args.backend))
     return 0
 
 
 def _export(args) -> int:
-    from .export.onnx import run_export
+    from .export.command import run_export   # lazy: `--help` stays instant
+    from .infer.predict import score_models
 
+    # the int8 model is scored by predict's pipeline, which sits above export: handed down from here
+    score = functools.partial(score_models, data=args.data, gt=args.gt) if args.gt else None
     run_export(ckpt=args.ckpt, fmt=args.format, out=args.out, opset=args.opset, batch=args.batch,
-               quantize=args.quantize, data=args.data, gt=args.gt, calibration=args.calibration,
-               exporter=args.exporter)
+               quantize=args.quantize, data=args.data, calibration=args.calibration, exporter=args.exporter,
+               score=score)
     return 0
 
 
 def _report(args) -> int:
-    from .analysis.report.build import build_report
+    from .analysis.report.build import build_report   # lazy: `--help` stays instant
 
     if not args.run_dir and not args.pred:
         raise UserError("report: give a run dir, or --pred predictions.csv --gt gt.csv")
@@ -262,7 +264,7 @@ def _report(args) -> int:
 
 
 def _config(args) -> int:
-    from .config import load_config
+    from .config import load_config   # lazy: `--help` stays instant
     from .config.show import show_config
 
     cfg = load_config(args.config, list(args.overrides))
@@ -272,7 +274,7 @@ def _config(args) -> int:
 
 
 def _synth(args) -> int:
-    from rich.console import Console
+    from rich.console import Console   # lazy: `--help` stays instant
 
     from .data.synthetic import write_synthetic
 
@@ -282,8 +284,6 @@ def _synth(args) -> int:
     Console().print(f"[green]wrote[/] {summary['images']} images of {summary['people']} people and "
                     f"{summary['eval_images']} eval images to {args.out}")
     return 0
-
-
 
 
 def add_sweep_parser(sub) -> None:
@@ -299,23 +299,17 @@ def add_sweep_parser(sub) -> None:
     sw.add_argument("--name", help="study name and runs/<name>/sweep/ (default: the config's name)")
     sw.add_argument("--pruner", default="median", choices=["median", "halving", "hyperband", "none"])
     sw.add_argument("--seed", type=int, help="sampler seed (default: random)")
-    sw.add_argument("--worker", type=int, default=0, help=argparse.SUPPRESS)   # a --jobs child: trials only
     sw.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
     sw.add_argument("overrides", nargs="*", help="key=value config overrides for every trial")
 
 
 def _sweep(args) -> int:
-    from .experiments.study import Sweep, run_sweep, work
+    from .experiments.study import Sweep   # lazy: `--help` stays instant
+    from .experiments.workers import run_sweep
 
-    sweep = Sweep(config=args.config, space_path=args.space, trials=args.trials, overrides=list(args.overrides),
-                  name=args.name, storage=args.storage, pruner=args.pruner, jobs=args.jobs, seed=args.seed)
-    if args.worker:
-        work(sweep, worker=args.worker)
-    else:
-        run_sweep(sweep)
+    run_sweep(Sweep(config=args.config, space_path=args.space, trials=args.trials, overrides=list(args.overrides),
+                    name=args.name, storage=args.storage, pruner=args.pruner, jobs=args.jobs, seed=args.seed))
     return 0
-
-
 
 
 def add_compare_parser(sub) -> None:
@@ -332,7 +326,7 @@ def add_compare_parser(sub) -> None:
 
 
 def _compare(args) -> int:
-    from .analysis.compare import run_compare
+    from .analysis.compare import run_compare   # lazy: `--help` stays instant
 
     if args.draws < 10:
         raise UserError(f"--draws: need at least 10 bootstrap draws, got {args.draws}")
@@ -355,18 +349,13 @@ def add_tune_decisions_parser(sub) -> None:
 
 
 def _tune_decisions(args) -> int:
-    from .analysis.tune import fit_run
+    from .analysis.tune import fit_run   # lazy: `--help` stays instant
 
     if args.parts < 2 or args.draws < 10:
         raise UserError(f"--parts needs at least 2 and --draws at least 10, got {args.parts} and {args.draws}")
     fit_run(args.run_dir, table=True, parts=args.parts, draws=args.draws, seed=args.seed)
     return 0
 
-
-_WRITABLE = "make it writable or choose another folder"
-OS_HINTS = {errno.ENOSPC: "free some disk space (or point output_dir / data.cache_dir elsewhere) and rerun",
-            errno.EDQUOT: "free some of your disk quota and rerun", errno.EACCES: _WRITABLE, errno.EPERM: _WRITABLE,
-            errno.EROFS: "the file system is read-only; choose another folder"}
 
 COMMANDS = {"train": _train, "predict": _predict, "export": _export, "report": _report, "synth": _synth, "sweep": _sweep,
             "compare": _compare, "config": _config, "tune-decisions": _tune_decisions}
@@ -402,19 +391,3 @@ def main(argv: list[str] | None = None) -> int:
         # 2: bad input or a full/unwritable disk (the person can fix it); 1: a bug, worth the traceback
         return 2 if isinstance(err, (UserError, OSError)) else 1
 
-
-def one_line(err: BaseException) -> str:
-    """The message a person needs, on one line, for every kind of failure (tracebacks are for --debug)."""
-    text = str(err)
-    if "Original Traceback" in text:
-        # re-raised from a DataLoader worker: the text is the worker's traceback; its last line is the error
-        last = text.strip().splitlines()[-1]
-        text = last.split(": ", 1)[1] if ": " in last else last
-    text = " ".join(text.split())
-    if isinstance(err, UserError):
-        return text
-    if isinstance(err, OSError) and err.strerror:
-        where = f" {err.filename}" if err.filename else ""
-        return f"{err.strerror}:{where}; {OS_HINTS.get(err.errno, 'check the path and its permissions')}"
-    return (f"unexpected {type(err).__name__}: {text or 'no message'}; rerun with --debug for the traceback "
-            "and report it")

@@ -191,6 +191,54 @@ def marginal_probabilities(joint: np.ndarray, heads: Sequence[HeadSpec]) -> dict
     return out
 
 
+def expand_heads(heads: Sequence[HeadSpec], all_heads: Mapping[str, HeadSpec]) -> list[HeadSpec]:
+    """`heads` plus the components of any derived head among them (the 18-class baseline gives mask, gender, age),
+    each once, in order: the heads every consumer of a model's probabilities sees."""
+    out = list(heads)
+    for head in heads:
+        for name in head.derive or ():
+            if all(h.name != name for h in out):
+                out.append(all_heads[name])
+    return out
+
+
+def expand_derived(probs: Mapping[str, np.ndarray], heads: Sequence[HeadSpec],
+                   all_heads: Mapping[str, HeadSpec]) -> tuple[list[HeadSpec], dict[str, np.ndarray]]:
+    """(`expand_heads`, probabilities with the marginals of each derived head's components added)."""
+    out = dict(probs)
+    for head in heads:
+        if head.derive:
+            parts = [all_heads[n] for n in head.derive]
+            for name, p in marginal_probabilities(probs[head.name], parts).items():
+                out.setdefault(name, p)
+    return expand_heads(heads, all_heads), out
+
+
+def expand_targets(targets: Mapping[str, np.ndarray], heads: Sequence[HeadSpec],
+                   all_heads: Mapping[str, HeadSpec]) -> dict[str, np.ndarray]:
+    """Targets with each derived head's code decoded into its components (a component's own labels win)."""
+    out = dict(targets)
+    for head in heads:
+        if head.derive and head.name in targets:
+            for name, values in composite_decode(targets[head.name], [all_heads[n] for n in head.derive]).items():
+                out.setdefault(name, values)
+    return out
+
+
+def member_joint(probs: Mapping[str, np.ndarray], heads: Sequence[HeadSpec], composite: Sequence[HeadSpec]):
+    """A model's distribution over the composite classes: its own derived head when it has one (it learnt the
+    correlations), else the product of its independent heads (numpy or torch, as `joint_probabilities`)."""
+    names = [h.name for h in composite]
+    own = next((h for h in heads if h.derive == names), None)
+    return probs[own.name] if own is not None else joint_probabilities(probs, composite)
+
+
+def output_keys(heads: Sequence[HeadSpec]) -> list[str]:
+    """What a model's probabilities hold, in order: each head's class probabilities, then each years head's year
+    distribution under `years_key` (TorchModel, OnnxModel and the export's outputs all use this order)."""
+    return [h.name for h in heads] + [years_key(h.name) for h in heads if h.target == "years"]
+
+
 def _array(values):
     # torch tensors pass through untouched (no torch import here); lists and scalars become numpy
     return values if hasattr(values, "reshape") else np.asarray(values)

@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dynamic-int8", action="store_true")
     args = p.parse_args(argv)
     from multitask.config import load_config
-    from multitask.export.onnx import ProbabilityNet, onnx_bytes, synthetic_faces
+    from multitask.export.onnx import ProbabilityNet, onnx_bytes
+    from multitask.export.parity import synthetic_faces
     from multitask.infer.backends import onnx_session
     from multitask.model.net import create_model
 

@@ -54,7 +54,7 @@ def make_checkpoint(path: Path, *, model: str, size: tuple[int, int], amp: str) 
 def phase_ceiling(ckpt: Path, *, batch: int, views: int, images: int, amp: str, warmup: int = 2) -> float:
     """Forward images/s of the bare model on one random batch, `views` passes per batch."""
     from multitask.runs.checkpoint import load_checkpoint, model_from_checkpoint
-    from multitask.utils.precision import resolve_precision
+    from multitask.utils.devices import resolve_precision
 
     model, cfg = model_from_checkpoint(load_checkpoint(ckpt))
     model = model.to(memory_format=torch.channels_last).eval()
@@ -95,19 +95,19 @@ def phase_ort(model_path: Path, *, batch: int, views: int, images: int, warmup: 
 def phase_predict(ckpt: Path, root: Path, work: Path, *, batch: int, workers: int, tta: list[str], amp: str) -> dict:
     from rich.console import Console
 
-    from multitask.infer.predict import run_predict
+    from multitask.infer.predict import PredictOptions, run_predict
 
     quiet = Console(file=open(os.devnull, "w"))
     with tempfile.TemporaryDirectory(dir=work) as out:
-        return run_predict(ckpts=[str(ckpt)], data=str(root / "eval"), out=out, tta=tta, batch_size=batch,
-                           workers=workers, device="cpu", amp=amp, console=quiet)
+        return run_predict(PredictOptions(ckpts=[str(ckpt)], data=str(root / "eval"), out=out, tta=tta,
+                                          batch_size=batch, workers=workers, device="cpu", amp=amp), console=quiet)
 
 
 def export_onnx(ckpt: Path, root: Path) -> dict[str, Path]:
     """fp32 and int8 .onnx next to the checkpoint (int8 calibrated on the eval photos)."""
     from rich.console import Console
 
-    from multitask.export.onnx import run_export
+    from multitask.export.command import run_export
 
     quiet = Console(file=open(os.devnull, "w"))
     paths = {"fp32": ckpt.with_suffix(".onnx"), "int8": ckpt.with_suffix(".int8.onnx")}

@@ -11,7 +11,7 @@ once under --work and reused. Four phases, same model, batch, image size, optimi
 
   ceiling    model-only training steps on one random uint8 batch (create_model, the configured AMP and memory format,
              the same optimizer, plain cross-entropy per head): what the model alone can do on this machine.
-  multitask  `multitask.train.run.fit` end to end: competition reader, folds, decode-once cache, augmentations, loader,
+  multitask  `multitask.train.fit` end to end: competition reader, folds, decode-once cache, augmentations, loader,
              AMP, per-head losses, metrics, validation, checkpoints, tracking. Only the training epochs after the first
              are timed (the first builds the cache and warms up), by a training callback: no hook runs
              inside the loop.
@@ -159,7 +159,7 @@ def model_steps(cfg, device: torch.device, *, baseline: bool = False, compile_mo
 
     from multitask.model.net import create_model
     from multitask.train.optim import build_optimizer
-    from multitask.utils.precision import resolve_precision
+    from multitask.utils.devices import resolve_precision
 
     torch.manual_seed(0)
     height, width = cfg.data.image_size
@@ -255,12 +255,12 @@ def epoch_timer():
 
 
 def phase_multitask(cfg, args, work: Path) -> tuple[float, int]:
-    """engine.fit end to end; img/s of the training epochs after the first, and the train split's size."""
-    from multitask.train import run as engine
+    """multitask.train.fit end to end; img/s of the training epochs after the first, and the train split's size."""
+    from multitask.train import fit
 
     timer = epoch_timer()
     with tempfile.TemporaryDirectory(dir=work) as run_dir:
-        engine.fit(cfg, Path(run_dir), callbacks=[timer])
+        fit(cfg, Path(run_dir), callbacks=[timer])
     later = timer.timings[1:] or timer.timings
     return sum(n for n, _ in later) / sum(t for _, t in later), timer.timings[0][0]
 

@@ -31,12 +31,10 @@ def synth_root(tmp_path_factory):
 @pytest.fixture()
 def tiny_cfg(synth_root, tmp_path):
     """load_config(quickstart) shrunk to seconds: 32x32 images, 1 epoch, no workers."""
+    from helpers import tiny_overrides
+
     from multitask.config import load_config
 
     def make(*overrides, config="configs/quickstart.yaml"):
-        base = [f"data.root={synth_root}", "data.synthesize_if_missing=false", "data.image_size=[32,32]",
-                "data.num_workers=0", "data.n_folds=4", f"data.cache_dir={tmp_path / 'cache'}",
-                f"output_dir={tmp_path / 'runs'}", "train.epochs=1", "train.batch_size=16",
-                "tracking.wandb.mode=disabled", "tracking.progress=false", "seed=0"]
-        return load_config(config, base + list(overrides))
+        return load_config(config, tiny_overrides(synth_root, tmp_path, *overrides))
     return make

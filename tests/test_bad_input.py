@@ -20,6 +20,8 @@ import pandas as pd
 import pytest
 import torch
 
+from helpers import error_line, tiny_overrides
+
 from multitask.cli import main
 from multitask.data.images import read_image
 from multitask.runs.checkpoint import FORMAT, VERSION, load_checkpoint
@@ -28,22 +30,11 @@ CONFIG = "configs/quickstart.yaml"
 
 
 def _base(root, tmp_path) -> list[str]:
-    return [f"data.root={root}", "data.synthesize_if_missing=false", "data.image_size=[32,32]", "data.num_workers=0",
-            "data.n_folds=4", f"data.cache_dir={tmp_path / 'cache'}", f"output_dir={tmp_path / 'runs'}",
-            "train.epochs=1", "train.batch_size=16", "train.max_steps=1", "tracking.wandb.mode=disabled",
-            "tracking.progress=false", "seed=0"]
+    return tiny_overrides(root, tmp_path, "train.max_steps=1")
 
 
 def _files(folder: Path) -> list[str]:
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
-
-
-def _error_line(capsys) -> str:
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert "Traceback" not in err
-    return lines[0][len("error: "):]
 
 
 @pytest.fixture()
@@ -65,7 +56,7 @@ def trained(synth_root, tmp_path_factory):
 
 def _train_fails(capsys, tmp_path, args) -> str:
     code = main(["train", "--config", CONFIG, *args])
-    message = _error_line(capsys)
+    message = error_line(capsys)
     assert code == 2, message
     # nothing half-written: no run dir (not even config.yaml or empty logs), no image cache or temp file
     assert _files(tmp_path / "runs") == [] and _files(tmp_path / "cache") == []
@@ -248,7 +239,7 @@ def test_bad_config(case, synth_root, tmp_path, capsys):
 def test_resume_with_other_heads_is_refused_and_changes_nothing(trained, capsys):
     before = {p.name: p.read_bytes() for p in trained.iterdir() if p.is_file()}
     code = main(["train", "--resume", str(trained), "--heads", "age"])
-    message = _error_line(capsys)
+    message = error_line(capsys)
     assert code == 2
     assert message.startswith(f"--resume {trained / 'last.pt'}: the checkpoint's heads {{'mask': ['wear', "
                               f"'incorrect', 'not_wear'], 'gender': ['male', 'female'], 'age':")
@@ -262,7 +253,7 @@ def test_resume_of_a_run_killed_before_its_first_checkpoint(tmp_path, capsys):
     run_dir.mkdir(parents=True)
     (run_dir / "config.yaml").write_text("name: quickstart\n")
     assert main(["train", "--resume", str(run_dir)]) == 2
-    assert _error_line(capsys).startswith(f"--resume {run_dir}: no checkpoint yet (the run stopped before its first "
+    assert error_line(capsys).startswith(f"--resume {run_dir}: no checkpoint yet (the run stopped before its first "
                                           f"epoch ended")
 
 
@@ -279,9 +270,9 @@ def test_files_that_are_not_checkpoints(tmp_path, capsys):
     torch.save({"state_dict": {"w": torch.zeros(1)}}, foreign)
     for path in (text, foreign):
         assert main(["train", "--resume", str(path)]) == 2
-        assert _error_line(capsys).startswith(f"{path} is not a multitask checkpoint")
+        assert error_line(capsys).startswith(f"{path} is not a multitask checkpoint")
         assert main(["predict", "--ckpt", str(path), "--data", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
-        assert _error_line(capsys).startswith(f"{path} is not a multitask checkpoint")
+        assert error_line(capsys).startswith(f"{path} is not a multitask checkpoint")
     assert not (tmp_path / "out").exists()
 
 
@@ -297,7 +288,7 @@ def test_code_running_checkpoint_is_refused_on_the_command_line(tmp_path, capsys
     marker, evil = tmp_path / "pwned.txt", tmp_path / "evil.pt"
     torch.save({"format": FORMAT, "version": VERSION, "model": _CreatesFile(marker)}, evil)
     assert main(["train", "--resume", str(evil)]) == 2
-    assert _error_line(capsys).endswith("refusing to load it (it could run code)")
+    assert error_line(capsys).endswith("refusing to load it (it could run code)")
     assert not marker.exists()
 
 
@@ -309,7 +300,7 @@ def test_info_csv_naming_a_missing_image(trained, synth_root, tmp_path, capsys):
     out = tmp_path / "out"
     code = main(["predict", "--ckpt", str(trained), "--data", str(tmp_path), "--out", str(out), "--workers", "0"])
     assert code == 2
-    assert _error_line(capsys) == (f"{info}: image 'lost.jpg' not found in {tmp_path / 'eval' / 'images'} "
+    assert error_line(capsys) == (f"{info}: image 'lost.jpg' not found in {tmp_path / 'eval' / 'images'} "
                                    f"(1 of {len(table) + 1} missing)")
     assert not out.exists()
 
@@ -659,7 +650,7 @@ def test_red_team_case(case, synth_root, trained, tmp_path, monkeypatch, capsys)
         assert code == 0, out
         assert re.sub(r"\s+", "", fragment) in re.sub(r"\s+", "", out)   # rich wraps lines, even inside a path
     else:
-        message = _error_line(capsys)
+        message = error_line(capsys)
         assert code == spec.code and fragment in message, message
         assert "weights_only" not in message and "will likely succeed" not in message
         if argv[0] == "train" and "--resume" not in argv and case not in KEEPS_ITS_RUN:

@@ -10,12 +10,14 @@ import pandas as pd
 import pytest
 from sklearn.metrics import f1_score
 
-from multitask.analysis.compare import compare, score_intervals
+from multitask.analysis.compare import compare, load_item
 from multitask.cli import main
 from multitask.config import Config
 from multitask.heads import resolve_heads
-from multitask.metrics.table import build_table, write_table
+from multitask.metrics.intervals import score_intervals
+from multitask.metrics.table import build_table
 from multitask.utils.errors import UserError
+from multitask.utils.io import write_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADS = resolve_heads(Config().heads)
@@ -39,7 +41,7 @@ def crafted(people: int, seed: int, tmp: Path) -> tuple[Path, Path]:
                             heads=COMPOSITE, probs=probs, targets=truth, composite=COMPOSITE,
                             meta=pd.DataFrame({"group": [f"person{i // 7}" for i in range(n)]}))
         (tmp / name).mkdir(parents=True, exist_ok=True)
-        paths.append(write_table(table, tmp / name / "oof.csv"))
+        paths.append(write_csv(table, tmp / name / "oof.csv"))
     return paths[0], paths[1]
 
 
@@ -79,10 +81,10 @@ def test_people_intervals_are_wider_than_image_intervals_on_person_correlated_er
              for h in COMPOSITE}
     table = build_table(ids=[f"i{i}" for i in range(n)], paths=[""] * n, heads=COMPOSITE, probs=probs, targets=truth,
                         composite=COMPOSITE, meta=pd.DataFrame({"group": person.astype(str)}))
-    path = write_table(table, tmp_path / "p.csv")
-    by_people = score_intervals(path, draws=300)
-    write_table(table.drop(columns=["group"]), tmp_path / "q.csv")
-    by_images = score_intervals(tmp_path / "q.csv", draws=300)
+    path = write_csv(table, tmp_path / "p.csv")
+    by_people = score_intervals(*load_item(path), draws=300)
+    write_csv(table.drop(columns=["group"]), tmp_path / "q.csv")
+    by_images = score_intervals(*load_item(tmp_path / "q.csv"), draws=300)
     assert by_people.units == "people" and by_images.units == "images"
     width = lambda s: s.values["mask"][2] - s.values["mask"][1]  # noqa: E731
     assert width(by_people) > 1.5 * width(by_images)
@@ -110,12 +112,12 @@ def test_cli_writes_table_json_and_plot_and_the_script_wraps_it(tmp_path, capsys
 def test_partial_overlap_is_said_and_bad_inputs_are_one_line(tmp_path, capsys):
     a, b = crafted(10, seed=2, tmp=tmp_path)
     table = pd.read_csv(b)
-    write_table(table.iloc[7:], tmp_path / "fewer.csv")
+    write_csv(table.iloc[7:], tmp_path / "fewer.csv")
     c = compare([a, tmp_path / "fewer.csv"], draws=50)
     assert c.images == 63 and "63 images every table holds" in c.note
     flipped = table.copy()
     flipped.loc[3, "true/mask"] = (flipped.loc[3, "true/mask"] + 1) % 3
-    write_table(flipped, tmp_path / "flipped.csv")
+    write_csv(flipped, tmp_path / "flipped.csv")
     with pytest.raises(UserError, match=r"disagree on the truth \(true/mask\) of 1 images"):
         compare([a, tmp_path / "flipped.csv"], draws=50)
     assert main(["compare", str(a), str(tmp_path / "nope.csv")]) == 2

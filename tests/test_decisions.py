@@ -9,6 +9,7 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import predict
 from test_predict import FAST, make_ckpt, predicted
 
 from multitask.analysis import tune as decisions
@@ -16,8 +17,8 @@ from multitask.cli import main
 from multitask.config import load_config
 from multitask.data.ground_truth import read_gt
 from multitask.data.synthetic import write_synthetic
-from multitask.infer.predict import run_predict
-from multitask.metrics.table import build_table, write_table
+from multitask.metrics.table import build_table
+from multitask.utils.io import write_csv
 
 HEADS = load_config("configs/quickstart.yaml").composite_heads()
 
@@ -38,7 +39,7 @@ def crafted_oof(path, *, rows=3000, age_bias=1.0, seed=0):
                         composite=HEADS)
     table.insert(2, "group", [f"p{i // 10}" for i in range(rows)])   # 10 photos per person
     path.parent.mkdir(parents=True, exist_ok=True)
-    return write_table(table, path)
+    return write_csv(table, path)
 
 
 def test_fit_recovers_a_known_offset_and_raises_the_f1(tmp_path):
@@ -71,14 +72,15 @@ def test_tune_decisions_cli_writes_decisions_json(tmp_path, capsys):
 
 
 def test_train_fits_decisions_at_the_end(tiny_cfg, capsys):
-    from multitask.train.run import run_training, tune_decisions
+    from multitask.analysis.tune import after_training
+    from multitask.train.run import run_training
 
-    run = run_training(tiny_cfg("train.max_steps=1"))
+    run = run_training(tiny_cfg("train.max_steps=1"), after=after_training)   # what `multitask train` passes
     doc = json.loads((run / "decisions.json").read_text())
     assert set(doc["offsets"]) == {"mask", "gender", "age"} and isinstance(doc["applied"], bool)
     assert "decisions: composite F1 on OOF" in capsys.readouterr().out
     (run / "decisions.json").unlink()
-    tune_decisions(tiny_cfg("train.decisions=off"), run)   # what run_training calls at its end
+    after_training(tiny_cfg("train.decisions=off"), run)
     assert not (run / "decisions.json").exists()
 
 
@@ -97,9 +99,9 @@ def world(tmp_path_factory):
 
 
 def test_predict_applies_decisions_and_off_restores_the_argmax(world, tmp_path):
-    result = run_predict(ckpts=[world["run"]], data=world["data"], out=tmp_path / "on", gt=world["gt"], **FAST)
-    run_predict(ckpts=[world["run"]], data=world["data"], out=tmp_path / "off", decisions="off", **FAST)
-    run_predict(ckpts=[world["plain"]], data=world["data"], out=tmp_path / "plain", **FAST)
+    result = predict(ckpts=[world["run"]], data=world["data"], out=tmp_path / "on", gt=world["gt"], **FAST)
+    predict(ckpts=[world["run"]], data=world["data"], out=tmp_path / "off", decisions="off", **FAST)
+    predict(ckpts=[world["plain"]], data=world["data"], out=tmp_path / "plain", **FAST)
     on, _, probs, _ = predicted(tmp_path / "on")
     off, _, probs_off, _ = predicted(tmp_path / "off")
     assert (on["pred/age"] == 2).all()                                  # +50 on >=60 decides every age
@@ -112,12 +114,12 @@ def test_predict_applies_decisions_and_off_restores_the_argmax(world, tmp_path):
     assert saved["decisions"]["offsets"] == {"age": {"<30": 0.0, "30-59": 0.0, ">=60": 50.0}}
     assert saved["decisions"]["sources"] == [str((world["run"] / "decisions.json").resolve())]
     assert result["age/acc"] == pytest.approx(np.mean(on["true/age"] == 2))
-    joint = run_predict(ckpts=[world["run"]], data=world["data"], out=tmp_path / "joint", joint=True, **FAST)
+    joint = predict(ckpts=[world["run"]], data=world["data"], out=tmp_path / "joint", joint=True, **FAST)
     assert joint["decisions"]["offsets"] and (predicted(tmp_path / "joint")[0]["pred/composite"] % 3 == 2).all()
 
 
 def test_an_ensemble_averages_its_members_offsets(world, tmp_path):
-    result = run_predict(ckpts=[world["run"], world["plain"]], data=world["data"], out=tmp_path, **FAST)
+    result = predict(ckpts=[world["run"], world["plain"]], data=world["data"], out=tmp_path, **FAST)
     assert result["decisions"]["offsets"] == {"age": {"<30": 0.0, "30-59": 0.0, ">=60": 25.0}}
 
 
@@ -142,10 +144,10 @@ def test_a_labelled_manifest_is_scored_without_gt(world, tmp_path):
     manifest = pd.DataFrame({"path": [str(images / f"{i}") for i in gt["ImageID"]], "mask": gt["mask"],
                              "gender": gt["gender"], "age": gt["age"], "group": gt["group"]})
     manifest.to_csv(tmp_path / "labelled.csv", index=False)
-    scored = run_predict(ckpts=[world["plain"]], data=tmp_path / "labelled.csv", out=tmp_path / "m", **FAST)
+    scored = predict(ckpts=[world["plain"]], data=tmp_path / "labelled.csv", out=tmp_path / "m", **FAST)
     ids = predicted(tmp_path / "m")[0]["image_id"]
     pd.DataFrame({"image_id": ids, "ans": gt["ans"]}).to_csv(tmp_path / "gt.csv", index=False)
-    given = run_predict(ckpts=[world["plain"]], data=tmp_path / "labelled.csv", out=tmp_path / "g",
+    given = predict(ckpts=[world["plain"]], data=tmp_path / "labelled.csv", out=tmp_path / "g",
                         gt=tmp_path / "gt.csv", **FAST)
     for key in ("composite/f1", "composite/acc", "mask/f1", "age/f1", "composite/f1_ci95"):
         assert scored[key] == pytest.approx(given[key]), key

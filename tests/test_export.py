@@ -4,6 +4,7 @@ The exported model must say what PyTorch says: same probabilities (fp32, |delta|
 submission.csv through predict, alone or mixed into an ensemble; bad files end in one line and exit code 2.
 """
 import copy
+import functools
 import json
 import pickle
 import shutil
@@ -15,15 +16,19 @@ import torch
 pytest.importorskip("onnxruntime", reason="the onnx extra is not installed: pip install -e '.[onnx]'")
 import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
+from helpers import error_line, predict  # noqa: E402
 from test_predict import FAST, SINGLE18, make_ckpt, predicted  # noqa: E402
 
 from multitask.cli import main  # noqa: E402
 from multitask.config import to_dict  # noqa: E402
 from multitask.data.synthetic import write_synthetic  # noqa: E402
-from multitask.export import onnx as export
+from multitask.export import command as export  # noqa: E402
+from multitask.export import onnx as export_onnx  # noqa: E402
+from multitask.export.manifest import METADATA_KEY  # noqa: E402
+from multitask.export.parity import synthetic_faces  # noqa: E402
 from multitask.heads import joint_probabilities  # noqa: E402
 from multitask.infer import backends  # noqa: E402
-from multitask.infer.predict import run_predict  # noqa: E402
+from multitask.infer.predict import score_models  # noqa: E402
 from multitask.runs.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint  # noqa: E402
 from multitask.utils.errors import UserError  # noqa: E402
 
@@ -45,7 +50,7 @@ def made(tmp_path_factory):
 
 def manifest_of(path):
     meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
-    return json.loads(meta[export.METADATA_KEY])
+    return json.loads(meta[METADATA_KEY])
 
 
 def test_onnx_says_what_pytorch_says(made):
@@ -55,7 +60,7 @@ def test_onnx_says_what_pytorch_says(made):
     session = ort.InferenceSession(str(made["onnx"]), providers=["CPUExecutionProvider"])
     assert [(i.name, i.type) for i in session.get_inputs()] == [("images", "tensor(uint8)")]
     assert [o.name for o in session.get_outputs()] == ["mask", "gender", "age", "composite"]
-    images = export.synthetic_faces(200, 96, 72)        # other faces than the export's own parity check
+    images = synthetic_faces(200, 96, 72)        # other faces than the export's own parity check
     with torch.no_grad():
         reference = {k: v.softmax(-1).numpy() for k, v in net(torch.from_numpy(images).permute(0, 3, 1, 2)).items()}
     for batch in (images[:1], images[:7], images):       # the batch axis is dynamic
@@ -91,7 +96,7 @@ def test_predict_writes_the_same_submission_from_every_format(made, tmp_path):
     for name, ckpt, backend in (("pt", made["pt"], "auto"), ("onnx", made["onnx"], "auto"),
                                 ("st", made["st"], "auto"), ("mem", made["pt"], "onnxruntime")):
         outs[name] = tmp_path / name
-        result = run_predict(ckpts=[ckpt], data=made["data"], out=outs[name], tta=["identity", "hflip", "shift"],
+        result = predict(ckpts=[ckpt], data=made["data"], out=outs[name], tta=["identity", "hflip", "shift"],
                              gt=made["gt"], backend=backend, **FAST)
         assert 0 <= result["composite/f1"] <= 1
     expected = (outs["pt"] / "submission.csv").read_text()
@@ -111,10 +116,10 @@ def test_a_cropped_model_exports_its_crop_and_predicts_through_it(made, tmp_path
     outs = {}
     for name, member in (("pt", ckpt), ("onnx", tmp_path / "center.onnx")):
         outs[name] = tmp_path / name
-        run_predict(ckpts=[member], data=made["data"], out=outs[name], **FAST)
+        predict(ckpts=[member], data=made["data"], out=outs[name], **FAST)
     assert (outs["onnx"] / "submission.csv").read_text() == (outs["pt"] / "submission.csv").read_text()
     whole = tmp_path / "whole"   # the same weights (same seed), fed the whole photo
-    run_predict(ckpts=[make_ckpt(tmp_path / "whole.pt", seed=2)], data=made["data"], out=whole, **FAST)
+    predict(ckpts=[make_ckpt(tmp_path / "whole.pt", seed=2)], data=made["data"], out=whole, **FAST)
     _, _, cropped, _ = predicted(outs["pt"])
     _, _, uncut, _ = predicted(whole)
     assert not np.allclose(cropped["mask"], uncut["mask"])   # the crop changed what the model saw
@@ -122,8 +127,8 @@ def test_a_cropped_model_exports_its_crop_and_predicts_through_it(made, tmp_path
 
 def test_ensemble_mixes_onnx_and_pytorch_members(made, tmp_path):
     other = make_ckpt(tmp_path / "b.pt", backbone="efficientnet_b0", size=(40, 40), seed=2)
-    run_predict(ckpts=[made["pt"], other], data=made["data"], out=tmp_path / "pt", weights=[1, 3], **FAST)
-    run_predict(ckpts=[made["onnx"], other], data=made["data"], out=tmp_path / "mixed", weights=[1, 3], **FAST)
+    predict(ckpts=[made["pt"], other], data=made["data"], out=tmp_path / "pt", weights=[1, 3], **FAST)
+    predict(ckpts=[made["onnx"], other], data=made["data"], out=tmp_path / "mixed", weights=[1, 3], **FAST)
     assert (tmp_path / "pt" / "submission.csv").read_text() == (tmp_path / "mixed" / "submission.csv").read_text()
     _, _, a, _ = predicted(tmp_path / "pt")
     _, _, b, _ = predicted(tmp_path / "mixed")
@@ -139,7 +144,7 @@ def test_single18_fixed_batch_and_joint(made, tmp_path):
     session = ort.InferenceSession(str(tmp_path / "s18.onnx"), providers=["CPUExecutionProvider"])
     assert session.get_inputs()[0].shape[0] == 5
     for backend_ckpt, name in ((ckpt, "pt"), (tmp_path / "s18.onnx", "onnx")):   # 14 images in batches of 5
-        run_predict(ckpts=[backend_ckpt], data=made["data"], out=tmp_path / name, joint=True, **FAST)
+        predict(ckpts=[backend_ckpt], data=made["data"], out=tmp_path / name, joint=True, **FAST)
     assert (tmp_path / "pt" / "submission.csv").read_text() == (tmp_path / "onnx" / "submission.csv").read_text()
 
 
@@ -162,9 +167,9 @@ def test_decisions_and_config_travel_with_every_format(made, tmp_path):
         assert model.decisions == expected, (source, backend)
         assert to_dict(cfg) == to_dict(model_from_checkpoint(ckpt)[1])
     (tmp_path / "decisions.json").unlink()   # the ONNX file carries its own copy
-    results = {"pt": run_predict(ckpts=[made["small"]], data=made["data"], out=tmp_path / "pt",
+    results = {"pt": predict(ckpts=[made["small"]], data=made["data"], out=tmp_path / "pt",
                                  decisions=str(export_decisions(tmp_path)), **FAST),
-               "onnx": run_predict(ckpts=[tmp_path / "d.onnx"], data=made["data"], out=tmp_path / "onnx", **FAST)}
+               "onnx": predict(ckpts=[tmp_path / "d.onnx"], data=made["data"], out=tmp_path / "onnx", **FAST)}
     assert results["pt"]["decisions"]["offsets"] == results["onnx"]["decisions"]["offsets"] == DECISIONS["offsets"]
     tables = [predicted(tmp_path / name)[0] for name in ("pt", "onnx")]
     columns = [c for c in tables[0].columns if c.startswith("pred/")]
@@ -178,18 +183,19 @@ def export_decisions(tmp_path):
 
 
 def test_int8_quantisation_reports_its_f1_delta(made, tmp_path):
-    result = export.run_export(ckpt=made["small"], fmt="onnx", quantize="int8", data=made["data"], gt=made["gt"],
+    score = functools.partial(score_models, data=made["data"], gt=made["gt"])   # what the CLI passes for --gt
+    result = export.run_export(ckpt=made["small"], fmt="onnx", quantize="int8", data=made["data"], score=score,
                                calibration=made["data"] / "train" / "images", out=tmp_path / "q.onnx")
     assert (tmp_path / "q.onnx").stat().st_size < 0.4 * made["onnx"].stat().st_size   # same trunk, int8 weights
     assert manifest_of(tmp_path / "q.onnx")["quantization"]["mode"] == "int8"
     assert set(result["int8_scores"]) >= {"composite/f1", "mask/f1", "age/acc"}
     assert result["int8_parity"]["images"] == 14
-    run_predict(ckpts=[tmp_path / "q.onnx"], data=made["data"], out=tmp_path / "out", **FAST)
+    predict(ckpts=[tmp_path / "q.onnx"], data=made["data"], out=tmp_path / "out", **FAST)
     assert (tmp_path / "out" / "submission.csv").is_file()
 
 
 def test_broken_parity_stops_the_export_and_writes_nothing(made, tmp_path, monkeypatch):
-    real = export.onnx_bytes
+    real = export_onnx.onnx_bytes
 
     def other_weights(net, cfg, **kw):   # a graph whose age head is off: what a wrong export would produce
         wrong = copy.deepcopy(net)
@@ -212,7 +218,7 @@ def test_loading_exports_never_unpickles(made, tmp_path, monkeypatch):
     monkeypatch.setattr(pickle, "load", refuse)
     monkeypatch.setattr(torch, "load", refuse)
     for source in (made["st"], made["onnx"]):
-        run_predict(ckpts=[source], data=made["data"], out=tmp_path / source.name, **FAST)
+        predict(ckpts=[source], data=made["data"], out=tmp_path / source.name, **FAST)
 
 
 def test_dynamo_exporter(made, tmp_path):
@@ -224,10 +230,7 @@ def test_dynamo_exporter(made, tmp_path):
 # ------------------------------------------------------------------------------------------------ bad input
 def _fails(capsys, argv) -> str:
     assert main(argv) == 2
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
-    return lines[0]
+    return error_line(capsys)
 
 
 def test_bad_exports_are_one_line(made, tmp_path, capsys):
@@ -264,7 +267,7 @@ def test_missing_onnxruntime_is_a_one_line_hint(made, tmp_path, monkeypatch):
 
     monkeypatch.setitem(sys.modules, "onnxruntime", None)   # import onnxruntime -> ImportError
     with pytest.raises(UserError, match=r"onnxruntime is not installed; pip install 'multitask\[onnx\]'"):
-        run_predict(ckpts=[made["onnx"]], data=made["data"], out=tmp_path, **FAST)
+        predict(ckpts=[made["onnx"]], data=made["data"], out=tmp_path, **FAST)
 
 
 def test_torch_runs_one_thread_only_while_every_member_is_onnx():

@@ -7,12 +7,12 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import predict
 
 from multitask.cli import main
 from multitask.data import faces
 from multitask.data.cache import ImageCache
 from multitask.data.faces import Cropper, crop_region, detect_faces, plan_faces
-from multitask.infer.predict import run_predict
 from multitask.utils.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -122,13 +122,13 @@ def test_predict_feeds_each_checkpoint_its_training_crop(mode, tmp_path, monkeyp
     common = ["data.image_size=[32,24]", f"data.cache_dir={tmp_path / 'c'}"]
     cropped = make_ckpt(tmp_path / "crop.pt", seed=5, overrides=[*common, f"data.crop={mode}"])
     plain = make_ckpt(tmp_path / "plain.pt", seed=5, overrides=common)   # the same weights, whole photos
-    run_predict(ckpts=[cropped], data=tmp_path / "photos", out=tmp_path / "a", **FAST)
+    predict(ckpts=[cropped], data=tmp_path / "photos", out=tmp_path / "a", **FAST)
     # the same crops cut by hand, fed whole to the uncropped twin
     anchors = plan_faces(detect_faces(photos, cache_dir=tmp_path / "c")).anchors if mode == "face" else None
     cutter = Cropper(mode=mode, margin=0.4, aspect=32 / 24, anchors=anchors)
     for i, path in enumerate(photos):
         _png(tmp_path / "precut" / Path(path).name, np.ascontiguousarray(cutter(i, cv2.imread(path))))
-    run_predict(ckpts=[plain], data=tmp_path / "precut", out=tmp_path / "b", **FAST)
+    predict(ckpts=[plain], data=tmp_path / "precut", out=tmp_path / "b", **FAST)
     a, b = (pd.read_csv(tmp_path / d / "predictions.csv") for d in "ab")
     probs = [c for c in a.columns if c.startswith("prob/")]
     assert probs and np.allclose(a[probs].to_numpy(), b[probs].to_numpy(), atol=1e-6)

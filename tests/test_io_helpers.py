@@ -70,3 +70,25 @@ def test_fold_folders_are_named_and_found_in_one_place(tmp_path):
     (tmp_path / "fold_notes").mkdir()
     (tmp_path / "fold3.txt").write_text("")
     assert fold_dirs(tmp_path) == [tmp_path / "fold0", tmp_path / "fold2", tmp_path / "fold10"]
+
+
+def test_ddp_backend_follows_the_device_rule_of_training(monkeypatch):
+    """train.device=CPU (any case) under torchrun picks gloo even on a machine that sees a GPU: NCCL would be given
+    CPU tensors. The backend comes from pick_device, the rule training itself uses."""
+    import torch.distributed as dist
+
+    from multitask.utils.distributed import init_distributed
+
+    for key, value in {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    chosen, devices = [], []
+    monkeypatch.setattr(torch.cuda, "set_device", devices.append)
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(dist, "init_process_group", lambda backend: chosen.append(backend))
+    for name in ("CPU", " cpu ", "Cpu", "CUDA", "auto"):
+        info = init_distributed(name)
+        assert (info.rank, info.local_rank, info.world_size) == (1, 1, 2)
+    assert chosen == ["gloo", "gloo", "gloo", "nccl", "nccl"]
+    assert devices == [torch.device("cuda", 1)] * 2   # each rank its own GPU

@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from multitask.config import _mask_heads
+from multitask.config import default_heads
 from multitask.data.manifest import read_manifest
 from multitask.heads import label_array, resolve_heads
 from multitask.utils.errors import UserError
@@ -13,7 +13,7 @@ from multitask.utils.errors import UserError
 
 @pytest.fixture()
 def heads():
-    return resolve_heads(_mask_heads())
+    return resolve_heads(default_heads())
 
 
 @pytest.fixture()

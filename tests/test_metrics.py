@@ -4,7 +4,8 @@ import torch
 from sklearn.metrics import confusion_matrix, f1_score
 
 from multitask.heads import HeadSpec, composite_decode, composite_encode
-from multitask.metrics.accumulator import MetricAccumulator, scores
+from multitask.metrics.accumulator import MetricAccumulator
+from multitask.metrics.stats import head_scores
 
 
 def mask_heads():
@@ -39,7 +40,7 @@ def test_scores_match_sklearn():
     rng = np.random.default_rng(1)
     y_true, y_pred = rng.integers(0, 4, 50), rng.integers(0, 4, 50)
     y_true[:5] = -1
-    result = scores(y_true, y_pred, 4)
+    result = head_scores(y_true, y_pred, 4)
     assert result["n"] == 45
     assert result["acc"] == pytest.approx(np.mean(y_true[5:] == y_pred[5:]))
     assert result["f1"] == pytest.approx(f1_score(y_true[5:], y_pred[5:], labels=range(4), average="macro"))
@@ -47,7 +48,7 @@ def test_scores_match_sklearn():
                                                                  average=None)))
     assert sum(result["support"]) == 45
     # a class never true nor predicted still counts (as 0) in the head's macro F1
-    absent = scores([0, 1, 0, 1], [0, 1, 0, 0], 3)
+    absent = head_scores([0, 1, 0, 1], [0, 1, 0, 0], 3)
     assert absent["f1"] == pytest.approx(f1_score([0, 1, 0, 1], [0, 1, 0, 0], labels=range(3), average="macro",
                                                   zero_division=0))
     assert absent["support"] == [2, 2, 0]

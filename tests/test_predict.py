@@ -15,18 +15,20 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import predict
 from sklearn.metrics import f1_score
 
-from multitask.analysis.report.build import build_report, load_predictions
+from multitask.analysis.report.build import build_report
+from multitask.analysis.report.inputs import load_predictions
 from multitask.cli import main
 from multitask.config import load_config, to_dict
+from multitask.data.ground_truth import read_gt
 from multitask.data.images import read_image, resize
 from multitask.data.synthetic import write_synthetic
-from multitask.heads import composite_encode
-from multitask.infer import predict as predict_module
-from multitask.infer.predict import Member, combine, member_joint, read_gt, run_predict
+from multitask.heads import composite_encode, expand_derived, member_joint
+from multitask.infer.ensemble import Member, combine
 from multitask.infer.tta import MERGES, VIEWS, merge_gmean, merge_mean, merge_vote, resolve_merge, resolve_views
-from multitask.metrics.table import composite_prediction, expand_derived, read_table
+from multitask.metrics.table import composite_prediction, read_table
 from multitask.model.net import create_model
 from multitask.runs.checkpoint import save_checkpoint
 from multitask.utils.errors import UserError
@@ -127,7 +129,7 @@ def test_unknown_view_and_merge_name_the_valid_ones():
 
 # ------------------------------------------------------------------------------------------------ predictions
 def test_identity_tta_equals_plain_inference(world, tmp_path):
-    result = run_predict(ckpts=[world["r18"]], data=world["data"], out=tmp_path, tta=["identity"], **FAST)
+    result = predict(ckpts=[world["r18"]], data=world["data"], out=tmp_path, tta=["identity"], **FAST)
     table, heads, probs, _ = predicted(tmp_path)
     assert list(heads) == ["mask", "gender", "age"] and result["images"] == len(table) == 14
     direct = direct_softmax(world["r18"], table["path"])
@@ -145,8 +147,8 @@ def test_hflip_on_mirror_symmetric_images_equals_identity(world, tmp_path):
                             ("asym", rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))):
             (folder / kind).mkdir(parents=True, exist_ok=True)
             cv2.imwrite(str(folder / kind / f"{i}.png"), image)
-    run_predict(ckpts=[world["r18"]], data=folder, out=tmp_path / "a", tta=["identity"], **FAST)
-    run_predict(ckpts=[world["r18"]], data=folder, out=tmp_path / "b", tta=["identity", "hflip"], **FAST)
+    predict(ckpts=[world["r18"]], data=folder, out=tmp_path / "a", tta=["identity"], **FAST)
+    predict(ckpts=[world["r18"]], data=folder, out=tmp_path / "b", tta=["identity", "hflip"], **FAST)
     ta, _, pa, _ = predicted(tmp_path / "a")
     tb, _, pb, _ = predicted(tmp_path / "b")
     assert list(ta["image_id"]) == list(tb["image_id"]) == [f"asym/{i}.png" for i in range(4)] + \
@@ -161,9 +163,9 @@ def test_two_identical_checkpoints_equal_one(world, tmp_path):
     twin = tmp_path / "twin.pt"
     shutil.copy(world["r18"], twin)
     for merge, tta in (("mean", ["hflip", "fivecrop"]), ("vote", ["identity"])):   # gmean: see test_merges
-        run_predict(ckpts=[world["r18"]], data=world["few"], out=tmp_path / f"one_{merge}", tta=tta, merge=merge,
+        predict(ckpts=[world["r18"]], data=world["few"], out=tmp_path / f"one_{merge}", tta=tta, merge=merge,
                     **FAST)
-        run_predict(ckpts=[world["r18"], twin], data=world["few"], out=tmp_path / f"two_{merge}", tta=tta,
+        predict(ckpts=[world["r18"], twin], data=world["few"], out=tmp_path / f"two_{merge}", tta=tta,
                     merge=merge, weights=[3, 1], **FAST)
         _, _, one, _ = predicted(tmp_path / f"one_{merge}")
         _, _, two, _ = predicted(tmp_path / f"two_{merge}")
@@ -173,7 +175,7 @@ def test_two_identical_checkpoints_equal_one(world, tmp_path):
 
 def test_submission_follows_info_csv_and_scores_match_sklearn(world, tmp_path):
     gt = world["data"] / "eval" / "gt.csv"
-    result = run_predict(ckpts=[world["r18"]], data=world["data"] / "eval", out=tmp_path, tta=["identity", "shift"],
+    result = predict(ckpts=[world["r18"]], data=world["data"] / "eval", out=tmp_path, tta=["identity", "shift"],
                          gt=gt, **FAST)
     info = pd.read_csv(world["data"] / "eval" / "info.csv", dtype=str)
     sub = pd.read_csv(tmp_path / "submission.csv", dtype={"ImageID": str})
@@ -199,12 +201,13 @@ def test_submission_follows_info_csv_and_scores_match_sklearn(world, tmp_path):
 
 def test_two_backbones_and_sizes_ensemble_weighted(world, tmp_path, monkeypatch):
     decoded = []
-    monkeypatch.setattr(predict_module, "read_image", lambda p, **kw: decoded.append(p) or read_image(p, **kw))
-    run_predict(ckpts=[world["r18"], world["effb0"]], data=world["few"], out=tmp_path / "both", weights=[1, 3],
+    real_decode = cv2.imdecode
+    monkeypatch.setattr(cv2, "imdecode", lambda data, flag: decoded.append(hash(data.tobytes())) or real_decode(data, flag))
+    predict(ckpts=[world["r18"], world["effb0"]], data=world["few"], out=tmp_path / "both", weights=[1, 3],
                 tta=["identity", "scale"], **FAST)
     assert len(decoded) == 4 and len(set(decoded)) == 4    # each image decoded once for both sizes
-    run_predict(ckpts=[world["r18"]], data=world["few"], out=tmp_path / "r18", tta=["identity", "scale"], **FAST)
-    run_predict(ckpts=[world["effb0"]], data=world["few"], out=tmp_path / "effb0", tta=["identity", "scale"], **FAST)
+    predict(ckpts=[world["r18"]], data=world["few"], out=tmp_path / "r18", tta=["identity", "scale"], **FAST)
+    predict(ckpts=[world["effb0"]], data=world["few"], out=tmp_path / "effb0", tta=["identity", "scale"], **FAST)
     _, _, both, _ = predicted(tmp_path / "both")
     _, _, a, _ = predicted(tmp_path / "r18")
     _, _, b, _ = predicted(tmp_path / "effb0")
@@ -214,14 +217,14 @@ def test_two_backbones_and_sizes_ensemble_weighted(world, tmp_path, monkeypatch)
 
 
 def test_single18_model_ensembles_with_three_heads_and_joint(world, tmp_path):
-    run_predict(ckpts=[world["single18"]], data=world["few"], out=tmp_path / "s", **FAST)
-    run_predict(ckpts=[world["single18"]], data=world["few"], out=tmp_path / "sj", joint=True, **FAST)
+    predict(ckpts=[world["single18"]], data=world["few"], out=tmp_path / "s", **FAST)
+    predict(ckpts=[world["single18"]], data=world["few"], out=tmp_path / "sj", joint=True, **FAST)
     table, heads, probs, _ = predicted(tmp_path / "s")
     assert list(heads) == ["class18", "mask", "gender", "age"]
     joint_sub = pd.read_csv(tmp_path / "sj" / "submission.csv")
     # the model's own 18-class argmax, not the combination of its marginals' argmaxes
     assert list(joint_sub["ans"]) == list(probs["class18"].argmax(1))
-    run_predict(ckpts=[world["single18"], world["r18"]], data=world["few"], out=tmp_path / "mix", **FAST)
+    predict(ckpts=[world["single18"], world["r18"]], data=world["few"], out=tmp_path / "mix", **FAST)
     _, mixed_heads, mixed, _ = predicted(tmp_path / "mix")
     assert list(mixed_heads) == ["mask", "gender", "age"]      # class18 only where every member has it
     _, _, r18, _ = predicted_single(world, tmp_path)
@@ -229,7 +232,7 @@ def test_single18_model_ensembles_with_three_heads_and_joint(world, tmp_path):
 
 
 def predicted_single(world, tmp_path):
-    run_predict(ckpts=[world["r18"]], data=world["few"], out=tmp_path / "r18only", **FAST)
+    predict(ckpts=[world["r18"]], data=world["few"], out=tmp_path / "r18only", **FAST)
     return predicted(tmp_path / "r18only")
 
 
@@ -271,7 +274,7 @@ def test_manifest_and_folder_inputs(world, tmp_path):
         shutil.copy(image, tmp_path / "images" / image.name)
     rows = pd.DataFrame({"path": [f"images/{p.name}" for p in eval_images], "mask": ["wear", "", "2"]})
     rows.to_csv(tmp_path / "m.csv", index=False)
-    run_predict(ckpts=[world["r18"]], data=tmp_path / "m.csv", out=tmp_path / "m", **FAST)
+    predict(ckpts=[world["r18"]], data=tmp_path / "m.csv", out=tmp_path / "m", **FAST)
     sub = pd.read_csv(tmp_path / "m" / "submission.csv")
     assert list(sub.columns) == ["image_id", "ans"] and list(sub["image_id"]) == list(rows["path"])
     folder = tmp_path / "photos"
@@ -280,7 +283,7 @@ def test_manifest_and_folder_inputs(world, tmp_path):
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(eval_images[0], folder / name)
     (folder / "notes.txt").write_text("not an image")
-    run_predict(ckpts=[world["r18"]], data=folder, out=tmp_path / "f", **FAST)
+    predict(ckpts=[world["r18"]], data=folder, out=tmp_path / "f", **FAST)
     sub = pd.read_csv(tmp_path / "f" / "submission.csv")
     assert list(sub["image_id"]) == ["a/x.JPG", "b.jpeg", "c.png"]
     assert sub["ans"].nunique() == 1   # the same picture three times
@@ -289,32 +292,32 @@ def test_manifest_and_folder_inputs(world, tmp_path):
 # ------------------------------------------------------------------------------------------------ errors
 def test_errors_are_one_clear_line(world, tmp_path):
     with pytest.raises(UserError, match=r"different heads: .*r18\.pt has mask.* but .*age\.pt has age"):
-        run_predict(ckpts=[world["r18"], world["age_only"]], data=world["data"], out=tmp_path / "x", **FAST)
+        predict(ckpts=[world["r18"], world["age_only"]], data=world["data"], out=tmp_path / "x", **FAST)
     with pytest.raises(UserError, match="--weights: got 3 values for 2 checkpoints"):
-        run_predict(ckpts=[world["r18"], world["effb0"]], data=world["data"], out=tmp_path / "x", weights=[1, 2, 3],
+        predict(ckpts=[world["r18"], world["effb0"]], data=world["data"], out=tmp_path / "x", weights=[1, 2, 3],
                     **FAST)
     empty = tmp_path / "empty"
     (empty / "sub").mkdir(parents=True)
     (empty / "readme.txt").write_text("no images")
     with pytest.raises(UserError, match="no images found"):
-        run_predict(ckpts=[world["r18"]], data=empty, out=tmp_path / "x", **FAST)
+        predict(ckpts=[world["r18"]], data=empty, out=tmp_path / "x", **FAST)
     with pytest.raises(UserError, match="unknown view 'flip'"):
-        run_predict(ckpts=[world["r18"]], data=world["data"], out=tmp_path / "x", tta=["flip"], **FAST)
+        predict(ckpts=[world["r18"]], data=world["data"], out=tmp_path / "x", tta=["flip"], **FAST)
     with pytest.raises(UserError, match="--joint"):
-        run_predict(ckpts=[world["age_only"]], data=world["data"], out=tmp_path / "x", joint=True, **FAST)
+        predict(ckpts=[world["age_only"]], data=world["data"], out=tmp_path / "x", joint=True, **FAST)
     broken = tmp_path / "broken"
     shutil.copytree(world["data"] / "eval", broken / "eval")
     gone = pd.read_csv(broken / "eval" / "info.csv", dtype=str)["ImageID"].iloc[5]
     (broken / "eval" / "images" / gone).unlink()
     with pytest.raises(UserError, match=f"image '{gone}' not found"):
-        run_predict(ckpts=[world["r18"]], data=broken, out=tmp_path / "x", **FAST)
+        predict(ckpts=[world["r18"]], data=broken, out=tmp_path / "x", **FAST)
     cut = tmp_path / "cut"
     cut.mkdir()
     good = sorted(world["few"].iterdir())[0]
     shutil.copy(good, cut / "a.jpg")
     (cut / "b.jpg").write_bytes(good.read_bytes()[:200])       # half-copied file, read in a loader worker
     with pytest.raises(UserError, match=r"b\.jpg: truncated JPEG") as caught:
-        run_predict(ckpts=[world["r18"]], data=cut, out=tmp_path / "x", **{**FAST, "workers": 1})
+        predict(ckpts=[world["r18"]], data=cut, out=tmp_path / "x", **{**FAST, "workers": 1})
     assert "\n" not in str(caught.value)
 
 
@@ -335,7 +338,7 @@ def test_predict_and_report_read_a_gt_file_by_the_same_rules(world, tmp_path, ca
     gt = pd.read_csv(world["data"] / "eval" / "gt.csv", dtype=str)
     lenient = tmp_path / "repeats.csv"
     pd.concat([gt.iloc[1:], gt.iloc[[3]]]).to_csv(lenient, index=False)   # row 0 missing, row 3 twice alike
-    result = run_predict(ckpts=[world["r18"]], data=world["data"], out=tmp_path / "p", gt=lenient, **FAST)
+    result = predict(ckpts=[world["r18"]], data=world["data"], out=tmp_path / "p", gt=lenient, **FAST)
     assert result["composite/n"] == 13 and result["mask/n"] == 13
     assert json.loads((tmp_path / "p" / "scores.json").read_text())["unlabelled"] == 1
     assert "1 of 14 predicted images have no row in repeats.csv" in " ".join(capsys.readouterr().out.split())
@@ -351,14 +354,14 @@ def test_predict_and_report_read_a_gt_file_by_the_same_rules(world, tmp_path, ca
     pd.concat([gt, changed]).to_csv(conflict, index=False)
     message = f"ImageID {gt['ImageID'].iloc[3]!r} is listed 2 times with different values (lines 5, 16)"
     with pytest.raises(UserError, match=re.escape(message)):
-        run_predict(ckpts=[world["r18"]], data=world["data"], out=tmp_path / "q", gt=conflict, **FAST)
+        predict(ckpts=[world["r18"]], data=world["data"], out=tmp_path / "q", gt=conflict, **FAST)
     with pytest.raises(UserError, match=re.escape(message)):
         build_report(pred=tmp_path / "p" / "predictions.csv", gt=conflict)
 
 
 def test_predictions_record_the_composite_order_and_the_report_reads_it(world, tmp_path):
     gt = world["data"] / "eval" / "gt.csv"
-    scores = run_predict(ckpts=[world["r18"]], data=world["data"], out=tmp_path, gt=gt, **FAST)
+    scores = predict(ckpts=[world["r18"]], data=world["data"], out=tmp_path, gt=gt, **FAST)
     table = pd.read_csv(tmp_path / "predictions.csv", dtype=str)
     assert table["composite/heads"].eq("mask,gender,age").all() and table["bins/age"].eq("30,60").all()
     numbers = json.loads((build_report(pred=tmp_path / "predictions.csv") / "report.json").read_text())
@@ -391,14 +394,14 @@ def test_end_to_end_through_the_engine(tmp_path):
         "tracking.wandb.mode=disabled", "tracking.tensorboard=false", f"data.cache_dir={tmp_path / 'cache'}",
         f"output_dir={tmp_path / 'runs'}", "tracking.progress=false"])
     fit(cfg, tmp_path / "run")
-    result = run_predict(ckpts=[tmp_path / "run"], data=tmp_path / "data", out=tmp_path / "out", tta=["identity"],
+    result = predict(ckpts=[tmp_path / "run"], data=tmp_path / "data", out=tmp_path / "out", tta=["identity"],
                          gt=tmp_path / "data" / "eval" / "gt.csv", **FAST)
     assert 0 <= result["composite/f1"] <= 1 and result["images"] == 14
 
 
 def test_model_without_composite_heads_writes_predictions_only(world, tmp_path):
     (tmp_path / "submission.csv").write_text("ImageID,ans\nold,0\n")   # left by an earlier run
-    run_predict(ckpts=[world["age_only"]], data=world["few"], out=tmp_path, **FAST)
+    predict(ckpts=[world["age_only"]], data=world["few"], out=tmp_path, **FAST)
     _, heads, probs, _ = predicted(tmp_path)
     assert list(heads) == ["age"] and probs["age"].shape == (4, 3)
     assert not (tmp_path / "submission.csv").exists()
@@ -409,7 +412,7 @@ def test_scores_carry_bootstrap_intervals_over_people(world, tmp_path, capsys):
     scores.json; the interval brackets the score."""
     from rich.console import Console
 
-    result = run_predict(ckpts=[world["r18"]], data=world["data"] / "eval", out=tmp_path,
+    result = predict(ckpts=[world["r18"]], data=world["data"] / "eval", out=tmp_path,
                          gt=world["data"] / "eval" / "gt.csv", console=Console(width=160), **FAST)
     saved = json.loads((tmp_path / "scores.json").read_text())
     assert saved["intervals"] == {"level": 0.95, "draws": 1000, "resampled": "people", "groups": 2}

@@ -21,6 +21,8 @@ import pandas as pd
 import pytest
 import torch
 
+from helpers import error_line, tiny_overrides
+
 from multitask.cli import main
 from multitask.runs.checkpoint import load_checkpoint
 
@@ -67,11 +69,8 @@ sys.exit(main(argv))
 
 
 def _overrides(root, tmp_path, out: str, *extra) -> list[str]:
-    return [f"data.root={root}", "data.synthesize_if_missing=false", "data.image_size=[32,32]", "data.num_workers=0",
-            "data.n_folds=4", f"data.cache_dir={tmp_path / 'cache'}", f"output_dir={tmp_path / out}", "seed=0",
-            "deterministic=true", "train.amp=off", "train.epochs=2", "train.batch_size=16",
-            "train.save_every_steps=4", "tracking.wandb.mode=disabled", "tracking.tensorboard=false",
-            "tracking.progress=false", *extra]
+    return tiny_overrides(root, tmp_path, "deterministic=true", "train.amp=off", "train.epochs=2",
+                          "train.save_every_steps=4", "tracking.tensorboard=false", *extra, runs=out)
 
 
 class Child:
@@ -176,12 +175,6 @@ def _tiny(root, tmp_path, *extra) -> list[str]:
                                                      "train.save_every_steps=null", *extra)]
 
 
-def _error(capsys) -> str:
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
-    return err[len("error: "):].strip()
-
-
 def _poison(monkeypatch, head: str, at_call: int) -> None:
     """The criterion returns NaN for `head` on its `at_call`-th training call (0-based = the optimizer step)."""
     from multitask.model.losses import MultiTaskCriterion
@@ -201,7 +194,7 @@ def _poison(monkeypatch, head: str, at_call: int) -> None:
 def test_nan_loss_stops_naming_the_step_and_the_head(synth_root, tmp_path, monkeypatch, capsys):
     _poison(monkeypatch, "age", at_call=5)   # the epoch's last step: nothing trains on the NaN weights after it
     assert main(_tiny(synth_root, tmp_path)) == 2
-    assert _error(capsys) == ("non-finite loss at optimizer step 5 in head(s) age; lower train.lr, set "
+    assert error_line(capsys) == ("non-finite loss at optimizer step 5 in head(s) age; lower train.lr, set "
                               "train.grad_clip, or check that head's labels and loss")
     run_dir = _run_dir(tmp_path / "runs")
     assert (run_dir / "config.yaml").is_file() and not list(run_dir.glob("*.pt"))   # kept to look at, nothing saved
@@ -211,7 +204,7 @@ def test_nan_weights_never_overwrite_a_good_checkpoint(synth_root, tmp_path, mon
     # step checkpoint at step 2 (good), NaN at step 2's successor, the step-4 checkpoint would hold NaN weights
     _poison(monkeypatch, "gender", at_call=2)
     assert main(_tiny(synth_root, tmp_path, "train.save_every_steps=2")) == 2
-    message = _error(capsys)
+    message = error_line(capsys)
     assert message.startswith("non-finite") and ("step 2" in message or "step 4" in message), message
     last = load_checkpoint(_run_dir(tmp_path / "runs") / "last.pt")
     assert last["step"] == 2 and all(torch.isfinite(v).all() for v in last["model"].values() if v.is_floating_point())
@@ -244,7 +237,7 @@ def test_failed_save_is_one_clear_line_and_keeps_the_previous_checkpoint(fault, 
     assert main(_tiny(synth_root, tmp_path, "train.save_every_steps=3")) == 2
     run_dir = _run_dir(tmp_path / "runs")
     cause = "No space left on device" if fault == "disk full" else "Permission denied"
-    assert _error(capsys) == (f"could not write checkpoint {run_dir / 'last.pt'}: {cause}; the previous checkpoint "
+    assert error_line(capsys) == (f"could not write checkpoint {run_dir / 'last.pt'}: {cause}; the previous checkpoint "
                               f"is intact")
     monkeypatch.undo()
     last = load_checkpoint(run_dir / "last.pt")
@@ -281,7 +274,7 @@ def test_unwritable_output_dir_and_run_dir(synth_root, tmp_path, monkeypatch, ca
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     assert main(_tiny(synth_root, tmp_path, f"output_dir={blocker / 'runs'}")) == 2
-    assert _error(capsys).startswith(f"output_dir: cannot create {blocker / 'runs' / 'quickstart'}: Not a directory")
+    assert error_line(capsys).startswith(f"output_dir: cannot create {blocker / 'runs' / 'quickstart'}: Not a directory")
 
     assert main(_tiny(synth_root, tmp_path, "train.max_steps=1")) == 0
     run_dir = _run_dir(tmp_path / "runs")
@@ -301,7 +294,7 @@ def test_unwritable_output_dir_and_run_dir(synth_root, tmp_path, monkeypatch, ca
         assert main(["train", "--resume", str(run_dir), "train.max_steps=3"]) == 2
     finally:
         run_dir.chmod(0o755)
-    assert _error(capsys) == (f"run dir {run_dir} is not writable (Permission denied); make it writable or set "
+    assert error_line(capsys) == (f"run dir {run_dir} is not writable (Permission denied); make it writable or set "
                               f"output_dir to another folder")
     assert (run_dir / "last.pt").read_bytes() == before
 
@@ -311,7 +304,7 @@ def test_full_disk_while_building_the_image_cache(synth_root, tmp_path, monkeypa
         raise OSError(errno.ENOSPC, "No space left on device")
     monkeypatch.setattr(os, "posix_fallocate", no_space)
     assert main(_tiny(synth_root, tmp_path)) == 2
-    assert _error(capsys) == (f"data.cache_dir: cannot write the image cache in {tmp_path / 'cache'} (No space left "
+    assert error_line(capsys) == (f"data.cache_dir: cannot write the image cache in {tmp_path / 'cache'} (No space left "
                               f"on device; it needs 0.3 MiB); free space there, set data.cache_dir to a writable "
                               f"folder, or data.cache=false")
     assert not [p for p in (tmp_path / "cache").iterdir()]
@@ -371,7 +364,7 @@ def test_wandb_online_that_fails_falls_back_to_offline_and_trains(synth_root, tm
 
 # ------------------------------------------------------------------------------------------------ run dir rules
 def test_run_dir_lock_excludes_a_second_holder_and_follows_fold_dirs_to_their_parent(tmp_path):
-    from multitask.runs.run_dir import RunDirLock
+    from multitask.runs.locks import RunDirLock
     from multitask.utils.errors import UserError
 
     parent = tmp_path / "kfold" / "1"
@@ -388,7 +381,7 @@ def test_run_dir_lock_excludes_a_second_holder_and_follows_fold_dirs_to_their_pa
 
 def test_resume_overrides_rule(tiny_cfg, tmp_path):
     from multitask.config import to_dict
-    from multitask.runs.run_dir import check_resume_overrides
+    from multitask.runs.resume import check_resume_overrides
     from multitask.utils.errors import UserError
 
     saved = to_dict(tiny_cfg())

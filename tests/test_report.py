@@ -8,12 +8,16 @@ import pandas as pd
 import pytest
 from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
 
-from multitask.analysis.report.analyses import threshold_sweep
-from multitask.analysis.report.build import build_report, key_numbers, load_predictions
+from multitask.analysis.report.age import threshold_sweep
+from multitask.analysis.report.build import build_report
+from multitask.analysis.report.inputs import load_predictions
+from multitask.analysis.report.summary import key_numbers
 from multitask.cli import main
 from multitask.heads import HeadSpec, composite_encode
-from multitask.metrics.table import build_table, write_table
+from multitask.metrics.stats import head_scores
+from multitask.metrics.table import build_table
 from multitask.utils.errors import UserError
+from multitask.utils.io import write_csv
 
 STEMS = ["mask1", "mask2", "incorrect_mask", "normal"]
 FLIPPED = 0  # row whose gender label the tests flip against a very confident prediction
@@ -67,7 +71,7 @@ def synthetic_predictions(folder, *, heads=None, n=72, seed=0, unlabelled=None, 
 def run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("run")
     table, targets, probs = synthetic_predictions(run_dir)
-    write_table(table, run_dir / "oof.csv")
+    write_csv(table, run_dir / "oof.csv")
     out = build_report(run_dir=run_dir)
     return run_dir, out, table, targets, probs
 
@@ -159,7 +163,7 @@ def test_age_threshold_finds_an_underpredicted_class(tmp_path):
     table["pred/age"] = p.argmax(1)
     table["pred/composite"] = composite_encode({"mask": probs["mask"].argmax(1), "gender": probs["gender"].argmax(1),
                                                 "age": p.argmax(1)}, mask_heads())
-    write_table(table, tmp_path / "oof.csv")
+    write_csv(table, tmp_path / "oof.csv")
     p, _ = load_predictions(run_dir=tmp_path)
     t = threshold_sweep(p, p.heads[2])
     assert t["class"] == ">=60" and t["best_bias"] > 0 and t["gain"] > 0.01
@@ -171,7 +175,7 @@ def test_age_threshold_finds_an_underpredicted_class(tmp_path):
 
 def test_partial_labels(tmp_path):
     table, targets, probs = synthetic_predictions(tmp_path, unlabelled={"age": 0.3, "gender": 0.2}, seed=1)
-    write_table(table, tmp_path / "oof.csv")
+    write_csv(table, tmp_path / "oof.csv")
     numbers = json.loads((build_report(run_dir=tmp_path) / "report.json").read_text())
     for name in ("gender", "age"):
         keep = targets[name] >= 0
@@ -185,7 +189,7 @@ def test_partial_labels(tmp_path):
 
 def test_one_head_only(tmp_path):
     table, *_ = synthetic_predictions(tmp_path, heads=mask_heads()[2:])
-    write_table(table, tmp_path / "oof.csv")
+    write_csv(table, tmp_path / "oof.csv")
     out = build_report(run_dir=tmp_path, out=tmp_path / "elsewhere")
     numbers = json.loads((out / "report.json").read_text())
     assert list(numbers["heads"]) == ["age"] and "composite" not in numbers
@@ -202,7 +206,7 @@ def test_age_sections_follow_the_head_with_bins_not_its_name(tmp_path):
     table, targets, probs = synthetic_predictions(tmp_path, heads=[mask, years, gender], n=60, seed=5)
     order = [mask, years, gender]
     assert table["composite/heads"].eq("mask,years_bin,gender").all() and table["bins/years_bin"].eq("30,60").all()
-    write_table(table, tmp_path / "oof.csv")
+    write_csv(table, tmp_path / "oof.csv")
     numbers = json.loads((build_report(run_dir=tmp_path) / "report.json").read_text())
     html = (tmp_path / "report" / "report.html").read_text()
     for section in ("age", "age-years", "age-threshold"):
@@ -219,7 +223,7 @@ def test_age_sections_follow_the_head_with_bins_not_its_name(tmp_path):
 def test_a_table_without_a_composite_order_gets_no_composite(tmp_path):
     """No guessing from names or by trying head orders: the order is what the table records, or none."""
     table, *_ = synthetic_predictions(tmp_path, n=24)
-    write_table(table.drop(columns=["composite/heads"]), tmp_path / "oof.csv")
+    write_csv(table.drop(columns=["composite/heads"]), tmp_path / "oof.csv")
     p, _ = load_predictions(run_dir=tmp_path)
     assert p.composite == [] and any("no composite label" in note for note in p.notes)
 
@@ -227,7 +231,7 @@ def test_a_table_without_a_composite_order_gets_no_composite(tmp_path):
 def test_pred_with_gt(tmp_path):
     table, targets, probs = synthetic_predictions(tmp_path, with_targets=False)
     table = table.drop(columns=["age_years", "group"])
-    write_table(table, tmp_path / "predictions.csv")
+    write_csv(table, tmp_path / "predictions.csv")
     heads = mask_heads()
     gt = pd.DataFrame({"ImageID": table["image_id"], "ans": composite_encode(targets, heads),
                        "mask": [heads[0].classes[v] for v in targets["mask"]],
@@ -254,7 +258,7 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "run a training first" in capsys.readouterr().err
     table, *_ = synthetic_predictions(tmp_path, n=8, with_targets=False)
-    write_table(table, tmp_path / "predictions.csv")
+    write_csv(table, tmp_path / "predictions.csv")
     with pytest.raises(UserError, match="--gt"):
         build_report(pred=tmp_path / "predictions.csv")
     pd.DataFrame({"ImageID": ["nope"], "ans": [0]}).to_csv(tmp_path / "gt.csv", index=False)
@@ -267,8 +271,36 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
 def test_missing_images_and_tensorboard(tmp_path):
     table, *_ = synthetic_predictions(tmp_path, n=24)
     table.loc[:5, "path"] = "does/not/exist.png"
-    write_table(table, tmp_path / "oof.csv")
+    write_csv(table, tmp_path / "oof.csv")
     assert main(["report", str(tmp_path), "--log", "tensorboard"]) == 0
     html = (tmp_path / "report" / "report.html").read_text()
     assert "grey placeholders" in html
     assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
+
+
+def test_after_tuned_decisions_the_report_scores_each_head_as_compare_does(tmp_path):
+    """A run whose decisions moved labels off the argmax: the report's per-head and composite F1 are those of the
+    decided labels (pred/<head>, pred/composite), exactly compare's, and not the argmax's."""
+    from multitask.analysis.compare import load_item
+    from multitask.heads import composite_encode
+    from multitask.infer.decide import decide
+    from multitask.metrics.intervals import score_intervals
+
+    heads = mask_heads()
+    table, targets, probs = synthetic_predictions(tmp_path)
+    offsets = {"age": np.array([0.0, 0.0, 1.2]), "mask": np.array([0.0, 0.6, 0.0])}   # as decisions.json applies
+    decided = decide(probs, heads, offsets)
+    for head in heads:
+        table[f"pred/{head.name}"] = decided[head.name]
+    table["pred/composite"] = composite_encode(decided, heads)
+    write_csv(table, tmp_path / "oof.csv")
+    numbers = json.loads((build_report(run_dir=tmp_path) / "report.json").read_text())
+    compared = score_intervals(*load_item(tmp_path / "oof.csv"), draws=20).values
+    for name in ("mask", "gender", "age"):
+        assert numbers["heads"][name]["f1"] == pytest.approx(compared[name][0], abs=1e-12)
+    assert numbers["composite"]["f1"] == pytest.approx(compared["composite"][0], abs=1e-12)
+    argmax_f1 = head_scores(targets["age"], probs["age"].argmax(1), 3)["f1"]
+    assert numbers["heads"]["age"]["f1"] != pytest.approx(argmax_f1)   # the offsets did move the score
+    assert numbers["heads"]["age"]["decided_off_argmax"] == int((decided["age"] != probs["age"].argmax(1)).sum()) > 0
+    page = (tmp_path / "report" / "report.md").read_text()
+    assert "Scored on the decided labels (pred/age)" in page

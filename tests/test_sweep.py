@@ -13,11 +13,14 @@ import yaml
 
 optuna = pytest.importorskip("optuna")
 
+from helpers import tiny_overrides  # noqa: E402
+
 from multitask.cli import main  # noqa: E402
 from multitask.config import load_config  # noqa: E402
 from multitask.config.show import flow_yaml  # noqa: E402
 from multitask.experiments.space import check_space, load_space  # noqa: E402
-from multitask.experiments.study import Sweep, run_sweep  # noqa: E402
+from multitask.experiments.study import Sweep  # noqa: E402
+from multitask.experiments.workers import run_sweep  # noqa: E402
 from multitask.utils.errors import UserError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,10 +30,7 @@ QUICKSTART = str(ROOT / "configs" / "quickstart.yaml")
 @pytest.fixture()
 def tiny(synth_root, tmp_path):
     """The overrides of conftest's tiny_cfg (32x32 images, 1 epoch, CPU), for commands that rebuild configs."""
-    return [f"data.root={synth_root}", "data.synthesize_if_missing=false", "data.image_size=[32,32]",
-            "data.num_workers=0", "data.n_folds=4", f"data.cache_dir={tmp_path / 'cache'}",
-            f"output_dir={tmp_path / 'runs'}", "train.epochs=1", "train.batch_size=16",
-            "tracking.wandb.mode=disabled", "tracking.tensorboard=false", "tracking.progress=false", "seed=0"]
+    return tiny_overrides(synth_root, tmp_path, "tracking.tensorboard=false")
 
 
 def write(path: Path, text: str) -> str:
@@ -152,7 +152,7 @@ def test_a_trial_with_bad_values_fails_with_its_reason_and_the_sweep_goes_on(tin
 
 def test_pruner_stops_a_trial_from_its_epoch_reports(tiny, tmp_path):
     """The callback reports every validation; a pruner that always prunes ends each trial after its first epoch."""
-    from multitask.experiments.study import OptunaPruning
+    from multitask.experiments.trial import OptunaPruning
     from multitask.train.run import fit
 
     study = optuna.create_study(direction="maximize", pruner=AlwaysPrune())
@@ -231,20 +231,20 @@ def test_a_requeued_trial_resumes_only_under_the_resume_rules(tiny, tmp_path):
 
 def test_an_interrupted_trial_is_run_again_with_its_parameters(tiny, tmp_path, monkeypatch):
     """Ctrl-C mid-trial: the trial is failed and marked; the next run of the command queues it again first."""
-    import multitask.experiments.study as sweep_module
+    import multitask.experiments.trial as trial_module
 
     space = write(tmp_path / "s.yaml", "params:\n  train.lr: {low: 1.0e-3, high: 1.0e-2, log: true}\n"
                   "fixed:\n  train.max_steps: 2\n")
-    real = sweep_module.run_trial
+    real = trial_module.run_trial
 
     def interrupted(sweep, trial, *, quiet):
         trial.suggest_float("train.lr", 1e-3, 1e-2, log=True)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(sweep_module, "run_trial", interrupted)
+    monkeypatch.setattr(trial_module, "run_trial", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run_sweep(Sweep(config=QUICKSTART, space_path=space, trials=1, overrides=tiny, pruner="none"))
-    monkeypatch.setattr(sweep_module, "run_trial", real)
+    monkeypatch.setattr(trial_module, "run_trial", real)
     sweep = Sweep(config=QUICKSTART, space_path=space, trials=1, overrides=tiny, pruner="none")
     run_sweep(sweep)
     rows = pd.read_csv(sweep.dir / "trials.csv", keep_default_na=False).set_index("number")
@@ -256,7 +256,8 @@ def test_an_interrupted_trial_is_run_again_with_its_parameters(tiny, tmp_path, m
 def test_two_workers_fill_one_study(tiny, tmp_path):
     """A --jobs worker process (the command run_sweep spawns) and this process run trials of one SQLite study at
     the same time; the study ends with --trials trials, each in the run dir of its number."""
-    from multitask.experiments.study import open_study, spawn_worker
+    from multitask.experiments.study import open_study
+    from multitask.experiments.workers import spawn_worker
 
     space = write(tmp_path / "s.yaml", "params:\n  train.lr: {low: 1.0e-3, high: 1.0e-2, log: true}\n"
                   "fixed:\n  train.max_steps: 3\n")
@@ -285,8 +286,7 @@ def test_the_parent_opens_the_study_once_and_prepares_the_data_its_trials_use(ti
     the data it prepares for the workers has the space's fixed values (a fixed image size warms the right cache)."""
     import torch
 
-    import multitask.data.prepare as prepare_module
-    import multitask.experiments.study as sweep_module
+    import multitask.experiments.workers as workers_module
 
     class Finished:   # a worker process that has already ended
         def wait(self, timeout=None):
@@ -296,10 +296,10 @@ def test_the_parent_opens_the_study_once_and_prepares_the_data_its_trials_use(ti
             return 0
 
     opened, prepared = [], []
-    real_open, real_prepare = sweep_module.open_study, prepare_module.prepare_data
-    monkeypatch.setattr(sweep_module, "open_study", lambda *a, **k: opened.append(1) or real_open(*a, **k))
-    monkeypatch.setattr(prepare_module, "prepare_data", lambda cfg, **k: prepared.append(cfg) or real_prepare(cfg, **k))
-    monkeypatch.setattr(sweep_module, "spawn_worker", lambda sweep, k: Finished())
+    real_open, real_prepare = workers_module.open_study, workers_module.prepare_data
+    monkeypatch.setattr(workers_module, "open_study", lambda *a, **k: opened.append(1) or real_open(*a, **k))
+    monkeypatch.setattr(workers_module, "prepare_data", lambda cfg, **k: prepared.append(cfg) or real_prepare(cfg, **k))
+    monkeypatch.setattr(workers_module, "spawn_worker", lambda sweep, k: Finished())
     space = write(tmp_path / "s.yaml", "params:\n  train.lr: {low: 1.0e-3, high: 1.0e-2, log: true}\n"
                   "fixed:\n  train.max_steps: 2\n  data.image_size: [32, 32]\n")
     threads = torch.get_num_threads()

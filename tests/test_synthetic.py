@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from multitask.config import SynthConfig
-from multitask.data import synthetic
-from multitask.data.synthetic import STEMS, ensure_synthetic, person_identity, render, write_synthetic
+from multitask.data import synthetic_faces
+from multitask.data.synthetic import ensure_synthetic, person_ids, write_synthetic
+from multitask.data.synthetic_faces import STEMS, person_identity, render
 from multitask.utils.errors import UserError
 
 FOLDER = re.compile(r"^(\d{6}(?:-\d+)?)_(male|female)_([A-Za-z]+)_(\d+)$")
@@ -51,7 +52,7 @@ def test_train_layout(small_set):
         match = FOLDER.match(row["path"])
         assert match, row["path"]
         assert match.groups() == (row["id"], row["gender"], row["race"], row["age"])
-        assert row["race"] in synthetic.RACES
+        assert row["race"] in synthetic_faces.RACES
         assert 18 <= int(row["age"]) <= 70
         folder = root / "train" / "images" / row["path"]
         assert sorted(p.name for p in folder.iterdir()) == sorted(f"{s}.jpg" for s in STEMS)
@@ -122,7 +123,7 @@ def test_label_balance_like_the_competition():
 
 
 def test_ids_six_digits_some_suffixed():
-    ids = synthetic._ids(0, 200)
+    ids = person_ids(0, 200)
     assert len(set(ids)) == 200
     assert all(re.fullmatch(r"\d{6}(-1)?", i) for i in ids)
     assert sum("-" in i for i in ids) == 4

@@ -8,8 +8,8 @@ import pytest
 from rich.console import Console
 from wandb_record import logged
 
-from multitask.analysis.report.figures import confusion_figure, draw_confusion
 from multitask.config import load_config
+from multitask.metrics.figures import confusion_figure, draw_confusion
 from multitask.tracking.tracker import Tracker
 
 
@@ -207,7 +207,7 @@ def test_disabled_tracker_writes_nothing(tmp_path):
     tracker.print("hello")
     assert tracker.epoch_table(1, {"val/mask/f1": 0.5}, heads=["mask"]) is None
     with tracker.progress(total=3, description="train") as bar:
-        bar.update(8, loss=0.5)
+        bar.update(images=8, loss=0.5)
     tracker.close()
     assert not run_dir.exists() and tracker.wandb_id is None
     assert console.file.getvalue() == ""
@@ -243,15 +243,15 @@ def test_progress_counts_and_can_be_silenced(tmp_path):
     tracker = Tracker(run_dir=tmp_path, cfg=cfg, console=console)
     with tracker.progress(total=5, description="epoch 1 train") as bar:
         for step in range(5):
-            bar.update(16, loss=0.25 if step == 4 else None)
-    assert (bar.batches, bar.images, bar.loss) == (5, 80, 0.25)
+            bar.update(images=16, loss=0.25 if step == 4 else None)
+    assert (bar.done, bar.images, bar.values["loss"]) == (5, 80, "0.2500")
     shown = console.file.getvalue()
     assert "epoch 1 train" in shown and "5/5" in shown and "loss 0.2500" in shown and "img/s" in shown
     silent_cfg = _cfg("tracking.progress=false", "tracking.tensorboard=false", "tracking.wandb.mode=disabled")
     silent_console = Console(file=io.StringIO(), force_terminal=False)
     silent = Tracker(run_dir=tmp_path / "s", cfg=silent_cfg, console=silent_console)
     with silent.progress(total=2, description="quiet") as bar:
-        bar.update(4)
+        bar.update(images=4)
     assert silent_console.file.getvalue() == ""
 
 

@@ -10,13 +10,16 @@ import pandas as pd
 import pytest
 import torch
 
-from multitask.analysis import tune as decisions
+from helpers import tiny_overrides
+
+from multitask.analysis.tune import after_training
 from multitask.cli import main
 from multitask.runs.checkpoint import load_checkpoint
+from multitask.runs.run_dir import find_decisions
 from multitask.train.callbacks import Callback
 from multitask.train.run import fit, run_training
 from multitask.train.state import TrainState
-from multitask.utils.precision import resolve_precision
+from multitask.utils.devices import resolve_precision
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_tracking import _tb_scalars, _wandb_history  # noqa: E402  (readers of the offline run and TB events)
@@ -51,10 +54,7 @@ def test_one_epoch_writes_the_run_dir_with_every_tracker(tiny_cfg, tmp_path):
 
 
 def test_heads_flag_trains_a_single_head(tiny_cfg, tmp_path, synth_root):
-    code = main(["train", "--config", "configs/quickstart.yaml", "--heads", "age",
-                 f"data.root={synth_root}", "data.image_size=[32,32]", "data.num_workers=0", "data.n_folds=4",
-                 f"data.cache_dir={tmp_path / 'cache'}", f"output_dir={tmp_path / 'runs'}", "train.epochs=1",
-                 "tracking.wandb.mode=disabled", "tracking.progress=false"])
+    code = main(["train", "--config", "configs/quickstart.yaml", "--heads", "age", *tiny_overrides(synth_root, tmp_path)])
     assert code == 0
     run_dir = next((tmp_path / "runs" / "quickstart").iterdir())
     ckpt = load_checkpoint(run_dir / "best.pt")
@@ -169,7 +169,7 @@ def test_competition_options_run_together(tiny_cfg):
 
 def test_all_folds_makes_one_sub_run_per_fold_and_merges_oof(tiny_cfg):
     cfg = tiny_cfg("data.n_folds=2", "train.max_steps=1")
-    parent = run_training(cfg, all_folds=True)
+    parent = run_training(cfg, all_folds=True, after=after_training)
     assert (parent / "fold0" / "best.pt").is_file() and (parent / "fold1" / "best.pt").is_file()
     oof = pd.read_csv(parent / "oof.csv")
     assert sorted(oof["fold"].unique()) == [0, 1]
@@ -177,19 +177,19 @@ def test_all_folds_makes_one_sub_run_per_fold_and_merges_oof(tiny_cfg):
     # tuned decisions: fitted once, on every fold's OOF together, and found from each fold's checkpoint
     assert json.loads((parent / "decisions.json").read_text())["source"]["rows"] == 16 * 7
     assert not (parent / "fold0" / "decisions.json").exists()
-    assert decisions.find(parent / "fold1" / "best.pt") == parent / "decisions.json"
+    assert find_decisions(parent / "fold1" / "best.pt") == parent / "decisions.json"
 
 
-@pytest.mark.parametrize("extra", [[], ["train.loss_weighting=pcgrad", "train.accum_steps=2"]],
-                         ids=["static", "pcgrad"])
+@pytest.mark.slow
+@pytest.mark.parametrize("extra", [["train.device=CPU"],   # any case: gloo for CPU tensors even where a GPU is seen
+                                   ["train.device=cpu", "train.loss_weighting=pcgrad", "train.accum_steps=2"]],
+                         ids=["static-CPU", "pcgrad"])
 def test_ddp_two_cpu_processes_complete_and_save_once(synth_root, tmp_path, extra):
     out = tmp_path / "runs"
     # --standalone: a local rendezvous on a free port, so parallel test runs never collide
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "multitask", "train", "--config", "configs/quickstart.yaml", f"data.root={synth_root}",
-           "data.image_size=[32,32]", "data.num_workers=0", "data.n_folds=4", f"data.cache_dir={tmp_path / 'c'}",
-           f"output_dir={out}", "train.epochs=1", "train.batch_size=8", "tracking.wandb.mode=disabled",
-           "tracking.progress=false", "train.device=cpu", *extra]
+           "-m", "multitask", "train", "--config", "configs/quickstart.yaml",
+           *tiny_overrides(synth_root, tmp_path, "train.batch_size=8", *extra, cache="c")]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -1,6 +1,5 @@
 """wandb as its users expect: its environment when the config is silent, best-epoch summaries on an epoch axis,
 artifacts, k-fold groups; TensorBoard hparams. A stand-in wandb module records what the Tracker asks of it."""
-import functools
 import io
 import sys
 import types
@@ -12,7 +11,8 @@ from rich.console import Console
 
 from multitask.config import load_config
 from multitask.runs.checkpoint import load_checkpoint
-from multitask.tracking.tracker import Tracker, wandb_target
+from multitask.tracking.tracker import Tracker
+from multitask.tracking.wandb_sink import wandb_target
 from multitask.train.callbacks import Callback
 from multitask.train.run import fit
 
@@ -54,8 +54,12 @@ def fake_wandb(logged_in=False):
 
 
 def tracker(run_dir, *overrides, module=None):
+    """A Tracker whose `import wandb` finds `module` (the stand-in keeps what it was asked)."""
     cfg = load_config(None, ["name=trk", "tracking.tensorboard=false", *overrides])
-    return Tracker(run_dir=run_dir, cfg=cfg, console=Console(file=io.StringIO()), wandb_module=module)
+    with pytest.MonkeyPatch.context() as patch:
+        if module is not None:
+            patch.setitem(sys.modules, "wandb", module)
+        return Tracker(run_dir=run_dir, cfg=cfg, console=Console(file=io.StringIO()))
 
 
 @pytest.mark.parametrize("config, env, key, expected", [
@@ -204,7 +208,7 @@ def test_tensorboard_hparams_hold_the_best_epochs_metrics(tmp_path):
 def test_images_and_tables_go_through_the_same_wandb_module_as_the_run(tmp_path):
     import numpy as np
 
-    from multitask.analysis.report.figures import confusion_figure
+    from multitask.metrics.figures import confusion_figure
 
     module = fake_wandb()
     t = tracker(tmp_path, module=module)
@@ -221,12 +225,12 @@ def test_epoch_confusion_images_are_drawn_straight_to_rgb_as_the_reports_png(tmp
     import cv2
     import numpy as np
 
-    from multitask.analysis.report.figures import confusion_figure
+    from multitask.metrics.figures import confusion_figure
 
     matrix, classes = np.array([[5, 1, 0], [2, 3, 1], [0, 0, 4]]), ["wear", "incorrect", "not_wear"]
     png = np.frombuffer(confusion_figure(matrix, classes, "mask"), np.uint8)
     expected = cv2.cvtColor(cv2.imdecode(png, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-    monkeypatch.setattr("multitask.tracking.tracker._png_to_rgb", lambda png: pytest.fail("no PNG round trip per epoch"))
+    monkeypatch.setattr(cv2, "imdecode", lambda *args: pytest.fail("no PNG round trip per epoch"))
     module = fake_wandb()
     t = tracker(tmp_path, module=module)
     t.log_confusion("mask", matrix, classes, step=3)
@@ -252,7 +256,7 @@ class RaiseAfter(Callback):
 
 
 def _engine_with(monkeypatch, module):
-    monkeypatch.setattr("multitask.train.run.Tracker", functools.partial(Tracker, wandb_module=module))
+    monkeypatch.setitem(sys.modules, "wandb", module)   # what every Tracker of the training imports
 
 
 def _published(module):
@@ -289,7 +293,7 @@ def test_a_run_that_raises_mid_fit_publishes_nothing_and_a_normal_run_its_best_e
 
 
 def test_a_resumed_run_publishes_the_epoch_best_pt_holds(tiny_cfg, monkeypatch):
-    import multitask.train.run as engine
+    import multitask.train.trainer as engine
 
     run_dir = Path(tiny_cfg().output_dir) / "resumed"
     _engine_with(monkeypatch, fake_wandb())

@@ -7,11 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import predict
 
 from multitask.analysis.report.build import build_report
 from multitask.config import ConfigError, load_config
 from multitask.heads import years_key
-from multitask.infer.predict import run_predict
 from multitask.model.losses import HeadLoss, MultiTaskCriterion, year_target
 from multitask.model.net import YearsHead, create_model
 from multitask.runs.checkpoint import load_checkpoint, model_from_checkpoint
@@ -96,7 +96,7 @@ def test_train_predict_report_with_a_years_head(tiny_cfg, synth_root, tmp_path):
     # the checkpoint rebuilds the years head alone
     net, cfg = model_from_checkpoint(load_checkpoint(run_dir / "best.pt"))
     assert isinstance(net.heads["age"], YearsHead) and cfg.heads["age"].target == "years"
-    result = run_predict(ckpts=[run_dir], data=synth_root, out=tmp_path / "out", batch_size=16, workers=0,
+    result = predict(ckpts=[run_dir], data=synth_root, out=tmp_path / "out", batch_size=16, workers=0,
                          device="cpu", amp="off", tta=("identity", "hflip"))
     table = pd.read_csv(tmp_path / "out" / "predictions.csv")
     assert result["images"] == len(table) and table["pred/age/years"].between(0, 100).all()
@@ -108,8 +108,8 @@ def test_train_predict_report_with_a_years_head(tiny_cfg, synth_root, tmp_path):
 def test_onnx_export_keeps_class_probabilities_and_adds_the_year_distribution(tmp_path):
     pytest.importorskip("onnxruntime")
     from multitask.config import to_dict
-    from multitask.export.onnx import run_export
-    from multitask.infer.predict import load_ensemble
+    from multitask.export.command import run_export
+    from multitask.infer.ensemble import load_ensemble
     from multitask.runs.checkpoint import save_checkpoint
 
     cfg = load_config(None, ["data.image_size=[32,32]", *YEARS])
@@ -139,12 +139,12 @@ def test_onnx_export_keeps_class_probabilities_and_adds_the_year_distribution(tm
     fast = dict(batch_size=8, workers=0, device="cpu", amp="off")
     tables = {}
     for name, member in (("pt", tmp_path / "best.pt"), ("onnx", tmp_path / "d.onnx")):
-        result = run_predict(ckpts=[member], data=tmp_path / "data", out=tmp_path / name, **fast)
+        result = predict(ckpts=[member], data=tmp_path / "data", out=tmp_path / name, **fast)
         assert result["decisions"]["offsets"]["age"][">=60"] == -0.6
         tables[name] = pd.read_csv(tmp_path / name / "predictions.csv")
     assert (tmp_path / "pt" / "submission.csv").read_text() == (tmp_path / "onnx" / "submission.csv").read_text()
     np.testing.assert_allclose(tables["pt"]["pred/age/years"], tables["onnx"]["pred/age/years"], atol=1e-2)
-    plain = run_predict(ckpts=[tmp_path / "best.pt"], data=tmp_path / "data", out=tmp_path / "off", decisions="off",
+    plain = predict(ckpts=[tmp_path / "best.pt"], data=tmp_path / "data", out=tmp_path / "off", decisions="off",
                         **fast)
     assert plain["decisions"]["offsets"] == {}
     off = pd.read_csv(tmp_path / "off" / "predictions.csv")

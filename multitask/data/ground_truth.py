@@ -32,8 +32,8 @@ import pandas as pd
 
 from ..heads import UNLABELLED, HeadSpec, class_index, composite_decode, composite_encode, composite_size, label_array
 from ..utils.errors import UserError
+from ..utils.io import read_csv_text
 from ..utils.parsing import whole_number
-from .competition import read_csv_text
 
 KEYS = ("ImageID", "image_id")
 ANS = "ans"

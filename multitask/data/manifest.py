@@ -24,7 +24,7 @@ import pandas as pd
 
 from ..heads import UNLABELLED, HeadSpec, class_index
 from ..utils.errors import UserError
-from .competition import read_csv_text
+from ..utils.io import read_csv_text
 
 
 def read_manifest(csv_path: str | os.PathLike, heads: Mapping[str, HeadSpec]) -> pd.DataFrame:

@@ -18,10 +18,14 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from ..config import Config
 from ..heads import UNLABELLED, composite_encode, label_array, years_array, years_key
 from ..utils.errors import UserError
+from ..utils.progress import Progress
 from .cache import ImageCache
+from .competition import read_competition
 from .dataset import MultiTaskDataset, collate_batch
-from .faces import FacePlan, make_cropper, progress_bar
+from .faces import FacePlan, make_cropper
+from .manifest import read_manifest
 from .splits import assign_folds, split_indices
+from .synthetic import ensure_synthetic
 from .transforms import build_transforms
 
 
@@ -44,13 +48,10 @@ def load_frame(cfg: Config) -> tuple[pd.DataFrame, list[str]]:
     data = cfg.data
     notes: list[str] = []
     if data.source == "manifest":
-        from .manifest import read_manifest
         frame = read_manifest(data.manifest, cfg.heads)
         notes.append(f"manifest {data.manifest}: {len(frame)} images, {frame['group'].nunique()} groups")
     else:
-        from .competition import read_competition
         if data.synthesize_if_missing:
-            from .synthetic import ensure_synthetic
             if ensure_synthetic(data.root, data.synth):
                 notes.append(f"wrote the synthetic data set to {data.root} ({data.synth.people} people)")
         loaded = read_competition(data.root, label_fixes=data.label_fixes, on_conflict=data.on_conflict)
@@ -94,9 +95,9 @@ def prepare_data(cfg: Config, *, log: Callable[[str], None] = print) -> Training
 
     crop, faces = None, None
     if data.crop != "none":   # face boxes are detected once and stored beside the image cache
-        with progress_bar("face boxes") as progress:
+        with Progress("face boxes", stderr=True, transient=True) as bar:
             crop, faces = make_cropper(data, frame["path"].tolist(), cache_dir=data.cache_dir,
-                                       workers=max(1, data.num_workers), progress=progress)
+                                       workers=max(1, data.num_workers), progress=bar.report)
         if faces is not None:
             notes.append(faces.summary())
     cache = None

@@ -15,12 +15,17 @@ import math
 import warnings
 from pathlib import Path
 
+import optuna
 import pandas as pd
 import yaml
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from optuna.trial import TrialState
 from rich import box
 from rich.table import Table
 
-from ..metrics.table import write_table
+from ..metrics.figures import to_png
+from ..utils.io import write_bytes, write_csv, write_text
 
 TOP = 10
 
@@ -69,7 +74,7 @@ def trial_line(trial) -> str:
 def write_trials_csv(rows: pd.DataFrame, path: Path) -> Path:
     """`trial_rows` as CSV, atomic (a temp name of its own per write): several workers may rewrite it at once."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    return write_table(rows, path)
+    return write_csv(rows, path)
 
 
 def write_best(study, sweep, path: Path) -> Path | None:
@@ -85,14 +90,12 @@ def write_best(study, sweep, path: Path) -> Path | None:
     header = (f"# best of sweep {sweep.name}: trial {best.number}, {monitor} = {best.value:.4f}\n"
               f"# {'  '.join(f'{k}={_short(v)}' for k, v in best.params.items())}\n"
               f"#   multitask train --config {path}\n")
-    path.write_text(header + yaml.safe_dump(config, sort_keys=False))
+    write_text(path, header + yaml.safe_dump(config, sort_keys=False))
     return path
 
 
 # --------------------------------------------------------------------------------------------------- figures
 def plot_history(rows: pd.DataFrame, path: Path, monitor: str) -> Path:
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(7, 4), dpi=100)
     ax = fig.add_subplot()
@@ -114,15 +117,12 @@ def plot_history(rows: pd.DataFrame, path: Path, monitor: str) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
+    write_bytes(path, to_png(fig))
     return path
 
 
 def plot_importances(study, path: Path) -> Path | None:
     """fANOVA importances (Optuna's own, no plotly); None while fewer than two trials finished or nothing varied."""
-    import optuna
-    from matplotlib.figure import Figure
-    from optuna.trial import TrialState
 
     try:
         with warnings.catch_warnings():
@@ -145,13 +145,11 @@ def plot_importances(study, path: Path) -> Path | None:
     finished = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     ax.set_title(f"parameter importances ({finished} finished trials)")
     fig.tight_layout()
-    fig.savefig(path)
+    write_bytes(path, to_png(fig))
     return path
 
 
 def plot_curves(study, path: Path, monitor: str) -> Path:
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(7, 4), dpi=100)
     ax = fig.add_subplot()
@@ -168,7 +166,7 @@ def plot_curves(study, path: Path, monitor: str) -> Path:
     ax.set_title("validation per epoch (blue finished, grey dashed pruned, red failed)")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path)
+    write_bytes(path, to_png(fig))
     return path
 
 

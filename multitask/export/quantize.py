@@ -6,7 +6,7 @@
 QDQ format, per-channel int8 weights, uint8 activations whose ranges come from CALIBRATION_IMAGES images of
 --calibration (default --data) by MinMax. The int8 model's parity with PyTorch fp32 is reported, not gated (it is
 meant to differ a little); with --gt both models run through `predict` on --data and their macro F1 per head is
-printed. Dynamic quantisation is not offered: it leaves convolutions slower than fp32 on CPU (BENCHMARKS.md).
+printed (the scoring comes from the caller: `multitask export` passes predict's). Dynamic quantisation is not offered: it leaves convolutions slower than fp32 on CPU (BENCHMARKS.md).
 """
 from __future__ import annotations
 
@@ -15,20 +15,23 @@ import io
 import tempfile
 import warnings
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from rich.console import Console
 
 from ..config import Config
-from ..infer.backends import OnnxModel, onnx_session, require
 from ..model.net import MultiHeadNet
-from .onnx import INPUT_NAME, PLAIN, ProbabilityNet, parity, parity_line, sample_images, with_metadata
+from .manifest import INPUT_NAME
+from .onnx import OnnxModel, ProbabilityNet, onnx_session, require, with_metadata
+from .parity import PLAIN, parity, parity_line, sample_images
 
 CALIBRATION_IMAGES = 64
+Scorer = Callable[[dict[str, bytes]], dict[str, dict]]   # {name: ONNX bytes} -> {name: scores as predict gives them}
 
 
-def export_int8(net: MultiHeadNet, cfg: Config, manifest: dict, fp32: bytes, *, calibration, data, gt, result: dict,
-                console: Console) -> bytes:
+def export_int8(net: MultiHeadNet, cfg: Config, manifest: dict, fp32: bytes, *, calibration, data,
+                score: Scorer | None, result: dict, console: Console) -> bytes:
     """The int8 model with its own manifest; its parity (and with gt, both models' scores) added to `result`."""
     images, where = sample_images(calibration, cfg, CALIBRATION_IMAGES)
     method = "onnxruntime static, QDQ, per-channel int8 weights, uint8 activations (MinMax)"
@@ -38,23 +41,15 @@ def export_int8(net: MultiHeadNet, cfg: Config, manifest: dict, fp32: bytes, *, 
     result["int8_parity"] = parity(ProbabilityNet(net, cfg).eval(), onnx_model, result["parity_images"])
     console.print(f"  int8 (calibrated on {where}) vs PyTorch fp32 on the parity images: "
                   f"{parity_line(result['int8_parity'])}", **PLAIN)
-    if gt is not None:
-        result["int8_scores"] = score_int8(fp32, int8, data=data, gt=gt, console=console)
+    if score is not None:
+        result["int8_scores"] = score_int8(fp32, int8, score=score, data=data, console=console)
     return int8
 
 
-def score_int8(fp32: bytes, int8: bytes, *, data, gt, console: Console) -> dict:
-    """Both models through `predict` (identity view) on --data, scored against --gt: {metric: (fp32, int8)}."""
-    from ..infer.predict import run_predict
-
-    quiet = Console(file=io.StringIO())
-    scores = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for name, model_bytes in (("fp32", fp32), ("int8", int8)):
-            path = Path(tmp) / f"{name}.onnx"
-            path.write_bytes(model_bytes)
-            scores[name] = run_predict(ckpts=[path], data=data, out=Path(tmp) / name, gt=gt, workers=0, device="cpu",
-                                       console=quiet)
+def score_int8(fp32: bytes, int8: bytes, *, score: Scorer, data, console: Console) -> dict:
+    """Both models scored by `score` (predict's pipeline on --data against --gt, handed down by the caller, who sits
+    above inference): {metric: (fp32, int8)}."""
+    scores = score({"fp32": fp32, "int8": int8})
     keys = [k for k in scores["fp32"] if k.endswith(("/f1", "/acc")) and k in scores["int8"]]
     compared = {k: (scores["fp32"][k], scores["int8"][k]) for k in keys}
     deltas = ", ".join(f"{k[:-3]} {a:.4f} -> {b:.4f} ({b - a:+.4f})"
@@ -65,7 +60,7 @@ def score_int8(fp32: bytes, int8: bytes, *, data, gt, console: Console) -> dict:
 
 def quantize_int8(model_bytes: bytes, calibration: np.ndarray) -> bytes:
     """onnxruntime static quantisation: QDQ, per-channel int8 weights, uint8 activations (MinMax on `calibration`)."""
-    require("onnxruntime")
+    require("onnxruntime")   # the onnx extra: imported here, on first use, like every onnx/onnxruntime import
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 

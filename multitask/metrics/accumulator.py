@@ -1,4 +1,4 @@
-"""Per-head and composite metrics over an epoch (sklearn does the counting).
+"""Per-head and composite metrics over an epoch (the counting is stats.py's).
 
     acc = MetricAccumulator(heads=cfg.trained_heads(), composite=cfg.composite_heads())
     for images, targets in loader:
@@ -7,9 +7,10 @@
     metrics = acc.compute()   # {"mask/acc", "mask/f1", "mask/f1_wear", ..., "composite/f1", "mean/f1"}
 
 The competition metric is `composite/f1`: macro F1 over the composite classes present in truth or prediction, exactly
-`sklearn.metrics.f1_score(average="macro")`. The composite can come from the component heads trained directly or
-from a derived head (a single 18-class head whose `derive` lists the components); a derived head's prediction is
-also decoded into component predictions, whose per-head metrics are reported under the components' names.
+`sklearn.metrics.f1_score(average="macro")` (stats.macro_f1 with present_only). The composite can come from the
+component heads trained directly or from a derived head (a single 18-class head whose `derive` lists the
+components); a derived head's prediction is also decoded into component predictions, whose per-head metrics are
+reported under the components' names.
 Unlabelled rows (-1) are left out of the head they lack, and out of the composite. A years head (`target: years`)
 also reports `<head>/mae_years`: mean |expected age - age| in years over the rows whose age in years is known.
 """
@@ -18,33 +19,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.distributed as dist
-from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
 from torch import Tensor
 
-from ..heads import UNLABELLED, HeadSpec, composite_decode, composite_encode, expected_years, years_key
-
-
-def scores(y_true, y_pred, num_classes: int) -> dict:
-    """Accuracy, macro F1 over range(num_classes), and per-class precision/recall/f1/support (lists).
-
-    Rows with y_true == -1 are skipped; with no labelled row, acc and f1 are NaN and the supports 0.
-    """
-    y_true = np.asarray(y_true, dtype=np.int64)
-    y_pred = np.asarray(y_pred, dtype=np.int64)
-    keep = y_true != UNLABELLED
-    y_true, y_pred = y_true[keep], y_pred[keep]
-    labels = list(range(num_classes))
-    if len(y_true) == 0:
-        zeros = [0.0] * num_classes
-        return {"acc": float("nan"), "f1": float("nan"), "n": 0, "precision": zeros, "recall": zeros,
-                "f1_per_class": zeros, "support": [0] * num_classes}
-    precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=labels,
-                                                                     zero_division=0)
-    return {"acc": float(np.mean(y_true == y_pred)),
-            "f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
-            "n": int(len(y_true)),
-            "precision": precision.tolist(), "recall": recall.tolist(), "f1_per_class": f1.tolist(),
-            "support": support.astype(int).tolist()}
+from ..heads import UNLABELLED, HeadSpec, composite_decode, composite_encode, composite_size, expected_years, years_key
+from .stats import confusion_counts, head_scores, macro_f1
 
 
 class MetricAccumulator:
@@ -149,7 +127,7 @@ class MetricAccumulator:
         out: dict[str, float] = {}
         trained_f1 = []
         for name, (y_true, y_pred) in pairs.items():
-            result = scores(y_true, y_pred, specs[name].num_classes)
+            result = head_scores(y_true, y_pred, specs[name].num_classes)
             if result["n"] == 0:
                 continue
             out[f"{name}/acc"] = result["acc"]
@@ -162,7 +140,7 @@ class MetricAccumulator:
         if composite is not None and len(composite[0]):
             y_true, y_pred = composite
             out["composite/acc"] = float(np.mean(y_true == y_pred))
-            out["composite/f1"] = float(f1_score(y_true, y_pred, average="macro", zero_division=0))
+            out["composite/f1"] = macro_f1(y_true, y_pred, composite_size(self.composite), present_only=True)
         if trained_f1:
             out["mean/f1"] = float(np.mean(trained_f1))
         truth = self.true_years()
@@ -188,10 +166,7 @@ class MetricAccumulator:
             labels = self._composite_labels(pairs)
             if labels is None:
                 raise KeyError("composite: not every composite head is predicted")
-            size = int(np.prod([h.num_classes for h in self.composite]))
-            return confusion_matrix(*labels, labels=list(range(size)))
+            return confusion_counts(*labels, composite_size(self.composite))
         if head not in pairs:
             raise KeyError(f"no predictions for head '{head}'; available: {', '.join(pairs)}")
-        y_true, y_pred = pairs[head]
-        keep = y_true != UNLABELLED
-        return confusion_matrix(y_true[keep], y_pred[keep], labels=list(range(specs[head].num_classes)))
+        return confusion_counts(*pairs[head], specs[head].num_classes)

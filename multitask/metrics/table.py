@@ -25,38 +25,13 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from ..heads import HeadSpec, composite_decode, composite_encode, composite_size, marginal_probabilities
+from ..heads import HeadSpec, composite_encode, composite_size
 from ..utils.errors import UserError
-from ..utils.io import atomic_write
 
 PROB, PRED, TRUE, BINS = "prob/", "pred/", "true/", "bins/"
 YEARS_SUFFIX = "/years"   # pred/<head>/years
 COMPOSITE = "composite"
 COMPOSITE_HEADS = "composite/heads"
-
-
-def expand_derived(probs: Mapping[str, np.ndarray], heads: Sequence[HeadSpec],
-                   all_heads: Mapping[str, HeadSpec]) -> tuple[list[HeadSpec], dict[str, np.ndarray]]:
-    """Add marginal probabilities for the components of any derived head; returns (heads, probs) in order."""
-    out_heads, out_probs = list(heads), dict(probs)
-    for head in heads:
-        if head.derive:
-            parts = [all_heads[n] for n in head.derive]
-            for name, p in marginal_probabilities(probs[head.name], parts).items():
-                if name not in out_probs:
-                    out_probs[name] = p
-                    out_heads.append(all_heads[name])
-    return out_heads, out_probs
-
-
-def expand_targets(targets: Mapping[str, np.ndarray], heads: Sequence[HeadSpec],
-                   all_heads: Mapping[str, HeadSpec]) -> dict[str, np.ndarray]:
-    out = dict(targets)
-    for head in heads:
-        if head.derive and head.name in targets:
-            for name, values in composite_decode(targets[head.name], [all_heads[n] for n in head.derive]).items():
-                out.setdefault(name, values)
-    return out
 
 
 def composite_prediction(probs: Mapping[str, np.ndarray], composite: Sequence[HeadSpec]) -> np.ndarray | None:
@@ -103,14 +78,6 @@ def build_table(*, ids: Sequence, paths: Sequence, heads: Sequence[HeadSpec], pr
 
 def years_column(head: str) -> str:
     return f"{PRED}{head}{YEARS_SUFFIX}"
-
-
-def write_table(table: pd.DataFrame, path: str | Path) -> Path:
-    """Atomic: a reader never sees half a CSV."""
-    path = Path(path)
-    with atomic_write(path, newline="") as f:
-        table.to_csv(f, index=False)
-    return path
 
 
 def read_table(path: str | Path) -> tuple[pd.DataFrame, list[HeadSpec], dict[str, np.ndarray], dict[str, np.ndarray]]:

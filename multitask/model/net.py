@@ -13,20 +13,20 @@ checkpoint carries the normalisation it was trained with.
 """
 from __future__ import annotations
 
+import dataclasses
 import difflib
-import warnings
-from pathlib import Path
 from typing import Sequence
 
+import timm
 import torch
 from torch import nn
 
 from ..heads import HeadSpec, years_key
-from ..utils.errors import UserError
+from ..utils.errors import UserError, short_error
+from .weights import load_strict, load_trunk_weights
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-CHECKPOINT_FORMAT = "multitask-checkpoint"   # same value as checkpoint.FORMAT (no import: checkpoint imports us)
 
 
 class MultiHeadNet(nn.Module):
@@ -126,8 +126,6 @@ def create_model(cfg, heads: Sequence[HeadSpec] | None = None) -> MultiHeadNet:
 def build_trunk(backbone: str, *, pretrained: bool | str = False, drop_rate: float = 0.0,
                 drop_path_rate: float = 0.0) -> nn.Module:
     """timm model without classifier (num_classes=0: forward gives pooled features)."""
-    import timm
-
     check_backbone(backbone)
     kwargs = {"num_classes": 0}
     # only pass rates that are set: not every timm model accepts them (vgg has no drop_path_rate)
@@ -149,7 +147,7 @@ def build_trunk(backbone: str, *, pretrained: bool | str = False, drop_rate: flo
         if not from_hub:
             raise
         raise UserError("model.pretrained: true needs the timm hub (internet) and it could not be reached: "
-                        f"{_short(err)}; use model.pretrained=false or "
+                        f"{short_error(err, kind=True)}; use model.pretrained=false or "
                         "model.pretrained=/path/to/weights.(pth|safetensors)") from None
     if isinstance(pretrained, str) and pretrained.strip():
         report = load_trunk_weights(trunk, pretrained, backbone=backbone)
@@ -158,8 +156,6 @@ def build_trunk(backbone: str, *, pretrained: bool | str = False, drop_rate: flo
 
 
 def check_backbone(backbone: str) -> None:
-    import timm
-
     if backbone.startswith(("hf-hub:", "hf_hub:", "local-dir:")) or timm.is_model(backbone):
         return
     near = difflib.get_close_matches(backbone, timm.list_models(), n=5, cutoff=0.6)
@@ -167,79 +163,12 @@ def check_backbone(backbone: str) -> None:
     raise UserError(f"model.backbone: unknown timm model '{backbone}'{hint} (all names: timm.list_models())")
 
 
-def _short(err: BaseException, limit: int = 160) -> str:
-    text = " ".join(str(err).split()) or "no details"
-    text = f"{type(err).__name__}: {text}"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-# --------------------------------------------------------------------------------------------- local weights
-def load_trunk_weights(trunk: nn.Module, path: str | Path, *, backbone: str = "") -> dict:
-    """Load a local weights file into the trunk (classifier keys dropped, strict=False); report what did not match.
-
-    Accepts a plain state dict (.pth/.pt/.bin via torch.load weights_only, or .safetensors), the common wrappers
-    ({"state_dict": ...}, {"model": ...}, "module." prefixes) and a multitask checkpoint (its trunk weights).
-    """
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise UserError(f"model.pretrained: weights file not found: {path}; give an existing .pth/.safetensors file, "
-                        "true (timm hub) or false")
-    state = _read_weights(path)
-    state = _drop_classifier(trunk, state)
-    own = trunk.state_dict()
-    wrong = [k for k, v in state.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
-    if wrong:
-        k = wrong[0]
-        raise UserError(f"model.pretrained: {path} does not fit backbone '{backbone}': {len(wrong)} tensors have other "
-                        f"shapes (e.g. {k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)}); "
-                        "were the weights saved from another model?")
-    result = trunk.load_state_dict(state, strict=False)
-    missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
-    unexpected = list(result.unexpected_keys)
-    if len(missing) == len([k for k in own if not k.endswith("num_batches_tracked")]):
-        sample = ", ".join(list(state)[:3]) or "none"
-        raise UserError(f"model.pretrained: none of the {len(state)} tensors in {path} match backbone '{backbone}' "
-                        f"(its first keys: {sample}); were the weights saved from another model?")
-    if missing or unexpected:
-        warnings.warn(f"model.pretrained: loaded {path} into '{backbone}' with {len(missing)} missing and "
-                      f"{len(unexpected)} unexpected keys (missing start: {missing[:3]}, unexpected start: "
-                      f"{unexpected[:3]})", stacklevel=2)
-    return {"source": str(path), "missing": missing, "unexpected": unexpected}
-
-
-def _read_weights(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path), device="cpu")
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # not a weights file, unsafe pickle, truncated download ...
-        raise UserError(f"model.pretrained: could not read weights from {path} ({_short(err, 120)}); "
-                        "expected a state dict saved with torch.save or safetensors") from None
-    return _unwrap(state, path)
-
-
-def _unwrap(state, path: Path) -> dict[str, torch.Tensor]:
-    if isinstance(state, dict) and state.get("format") == CHECKPOINT_FORMAT:
-        # a multitask checkpoint: its trunk (EMA when present; those are the weights that scored)
-        model = state.get("ema") or state.get("model") or {}
-        return {k[len("trunk."):]: v for k, v in model.items() if k.startswith("trunk.")}
-    for key in ("state_dict", "model", "model_state_dict", "module"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-            break
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise UserError(f"model.pretrained: {path} does not hold a state dict of tensors; "
-                        "save one with torch.save(model.state_dict(), path)")
-    for prefix in ("module.", "_orig_mod.", "trunk."):  # DDP / torch.compile / our own trunk
-        if state and all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix):]: v for k, v in state.items()}
-    return state
-
-
-def _drop_classifier(trunk: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    names = (getattr(trunk, "pretrained_cfg", None) or {}).get("classifier") or ()
-    names = (names,) if isinstance(names, str) else tuple(names)
-    return {k: v for k, v in state.items() if not any(k == n or k.startswith(n + ".") for n in names)}
+def rebuild(cfg, head_names: Sequence[str], state: dict, *, where: str, described_by: str) -> MultiHeadNet:
+    """The model `cfg` describes with these trained heads, `state` loaded strictly: the one way a saved model comes
+    back (a checkpoint, a safetensors export). Offline: the weights are all in `state`, so neither the hub nor a
+    local pretrained file named in the config is read. A mismatch is one UserError naming `where`."""
+    offline = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, pretrained=False))
+    net = create_model(offline, [cfg.heads[n] for n in head_names])
+    load_strict(net, state, where=where, what=f"the model {described_by} describes ({cfg.model.backbone}, heads "
+                                              f"{list(head_names)})")
+    return net.eval()

@@ -11,9 +11,6 @@ Payload (the engine fills it; everything is plain data so weights_only=True can 
 """
 from __future__ import annotations
 
-import dataclasses
-import errno
-import os
 import pickle
 import random
 import re
@@ -25,10 +22,11 @@ import numpy as np
 import torch
 
 from ..config import Config, from_dict
-from ..model.net import CHECKPOINT_FORMAT, MultiHeadNet, create_model
+from ..model.net import MultiHeadNet, rebuild
+from ..model.weights import CHECKPOINT_FORMAT, strip_prefixes
 from ..utils.errors import UserError
-from ..utils.io import atomic_write
-from .run_dir import fold_dirs
+from ..utils.io import write_with
+from .run_dir import BEST, LAST
 
 FORMAT = CHECKPOINT_FORMAT
 VERSION = 1
@@ -37,41 +35,11 @@ VERSION = 1
 # --------------------------------------------------------------------------------------------- save
 def save_checkpoint(path: str | Path, payload: dict) -> None:
     """Write `payload` to `path` atomically: a crash or a full disk leaves the previous file as it was."""
-    path = Path(path)
     payload = to_plain(payload)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_write(path, "wb") as f:
-            torch.save(payload, f)
-    except (OSError, RuntimeError) as err:
-        # torch's zip writer reports a failed write (full disk, file-size limit) as a RuntimeError without errno
-        # ("[enforce fail at inline_container.cc:...] unexpected pos ..."): name the likely cause instead
-        cause = _write_failure(path.parent, err)
-        previous = "the previous checkpoint is intact" if path.is_file() else "no checkpoint was written there"
-        raise UserError(f"could not write checkpoint {path}: {cause}; {previous}") from None
+    # torch's zip writer reports a failed write (full disk, file-size limit) as a RuntimeError without errno
+    # ("[enforce fail at inline_container.cc:...] unexpected pos ..."): write_with names the likely cause instead
+    write_with(path, lambda f: torch.save(payload, f), "wb", what="checkpoint", errors=(OSError, RuntimeError))
 
-
-def _write_failure(folder: Path, err: BaseException) -> str:
-    """Why a write failed: the OSError behind it where torch kept one (as the context of its RuntimeError), else
-    a file-size limit (ulimit -f) when one is set, else a full disk (what nearly every other failed write is),
-    with the writer's own words when the disk is not full."""
-    import resource
-
-    cause, limit = err, resource.getrlimit(resource.RLIMIT_FSIZE)[0]
-    while cause is not None and not (isinstance(cause, OSError) and cause.strerror):
-        cause = cause.__cause__ or cause.__context__
-    if limit != resource.RLIM_INFINITY and (cause is None or getattr(cause, "errno", None) == errno.EFBIG):
-        return f"{os.strerror(errno.EFBIG)} (the file-size limit, ulimit -f, is {limit} bytes)"
-    if cause is not None:
-        return cause.strerror
-    try:
-        stats = os.statvfs(folder)
-        free = stats.f_bavail * stats.f_frsize
-    except OSError:
-        free = 0
-    if free < 64 * 2**20:   # less than a small checkpoint's worth left
-        return os.strerror(errno.ENOSPC)
-    return f"the write failed ({' '.join(str(err).split()) or type(err).__name__})"
 
 
 def to_plain(obj, where: str = "payload"):
@@ -101,9 +69,9 @@ def load_checkpoint(path: str | Path) -> dict:
     """Read a checkpoint with torch.load(weights_only=True) and check it is ours."""
     path = Path(path)
     if path.is_dir():
-        present = [p.name for p in (path / "best.pt", path / "last.pt") if p.is_file()]
+        present = [p.name for p in (path / BEST, path / LAST) if p.is_file()]
         hint = f" (it holds {', '.join(present)})" if present else ""
-        raise UserError(f"{path} is a folder; give a checkpoint file such as {path / 'last.pt'}{hint}")
+        raise UserError(f"{path} is a folder; give a checkpoint file such as {path / LAST}{hint}")
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}")
     try:
@@ -151,26 +119,13 @@ def model_from_checkpoint(ckpt: dict, *, use_ema: bool = True) -> tuple[MultiHea
     unknown = [n for n in names if n not in cfg.heads]
     if unknown:
         raise UserError(f"checkpoint: trained heads {unknown} are missing from its config heads {list(cfg.heads)}")
-    offline = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, pretrained=False))
-    model = create_model(offline, [cfg.heads[n] for n in names])
     state = ckpt.get("ema") if use_ema and ckpt.get("ema") else ckpt["model"]
-    try:
-        model.load_state_dict(clean_state_dict(state))
-    except RuntimeError as err:
-        first = str(err).strip().splitlines()
-        raise UserError(f"checkpoint weights do not match the model its config describes "
-                        f"({cfg.model.backbone}, heads {names}): {first[1].strip() if len(first) > 1 else first[0]}"
-                        ) from None
-    return model.eval(), cfg
+    return rebuild(cfg, names, clean_state_dict(state), where="checkpoint", described_by="its config"), cfg
 
 
 def clean_state_dict(state: dict) -> dict:
-    """Strip wrapper prefixes (DDP 'module.', torch.compile '_orig_mod.') and AveragedModel's counter."""
-    state = {k: v for k, v in state.items() if k != "n_averaged"}
-    for prefix in ("module.", "_orig_mod."):
-        if state and all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix):]: v for k, v in state.items()}
-    return state
+    """Without wrapper prefixes (DDP 'module.', torch.compile '_orig_mod.') and AveragedModel's counter."""
+    return strip_prefixes({k: v for k, v in state.items() if k != "n_averaged"})
 
 
 def checkpoint_info(ckpt: dict) -> dict:
@@ -194,48 +149,6 @@ def checkpoint_info(ckpt: dict) -> dict:
         "name": config.get("name"),
         "version": ckpt.get("version"),
     }
-
-
-# --------------------------------------------------------------------------------------------- find
-def resolve_checkpoints(items: list[str]) -> list[Path]:
-    """Files stay; a run dir gives best.pt (else last.pt); a k-fold parent gives every fold's checkpoint; a
-    safetensors export folder (model.safetensors / config.json) stays."""
-    found: list[Path] = []
-    for item in items:
-        path = Path(item).expanduser()
-        if path.is_file():
-            found.append(path)
-        elif path.is_dir():
-            found.extend(_from_dir(path))
-        else:
-            raise UserError(f"checkpoint not found: {item} (expected a .pt or .onnx file, a run dir, a k-fold run dir "
-                            "or a safetensors export folder)")
-    unique = list(dict.fromkeys(p.resolve() for p in found))
-    return unique
-
-
-def _best_or_last(folder: Path) -> Path | None:
-    return next((p for p in (folder / "best.pt", folder / "last.pt") if p.is_file()), None)
-
-
-def _from_dir(path: Path) -> list[Path]:
-    from ..infer.backends import is_export_folder  # a safetensors export folder is one model
-
-    if is_export_folder(path):
-        return [path]
-    own = _best_or_last(path)
-    if own is not None:
-        return [own]
-    folds = fold_dirs(path)
-    if not folds:
-        raise UserError(f"{path}: no checkpoint found (expected best.pt or last.pt, or fold0/, fold1/, ... "
-                        "sub-folders each with best.pt)")
-    picked = [(d, _best_or_last(d)) for d in folds]
-    empty = [d.name for d, p in picked if p is None]
-    if empty:
-        raise UserError(f"{path}: k-fold folders without best.pt/last.pt: {', '.join(empty)}; "
-                        "finish their training or pass the other folds' checkpoints one by one")
-    return [p for _, p in picked]
 
 
 # --------------------------------------------------------------------------------------------- rng

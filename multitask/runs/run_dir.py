@@ -1,23 +1,47 @@
-"""Run directories: runs/<name>/<n>/ (auto-increment), resume targets and what may change on resume, k-fold
-parents, and the lock that keeps a second training process out of a run dir."""
+"""Run directories: every file name a run (or an export, or a predict output) uses, and where to find things in them.
+
+    runs/<name>/<n>/            make_run_dir: n one more than the largest existing number, never reused
+      config.yaml               the resolved config (CONFIG)
+      last.pt, best.pt          the newest state (resume) and the best epoch's weights (inference)
+      oof.csv                   out-of-fold predictions of the best epoch (OOF)
+      decisions.json            tuned class offsets (DECISIONS)
+      metrics.csv, tb/, wandb/  tracking (METRICS, TENSORBOARD, WANDB)
+      crops.csv                 data.crop=face: the box each training photo was cut from (CROPS)
+      fold0/, fold1/, ...       a k-fold run: one run dir per fold (fold_run_dir), oof.csv merged in the parent
+
+    find_checkpoint(run_dir)               # best.pt, else last.pt: what predict and export read
+    find_checkpoint(run_dir, want="last")  # last.pt only: what a resume continues
+    resolve_checkpoints(["runs/kfold/1"])  # every fold's; files and export folders stay as they are
+    resolve_resume("runs/quickstart/3")    # the last.pt to continue, or one line saying why there is none
+"""
 from __future__ import annotations
 
-import errno
-import fcntl
 import os
 import re
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Literal
 
 import pandas as pd
 
-from ..config import Config, from_dict, to_dict
-from ..metrics.table import write_table
+from ..config import Config
 from ..utils.errors import UserError
+from ..utils.io import write_csv
 from ..utils.parsing import whole_number
 
+CONFIG, METRICS, OOF, DECISIONS, CROPS = "config.yaml", "metrics.csv", "oof.csv", "decisions.json", "crops.csv"
+LAST, BEST = "last.pt", "best.pt"
+LOCK = ".lock"   # runs/locks.py: one training process per run dir
+TENSORBOARD, WANDB = "tb", "wandb"
+# a safetensors export folder (export/safetensors.py), which predict takes as one model
+EXPORT_WEIGHTS, EXPORT_CONFIG = "model.safetensors", "config.json"
+# predict's output folder
+SUBMISSION, PREDICTIONS, SCORES = "submission.csv", "predictions.csv", "scores.json"
+FOLD_DIR = re.compile(r"fold([0-9]+)")   # the names fold_run_dir gives
 
+
+# ----------------------------------------------------------------------------------------------- making
 def make_run_dir(cfg: Config) -> Path:
     """runs/<name>/<n> with n one more than the largest existing number (never reuses a folder)."""
     base = Path(cfg.output_dir) / cfg.name
@@ -61,38 +85,6 @@ def discard_unsaved(run_dir: Path) -> None:
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def resolve_resume(item: str | Path) -> Path:
-    """A checkpoint file, or a run dir (its last.pt: the newest state, not the best)."""
-    path = Path(item)
-    if path.is_dir():
-        if (path / "last.pt").is_file():
-            return path / "last.pt"
-        if fold_dirs(path):
-            raise UserError(f"--resume {path}: a k-fold run dir; add --folds all to resume every fold, or resume one "
-                            f"fold with --resume {fold_dirs(path)[0]}")
-        if (path / "config.yaml").is_file():
-            raise UserError(f"--resume {path}: no checkpoint yet (the run stopped before its first epoch ended; "
-                            f"train.save_every_steps saves within epochs); start it again without --resume")
-        raise UserError(f"--resume {path}: no last.pt in this folder (is it a run dir?)")
-    if not path.is_file():
-        raise UserError(f"--resume {path}: no such file or run dir")
-    return path
-
-
-def fold_run_dir(parent: Path, fold: int) -> Path:
-    """Where fold `fold` of a k-fold run lives: parent/fold<k>. The one place that names fold folders."""
-    return Path(parent) / f"fold{fold}"
-
-
-FOLD_DIR = re.compile(r"fold([0-9]+)")   # the names fold_run_dir gives
-
-
-def fold_dirs(parent: Path) -> list[Path]:
-    """fold0/, fold1/, ... of a k-fold run dir, in fold order."""
-    found = [d for d in Path(parent).iterdir() if d.is_dir() and FOLD_DIR.fullmatch(d.name)]
-    return sorted(found, key=lambda d: int(FOLD_DIR.fullmatch(d.name).group(1)))
-
-
 def remove_stale_temp_files(run_dir: Path) -> list[str]:
     """Half-written checkpoints / tables a killed save left behind (`.last.pt.x1y2.tmp`): never read, only in the
     way. Called on resume, when no other process writes into this run dir."""
@@ -106,148 +98,111 @@ def remove_stale_temp_files(run_dir: Path) -> list[str]:
     return removed
 
 
-def check_resume_heads(ckpt: dict, cfg: Config, path: Path) -> None:
-    if "optimizer" not in ckpt:
-        raise UserError(f"--resume {path}: this checkpoint holds weights only (best.pt); resume from last.pt or the "
-                        f"run dir")
-    saved = {name: ckpt["config"]["heads"][name]["classes"] for name in ckpt["trained_heads"]}
-    wanted = {h.name: list(h.classes) for h in cfg.trained_heads()}
-    if saved != wanted:
-        raise UserError(f"--resume {path}: the checkpoint's heads {saved} differ from the config's {wanted}; "
-                        f"resume with the same heads (or start a new run)")
-    if ckpt["config"]["model"]["backbone"] != cfg.model.backbone:
-        raise UserError(f"--resume {path}: checkpoint backbone {ckpt['config']['model']['backbone']} != config "
-                        f"model.backbone {cfg.model.backbone}")
+# ----------------------------------------------------------------------------------------------- k folds
+def fold_run_dir(parent: Path, fold: int) -> Path:
+    """Where fold `fold` of a k-fold run lives: parent/fold<k>. The one place that names fold folders."""
+    return Path(parent) / f"fold{fold}"
+
+
+def fold_dirs(parent: Path) -> list[Path]:
+    """fold0/, fold1/, ... of a k-fold run dir, in fold order."""
+    found = [d for d in Path(parent).iterdir() if d.is_dir() and FOLD_DIR.fullmatch(d.name)]
+    return sorted(found, key=lambda d: int(FOLD_DIR.fullmatch(d.name).group(1)))
+
+
+def kfold_parent(run_dir: Path) -> Path | None:
+    """The k-fold run dir a fold's run dir belongs to, or None for an ordinary run dir."""
+    run_dir = Path(run_dir)
+    return run_dir.parent if FOLD_DIR.fullmatch(run_dir.name) else None
 
 
 def merge_fold_oof(parent: Path, n_folds: int) -> Path | None:
     """One oof.csv over every fold of a k-fold run (each image predicted by the model that did not train on it).
 
     Read and written as text, so ids like 000123 and every number stay exactly as the folds wrote them."""
-    files = [fold_run_dir(parent, k) / "oof.csv" for k in range(n_folds)]
+    files = [fold_run_dir(parent, k) / OOF for k in range(n_folds)]
     parts = [pd.read_csv(f, dtype=str, keep_default_na=False) for f in files if f.is_file()]
     if not parts:
         return None
-    return write_table(pd.concat(parts, ignore_index=True), parent / "oof.csv")
+    return write_csv(pd.concat(parts, ignore_index=True), parent / OOF)
 
 
-# ----------------------------------------------------------------------------------------------- resume overrides
-# What may differ from the checkpoint's config on --resume: how long to go on, where and what to log, how to load the
-# same data. Anything else (lr, schedule, loss, weighting, augmentation, split, seed, model, ...) would change the
-# optimisation half-way while the restored optimizer and scheduler keep the old values, so it is refused.
-RESUME_MAY_CHANGE = ("train.epochs", "train.early_stop", "train.max_steps", "train.save_every_steps", "train.device",
-                     "train.decisions",
-                     "data.num_workers", "data.root", "data.cache", "data.cache_dir", "tracking.*", "name",
-                     "output_dir")
+# ----------------------------------------------------------------------------------------------- finding
+def find_checkpoint(folder: Path, *, want: Literal["best", "last"] = "best") -> Path | None:
+    """The checkpoint of one run dir: best.pt, else last.pt (what inference reads: a run that crashed before its
+    first improvement still has its last state); with want="last", last.pt only (what a resume continues)."""
+    names = (BEST, LAST) if want == "best" else (LAST,)
+    return next((Path(folder) / n for n in names if (Path(folder) / n).is_file()), None)
 
 
-def check_resume_overrides(saved: dict, cfg: Config, path: Path) -> None:
-    """Refuse a resumed config that differs from the checkpoint's in a key outside RESUME_MAY_CHANGE, so the config
-    a run saves is always the one it trains with."""
-    before = _flat(to_dict(from_dict(saved, f"--resume {path}")))   # keys added since: defaults
-    after = _flat(to_dict(cfg))
-    changed = [k for k in sorted(set(before) | set(after)) if k != "config_path" and before.get(k) != after.get(k)
-               and not any(k == key or (key.endswith("*") and k.startswith(key[:-1])) for key in RESUME_MAY_CHANGE)]
-    if changed:
-        key = changed[0]
-        more = f" (and {', '.join(changed[1:])})" if len(changed) > 1 else ""
-        raise UserError(f"--resume {path}: {key} {before.get(key)!r} -> {after.get(key)!r}{more} would change the "
-                        f"optimisation half-way; on resume only {', '.join(RESUME_MAY_CHANGE)} may change; start a "
-                        f"new run for this")
-    if cfg.train.scheduler == "onecycle" and before["train.epochs"] != cfg.train.epochs:
-        raise UserError(f"--resume {path}: train.epochs {before['train.epochs']} -> {cfg.train.epochs}: the onecycle "
-                        f"schedule is fixed to the first run's length; start a new run for a longer one")
+def is_export_folder(path: Path) -> bool:
+    return (Path(path) / EXPORT_WEIGHTS).is_file() or (Path(path) / EXPORT_CONFIG).is_file()
 
 
-def _flat(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value:
-            out.update(_flat(value, f"{prefix}{key}."))
+def resolve_checkpoints(items: list[str]) -> list[Path]:
+    """Files stay; a run dir gives best.pt (else last.pt); a k-fold parent gives every fold's checkpoint; a
+    safetensors export folder (model.safetensors / config.json) stays. Each path once, in the order given."""
+    found: list[Path] = []
+    for item in items:
+        path = Path(item).expanduser()
+        if path.is_file():
+            found.append(path)
+        elif path.is_dir():
+            found.extend(_folder_checkpoints(path))
         else:
-            out[f"{prefix}{key}"] = value
-    return out
+            raise UserError(f"checkpoint not found: {item} (expected a .pt or .onnx file, a run dir, a k-fold run dir "
+                            "or a safetensors export folder)")
+    return list(dict.fromkeys(p.resolve() for p in found))
 
 
-# ----------------------------------------------------------------------------------------------- the run-dir lock
-LOCK_NAME = ".lock"
+def _folder_checkpoints(path: Path) -> list[Path]:
+    if is_export_folder(path):
+        return [path]
+    own = find_checkpoint(path)
+    if own is not None:
+        return [own]
+    folds = fold_dirs(path)
+    if not folds:
+        raise UserError(f"{path}: no checkpoint found (expected {BEST} or {LAST}, or fold0/, fold1/, ... "
+                        f"sub-folders each with {BEST})")
+    picked = [(d, find_checkpoint(d)) for d in folds]
+    empty = [d.name for d, p in picked if p is None]
+    if empty:
+        raise UserError(f"{path}: k-fold folders without {BEST}/{LAST}: {', '.join(empty)}; "
+                        "finish their training or pass the other folds' checkpoints one by one")
+    return [p for _, p in picked]
 
 
-class RunDirLock:
-    """One training process per run dir: an exclusive flock on <run dir>/.lock, which holds the owner's pid.
-
-    The kernel drops a flock when its process ends, even by kill -9, so a lock file a dead process left behind is
-    simply taken over. A fold dir is locked through its k-fold parent, so `--resume parent --folds all` and
-    `--resume parent/fold1` exclude each other."""
-
-    def __init__(self, run_dir: Path):
-        run_dir = Path(run_dir)
-        self.run_dir = run_dir.parent if FOLD_DIR.fullmatch(run_dir.name) else run_dir
-        self.path = self.run_dir / LOCK_NAME
-        self.fd: int | None = None
-
-    def acquire(self) -> RunDirLock:
-        while True:
-            try:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            except OSError as err:
-                raise not_writable(self.run_dir, err) from None
-            self._lock(fd)
-            if _same_file(fd, self.path):
-                break
-            os.close(fd)   # the owner removed the file while we opened it: lock the one there now
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self.fd = fd
-        return self
-
-    def _lock(self, fd: int) -> None:
-        """Hold `fd`'s lock, or close it and say who holds it."""
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            owner = _read_pid(fd)
-        except OSError as err:   # no flock on this file system: trust the pid in the file
-            if err.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
-                raise
-            owner = _read_pid(fd)
-            if owner in (None, os.getpid()) or not pid_alive(owner):
-                return
-        os.close(fd)
-        raise UserError(f"run dir {self.run_dir} is in use by another training process (pid {owner or '?'}, lock "
-                        f"{self.path}); wait for it to end (or stop it), then run again")
-
-    def release(self) -> None:
-        if self.fd is None:
-            return
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:   # the run dir was discarded (nothing saved) while locked
-            pass
-        os.close(self.fd)
-        self.fd = None
+def resolve_resume(item: str | Path, *, any_fold: bool = False) -> Path:
+    """A checkpoint file, or a run dir's last.pt (the newest state, not the best). `any_fold`: a k-fold run dir
+    gives its first fold's last.pt (the config every fold shares, for `--resume X --folds all`)."""
+    path = Path(item)
+    if path.is_dir():
+        own = find_checkpoint(path, want="last")
+        if own is not None:
+            return own
+        folds = fold_dirs(path)
+        started = [p for p in (find_checkpoint(d, want="last") for d in folds) if p is not None]
+        if any_fold and started:
+            return started[0]
+        if folds:
+            raise UserError(f"--resume {path}: a k-fold run dir; add --folds all to resume every fold, or resume one "
+                            f"fold with --resume {folds[0]}")
+        if (path / CONFIG).is_file():
+            raise UserError(f"--resume {path}: no checkpoint yet (the run stopped before its first epoch ended; "
+                            f"train.save_every_steps saves within epochs); start it again without --resume")
+        raise UserError(f"--resume {path}: no {LAST} in this folder (is it a run dir?)")
+    if not path.is_file():
+        raise UserError(f"--resume {path}: no such file or run dir")
+    return path
 
 
-def _same_file(fd: int, path: Path) -> bool:
-    try:
-        return os.fstat(fd).st_ino == os.stat(path).st_ino
-    except FileNotFoundError:
-        return False
-
-
-def _read_pid(fd: int) -> int | None:
-    os.lseek(fd, 0, os.SEEK_SET)
-    text = os.read(fd, 32).decode("ascii", "replace").strip()
-    return whole_number(text)
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process with this pid exists on this machine."""
-    try:
-        os.kill(pid, 0)   # PermissionError too means alive (owned by someone else)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return True
+def find_decisions(checkpoint: str | Path) -> Path | None:
+    """The decisions.json that goes with a checkpoint: in its run dir, else (a fold of a k-fold run) in the k-fold
+    run dir, whose decisions were fitted on every fold's OOF together."""
+    folder = Path(checkpoint).parent
+    parent = kfold_parent(folder)
+    for candidate in (folder / DECISIONS, parent / DECISIONS if parent is not None else None):
+        if candidate is not None and candidate.is_file():
+            return candidate
+    return None

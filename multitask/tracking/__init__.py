@@ -1,1 +1,1 @@
-"""tracking"""
+"""Tracking: the Tracker and its sinks (TensorBoard, wandb), metrics.csv and the console."""

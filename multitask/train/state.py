@@ -13,13 +13,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from timm.utils import ModelEmaV3
 
 from ..config import Config, to_dict
 from ..model.losses import MultiTaskCriterion
 from ..model.net import MultiHeadNet, create_model
 from ..model.weighting import GradContext
 from ..runs.checkpoint import FORMAT, VERSION, rng_state, set_rng_state
-from ..utils.precision import Precision
+from ..utils.devices import Precision
 from .mixing import BatchMixer
 from .optim import build_optimizer, build_scheduler
 
@@ -60,7 +61,6 @@ class TrainState:
         optimizer = build_optimizer([model, criterion], t)
         ema = None
         if t.ema.enabled:
-            from timm.utils import ModelEmaV3
             ema = ModelEmaV3(model, decay=t.ema.decay, use_warmup=True)
         return cls(cfg=cfg, model=model, criterion=criterion, optimizer=optimizer,
                    scheduler=build_scheduler(optimizer, t, steps_per_epoch),
@@ -69,7 +69,7 @@ class TrainState:
 
     @property
     def monitor(self) -> str:
-        return resolve_monitor(self.cfg)
+        return self.cfg.monitored_metric()
 
     @property
     def eval_model(self) -> torch.nn.Module:
@@ -123,16 +123,6 @@ class TrainState:
         self.wandb_id = (ckpt.get("tracker") or {}).get("wandb_id")
         self.mixer.rng.bit_generator.state = ckpt["mixer"]
         set_rng_state(ckpt["rng"])
-
-
-def resolve_monitor(cfg: Config) -> str:
-    """`train.monitor`, with auto = the composite F1 when the composite's heads train (or one derives it)."""
-    if cfg.train.monitor != "auto":
-        return cfg.train.monitor
-    trained = {h.name for h in cfg.trained_heads()}
-    direct = set(cfg.composite) <= trained
-    derived = any(h.derive == cfg.composite for h in cfg.trained_heads())
-    return "val/composite/f1" if cfg.composite and (direct or derived) else "val/mean/f1"
 
 
 def counters_finished(cfg: Config, counters: dict) -> bool:

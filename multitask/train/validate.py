@@ -14,11 +14,13 @@ import torch.distributed as dist
 
 from ..config import Config
 from ..data.prepare import TrainingData
+from ..heads import expand_derived, expand_targets
 from ..metrics.accumulator import MetricAccumulator
-from ..metrics.table import build_table, expand_derived, expand_targets, write_table
+from ..metrics.table import build_table
 from ..tracking.tracker import Tracker
+from ..utils.devices import Precision
 from ..utils.distributed import DistInfo
-from ..utils.precision import Precision
+from ..utils.io import write_csv
 
 
 @torch.inference_mode()
@@ -84,4 +86,4 @@ def write_oof(run_dir: Path, data: TrainingData, scores: MetricAccumulator, cfg:
                         heads=heads, probs=probs, targets=targets, composite=composite, meta=meta,
                         years=scores.years())
     table.insert(2, "group", frame["group"].to_numpy())
-    write_table(table, run_dir / "oof.csv")
+    write_csv(table, run_dir / "oof.csv")

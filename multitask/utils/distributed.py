@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from .devices import pick_device
+
 
 @dataclass
 class DistInfo:
@@ -30,10 +32,11 @@ def init_distributed(device_pref: str = "auto") -> DistInfo:
         return DistInfo()
     info = DistInfo(rank=int(os.environ["RANK"]), local_rank=int(os.environ.get("LOCAL_RANK", 0)), world_size=world)
     if not dist.is_initialized():
-        use_cuda = torch.cuda.is_available() and device_pref != "cpu"
-        if use_cuda:
-            torch.cuda.set_device(info.local_rank)
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        # the device rule of training itself (any case, auto, cuda:N): NCCL only for CUDA tensors, else gloo
+        device = pick_device(device_pref, local_rank=info.local_rank, key="train.device")
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return info
 
 

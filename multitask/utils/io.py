@@ -1,24 +1,37 @@
-"""One way to replace a file: a reader, or a crash, sees the old file or the new one, never half of one.
+"""The one way files are written and read: every output replaces its file atomically, every reader fails in one line.
 
-    with atomic_write(run_dir / "config.yaml") as f:      # text; "wb" for bytes
-        f.write(text)
+    write_text(run_dir / "config.yaml", text)          # also write_bytes, write_json, write_csv (a DataFrame)
+    write_with(path, lambda f: torch.save(obj, f), "wb", what="checkpoint", errors=(OSError, RuntimeError))
+    doc = read_json(path, where="--decisions x.json")   # UserError naming `where` when missing or not JSON
+    table = read_csv_text(path, where="--gt gt.csv")     # every cell as text, headers stripped
 
-The bytes go to a temp file in the same folder (`.<name>.<random>.tmp`: the same file system, so the rename is
-atomic), locked while it is written, flushed and fsynced, renamed over `path` with `os.replace`, and then the folder
-is fsynced so the rename itself survives a power cut. On any failure, inside the caller's block too, the temp file is
-removed, the exception goes on and the old file stays as it was.
+`atomic_write` is the primitive: the bytes go to a temp file in the same folder (`.<name>.<random>.tmp`: the same
+file system, so the rename is atomic), locked while it is written, flushed and fsynced, renamed over `path` with
+`os.replace`, and then the folder is fsynced so the rename itself survives a power cut. On any failure, inside the
+caller's block too, the temp file is removed, the exception goes on and the old file stays as it was. A reader, or
+a crash, sees the old file or the new one, never half of one.
 
 The lock lets a sweeper of abandoned temp files (the image cache's `remove_abandoned_builds`) tell a live write
 from a dead one: it deletes only the temp files it can lock. The rename happens before the lock is let go.
+
+The writers turn a failed write (full disk, read-only folder, ulimit -f) into one UserError line that names the file,
+the cause and whether the previous file survived.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
+import json
 import os
+import resource
 import tempfile
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Any, Callable, Iterator
+
+import pandas as pd
+
+from .errors import UserError
 
 MODES = ("w", "wb")
 
@@ -60,3 +73,82 @@ def fsync_dir(folder: str | os.PathLike) -> None:
         pass
     finally:
         os.close(fd)
+
+
+# --------------------------------------------------------------------------------------------------- writers
+def write_with(path: str | os.PathLike, write: Callable[[IO], Any], mode: str = "w", *, what: str = "file",
+               errors: tuple[type[BaseException], ...] = (OSError,), newline: str | None = None) -> Path:
+    """`write(f)` into `path` atomically (its folder made first); a failure in `errors` becomes one UserError line
+    naming `what` and `path`, saying whether the previous file is intact."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(path, mode, newline=newline) as f:
+            write(f)
+    except errors as err:
+        previous = f"the previous {what} is intact" if path.is_file() else f"no {what} was written there"
+        raise UserError(f"could not write {what} {path}: {failure_cause(path.parent, err)}; {previous}") from None
+    return path
+
+
+def write_text(path: str | os.PathLike, text: str, *, what: str = "file") -> Path:
+    return write_with(path, lambda f: f.write(text), what=what)
+
+
+def write_bytes(path: str | os.PathLike, data: bytes, *, what: str = "file") -> Path:
+    return write_with(path, lambda f: f.write(data), "wb", what=what)
+
+
+def write_json(path: str | os.PathLike, obj: Any, *, what: str = "file", indent: int | None = 2) -> Path:
+    """JSON (indented unless indent=None) with a final newline."""
+    return write_text(path, json.dumps(obj, indent=indent) + "\n", what=what)
+
+
+def write_csv(frame: pd.DataFrame, path: str | os.PathLike, *, what: str = "file") -> Path:
+    """A DataFrame as CSV without its index."""
+    return write_with(path, lambda f: frame.to_csv(f, index=False), what=what, newline="")
+
+
+def failure_cause(folder: Path, err: BaseException) -> str:
+    """Why a write failed: the OSError behind it (a writer such as torch's zip writer keeps it as the context of its
+    own RuntimeError), else a file-size limit (ulimit -f) when one is set, else a full disk (what nearly every other
+    failed write is), with the writer's own words when the disk is not full."""
+    cause, limit = err, resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    while cause is not None and not (isinstance(cause, OSError) and cause.strerror):
+        cause = cause.__cause__ or cause.__context__
+    if limit != resource.RLIM_INFINITY and (cause is None or getattr(cause, "errno", None) == errno.EFBIG):
+        return f"{os.strerror(errno.EFBIG)} (the file-size limit, ulimit -f, is {limit} bytes)"
+    if cause is not None:
+        return cause.strerror
+    try:
+        stats = os.statvfs(folder)
+        free = stats.f_bavail * stats.f_frsize
+    except OSError:
+        free = 0
+    if free < 64 * 2**20:   # less than a small checkpoint's worth left
+        return os.strerror(errno.ENOSPC)
+    return f"the write failed ({' '.join(str(err).split()) or type(err).__name__})"
+
+
+# --------------------------------------------------------------------------------------------------- readers
+def read_json(path: str | os.PathLike, *, where: str | None = None, hint: str = "") -> Any:
+    """The JSON in `path`; a missing, unreadable or malformed file is one UserError line naming `where`."""
+    path = Path(path)
+    where = where or str(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{where}: file not found{'; ' + hint if hint else ''}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+        raise UserError(f"{where}: not readable JSON ({err}){'; ' + hint if hint else ''}") from None
+
+
+def read_csv_text(path: str | os.PathLike, where: str | None = None) -> pd.DataFrame:
+    """A CSV as stripped-header text columns; an unreadable file is one UserError line naming `where` (default: the
+    path). The readers of competition folders, manifests and ground truth all start here."""
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise UserError(f"{where or path}: not a readable CSV ({str(err).splitlines()[0]})") from None
+    table.columns = [c.strip() for c in table.columns]
+    return table

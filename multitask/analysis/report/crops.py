@@ -10,7 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ...data.faces import PLAN_FILE, cropper_for, read_pixels, read_plan
+from ...config import load_config
+from ...data.faces import cropper_for, read_pixels, read_plan
+from ...runs.run_dir import CONFIG, CROPS
 from ...utils.errors import UserError
 from . import figures as figs
 from .html import Section
@@ -22,11 +24,10 @@ FALLBACK_TILES = 8   # at most a third of the grid: enough to judge the fallback
 
 def analyse_crops(run_dir: Path, paths: list[str], thumbs: figs.Thumbnails) -> tuple[dict, Section] | None:
     """(numbers, section) for a cropped run; None for data.crop: none or a run dir without a config."""
-    from ...config import load_config
-    if not (run_dir / "config.yaml").is_file():
+    if not (run_dir / CONFIG).is_file():
         return None
     try:
-        data = load_config(run_dir / "config.yaml").data
+        data = load_config(run_dir / CONFIG).data
     except UserError:
         return None
     if data.crop == "none":
@@ -34,10 +35,10 @@ def analyse_crops(run_dir: Path, paths: list[str], thumbs: figs.Thumbnails) -> t
     section = Section(id="crops", title="Crops")
     plan = None
     if data.crop == "face":
-        if not (run_dir / PLAN_FILE).is_file():
-            section.note(f"no {PLAN_FILE} in {run_dir}: the run did not record its face boxes")
+        if not (run_dir / CROPS).is_file():
+            section.note(f"no {CROPS} in {run_dir}: the run did not record its face boxes")
             return {"mode": data.crop}, section
-        paths, plan = read_plan(run_dir / PLAN_FILE)
+        paths, plan = read_plan(run_dir / CROPS)
     crop = cropper_for(data, plan)
     source = plan.source if plan is not None else ["center"] * len(paths)
     fallback = [i for i, s in enumerate(source) if s in FALLBACKS]

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import base64
 import html
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from ...utils.io import write_bytes
+from ...utils.text import fmt, is_number, md_table
 
 
 @dataclass
@@ -88,23 +90,6 @@ class Section:
             yield from child.walk()
 
 
-def fmt(value) -> str:
-    """Numbers for people: 3 decimals for fractions, thousands for counts, a dash for missing."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, int) or (hasattr(value, "dtype") and getattr(value.dtype, "kind", "") in "iu"):
-        return f"{int(value):,}"
-    if isinstance(value, float) or hasattr(value, "dtype"):
-        return f"{float(value):.3f}"
-    return str(value)
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) or hasattr(value, "dtype")
-
-
 # ----------------------------------------------------------------------------------------------------- HTML
 CSS = """
 :root { --ink:#1d2330; --muted:#5b6475; --line:#dfe3ea; --bg:#f7f8fa; --accent:#2f6fdb; --bad:#c0392b; }
@@ -152,7 +137,7 @@ def _html_table(table: Table) -> str:
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in table.columns)
     body = []
     for row in table.rows:
-        cells = "".join(f'<td class="n">{html.escape(fmt(v))}</td>' if _is_number(v)
+        cells = "".join(f'<td class="n">{html.escape(fmt(v))}</td>' if is_number(v)
                         else f"<td>{html.escape(fmt(v))}</td>" for v in row)
         body.append(f"<tr>{cells}</tr>")
     caption = f"<caption>{html.escape(table.caption)}</caption>" if table.caption else ""
@@ -223,18 +208,6 @@ def render_html(title: str, sections: list[Section], *, subtitle: str = "",
 
 
 # ----------------------------------------------------------------------------------------------------- Markdown
-def _md_cell(value) -> str:
-    return fmt(value).replace("|", "\\|").replace("\n", " ")
-
-
-def md_table(columns, rows) -> list[str]:
-    """A Markdown table's lines; number columns right-aligned, cells as `fmt` writes them, | escaped."""
-    lines = ["| " + " | ".join(_md_cell(c) for c in columns) + " |",
-             "|" + "|".join("---:" if rows and _is_number(rows[0][i]) else "---" for i in range(len(columns))) + "|"]
-    lines += ["| " + " | ".join(_md_cell(v) for v in row) + " |" for row in rows]
-    return lines
-
-
 def _md_block(block, folder: Path) -> list[str]:
     if isinstance(block, Text):
         return [f"> **Note:** {block.body}" if block.kind == "note" else block.body, ""]
@@ -242,7 +215,7 @@ def _md_block(block, folder: Path) -> list[str]:
         head = [f"*{block.caption}*", ""] if block.caption else []
         return head + md_table(block.columns, block.rows) + [""]
     if isinstance(block, Figure):
-        (folder / f"{block.name}.png").write_bytes(block.png)
+        write_bytes(folder / f"{block.name}.png", block.png)
         out = [f"![{block.caption or block.name}]({block.name}.png)"]
         return out + ([f"*{block.caption}*"] if block.caption else []) + [""]
     if isinstance(block, Gallery):
@@ -251,7 +224,7 @@ def _md_block(block, folder: Path) -> list[str]:
         cells = []
         for i, tile in enumerate(block.tiles):
             name = f"thumbs/{block.name}_{i:03d}.png"
-            (folder / name).write_bytes(tile.png)
+            write_bytes(folder / name, tile.png)
             cells.append(f"![]({name})<br>" + "<br>".join(line.replace("|", "\\|") for line in tile.lines))
         per_row = 6
         rows = [cells[i:i + per_row] for i in range(0, len(cells), per_row)]

@@ -1,0 +1,168 @@
+"""The config schema: one dataclass per section, every key with its type and default (`config show` prints them).
+
+    Config(heads=..., data=DataConfig(...), model=ModelConfig(...), train=TrainConfig(...), tracking=...)
+
+Types are what loading enforces (config/load.py): `Literal` is a choice, `X | None` allows null, a dataclass is a
+section. The default heads are the competition's: mask (3), gender (2), age (3, binned at 30 and 60).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Union
+
+from ..heads import HeadSpec
+
+
+def default_heads() -> dict[str, HeadSpec]:
+    return {
+        "mask": HeadSpec(classes=["wear", "incorrect", "not_wear"]),
+        "gender": HeadSpec(classes=["male", "female"]),
+        "age": HeadSpec(classes=["<30", "30-59", ">=60"], bins=[30, 60], eval_bins=[30, 60]),
+    }
+
+
+@dataclass
+class SynthConfig:
+    people: int = 60
+    width: int = 96
+    height: int = 128
+    seed: int = 0
+    eval_people: int | None = None            # people in eval/ (default: a quarter of `people`, at least 2)
+
+
+@dataclass
+class AugmentConfig:
+    hflip: float = 0.5
+    shift_scale_rotate: float = 0.0
+    color_jitter: float = 0.0          # probability; strength fixed to a mild 0.2
+    coarse_dropout: float = 0.0
+    random_resized_crop: bool = False  # else plain resize (+ center crop when crop < size)
+    crop_scale: list[float] = field(default_factory=lambda: [0.8, 1.0])
+
+
+@dataclass
+class DataConfig:
+    source: Literal["competition", "manifest"] = "competition"
+    root: str = "data/synthetic"              # competition layout root (train/, eval/)
+    manifest: str | None = None               # generic CSV (source: manifest)
+    synthesize_if_missing: bool = False       # write the synthetic set at `root` on first use
+    synth: SynthConfig = field(default_factory=SynthConfig)
+    label_fixes: str | None = None
+    image_size: list[int] = field(default_factory=lambda: [128, 96])   # height, width fed to the model
+    crop: Literal["none", "center", "face"] = "none"   # what of each photo is resized to image_size (data/faces.py)
+    crop_margin: float = 0.4                  # face crop: added on each side, as a fraction of the face box
+    mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
+    std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+    n_folds: int = 5
+    fold: int = 0
+    cache: bool = True
+    cache_dir: str = ".cache/images"
+    on_bad_image: Literal["error", "skip"] = "error"
+    on_conflict: Literal["error", "warn"] = "error"   # one person id in folders with different labels
+    num_workers: int = 2
+    limit: int | None = None                  # take only the first N people (smoke runs)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "resnet18"
+    pretrained: Union[bool, str] = False      # true = timm hub (needs network); a path = local weights
+    drop_rate: float = 0.0
+    drop_path_rate: float = 0.0
+
+
+@dataclass
+class EMAConfig:
+    enabled: bool = False
+    decay: float = 0.999
+
+
+@dataclass
+class TrainConfig:
+    heads: list[str] | None = None            # which configured heads train; None = all non-derived heads
+    epochs: int = 5
+    batch_size: int = 32
+    optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    momentum: float = 0.9
+    nesterov: bool = True
+    scheduler: Literal["cosine", "step", "onecycle", "plateau", "none"] = "cosine"
+    warmup_epochs: float = 0.0
+    step_size: int = 10
+    gamma: float = 0.1
+    plateau_patience: int = 1                 # scheduler plateau: validations without improvement before a cut
+    min_lr: float = 1e-6
+    amp: Literal["auto", "fp16", "bf16", "off"] = "auto"
+    channels_last: bool = True
+    grad_clip: float | None = None
+    accum_steps: int = 1
+    ema: EMAConfig = field(default_factory=EMAConfig)
+    early_stop: int | None = None             # epochs without improvement of `monitor`
+    monitor: str = "auto"                     # val/composite/f1 when mask+gender+age train, else val/mean/f1
+    loss_weighting: Literal["static", "uncertainty", "dwa", "pcgrad", "cagrad"] = "static"
+    dwa_temperature: float = 2.0
+    cagrad_c: float = 0.4                     # CAGrad's radius: 0 = plain descent on the mean loss
+    sampler: Literal["none", "weighted"] = "none"
+    mixup: float = 0.0                        # alpha; 0 = off
+    cutmix: float = 0.0
+    mix_prob: float = 0.5
+    val_every: int = 1
+    save_every_steps: int | None = None       # extra step checkpoints (last.pt) within an epoch
+    max_steps: int | None = None              # stop after N optimizer steps (smoke tests, benchmarks)
+    device: str = "auto"
+    decisions: Literal["auto", "off"] = "auto"  # auto: fit tuned decisions (decisions.py) on the OOF at the end
+
+
+@dataclass
+class WandbConfig:
+    # unset: wandb's environment (WANDB_MODE, WANDB_PROJECT, WANDB_ENTITY), else online with an API key, offline without
+    mode: Literal["offline", "online", "disabled"] | None = None
+    project: str | None = None                # unset: WANDB_PROJECT, else "multitask"
+    entity: str | None = None
+    group: str | None = None
+    tags: list[str] = field(default_factory=list)
+    name: str | None = None
+    artifacts: bool = True                    # best.pt and oof.csv as wandb artifacts at the end of a run
+
+
+@dataclass
+class TrackingConfig:
+    tensorboard: bool = True
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    csv: bool = True
+    progress: bool = True
+    confusion_every: int = 1                  # epochs between confusion-matrix figures
+
+
+@dataclass
+class Config:
+    name: str = "run"
+    seed: int = 42
+    deterministic: bool = False
+    output_dir: str = "runs"
+    heads: dict[str, HeadSpec] = field(default_factory=default_heads)
+    composite: list[str] = field(default_factory=lambda: ["mask", "gender", "age"])
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    config_path: str | None = None            # where it was loaded from (informational)
+
+    # ------------------------------------------------------------------ derived views
+    def trained_heads(self) -> list[HeadSpec]:
+        names = self.train.heads or [n for n, h in self.heads.items() if not h.derive]
+        return [self.heads[n] for n in names]
+
+    def composite_heads(self) -> list[HeadSpec]:
+        return [self.heads[n] for n in self.composite]
+
+    def monitored_metric(self) -> str:
+        """`train.monitor`, with auto = the composite F1 when the composite's heads train (or one derives it)."""
+        if self.train.monitor != "auto":
+            return self.train.monitor
+        trained = {h.name for h in self.trained_heads()}
+        direct = set(self.composite) <= trained
+        derived = any(h.derive == self.composite for h in self.trained_heads())
+        return "val/composite/f1" if self.composite and (direct or derived) else "val/mean/f1"

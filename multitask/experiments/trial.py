@@ -1,0 +1,91 @@
+"""One trial of a sweep: sample its values, build and check its config, train it (or resume it) in its own run dir,
+report each validation to the pruner.
+
+    value = run_trial(sweep, trial, quiet=False)      # the objective: train.monitor at the best epoch
+"""
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import optuna
+import pandas as pd
+
+from ..config import to_dict
+from ..runs.resume import load_for_resume
+from ..runs.run_dir import METRICS, find_checkpoint
+from ..train.callbacks import Callback
+from ..train.run import fit
+from ..utils.errors import UserError, one_line
+from .study import Sweep
+
+
+class OptunaPruning(Callback):
+    """Reports the monitored metric after each validation; raises TrialPruned when the pruner says so."""
+
+    def __init__(self, trial, monitor: str):
+        self.trial, self.monitor = trial, monitor
+
+    def on_epoch_end(self, state, metrics):
+        if self.monitor not in metrics:   # no validation this epoch (train.val_every)
+            return
+        value = float(metrics[self.monitor])
+        self.trial.report(value, state.epoch)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"pruned after epoch {state.epoch}: {self.monitor} {value:.4f}")
+
+
+def run_trial(sweep: Sweep, trial, *, quiet: bool) -> float:
+    """The objective: sample, build and validate the config, train (or resume) in the trial's run dir."""
+    trial.set_user_attr("host", socket.gethostname())
+    trial.set_user_attr("pid", os.getpid())
+    values = sweep.space.sample(trial)
+    cfg = sweep.build(sweep.space.overrides(values))
+    trial.set_user_attr("config", to_dict(cfg))
+    monitor = cfg.monitored_metric()
+    trial.set_user_attr("monitor", monitor)
+    cfg.tracking.wandb.group = cfg.tracking.wandb.group or sweep.name
+    cfg.tracking.wandb.name = cfg.tracking.wandb.name or f"{sweep.name}/trial{trial.number}"
+    if quiet:
+        cfg.tracking.progress = False    # parallel progress bars would garble one terminal
+    run_dir, ckpt = sweep.dir / str(trial.number), None
+    resume = trial.user_attrs.get("resume_dir")
+    last = find_checkpoint(Path(resume), want="last") if resume else None
+    if last is not None and trial.user_attrs.get("resume_host") == socket.gethostname():
+        run_dir, ckpt = last.parent, load_for_resume(last, cfg)
+        replay_history(trial, run_dir, monitor, upto=ckpt["epoch"])
+    trial.set_user_attr("run_dir", str(run_dir))
+    best = fit(cfg, run_dir, ckpt=ckpt, callbacks=[OptunaPruning(trial, monitor)])
+    if monitor in best:
+        return float(best[monitor])
+    if ckpt is not None and ckpt.get("best") is not None:   # resumed a trial that had finished training
+        return float(ckpt["best"])
+    raise UserError(f"{monitor} was never validated (train.val_every > train.epochs?)")
+
+
+def replay_history(trial, run_dir: Path, monitor: str, *, upto: int) -> None:
+    """A resumed trial reports its earlier epochs again, so the pruner judges it on its whole curve."""
+    path = run_dir / METRICS
+    if not path.is_file():
+        return
+    rows = pd.read_csv(path)
+    if monitor in rows:
+        for epoch, value in zip(rows["epoch"], rows[monitor]):
+            if epoch <= upto and pd.notna(value):
+                trial.report(float(value), int(epoch))
+
+
+def objective(sweep: Sweep, *, quiet: bool):
+    def run(trial) -> float:
+        try:
+            return run_trial(sweep, trial, quiet=quiet)
+        except optuna.TrialPruned:
+            raise
+        except KeyboardInterrupt:
+            trial.set_user_attr("interrupted", True)
+            raise
+        except Exception as err:   # recorded on the trial; the sweep goes on with the next one
+            trial.set_user_attr("fail_reason", one_line(err))
+            raise
+    return run

@@ -1,0 +1,87 @@
+"""The export manifest: what a model file must say for anything to use it without this package's training code.
+
+    manifest = build_manifest(net, cfg, source={"checkpoint": "best.pt", ...}, decisions=doc)
+    manifest, cfg = read_manifest(json.loads(text), where="deploy/x/config.json")
+
+Both formats carry it (ONNX: metadata key "multitask"; safetensors: config.json): heads and class names in output
+order, the composite order and class names, the input (uint8 RGB NHWC 0..255 at the trained size: decoded images as
+they come; the layout change and the normalisation run inside the model), crop settings, decision settings, the full
+training config and its sha256. A consumer needs nothing else:
+`onnxruntime.InferenceSession(f).get_modelmeta().custom_metadata_map["multitask"]`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+
+import torch
+
+from .. import __version__
+from ..config import Config, from_dict, to_dict
+from ..data.faces import detector_id
+from ..heads import HeadSpec, composite_class_names, expand_heads, years_key
+from ..model.net import MultiHeadNet
+from ..runs.checkpoint import check_format
+from ..utils.errors import UserError
+
+METADATA_KEY = "multitask"
+MANIFEST_FORMAT, MANIFEST_VERSION = "multitask-export", 1
+INPUT_NAME = "images"
+
+
+def output_heads(net: MultiHeadNet, cfg: Config) -> tuple[list[HeadSpec], list[HeadSpec]]:
+    """(trained heads + the components of a derived head, composite heads when all are predicted, else [])."""
+    heads = expand_heads(net.head_specs, cfg.heads)
+    composite, names = cfg.composite_heads(), {h.name for h in heads}
+    return heads, composite if composite and all(h.name in names for h in composite) else []
+
+
+def crop_settings(cfg: Config) -> dict | None:
+    """What predict cuts from each photo before the model's resize (data/faces.py): None for the whole photo; the
+    ONNX graph takes the cut image, so a runtime outside this package must apply it itself."""
+    if cfg.data.crop == "none":
+        return None
+    settings = {"mode": cfg.data.crop, "margin": cfg.data.crop_margin}
+    return settings | ({"detector": detector_id()} if cfg.data.crop == "face" else {})
+
+
+def build_manifest(net: MultiHeadNet, cfg: Config, *, source: dict, decisions: dict | None = None,
+                   batch: int | None = None) -> dict:
+    config = to_dict(cfg)
+    heads, composite = output_heads(net, cfg)
+    height, width = cfg.data.image_size
+    return {
+        "format": MANIFEST_FORMAT, "version": MANIFEST_VERSION,
+        "backbone": cfg.model.backbone,
+        "trained_heads": [h.name for h in net.head_specs],
+        "heads": {h.name: {"classes": list(h.classes), "derive": h.derive}
+                  | ({"years_range": list(h.years_range), "years_output": years_key(h.name)}
+                     if h.target == "years" else {}) for h in heads},
+        "composite": {"heads": [h.name for h in composite], "classes": composite_class_names(composite)}
+        if composite else None,
+        "input": {"name": INPUT_NAME, "dtype": "uint8", "layout": "NHWC", "channels": "RGB", "range": [0, 255],
+                  "batch": batch or "dynamic", "height": height, "width": width},
+        "image_size": [height, width],
+        "normalization": {"mean": list(cfg.data.mean), "std": list(cfg.data.std),
+                          "applied": "inside the model: (x - 255 * mean) / (255 * std)"},
+        "crop": crop_settings(cfg),
+        # the run dir's decisions.json (decisions.py: per-head class offsets fitted on OOF), {} when it has none
+        "decisions": dict(decisions or {}),
+        "config": config,
+        "config_sha256": hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest(),
+        "source": dict(source),
+        "quantization": None,
+        "exported_with": {"multitask": __version__, "torch": torch.__version__.split("+")[0]},
+    }
+
+
+def read_manifest(raw, *, where: str) -> tuple[dict, Config]:
+    """(manifest, Config) from an export manifest; UserError naming `where` when it is not one this code reads."""
+    check_format(raw, fmt=MANIFEST_FORMAT, version=MANIFEST_VERSION, where=where, what="export manifest",
+                 writer="write it with `multitask export`")
+    cfg = from_dict(raw.get("config") or {}, where=where)
+    missing = [n for n in raw.get("trained_heads") or [] if n not in cfg.heads]
+    if not raw.get("trained_heads") or missing:
+        raise UserError(f"{where}: trained heads {raw.get('trained_heads')} do not match its config heads "
+                        f"{list(cfg.heads)}; re-export it")
+    return raw, cfg

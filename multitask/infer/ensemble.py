@@ -1,0 +1,163 @@
+"""The ensemble: its members (each checkpoint's own model, config and weight), the heads they share, their tuned
+decisions, and how their probabilities merge.
+
+    members = load_ensemble(["runs/a/1", "runs/kfold/1"], weights=[2, 1], device=device)   # k folds: one model
+    heads, composite = ensemble_heads(members)
+    offsets, used = ensemble_decisions(members, heads, "auto")     # each run's decisions.json, weight-averaged
+    probs, joint = combine(members, per_member, heads=heads, composite=composite, merge=merge, joint=False)
+
+A derived head (the single 18-class baseline) is expanded into its components' marginals, so it ensembles with a
+mask/gender/age model. Probabilities are merged per head over the members (weighted); a years head's expected age
+is the weighted mean of each member's own estimate.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..config import Config
+from ..export.onnx import OnnxModel
+from ..heads import HeadSpec, expand_derived, expand_heads, expected_years, member_joint, years_key
+from ..runs.decisions import for_heads, named
+from ..runs.decisions import read as read_decisions
+from ..runs.run_dir import resolve_checkpoints
+from ..utils.errors import UserError
+from .backends import TorchModel, load_model
+from .decide import average_offsets, describe
+
+
+@dataclass
+class Member:
+    """One checkpoint of the ensemble: its own model (run by PyTorch or onnxruntime), config and (normalised) weight."""
+    path: Path
+    model: TorchModel | OnnxModel
+    cfg: Config
+    weight: float
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return tuple(self.cfg.data.image_size)
+
+    @property
+    def crop(self) -> str:
+        return self.cfg.data.crop   # "none" for checkpoints older than crops: from_dict fills the default
+
+    @property
+    def heads(self) -> list[HeadSpec]:
+        return list(self.model.head_specs)
+
+    def expanded_heads(self) -> list[HeadSpec]:
+        return expand_heads(self.heads, self.cfg.heads)
+
+
+def load_ensemble(items: list, *, weights=None, device=torch.device("cpu"), backend: str = "auto") -> list[Member]:
+    """One Member per checkpoint (run dirs and k-fold parents expanded), weights normalised to sum 1.
+
+    --weights takes one value per checkpoint; one per --ckpt item also works (a k-fold parent's weight is split
+    evenly over its folds, so the folds together count as one model).
+    """
+    groups = [resolve_checkpoints([item]) for item in items]
+    paths = [p for group in groups for p in group]
+    if not paths:
+        raise UserError("--ckpt: no checkpoint given")
+    if weights is None:
+        raw = [1.0] * len(paths)
+    elif len(weights) == len(paths):
+        raw = [float(w) for w in weights]
+    elif len(weights) == len(groups):
+        raw = [float(w) / len(group) for w, group in zip(weights, groups) for _ in group]
+    else:
+        raise UserError(f"--weights: got {len(weights)} values for {len(paths)} checkpoints "
+                        f"({', '.join(p.name for p in paths)}); give one weight per checkpoint")
+    if any(not math.isfinite(w) or w < 0 for w in raw) or sum(raw) <= 0:
+        raise UserError(f"--weights: need finite values >= 0 with a positive sum, got {list(weights)}")
+    members = []
+    for path, w in zip(paths, raw):
+        model, cfg = load_model(path, backend=backend, device=device)
+        members.append(Member(path=path, model=model, cfg=cfg, weight=w / sum(raw)))
+    return members
+
+
+def ensemble_heads(members: list[Member]) -> tuple[list[HeadSpec], list[HeadSpec]]:
+    """(heads every member predicts, composite heads or []); UserError when members predict different heads.
+
+    Members must agree on their plain heads (after derived heads are expanded); a derived head itself (class18) is
+    kept only when every member has it.
+    """
+    def plain(m: Member) -> dict[str, list[str]]:
+        return {h.name: list(h.classes) for h in m.expanded_heads() if not h.derive}
+
+    first = plain(members[0])
+    for m in members[1:]:
+        if plain(m) != first:
+            describe = lambda heads: "; ".join(f"{n} {c}" for n, c in heads.items())  # noqa: E731
+            raise UserError(f"checkpoints predict different heads: {members[0].path} has {describe(first)} but "
+                            f"{m.path} has {describe(plain(m))}; ensemble only checkpoints with the same heads")
+    shared = [h for h in members[0].expanded_heads()
+              if not h.derive or all(any(x.name == h.name and x.classes == h.classes for x in m.expanded_heads())
+                                     for m in members)]
+    names = {h.name for h in shared}
+    composite = members[0].cfg.composite_heads()
+    return shared, composite if composite and all(h.name in names for h in composite) else []
+
+
+def ensemble_decisions(members: list[Member], heads: list[HeadSpec], choice="auto") -> tuple[dict, dict]:
+    """(offsets {head: (C,)}, what was used) for --decisions auto | off | PATH.
+
+    auto: each member's own decisions (decisions.json of its run dir, or of its k-fold run dir for a fold's
+    checkpoint; an export's manifest), averaged over the members with their ensemble weights; a member without any
+    (or whose fit was not applied) counts as zero offsets, its plain argmax. The folds of one k-fold run share one
+    file, so they get exactly its offsets. off: plain argmax. PATH: that file for the whole ensemble."""
+    choice = str(choice or "auto")
+    if choice == "off":
+        return {}, {"mode": "off", "sources": [], "offsets": {}, "line": "decisions: off (plain argmax)"}
+    if choice != "auto":
+        doc = read_decisions(choice)
+        offsets, sources = for_heads(doc, heads, where=f"--decisions {choice}"), [doc["path"]]
+    else:
+        parts, sources = [], []
+        for m in members:
+            doc = m.model.decisions
+            where = str(doc.get("path") or m.path) if doc else str(m.path)
+            parts.append((for_heads(doc, m.expanded_heads(), where=where), m.weight))
+            if doc and where not in sources:
+                sources.append(where)
+        offsets = average_offsets(parts, heads)
+    where = ", ".join(sources) or "no decisions.json next to the checkpoints"
+    line = f"decisions: {describe(offsets, heads)} ({where})" if offsets else f"decisions: none, plain argmax ({where})"
+    return offsets, {"mode": "auto" if choice == "auto" else "file", "sources": sources,
+                     "offsets": named(offsets, [h for h in heads if h.name in offsets]), "line": line}
+
+
+def combine(members: list[Member], per_member: list[dict[str, np.ndarray]], *, heads: list[HeadSpec],
+            composite: list[HeadSpec], merge, joint: bool) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """Merge members per head (weighted): (probabilities {head: (N, C)}, joint (N, prod) or None)."""
+    weights = torch.tensor([m.weight for m in members], dtype=torch.float64)
+    expanded = [expand_derived(p, m.heads, m.cfg.heads)[1] for m, p in zip(members, per_member)]
+
+    def merged(arrays: list[np.ndarray]) -> np.ndarray:
+        return merge(torch.from_numpy(np.stack(arrays)).double(), weights).numpy()
+
+    probs = {h.name: merged([e[h.name] for e in expanded]) for h in heads}
+    joint_probs = None
+    if joint:
+        joint_probs = merged([member_joint(e, m.heads, composite) for m, e in zip(members, expanded)])
+    return probs, joint_probs
+
+
+def combine_years(members: list[Member], per_member: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """{years head: (N,) expected age}: each member's own (from its year distribution merged over the views, over its
+    own years_range), then the weighted mean over the members that predict years (their weights renormalised)."""
+    sums: dict[str, np.ndarray] = {}
+    weights: dict[str, float] = {}
+    for m, probs in zip(members, per_member):
+        for head in m.heads:
+            if head.target == "years" and years_key(head.name) in probs:
+                sums[head.name] = sums.get(head.name, 0.0) + m.weight * expected_years(probs[years_key(head.name)],
+                                                                                      head)
+                weights[head.name] = weights.get(head.name, 0.0) + m.weight
+    return {name: total / weights[name] for name, total in sums.items() if weights[name] > 0}

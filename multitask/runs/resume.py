@@ -1,0 +1,72 @@
+"""What a resume may change, and the checks a checkpoint passes before training continues from it.
+
+    ckpt = load_for_resume(resolve_resume("runs/quickstart/3"), cfg)   # heads, backbone and config changes checked
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..config import Config, from_dict, to_dict
+from ..utils.errors import UserError
+from .checkpoint import load_checkpoint
+
+
+def load_for_resume(path: Path, cfg: Config) -> dict:
+    """The checkpoint to continue from, once its heads and the config's changes pass the resume rules."""
+    ckpt = load_checkpoint(path)
+    check_resume_heads(ckpt, cfg, path)
+    check_resume_overrides(ckpt["config"], cfg, path)
+    return ckpt
+
+
+def check_resume_heads(ckpt: dict, cfg: Config, path: Path) -> None:
+    if "optimizer" not in ckpt:
+        raise UserError(f"--resume {path}: this checkpoint holds weights only (best.pt); resume from last.pt or the "
+                        f"run dir")
+    saved = {name: ckpt["config"]["heads"][name]["classes"] for name in ckpt["trained_heads"]}
+    wanted = {h.name: list(h.classes) for h in cfg.trained_heads()}
+    if saved != wanted:
+        raise UserError(f"--resume {path}: the checkpoint's heads {saved} differ from the config's {wanted}; "
+                        f"resume with the same heads (or start a new run)")
+    if ckpt["config"]["model"]["backbone"] != cfg.model.backbone:
+        raise UserError(f"--resume {path}: checkpoint backbone {ckpt['config']['model']['backbone']} != config "
+                        f"model.backbone {cfg.model.backbone}")
+
+
+# What may differ from the checkpoint's config on --resume: how long to go on, where and what to log, how to load the
+# same data. Anything else (lr, schedule, loss, weighting, augmentation, split, seed, model, ...) would change the
+# optimisation half-way while the restored optimizer and scheduler keep the old values, so it is refused.
+RESUME_MAY_CHANGE = ("train.epochs", "train.early_stop", "train.max_steps", "train.save_every_steps", "train.device",
+                     "train.decisions",
+                     "data.num_workers", "data.root", "data.cache", "data.cache_dir", "tracking.*", "name",
+                     "output_dir")
+
+
+def check_resume_overrides(saved: dict, cfg: Config, path: Path) -> None:
+    """Refuse a resumed config that differs from the checkpoint's in a key outside RESUME_MAY_CHANGE, so the config
+    a run saves is always the one it trains with."""
+    before = _flat(to_dict(from_dict(saved, f"--resume {path}")))   # keys added since: defaults
+    after = _flat(to_dict(cfg))
+    changed = [k for k in sorted(set(before) | set(after)) if k != "config_path" and before.get(k) != after.get(k)
+               and not any(k == key or (key.endswith("*") and k.startswith(key[:-1])) for key in RESUME_MAY_CHANGE)]
+    if changed:
+        key = changed[0]
+        more = f" (and {', '.join(changed[1:])})" if len(changed) > 1 else ""
+        raise UserError(f"--resume {path}: {key} {before.get(key)!r} -> {after.get(key)!r}{more} would change the "
+                        f"optimisation half-way; on resume only {', '.join(RESUME_MAY_CHANGE)} may change; start a "
+                        f"new run for this")
+    if cfg.train.scheduler == "onecycle" and before["train.epochs"] != cfg.train.epochs:
+        raise UserError(f"--resume {path}: train.epochs {before['train.epochs']} -> {cfg.train.epochs}: the onecycle "
+                        f"schedule is fixed to the first run's length; start a new run for a longer one")
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+

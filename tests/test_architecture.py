@@ -1,0 +1,75 @@
+"""The package's shape holds: stages layered without cycles, modules and functions small enough to read whole, and
+no function-local import of the package outside the CLI (where it keeps `--help` instant)."""
+import ast
+import shutil
+import subprocess
+from pathlib import Path
+
+import grimp
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "multitask"
+MODULE_LINES, FUNCTION_LINES = 400, 60
+LONG_ALLOWED = {("cli.py", "build_parser")}   # argparse's declarations, one flag a line
+
+
+def sources():
+    return sorted(PACKAGE.rglob("*.py"))
+
+
+def test_the_import_graph_has_no_cycle():
+    graph = grimp.build_graph("multitask", include_external_packages=False)
+    for module in graph.modules:
+        for other in graph.find_modules_directly_imported_by(module):
+            assert not graph.chain_exists(importer=other, imported=module), \
+                f"import cycle: {module} -> {other} -> ... -> {module}"
+
+
+def test_layers_contract_is_kept():
+    """The same check CI runs before pytest (`lint-imports`, the contract in pyproject.toml)."""
+    command = shutil.which("lint-imports")
+    if command is None:
+        pytest.fail("lint-imports is not installed: pip install -e '.[dev]'")
+    done = subprocess.run([command], capture_output=True, text=True, cwd=PACKAGE.parent)
+    assert done.returncode == 0, done.stdout[-2000:]
+    assert "1 kept, 0 broken" in done.stdout
+
+
+def test_modules_and_functions_are_short():
+    long_modules = [f"{p.relative_to(PACKAGE)}: {n} lines" for p in sources()
+                    if (n := len(p.read_text().splitlines())) > MODULE_LINES]
+    assert not long_modules, long_modules
+    long_functions = []
+    for path in sources():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                size = node.end_lineno - node.lineno + 1
+                if size > FUNCTION_LINES and (str(path.relative_to(PACKAGE)), node.name) not in LONG_ALLOWED:
+                    long_functions.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {node.name}: {size} lines")
+    assert not long_functions, long_functions
+
+
+def test_the_package_imports_itself_at_module_level_except_in_the_cli():
+    """A function-local `from ..x import y` hides a dependency from the layers check: only cli.py may, to keep
+    `multitask --help` from importing torch."""
+    hidden = []
+    for path in sources():
+        if path.name == "cli.py" and path.parent == PACKAGE:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for inner in ast.walk(node):
+                    own = (isinstance(inner, ast.ImportFrom) and (inner.level > 0 or (inner.module or "")
+                                                                  .startswith("multitask"))
+                           or isinstance(inner, ast.Import) and any(a.name.startswith("multitask")
+                                                                    for a in inner.names))
+                    if own:
+                        hidden.append(f"{path.relative_to(PACKAGE)}:{inner.lineno} in {node.name}")
+    assert not hidden, hidden
+
+
+def test_public_entry_points_import_from_their_documented_places():
+    from multitask.config import load_config
+    from multitask.train import Callback, fit, run_training
+
+    assert callable(load_config) and callable(fit) and callable(run_training) and isinstance(Callback, type)
