@@ -1,3 +1,29 @@
-"""multitask: multi-head multi-task image classifiers on a shared timm trunk."""
+"""multitask: multi-head multi-task image classifiers on a shared timm trunk.
+
+One subpackage per stage; an import only ever points down this list (the layers contract in pyproject.toml, checked
+by `lint-imports` in CI):
+
+    cli.py            argparse and dispatch; each command imports what it runs, so `--help` is instant
+    experiments/      sweeps: the Optuna study, one trial, the --jobs workers, the search space, the summary
+    analysis/         compare (paired bootstrap differences), tune (fitting decisions.json), report/ (the error report)
+    infer/            predict as a pipeline: ensemble, forward (every member under every TTA view), merge, decide,
+                      write, score; the PyTorch / onnxruntime backends
+    export/ train/    export: the model file formats (manifest, ONNX, safetensors, int8) and `multitask export`.
+                      train: Trainer, TrainState, callbacks, validation, optimizers, MixUp/CutMix, run_training
+    tracking/         the Tracker fanning out to its sinks (TensorBoard, wandb), metrics.csv and the console
+    runs/             what a run leaves on disk: every file name, run and fold dirs, checkpoints, decisions.json,
+                      resume rules, the run-dir lock
+    model/ metrics/   model: the timm trunk with one head per task, losses, weightings, weights from files.
+    data/             metrics: the epoch accumulator, stats (bootstrap, the one macro F1), the predictions table,
+                      intervals, the confusion figure. data: sources (competition folders, manifests, synthetic faces),
+                      splits by person, the decode-once cache, face crops, transforms, predict's inputs, ground truth
+    config/           the typed schema, loading YAML with a.b=value overrides, `config show`
+    utils/ heads.py   utils: errors, the one atomic I/O, parsing, devices and precision, DDP, progress, text.
+                      heads: HeadSpec, the composite label's arithmetic, derived heads
+
+The data flow: a config (config/) names the data (data/) and the model (model/); train/ fits it, logging through
+tracking/ into a run dir (runs/); infer/ reads run dirs or exports (export/) and writes predictions (metrics/'s table);
+analysis/ reads those tables; experiments/ runs many trainings; cli.py is the door to all of them.
+"""
 
 __version__ = "0.1.0"

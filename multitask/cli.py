@@ -206,9 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _train(args) -> int:
-    from .analysis.tune import after_training   # lazy: `--help` stays instant
-    from .config import load_config
-    from .train.run import config_for_resume, run_training
+    from .config import load_config  # lazy: `--help` stays instant
 
     overrides = list(args.overrides)
     if args.heads is not None:
@@ -224,15 +222,18 @@ def _train(args) -> int:
     if args.folds not in (None, "all"):
         raise UserError(f"--folds: expected 'all', got {args.folds!r} (use --fold K for one fold)")
     if args.resume and not args.config:
+        from .train.run import config_for_resume  # lazy: reading a checkpoint needs torch
         cfg = config_for_resume(args.resume, overrides)
     else:
-        cfg = load_config(args.config, overrides)
+        cfg = load_config(args.config, overrides)   # before torch is imported: a config typo fails in a second
+    from .analysis.tune import after_training  # lazy, and after the config is read
+    from .train.run import run_training
     run_training(cfg, resume=args.resume, all_folds=args.folds == "all", after=after_training)
     return 0
 
 
 def _predict(args) -> int:
-    from .infer.predict import PredictOptions, run_predict   # lazy: `--help` stays instant
+    from .infer.predict import PredictOptions, run_predict  # lazy: `--help` stays instant
 
     run_predict(PredictOptions(ckpts=args.ckpt, data=args.data, out=args.out, tta=[t for t in args.tta.split(",") if t],
                                merge=args.merge, weights=args.weights, joint=args.joint, gt=args.gt,
@@ -242,7 +243,7 @@ def _predict(args) -> int:
 
 
 def _export(args) -> int:
-    from .export.command import run_export   # lazy: `--help` stays instant
+    from .export.command import run_export  # lazy: `--help` stays instant
     from .infer.predict import score_models
 
     # the int8 model is scored by predict's pipeline, which sits above export: handed down from here
@@ -254,7 +255,7 @@ def _export(args) -> int:
 
 
 def _report(args) -> int:
-    from .analysis.report.build import build_report   # lazy: `--help` stays instant
+    from .analysis.report.build import build_report  # lazy: `--help` stays instant
 
     if not args.run_dir and not args.pred:
         raise UserError("report: give a run dir, or --pred predictions.csv --gt gt.csv")
@@ -264,7 +265,7 @@ def _report(args) -> int:
 
 
 def _config(args) -> int:
-    from .config import load_config   # lazy: `--help` stays instant
+    from .config import load_config  # lazy: `--help` stays instant
     from .config.show import show_config
 
     cfg = load_config(args.config, list(args.overrides))
@@ -274,7 +275,7 @@ def _config(args) -> int:
 
 
 def _synth(args) -> int:
-    from rich.console import Console   # lazy: `--help` stays instant
+    from rich.console import Console  # lazy: `--help` stays instant
 
     from .data.synthetic import write_synthetic
 
@@ -304,7 +305,7 @@ def add_sweep_parser(sub) -> None:
 
 
 def _sweep(args) -> int:
-    from .experiments.study import Sweep   # lazy: `--help` stays instant
+    from .experiments.study import Sweep  # lazy: `--help` stays instant
     from .experiments.workers import run_sweep
 
     run_sweep(Sweep(config=args.config, space_path=args.space, trials=args.trials, overrides=list(args.overrides),
@@ -326,7 +327,7 @@ def add_compare_parser(sub) -> None:
 
 
 def _compare(args) -> int:
-    from .analysis.compare import run_compare   # lazy: `--help` stays instant
+    from .analysis.compare import run_compare  # lazy: `--help` stays instant
 
     if args.draws < 10:
         raise UserError(f"--draws: need at least 10 bootstrap draws, got {args.draws}")
@@ -349,7 +350,7 @@ def add_tune_decisions_parser(sub) -> None:
 
 
 def _tune_decisions(args) -> int:
-    from .analysis.tune import fit_run   # lazy: `--help` stays instant
+    from .analysis.tune import fit_run  # lazy: `--help` stays instant
 
     if args.parts < 2 or args.draws < 10:
         raise UserError(f"--parts needs at least 2 and --draws at least 10, got {args.parts} and {args.draws}")

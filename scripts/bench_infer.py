@@ -11,7 +11,7 @@
   predict  `multitask.infer.predict.run_predict` on the synthetic eval set (photos at the real 384x512): reading and
            decoding every JPEG, resizing, the loader, every TTA view, softmax and merging, submission.csv and
            predictions.csv. Its own timer covers the inference loop (decode included, model loading excluded).
-With --onnx (the checkpoint exported once by `multitask.export.onnx.run_export`; int8 calibrated on the eval photos):
+With --onnx (the checkpoint exported once by `multitask.export.command.run_export`; int8 calibrated on the eval photos):
   fp32ceiling   the ceiling without autocast (PyTorch fp32, channels_last)
   ort, ort_int8 model-only onnxruntime session runs on one random uint8 batch (softmax included, in the graph)
   predict_ort, predict_int8   `run_predict` on the .onnx files: the predict phase through onnxruntime

@@ -21,10 +21,12 @@ def record_wandb_calls():
 
 @pytest.fixture(scope="session")
 def synth_root(tmp_path_factory):
+    from helpers import TINY_PEOPLE
+
     from multitask.data.synthetic import write_synthetic
 
     root = tmp_path_factory.mktemp("synth")
-    write_synthetic(root, people=16, width=32, height=40, seed=0)
+    write_synthetic(root, people=TINY_PEOPLE, width=32, height=40, seed=0)
     return root
 
 

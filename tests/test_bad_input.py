@@ -19,8 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
-from helpers import error_line, tiny_overrides
+from helpers import TINY_IMAGES, TINY_PEOPLE, error_line, tiny_overrides
 
 from multitask.cli import main
 from multitask.data.images import read_image
@@ -144,7 +143,7 @@ def test_skip_leaves_bad_images_out_and_counts_them(data, tmp_path, capsys):
     assert re.sub(r"\s+", "", f"skipped 2 bad image(s) (data.on_bad_image=skip), e.g. {first / 'mask2.jpg'}: image "
                   f"file is empty (0 bytes)") in out
     used = re.search(r"fold0/4:(\d+)train/(\d+)valimages", out)
-    assert int(used[1]) + int(used[2]) == 112 - 2
+    assert int(used[1]) + int(used[2]) == TINY_IMAGES - 2
 
 
 def test_skip_that_leaves_no_image_is_an_error(data, tmp_path, capsys):
@@ -152,7 +151,8 @@ def test_skip_that_leaves_no_image_is_an_error(data, tmp_path, capsys):
     for path in (root / "train" / "images").rglob("*.jpg"):
         path.write_bytes(b"")
     message = _train_fails(capsys, tmp_path, [*_base(root, tmp_path), "data.on_bad_image=skip"])
-    assert message.startswith("none of the 112 images is readable (data.on_bad_image=skip left nothing to train on)")
+    assert message.startswith(f"none of the {TINY_IMAGES} images is readable (data.on_bad_image=skip left nothing to "
+                              f"train on)")
 
 
 def test_odd_but_valid_images_are_converted_and_train(data, tmp_path, capsys):
@@ -178,7 +178,7 @@ def test_odd_but_valid_images_are_converted_and_train(data, tmp_path, capsys):
 
     code = main(["train", "--config", CONFIG, *_base(root, tmp_path)])
     out = capsys.readouterr().out
-    assert code == 0 and "bad image" not in out and "112 images of 16 people" in " ".join(out.split())
+    assert code == 0 and "bad image" not in out and f"{TINY_IMAGES} images of {TINY_PEOPLE} people" in " ".join(out.split())
 
 
 # ----------------------------------------------------------------------------------------------- manifests
@@ -306,6 +306,7 @@ def test_info_csv_naming_a_missing_image(trained, synth_root, tmp_path, capsys):
 
 
 # ----------------------------------------------------------------------------------------------- what the user sees
+@pytest.mark.slow
 def test_no_traceback_without_debug_and_one_with_it(tmp_path):
     env = {**os.environ, "MULTITASK_DEBUG": ""}
     # found deep in training (after torch, the run dir and the trackers are up): still one line, exit code 2
@@ -551,7 +552,7 @@ RED_TEAM = {
     "train.heads=[]": Case(lambda t: t.train("train.heads=[]"), 2, "train.heads: empty list; name at least one head "
                                                                    "(mask, gender, age), or null for every head"),
     "--heads between overrides": Case(lambda t: t.train("--heads", "age", "train.batch_size=8"), 0,
-                                      "(resnet18, heads age,",
+                                      "(test_resnet, heads age,",
                                         _only_age_trained),
     # 4. floats that must be finite (and in range)
     "train.lr=0": Case(lambda t: t.train("train.lr=0"), 2, "train.lr: 0.0 is out of range; expected > 0"),

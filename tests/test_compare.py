@@ -90,6 +90,7 @@ def test_people_intervals_are_wider_than_image_intervals_on_person_correlated_er
     assert width(by_people) > 1.5 * width(by_images)
 
 
+@pytest.mark.slow
 def test_cli_writes_table_json_and_plot_and_the_script_wraps_it(tmp_path, capsys):
     a, b = crafted(30, seed=1, tmp=tmp_path)
     assert main(["compare", str(a.parent), str(b.parent), "--names", "base,better", "--draws", "200",

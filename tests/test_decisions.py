@@ -9,8 +9,7 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import predict
-from test_predict import FAST, make_ckpt, predicted
+from helpers import FAST, make_ckpt, predict, predicted
 
 from multitask.analysis import tune as decisions
 from multitask.cli import main
@@ -42,6 +41,7 @@ def crafted_oof(path, *, rows=3000, age_bias=1.0, seed=0):
     return write_csv(table, path)
 
 
+@pytest.mark.slow
 def test_fit_recovers_a_known_offset_and_raises_the_f1(tmp_path):
     doc = decisions.fit_table(crafted_oof(tmp_path / "oof.csv"), draws=200)
     assert doc["applied"] and doc["heads"]["age"]["applied"]

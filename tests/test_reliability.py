@@ -20,7 +20,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-
 from helpers import error_line, tiny_overrides
 
 from multitask.cli import main
@@ -133,6 +132,7 @@ def reference(synth_root, tmp_path_factory):
     return _run_dir(tmp / "runs")
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_ends_like_an_uninterrupted_run(reference, synth_root, tmp_path):
     args = ["train", "--config", CONFIG, *_overrides(synth_root, tmp_path, "runs")]
     child = Child(tmp_path, "park-at-forward", 8, args, "killed")   # 2nd batch of epoch 2
@@ -149,6 +149,7 @@ def test_sigkill_mid_epoch_then_resume_ends_like_an_uninterrupted_run(reference,
     _assert_same_end(run_dir, reference)
 
 
+@pytest.mark.slow
 def test_sigkill_inside_a_checkpoint_save_keeps_the_previous_one(reference, synth_root, tmp_path):
     # saves: step 4 last.pt (1), epoch 1 best.pt (2), epoch 1 last.pt (3) <- killed half-way through writing it
     args = ["train", "--config", CONFIG, *_overrides(synth_root, tmp_path, "runs")]
@@ -247,6 +248,7 @@ def test_failed_save_is_one_clear_line_and_keeps_the_previous_checkpoint(fault, 
     assert load_checkpoint(run_dir / "last.pt")["epoch"] == 1
 
 
+@pytest.mark.slow
 def test_file_size_limit_while_saving_is_one_line(tmp_path):
     """torch's own writer past RLIMIT_FSIZE (what `ulimit -f` sets): it raises a RuntimeError without errno
     ('[enforce fail at inline_container.cc] unexpected pos'); the person gets one line, the previous file stays."""
@@ -325,6 +327,7 @@ def test_a_killed_cache_build_leaves_no_litter(synth_root, tmp_path, capsys):
     assert len(list(cache.glob("*.u8"))) == 1
 
 
+@pytest.mark.slow
 def test_kfold_resume_finishes_the_fold_that_was_killed(synth_root, tmp_path, capsys):
     args = _tiny(synth_root, tmp_path, "data.n_folds=2", "train.max_steps=1")
     assert main([*args, "--folds", "all"]) == 0
@@ -342,6 +345,7 @@ def test_kfold_resume_finishes_the_fold_that_was_killed(synth_root, tmp_path, ca
     assert sorted(pd.read_csv(parent / "oof.csv")["fold"].unique()) == [0, 1]
 
 
+@pytest.mark.slow
 def test_wandb_online_that_fails_falls_back_to_offline_and_trains(synth_root, tmp_path, monkeypatch, capsys):
     """The tracker's fallbacks are unit-tested in test_tracking.py; this is the engine keeping on with them."""
     import wandb

@@ -173,6 +173,7 @@ def test_age_threshold_finds_an_underpredicted_class(tmp_path):
     assert t["best_f1"] == pytest.approx(f1_score(composite_encode(targets, mask_heads()), codes, average="macro"))
 
 
+@pytest.mark.slow
 def test_partial_labels(tmp_path):
     table, targets, probs = synthetic_predictions(tmp_path, unlabelled={"age": 0.3, "gender": 0.2}, seed=1)
     write_csv(table, tmp_path / "oof.csv")
@@ -199,6 +200,7 @@ def test_one_head_only(tmp_path):
     assert 'id="skipped"' in html and "no composite label" in html
 
 
+@pytest.mark.slow
 def test_age_sections_follow_the_head_with_bins_not_its_name(tmp_path):
     """age renamed years_bin (with bins), and the composite order mask, years_bin, gender read from the table."""
     mask, gender, age = mask_heads()
@@ -228,6 +230,7 @@ def test_a_table_without_a_composite_order_gets_no_composite(tmp_path):
     assert p.composite == [] and any("no composite label" in note for note in p.notes)
 
 
+@pytest.mark.slow
 def test_pred_with_gt(tmp_path):
     table, targets, probs = synthetic_predictions(tmp_path, with_targets=False)
     table = table.drop(columns=["age_years", "group"])
@@ -268,6 +271,7 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
         build_report(pred=tmp_path / "predictions.csv", log=["mlflow"])
 
 
+@pytest.mark.slow
 def test_missing_images_and_tensorboard(tmp_path):
     table, *_ = synthetic_predictions(tmp_path, n=24)
     table.loc[:5, "path"] = "does/not/exist.png"
@@ -278,6 +282,7 @@ def test_missing_images_and_tensorboard(tmp_path):
     assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
 
 
+@pytest.mark.slow
 def test_after_tuned_decisions_the_report_scores_each_head_as_compare_does(tmp_path):
     """A run whose decisions moved labels off the argmax: the report's per-head and composite F1 are those of the
     decided labels (pred/<head>, pred/composite), exactly compare's, and not the argmax's."""

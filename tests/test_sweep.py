@@ -103,6 +103,7 @@ def _preflight(cfg):
 
 
 # ------------------------------------------------------------------------------------------------ a tiny sweep
+@pytest.mark.slow
 def test_sweep_of_four_trials_writes_its_outputs_and_best_yaml_trains(tiny, tmp_path, capsys):
     space = write(tmp_path / "s.yaml", SPACE + "fixed:\n  train.max_steps: 3\n")
     sweep = Sweep(config=QUICKSTART, space_path=space, trials=4, overrides=tiny, seed=1)
@@ -135,6 +136,7 @@ def test_sweep_of_four_trials_writes_its_outputs_and_best_yaml_trains(tiny, tmp_
     assert len(pd.read_csv(out / "trials.csv")) == 5
 
 
+@pytest.mark.slow
 def test_a_trial_with_bad_values_fails_with_its_reason_and_the_sweep_goes_on(tiny, tmp_path):
     # each value alone is valid (so the space passes its check); skip without the cache is not
     space = write(tmp_path / "s.yaml", "params:\n  data.on_bad_image: {choices: [error, skip]}\n"
@@ -180,6 +182,7 @@ def _env():
     return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
 
 
+@pytest.mark.slow
 def test_a_killed_sweep_continues_and_resumes_the_killed_trial(tiny, tmp_path):
     space = write(tmp_path / "s.yaml", "params:\n  train.lr: {low: 1.0e-3, high: 1.0e-2, log: true}\n")
     args = tiny + ["train.epochs=3"]
@@ -207,6 +210,7 @@ def test_a_killed_sweep_continues_and_resumes_the_killed_trial(tiny, tmp_path):
     assert list(rows["state"]) == ["FAIL", "COMPLETE"]
 
 
+@pytest.mark.slow
 def test_a_requeued_trial_resumes_only_under_the_resume_rules(tiny, tmp_path):
     """A queued retry whose config now differs in a key that may not change on resume (here the batch size, from
     the command line) fails with that reason instead of silently training on with the new value."""
@@ -229,6 +233,7 @@ def test_a_requeued_trial_resumes_only_under_the_resume_rules(tiny, tmp_path):
     assert "train.batch_size 16 -> 8 would change the optimisation" in rows.loc[1, "reason"]
 
 
+@pytest.mark.slow
 def test_an_interrupted_trial_is_run_again_with_its_parameters(tiny, tmp_path, monkeypatch):
     """Ctrl-C mid-trial: the trial is failed and marked; the next run of the command queues it again first."""
     import multitask.experiments.trial as trial_module
@@ -253,6 +258,7 @@ def test_an_interrupted_trial_is_run_again_with_its_parameters(tiny, tmp_path, m
     assert rows.loc[1, "train.lr"] == pytest.approx(rows.loc[0, "train.lr"])
 
 
+@pytest.mark.slow
 def test_two_workers_fill_one_study(tiny, tmp_path):
     """A --jobs worker process (the command run_sweep spawns) and this process run trials of one SQLite study at
     the same time; the study ends with --trials trials, each in the run dir of its number."""
@@ -281,6 +287,7 @@ def test_two_workers_fill_one_study(tiny, tmp_path):
     assert [Path(t.user_attrs["run_dir"]).name for t in trials] == [str(t.number) for t in trials]
 
 
+@pytest.mark.slow
 def test_the_parent_opens_the_study_once_and_prepares_the_data_its_trials_use(tiny, tmp_path, monkeypatch):
     """--jobs 2 with the child worker stubbed out: the parent's one study serves its own trials and the summary, and
     the data it prepares for the workers has the space's fixed values (a fixed image size warms the right cache)."""

@@ -5,6 +5,7 @@ import io
 import cv2
 import numpy as np
 import pytest
+from helpers import tb_scalars, tb_texts
 from rich.console import Console
 from wandb_record import logged
 
@@ -21,30 +22,6 @@ def _quiet():
     return Console(file=io.StringIO(), width=200, force_terminal=False)
 
 
-def _wandb_history(run_dir):
-    """Rows the runs made in run_dir logged to wandb, each with its `_step` (None: wandb's own counter)."""
-    return [{**payload, "_step": step} for step, payload in logged(run_dir)]
-
-
-def _tb_scalars(tb_dir):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    acc = EventAccumulator(str(tb_dir), size_guidance={"scalars": 0, "images": 0})
-    acc.Reload()
-    scalars = {tag: [(e.step, round(e.value, 6)) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
-    return scalars, acc.Tags()["images"]
-
-
-def _tb_texts(tb_dir):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    acc = EventAccumulator(str(tb_dir), size_guidance={"tensors": 0})
-    acc.Reload()
-    suffix = "/text_summary"
-    return {tag[: -len(suffix)]: acc.Tensors(tag)[-1].tensor_proto.string_val[0].decode()
-            for tag in acc.Tags()["tensors"] if tag.endswith(suffix)}
-
-
 def test_tracker_fans_out_to_tensorboard_wandb_and_csv(tmp_path):
     run_dir = tmp_path / "run"
     tracker = Tracker(run_dir=run_dir, cfg=_cfg(), console=_quiet())
@@ -58,7 +35,7 @@ def test_tracker_fans_out_to_tensorboard_wandb_and_csv(tmp_path):
     tracker.close()
     tracker.close()   # safe twice
 
-    scalars, images = _tb_scalars(run_dir / "tb")
+    scalars, images = tb_scalars(run_dir / "tb")
     assert scalars["val/mask/f1"] == [(10, 0.5), (20, 0.75)]   # epoch rows land on the latest training step
     assert scalars["train/mask/loss"] == [(10, 1.5), (20, 1.0)]
     assert scalars["val/composite/f1"] == [(20, 0.4)]
@@ -92,7 +69,7 @@ def test_epoch_rows_use_the_epoch_as_step_when_nothing_logged_per_step(tmp_path)
         tracker.log_epoch(epoch, {"val/age/f1": epoch / 4})
         tracker.log_confusion("age", np.eye(3, dtype=int) * epoch, ["<30", "30-59", ">=60"], step=epoch)
     tracker.close()
-    scalars, _ = _tb_scalars(tmp_path / "tb")
+    scalars, _ = tb_scalars(tmp_path / "tb")
     assert scalars["val/age/f1"] == [(1, 0.25), (2, 0.5), (3, 0.75)]
     assert [(s, sorted(r)) for s, r in logged(tmp_path)] == [
         (e, keys) for e in (1, 2, 3) for keys in (["epoch", "val/age/f1"], ["confusion/age"])]
@@ -170,7 +147,7 @@ def test_wandb_failing_everywhere_is_switched_off(tmp_path, monkeypatch):
     tracker.log_epoch(1, {"val/mask/f1": 0.5}, step=1)
     tracker.close()
     assert (tmp_path / "metrics.csv").is_file()
-    scalars, _ = _tb_scalars(tmp_path / "tb")
+    scalars, _ = tb_scalars(tmp_path / "tb")
     assert scalars["val/mask/f1"] == [(1, 0.5)]
     assert "going on without wandb" in tracker.console.file.getvalue()
 
@@ -282,9 +259,9 @@ def test_report_tracker_adds_figures_tables_and_numbers_to_the_run(tmp_path):
         tracker.log_images({"report/mask_confusion": png})
         tracker.log_tables({"report/head-mask/0": (["class", "F1"], [["a", "1.000"], ["b|c", "0.500"]])})
         tracker.log_summary({"report/mask/f1": 0.75})
-    scalars, images = _tb_scalars(tmp_path / "tb")
+    scalars, images = tb_scalars(tmp_path / "tb")
     assert scalars["report/mask/f1"] == [(0, 0.75)] and images == ["report/mask_confusion"]
-    text = _tb_texts(tmp_path / "tb")["report/head-mask/0"]
+    text = tb_texts(tmp_path / "tb")["report/head-mask/0"]
     assert text == "| class | F1 |\n|---|---|\n| a | 1.000 |\n| b\\|c | 0.500 |"   # | escaped in a cell
     calls = logged(tmp_path)[before:]
     assert [sorted(r) for _, r in calls] == [["report/mask_confusion"], ["report/head-mask/0"]]

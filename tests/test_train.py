@@ -9,8 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-
-from helpers import tiny_overrides
+from helpers import TINY_IMAGES, tb_scalars, tiny_overrides, wandb_history
 
 from multitask.analysis.tune import after_training
 from multitask.cli import main
@@ -21,12 +20,10 @@ from multitask.train.run import fit, run_training
 from multitask.train.state import TrainState
 from multitask.utils.devices import resolve_precision
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_tracking import _tb_scalars, _wandb_history  # noqa: E402  (readers of the offline run and TB events)
 
-
+@pytest.mark.slow
 def test_one_epoch_writes_the_run_dir_with_every_tracker(tiny_cfg, tmp_path):
-    cfg = tiny_cfg("tracking.wandb.mode=offline", "train.epochs=2")
+    cfg = tiny_cfg("tracking.wandb.mode=offline", "train.epochs=2", "tracking.confusion_every=1")
     run_dir = run_training(cfg)
     for name in ("config.yaml", "best.pt", "last.pt", "metrics.csv", "oof.csv"):
         assert (run_dir / name).is_file(), name
@@ -36,11 +33,11 @@ def test_one_epoch_writes_the_run_dir_with_every_tracker(tiny_cfg, tmp_path):
                 "val/composite/f1", "val/composite/acc", "lr", "loss_weight/age"):
         assert key in metrics.columns, key
     assert metrics["val/composite/f1"].between(0, 1).all()
-    scalars, images = _tb_scalars(run_dir / "tb")
+    scalars, images = tb_scalars(run_dir / "tb")
     assert {"confusion/mask", "confusion/gender", "confusion/age"} <= set(images)
     for key in ("val/mask/f1", "val/gender/f1", "val/age/f1", "val/composite/f1", "train/age/loss"):
         assert len(scalars[key]) == 2, key
-    rows = _wandb_history(run_dir)
+    rows = wandb_history(run_dir)
     logged = set().union(*[r.keys() for r in rows])
     assert {"val/mask/f1", "val/age/f1", "val/composite/f1", "train/mask/loss"} <= logged
     # best.pt holds inference state only; last.pt everything to resume
@@ -173,9 +170,9 @@ def test_all_folds_makes_one_sub_run_per_fold_and_merges_oof(tiny_cfg):
     assert (parent / "fold0" / "best.pt").is_file() and (parent / "fold1" / "best.pt").is_file()
     oof = pd.read_csv(parent / "oof.csv")
     assert sorted(oof["fold"].unique()) == [0, 1]
-    assert oof["image_id"].is_unique and len(oof) == 16 * 7
+    assert oof["image_id"].is_unique and len(oof) == TINY_IMAGES
     # tuned decisions: fitted once, on every fold's OOF together, and found from each fold's checkpoint
-    assert json.loads((parent / "decisions.json").read_text())["source"]["rows"] == 16 * 7
+    assert json.loads((parent / "decisions.json").read_text())["source"]["rows"] == TINY_IMAGES
     assert not (parent / "fold0" / "decisions.json").exists()
     assert find_decisions(parent / "fold1" / "best.pt") == parent / "decisions.json"
 
@@ -199,11 +196,13 @@ def test_ddp_two_cpu_processes_complete_and_save_once(synth_root, tmp_path, extr
     assert (run_dir / "best.pt").is_file()
     assert len(pd.read_csv(run_dir / "metrics.csv")) == 1
     oof = pd.read_csv(run_dir / "oof.csv")
-    assert oof["image_id"].is_unique and len(oof) == 28  # every validation image once, gathered from both ranks
+    # every validation image (one fold of four) once, gathered from both ranks
+    assert oof["image_id"].is_unique and len(oof) == TINY_IMAGES // 4
     assert proc.stdout.count("best val/composite/f1") == 1  # only rank 0 speaks
     assert not glob.glob(str(run_dir / ".*.tmp"))
 
 
+@pytest.mark.slow
 def test_loader_workers_start_after_opencv_was_busy_in_this_process(tmp_path):
     """The quickstart's shape: the synthetic set is drawn and the cache built in this process (OpenCV's thread pool
     running), then 2 loader workers are forked. Touching OpenCV's pool settings in a forked worker hangs it.

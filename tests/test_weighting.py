@@ -104,6 +104,7 @@ def _two_head_step(rank: int, world: int) -> torch.Tensor:
     return torch.cat([p.grad.reshape(-1) for p in [*trunk.parameters(), *heads.parameters()]])
 
 
+@pytest.mark.slow
 def test_pcgrad_under_two_process_ddp_matches_the_full_batch(tmp_path):
     import torch.multiprocessing as mp
     mp.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)

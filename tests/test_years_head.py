@@ -84,6 +84,7 @@ def test_bad_years_settings_are_one_line(override, message):
     assert message in str(err.value) and "\n" not in str(err.value)
 
 
+@pytest.mark.slow
 def test_train_predict_report_with_a_years_head(tiny_cfg, synth_root, tmp_path):
     run_dir = run_training(tiny_cfg(*YEARS, "train.mixup=0.2", "train.mix_prob=1.0", "train.ema.enabled=true"))
     oof = pd.read_csv(run_dir / "oof.csv")
@@ -105,6 +106,7 @@ def test_train_predict_report_with_a_years_head(tiny_cfg, synth_root, tmp_path):
     assert (tmp_path / "report" / "age_years_scatter.png").is_file()
 
 
+@pytest.mark.slow
 def test_onnx_export_keeps_class_probabilities_and_adds_the_year_distribution(tmp_path):
     pytest.importorskip("onnxruntime")
     from multitask.config import to_dict

@@ -27,7 +27,8 @@ def figure(nrows: int = 1, ncols: int = 1, *, figsize, **kwargs):
 
 def to_png(fig: Figure) -> bytes:
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=DPI)
+    # zlib level 1: a quarter of the encode time for files ~15 % larger (a report draws dozens of figures)
+    fig.savefig(buffer, format="png", dpi=DPI, pil_kwargs={"compress_level": 1})
     return buffer.getvalue()
 
 

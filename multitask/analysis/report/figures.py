@@ -19,6 +19,16 @@ import numpy as np
 from ...metrics.figures import BLUE, GREY, RED, figure, to_png
 
 
+def titled(fig, ax, title: str, *, xlabel: str, ylabel: str, ylim: tuple[float, float] | None = None) -> bytes:
+    """The axes' labels, limits and title set; the figure as PNG."""
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    return to_png(fig)
+
+
 def calibration_figure(bins: list[dict], ece: float, title: str) -> bytes:
     """Reliability diagram (accuracy per confidence bin against the diagonal) over a histogram of confidences."""
     lo = np.array([b["lo"] for b in bins])
@@ -54,11 +64,7 @@ def f1_bars(classes: list[str], f1: list[float], support: list[int], title: str)
         ax.text(x, bar.get_height() + 0.01, f"n={s}" if s else "no images", ha="center", va="bottom", fontsize=7,
                 rotation=90 if n > 8 or not s else 0, color="#1d2330" if s else GREY)
     ax.set_xticks(range(n), classes, rotation=90 if n > 6 else 0, fontsize=8 if n > 6 else 10)
-    ax.set_ylim(0, 1.15)
-    ax.set_ylabel("F1")
-    ax.set_xlabel("class")
-    ax.set_title(title)
-    return to_png(fig)
+    return titled(fig, ax, title, xlabel="class", ylabel="F1", ylim=(0, 1.15))
 
 
 def blame_figure(heads: list[str], only: list[float], among: list[float], errors: int) -> bytes:
@@ -93,11 +99,8 @@ def age_error_figure(labels: list[str], rates: list[float], counts: list[int], c
     ax.legend(fontsize=8, loc="upper left", ncol=len(palette))
     ax.set_xticks(range(n), labels, rotation=90, fontsize=8)
     ax.set_xlim(-0.7, n - 0.3)
-    ax.set_ylim(0, 1.15)
-    ax.set_xlabel("true age in years (number above a bar: images)")
-    ax.set_ylabel("age error rate")
-    ax.set_title(title)
-    return to_png(fig)
+    return titled(fig, ax, title, xlabel="true age in years (number above a bar: images)", ylabel="age error rate",
+                  ylim=(0, 1.15))
 
 
 def years_scatter_figure(true: list[float], estimate: list[float], edges: list[float], title: str) -> bytes:
