@@ -2,7 +2,8 @@
 
     multitask synth --out data/synthetic --people 60 --size 96x128
     multitask train --config configs/quickstart.yaml --heads mask,gender,age train.epochs=3
-    multitask predict --ckpt runs/quickstart/1 --data data/synthetic --out out/ --tta identity,hflip --gt data/synthetic/eval/gt.csv
+    multitask predict --ckpt runs/quickstart/1 --data data/synthetic --out out/ --tta identity,hflip \\
+        --gt data/synthetic/eval/gt.csv
     multitask export runs/quickstart/1 --format onnx
     multitask report runs/quickstart/1
     multitask config show --config configs/quickstart.yaml train.epochs=3
@@ -358,8 +359,8 @@ def _tune_decisions(args) -> int:
     return 0
 
 
-COMMANDS = {"train": _train, "predict": _predict, "export": _export, "report": _report, "synth": _synth, "sweep": _sweep,
-            "compare": _compare, "config": _config, "tune-decisions": _tune_decisions}
+COMMANDS = {"train": _train, "predict": _predict, "export": _export, "report": _report, "synth": _synth,
+            "sweep": _sweep, "compare": _compare, "config": _config, "tune-decisions": _tune_decisions}
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:

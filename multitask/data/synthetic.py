@@ -7,8 +7,9 @@ writes
     train/images/<path>/              mask1..mask5.jpg (wear), incorrect_mask.jpg, normal.jpg (not wear)
     eval/images/<sha1>.jpg            other people, shuffled
     eval/info.csv                     ImageID,ans (ans 0: the submission template)
-    eval/gt.csv                       ImageID,ans,mask,gender,age,age_years,group (the answers; ans = mask*6+gender*3+age;
-                                      group = the person, so score intervals resample people)
+    eval/gt.csv                       ImageID,ans,mask,gender,age,age_years,group (the answers:
+                                      ans = mask*6+gender*3+age; group = the person, so score intervals resample
+                                      people)
 
 The faces are drawn by synthetic_faces.py; a seed gives byte-identical files.
 """

@@ -19,8 +19,6 @@ import optuna
 import torch
 from rich.console import Console
 
-import multitask
-
 from ..data.prepare import prepare_data
 from ..utils.errors import UserError, one_line
 from .space import check_space
@@ -92,7 +90,7 @@ def run_sweep(sweep: Sweep, *, console=None) -> Path:
 def spawn_worker(sweep: Sweep, k: int) -> subprocess.Popen:
     """Worker k of --jobs: this module in another process, trials only (the parent summarises)."""
     env = dict(os.environ)
-    package_root = str(Path(multitask.__file__).resolve().parents[1])   # the same multitask, installed or not
+    package_root = str(Path(__file__).resolve().parents[2])   # the folder holding this multitask, installed or not
     env["PYTHONPATH"] = os.pathsep.join([package_root, *filter(None, [env.get("PYTHONPATH")])])
     time.sleep(0.1 * k)   # stagger the first SQLite writes a little
     return subprocess.Popen([sys.executable, "-m", "multitask.experiments.workers", json.dumps(sweep.arguments()),

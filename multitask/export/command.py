@@ -6,15 +6,11 @@
     multitask export runs/quickstart/1 --format safetensors --out deploy/quickstart
     multitask predict --ckpt runs/quickstart/1/best.onnx deploy/quickstart --data photos/ --out out/
 
-Both formats carry one manifest (manifest.py). Every ONNX export is passed through onnx.checker and compared with PyTorch (fp32 eager) on a real batch before the
-file is written: max |delta prob| over every output and argmax agreement per output. Above PARITY_MAX_DELTA or below
-PARITY_MIN_AGREEMENT the export stops and writes nothing. `--quantize int8` (quantize.py) is onnxruntime's static
-quantisation, calibrated on --calibration (default --data): its parity is reported, not gated.
-
-Exporter: torch.onnx's TorchScript exporter by default (no onnxscript needed, an order of magnitude faster to export
-than the torch.export-based one, the same outputs and runtime speed on the timm trunks tried: BENCHMARKS.md); it is
-deprecated in torch, so `--exporter dynamo` (torch.export-based) is there for trunks the tracer cannot follow and
-for the day the TorchScript exporter is gone.
+Both formats carry one manifest (manifest.py). Every ONNX export is passed through onnx.checker and compared with
+PyTorch (fp32 eager) on a real batch before the file is written (parity.py): max |delta prob| over every output and
+argmax agreement per output. Above PARITY_MAX_DELTA or below PARITY_MIN_AGREEMENT the export stops and writes
+nothing. `--quantize int8` (quantize.py) is onnxruntime's static quantisation, calibrated on --calibration (default
+--data): its parity is reported, not gated. The exporters are onnx.py's.
 """
 from __future__ import annotations
 

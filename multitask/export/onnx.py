@@ -112,7 +112,8 @@ def with_metadata(model_bytes: bytes, manifest: dict) -> bytes:
     try:
         onnx.checker.check_model(model, full_check=True)
     except Exception as err:   # onnx.checker.ValidationError, shape inference errors
-        raise UserError(f"onnx.checker rejected the export: {short_error(err, 200)}; try another --opset or --exporter") from None
+        raise UserError(f"onnx.checker rejected the export: {short_error(err, 200)}; try another --opset or "
+                        f"--exporter") from None
     return model.SerializeToString()
 
 
