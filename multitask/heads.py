@@ -20,6 +20,7 @@ import numpy as np
 
 UNLABELLED = -1
 YEARS = "years"
+YEARS_COLUMN_SUFFIX = "_years"   # a manifest's age_years: ages in years for the age head
 # loss names that learn from the year target (implemented in losses.YEAR_LOSSES); a years head without one gets
 # DEFAULT_YEARS_LOSS added to its mix, so `heads.age.target=years` alone makes the head learn from years
 YEAR_LOSS_NAMES = ("ldl", "l1_years")
@@ -248,28 +249,44 @@ def _array(values):
 def label_array(spec: HeadSpec, frame, heads: Mapping[str, HeadSpec], *, eval: bool = False) -> np.ndarray:
     """Class indices for one head from a data frame (-1 = unlabelled).
 
-    Numeric columns with `bins` are binned (eval_bins when scoring); other columns hold class names or indices.
+    Ages in years (a numeric `<head>` column, as the competition's folders give, or a `<head>_years` column, as a
+    manifest may) are binned by the head's `bins` (`eval_bins` when scoring); where a row has no years, the
+    `<head>` column's class name or index is its label.
     """
     if spec.derive:
         parts = [heads[name] for name in spec.derive]
         return composite_encode({p.name: label_array(p, frame, heads, eval=eval) for p in parts}, parts)
-    if spec.source not in frame.columns:
-        return np.full(len(frame), UNLABELLED, dtype=np.int64)
-    column = frame[spec.source]
+    years = years_array(spec, frame)
     edges = (spec.eval_bins or spec.bins) if eval else spec.bins
-    if edges is not None and np.issubdtype(column.dtype, np.number):
-        values = column.to_numpy(dtype=float)
-        binned = np.digitize(np.nan_to_num(values, nan=0.0), edges)
-        return np.where(np.isnan(values), UNLABELLED, binned).astype(np.int64)
-    return np.array([class_index(spec, value) for value in column], dtype=np.int64)
+    column = frame[spec.source] if spec.source in frame.columns else None
+    if column is None or _numeric(column) and edges is not None:
+        classes = np.full(len(frame), UNLABELLED, dtype=np.int64)
+    else:
+        classes = np.array([class_index(spec, value) for value in column], dtype=np.int64)
+    if edges is None or not np.isfinite(years).any():
+        return classes
+    binned = np.digitize(np.nan_to_num(years, nan=0.0), edges)
+    return np.where(np.isfinite(years), binned, classes).astype(np.int64)
+
+
+def years_source(spec: HeadSpec) -> str:
+    """A manifest's column of ages in years for this head: `<head>_years` (e.g. age_years)."""
+    return f"{spec.source}{YEARS_COLUMN_SUFFIX}"
 
 
 def years_array(spec: HeadSpec, frame) -> np.ndarray:
-    """Ages in years for a years head's year losses (float, NaN where unknown: a blank, or a column that holds
-    class names or indices, as a manifest's does: such rows train the class losses only)."""
-    if spec.source not in frame.columns or not np.issubdtype(frame[spec.source].dtype, np.number):
-        return np.full(len(frame), np.nan)
-    return frame[spec.source].to_numpy(dtype=np.float64)
+    """Ages in years (float, NaN where unknown): the `<head>_years` column, else a numeric `<head>` column (the
+    competition's folder ages); a `<head>` column of class names or indices gives none (its rows train a years
+    head's class losses only)."""
+    for name in (years_source(spec), spec.source):
+        if name in frame.columns and _numeric(frame[name]):
+            return frame[name].to_numpy(dtype=np.float64)
+    return np.full(len(frame), np.nan)
+
+
+def _numeric(column) -> bool:
+    """A column of numbers (numpy's or pandas' own dtypes; pandas' string dtype is not one)."""
+    return getattr(column.dtype, "kind", "O") in "iuf"
 
 
 def expected_years(year_probs: np.ndarray, spec: HeadSpec) -> np.ndarray:

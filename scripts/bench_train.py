@@ -272,14 +272,12 @@ def phase_baseline(cfg, args, images: int) -> float:
     from torch.utils.data import DataLoader, Dataset
     from torchvision import transforms as T
 
-    from multitask.data.prepare import load_frame, person_strata
-    from multitask.data.splits import assign_folds, split_indices
+    from multitask.data.sources import rows_and_folds
+    from multitask.data.splits import split_indices
     from multitask.heads import composite_encode, label_array
 
-    frame, _ = load_frame(cfg)
-    folds = assign_folds(frame["group"].to_numpy(), person_strata(frame, cfg), n_folds=cfg.data.n_folds,
-                         seed=cfg.seed)
-    train_idx, _ = split_indices(folds, cfg.data.fold)
+    _, frame = rows_and_folds(cfg)
+    train_idx, _ = split_indices(frame["fold"].to_numpy(), cfg.data.fold)
     heads = cfg.composite_heads()
     labels = composite_encode({h.name: label_array(h, frame, cfg.heads, eval=True) for h in heads}, heads)
     paths = frame["path"].to_numpy()[train_idx][:images]
@@ -328,7 +326,8 @@ def memory_one(args, rows: int) -> dict:
     No training: this isolates what the data path holds in memory as the data set grows.
     """
     from multitask.config import load_config
-    from multitask.data.prepare import make_loader, prepare_data, train_sampler
+    from multitask.data.prepare import prepare_data
+    from multitask.data.sampling import make_loader, train_sampler
 
     work = Path(args.work)
     distinct = min(rows, 2000)

@@ -430,8 +430,7 @@ def _resumed_config_is_what_ran(t: _Setup, out: str, caught) -> None:
 def _age_unlabelled_in_validation(t: _Setup) -> list[str]:
     """A merged manifest where only one person has an age label, and a fold whose validation people have none."""
     from multitask.config import load_config
-    from multitask.data.prepare import load_frame, person_strata
-    from multitask.data.splits import assign_folds
+    from multitask.data.sources import rows_and_folds
 
     rows = []
     for folder in sorted((t.root / "train" / "images").iterdir()):
@@ -445,9 +444,8 @@ def _age_unlabelled_in_validation(t: _Setup) -> list[str]:
     pd.DataFrame(rows).to_csv(manifest, index=False)
     args = [*_base(t.root, t.tmp), "data.source=manifest", f"data.manifest={manifest}"]
     cfg = load_config(CONFIG, args)
-    frame, _ = load_frame(cfg)
-    folds = assign_folds(frame["group"].to_numpy(), person_strata(frame, cfg), n_folds=4, seed=0)
-    labelled_fold = folds[frame.index[frame["age"].notna()][0]]
+    _, frame = rows_and_folds(cfg)
+    labelled_fold = frame.loc[frame["age"].notna(), "fold"].iloc[0]
     return ["train", "--config", CONFIG, *args, f"data.fold={(labelled_fold + 1) % 4}"]
 
 

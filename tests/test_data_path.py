@@ -8,7 +8,7 @@ import torch
 from multitask.config import DataConfig
 from multitask.data.cache import ImageCache
 from multitask.data.dataset import MultiTaskDataset, collate_batch
-from multitask.data.prepare import EpochSampler, SeededView, make_loader
+from multitask.data.sampling import EpochSampler, SeededView, make_loader
 from multitask.data.transforms import build_transforms
 
 

@@ -11,6 +11,7 @@ import copy
 import dataclasses
 import difflib
 import math
+import re
 import types
 import typing
 from pathlib import Path
@@ -28,6 +29,21 @@ class ConfigError(UserError):
     """A bad config value; the message is one line for a person."""
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.safe_load that refuses a key given twice in one mapping (PyYAML keeps the last one without a word: two
+    sources named alike would silently become one)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} appears twice in one mapping",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 # --------------------------------------------------------------------------------------------- loading
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     raw: dict[str, Any] = {}
@@ -37,7 +53,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            raw = yaml.load(path.read_text(encoding="utf-8"), Loader=UniqueKeyLoader) or {}
         except UnicodeDecodeError as err:
             raise ConfigError(f"{path}: not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start}); "
                               f"save the config as UTF-8") from None
@@ -79,7 +95,7 @@ def finalize(cfg: Config, where: str = "<config>") -> Config:
         raise ConfigError(f"{where}: data.image_size: expected [height, width] >= 8, got {cfg.data.image_size}")
     if not 0 <= cfg.data.fold < cfg.data.n_folds:
         raise ConfigError(f"{where}: data.fold: {cfg.data.fold} not in 0..{cfg.data.n_folds - 1} (data.n_folds)")
-    if cfg.data.source == "manifest" and not cfg.data.manifest:
+    if cfg.data.source == "manifest" and not cfg.data.manifest and not cfg.data.sources:
         raise ConfigError(f"{where}: data.manifest: required when data.source is 'manifest'")
     for key, value, low in _lower_bounds(cfg):
         if value is not None and value < low:
@@ -92,7 +108,55 @@ def finalize(cfg: Config, where: str = "<config>") -> Config:
     if cfg.data.on_bad_image == "skip" and not cfg.data.cache:
         raise ConfigError(f"{where}: data.on_bad_image=skip needs data.cache=true (bad images are found and left out "
                           f"while the cache is built); set data.cache=true or data.on_bad_image=error")
+    check_sources(cfg, where)
     return cfg
+
+
+RESERVED = {"composite", "mean", "loss", "lr"}   # metric keys: val/<source>/... must not read as another metric
+SOURCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+
+
+def check_sources(cfg: Config, where: str) -> None:
+    """data.sources: names usable in metric keys, each source complete for its kind, known heads, shares that add up."""
+    data, sources = cfg.data, cfg.data.sources
+    if not sources:
+        return
+    if data.manifest or data.source != "competition":
+        raise ConfigError(f"{where}: data.sources replaces data.source / data.manifest; give the manifest as a source "
+                          f"(data.sources.<name>: {{kind: manifest, path: ...}})")
+    lowered: dict[str, str] = {}
+    for name, source in sources.items():
+        key = f"data.sources.{name}"
+        if not SOURCE_NAME.fullmatch(name) or name in RESERVED or name in cfg.heads:
+            raise ConfigError(f"{where}: {key}: a source name is letters, digits, _ and - and no head's or metric's "
+                              f"name ({', '.join(sorted(RESERVED | set(cfg.heads)))}); rename it")
+        if name.lower() in lowered:
+            raise ConfigError(f"{where}: {key}: named like data.sources.{lowered[name.lower()]}; give sources names "
+                              f"that differ in more than case")
+        lowered[name.lower()] = name
+        need, other = ("root", "path") if source.kind == "competition" else ("path", "root")
+        if not getattr(source, need):
+            raise ConfigError(f"{where}: {key}.{need}: required for a {source.kind} source")
+        if getattr(source, other) or (source.kind == "manifest" and source.label_fixes):
+            extra = other if getattr(source, other) else "label_fixes"
+            raise ConfigError(f"{where}: {key}.{extra}: not a key of a {source.kind} source; a {source.kind} "
+                              f"source reads {need}")
+        for head in source.heads or []:
+            if head not in cfg.heads:
+                raise ConfigError(f"{where}: {key}.heads: unknown head '{head}'{_suggest(head, cfg.heads)}; "
+                                  f"configured heads: {', '.join(cfg.heads)}")
+        if source.heads is not None and not source.heads:
+            raise ConfigError(f"{where}: {key}.heads: empty list; name the heads it labels, or leave heads out")
+    shares = [s.share for s in sources.values() if s.share is not None]
+    total = sum(shares)
+    if len(shares) == len(sources) and abs(total - 1) > 1e-6:
+        raise ConfigError(f"{where}: data.sources: every source has a share and they add up to {total:g}; they "
+                          f"must add up to 1 (or leave the main source's share out: it then gives each image once)")
+    if len(shares) < len(sources) and total >= 1:
+        raise ConfigError(f"{where}: data.sources: the shares add up to {total:g}, leaving nothing for the sources "
+                          f"without one; keep their sum below 1")
+    if not any(s.val for s in sources.values()):
+        raise ConfigError(f"{where}: data.sources: every source has val: false; at least one must be validated on")
 
 
 _OFF_WHEN_NULL = {"train.save_every_steps", "train.max_steps", "train.early_stop", "data.limit", "train.grad_clip"}
@@ -130,6 +194,9 @@ def _float_ranges(cfg: Config) -> list[tuple[str, float | None, str]]:
         checks.append((f"data.augment.{name}", getattr(d.augment, name), "in [0, 1]"))
     checks += [(f"data.augment.crop_scale[{i}]", v, "in (0, 1]") for i, v in enumerate(d.augment.crop_scale)]
     checks += [(f"data.std[{i}]", v, "> 0") for i, v in enumerate(d.std)]
+    for name, source in d.sources.items():
+        checks += [(f"data.sources.{name}.share", source.share, "in (0, 1]"),
+                   (f"data.sources.{name}.crop_margin", source.crop_margin, ">= 0")]
     for name, h in cfg.heads.items():
         key = f"heads.{name}"
         checks += [(f"{key}.weight", h.weight, ">= 0"), (f"{key}.label_smoothing", h.label_smoothing, "in [0, 1)"),

@@ -7,6 +7,7 @@ section. The default heads are the competition's: mask (3), gender (2), age (3, 
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal, Union
 
@@ -41,6 +42,21 @@ class AugmentConfig:
 
 
 @dataclass
+class SourceConfig:
+    """One data source of a run (`data.sources.<name>`): where its images are, how they are cut, what they label,
+    how much of each epoch they make and whether they are validated on. Unset crop keys take data.crop's."""
+    kind: Literal["competition", "manifest"] = "competition"
+    root: str | None = None                   # kind competition: the layout root (train/, eval/)
+    path: str | None = None                   # kind manifest: the CSV (path + head columns)
+    crop: Literal["none", "center", "face"] | None = None   # unset: data.crop
+    crop_margin: float | None = None          # unset: data.crop_margin
+    heads: list[str] | None = None            # the heads it labels (others stay unlabelled); unset: every head
+    share: float | None = None                # fraction of each epoch's samples drawn from it; unset: each image once
+    val: bool = True                          # its own validation fold (by group); false: it only trains
+    label_fixes: str | None = None            # kind competition: a label-fixes CSV
+
+
+@dataclass
 class DataConfig:
     source: Literal["competition", "manifest"] = "competition"
     root: str = "data/synthetic"              # competition layout root (train/, eval/)
@@ -62,6 +78,25 @@ class DataConfig:
     num_workers: int = 2
     limit: int | None = None                  # take only the first N people (smoke runs)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    # several sources in one run, by name (data.sources.<name>.share=0.3); empty: the one source that data.source,
+    # data.root / data.manifest, data.crop and data.label_fixes describe (named after its kind)
+    sources: dict[str, SourceConfig] = field(default_factory=dict)
+
+    def resolved_sources(self) -> dict[str, SourceConfig]:
+        """Every source of the run with its crop filled in, in order: the one place either form becomes the list."""
+        if not self.sources:
+            legacy = SourceConfig(kind=self.source, root=self.root if self.source == "competition" else None,
+                                  path=self.manifest, label_fixes=self.label_fixes)
+            return {self.source: self._filled(legacy)}
+        return {name: self._filled(source) for name, source in self.sources.items()}
+
+    def inference_source(self) -> SourceConfig:
+        """The source whose crop predict and an export apply to new photos: the first one (the main data)."""
+        return next(iter(self.resolved_sources().values()))
+
+    def _filled(self, source: SourceConfig) -> SourceConfig:
+        return dataclasses.replace(source, crop=source.crop or self.crop,
+                                   crop_margin=self.crop_margin if source.crop_margin is None else source.crop_margin)
 
 
 @dataclass
@@ -159,10 +194,16 @@ class Config:
         return [self.heads[n] for n in self.composite]
 
     def monitored_metric(self) -> str:
-        """`train.monitor`, with auto = the composite F1 when the composite's heads train (or one derives it)."""
+        """`train.monitor`, with auto = the composite F1 when the composite's heads train (or one derives it), of
+        the first source when there are several (val/<source>/composite/f1); else the mean of the heads' F1."""
         if self.train.monitor != "auto":
             return self.train.monitor
         trained = {h.name for h in self.trained_heads()}
         direct = set(self.composite) <= trained
         derived = any(h.derive == self.composite for h in self.trained_heads())
-        return "val/composite/f1" if self.composite and (direct or derived) else "val/mean/f1"
+        sources = self.data.resolved_sources()
+        name, first = next(iter(sources.items()))
+        labelled = first.heads is None or set(self.composite) <= set(first.heads) or (
+            derived and any(h.derive == self.composite and h.name in first.heads for h in self.trained_heads()))
+        prefix = "val/" if len(sources) == 1 else f"val/{name}/"
+        return prefix + ("composite/f1" if self.composite and (direct or derived) and labelled else "mean/f1")

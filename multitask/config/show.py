@@ -5,8 +5,9 @@
 
 The layout is that of configs/*.yaml: one line per key, sections indented, each value in YAML flow style. Where a
 value differs from the built-in default, a trailing comment `# default: <value>` gives the default. Comments are
-YAML comments, so the text loads back unchanged. Inside `heads.<name>` the default is what a head gets when its entry
-leaves the key out. `config_path` (where a config was read from) is left out: it is not a setting.
+YAML comments, so the text loads back unchanged. Inside `heads.<name>` (and `data.sources.<name>`) the default is what
+an entry gets when it leaves the key out. `config_path` (where a config was read from) is left out: it is not a
+setting.
 """
 from __future__ import annotations
 
@@ -42,11 +43,14 @@ def _rows(obj, default, depth: int) -> list[tuple[str, str | None]]:
         if dataclasses.is_dataclass(value):
             rows.append((f"{pad}{f.name}:", None))
             rows += _rows(value, fallback, depth + 1)
-        elif isinstance(value, dict) and value and all(isinstance(v, HeadSpec) for v in value.values()):
-            rows.append((f"{pad}{f.name}:", None if list(value) == list(fallback) else ", ".join(fallback)))
-            for name, spec in value.items():
+        elif isinstance(value, dict) and value and all(dataclasses.is_dataclass(v) for v in value.values()):
+            # heads, data.sources: an entry per name; the default of each key is what an entry leaving it out gets
+            shown = None if list(value) == list(fallback) else ", ".join(fallback) or "{}"
+            rows.append((f"{pad}{f.name}:", shown))
+            for name, entry in value.items():
                 rows.append((f"{pad}  {flow_yaml(name)}:", None))
-                rows += _rows(spec, HeadSpec(classes=spec.classes), depth + 2)
+                blank = HeadSpec(classes=entry.classes) if isinstance(entry, HeadSpec) else type(entry)()
+                rows += _rows(entry, blank, depth + 2)
         else:
             rows.append((f"{pad}{f.name}: {flow_yaml(value)}", None if value == fallback else flow_yaml(fallback)))
     return rows

@@ -66,6 +66,28 @@ class MultiTaskDataset(Dataset):
         return pixels, {name: torch.tensor(self.labels[name][i]) for name in self._heads}
 
 
+class SourceRows(Dataset):
+    """Several sources' datasets as one: row i of the run is row i - start of the source it falls in. Every source
+    keeps its own pixels (cache, crop); they share one augmentation pipeline (`transform`), which the sampler's
+    seeded view drives."""
+
+    def __init__(self, parts: list[MultiTaskDataset]):
+        assert parts, "SourceRows needs at least one source"
+        self.parts = list(parts)
+        self.starts = np.cumsum([0] + [len(p) for p in self.parts])
+
+    @property
+    def transform(self):
+        return self.parts[0].transform
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def __getitem__(self, i: int):
+        k = int(np.searchsorted(self.starts, i, side="right")) - 1
+        return self.parts[k][i - int(self.starts[k])]
+
+
 def collate_batch(items: list[tuple[torch.Tensor, dict[str, torch.Tensor]]]) -> tuple[torch.Tensor, dict]:
     """Items -> (N x 3 x H x W uint8 in channels_last memory, {head: (N,) int64}); the pixels are copied once.
 

@@ -31,7 +31,16 @@ class Inputs:
 
 
 def read_inputs(data, heads: dict[str, HeadSpec]) -> Inputs:
-    """--data: the competition eval layout (ROOT, ROOT/eval or its info.csv), a manifest CSV, or a folder of images."""
+    """--data: the competition eval layout (ROOT, ROOT/eval or its info.csv), a manifest CSV, or a folder of images;
+    a `source` column names where each image came from (a manifest's own, else the --data folder's or file's name),
+    as oof.csv's names the training source."""
+    inputs = _read_inputs(data, heads)
+    if "source" not in inputs.frame.columns:
+        inputs.frame["source"] = Path(data).expanduser().stem or str(data)
+    return inputs
+
+
+def _read_inputs(data, heads: dict[str, HeadSpec]) -> Inputs:
     path = Path(data).expanduser()
     if not path.exists():
         raise UserError(f"--data {data}: not found; expected a competition root / eval folder, a manifest CSV or "

@@ -8,8 +8,9 @@
 
 `path` is relative to the CSV's folder (or absolute). A head's column holds a class name or a class index; blank or -1
 means unlabelled. A head column the CSV lacks leaves that head unlabelled for every row, so sets labelled for
-different heads merge by concatenating their CSVs. A numeric column for a head with `bins` is read as a class index,
-not as years: binning raw values belongs to the competition reader, where the raw values are known to be years.
+different heads merge by concatenating their CSVs. A head's column holds classes, never years: ages in years go in a
+`<head>_years` column (age_years), binned by the head's `bins` for a class head and learnt as years by a years head;
+where a row has both, they must agree (the years binned by eval_bins give its class).
 `group` (person id) keeps one person's photos in one fold; without it every row is its own group.
 Other columns are kept as metadata (reports can slice by them).
 """
@@ -20,9 +21,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Mapping
 
+import numpy as np
 import pandas as pd
 
-from ..heads import UNLABELLED, HeadSpec, class_index
+from ..heads import UNLABELLED, HeadSpec, class_index, years_source
 from ..utils.errors import UserError
 from ..utils.io import read_csv_text
 
@@ -51,7 +53,31 @@ def read_manifest(csv_path: str | os.PathLike, heads: Mapping[str, HeadSpec]) ->
     for column in table.columns:
         if column not in out.columns:
             out[column] = _metadata(table[column])
+    for spec in heads.values():
+        _check_years_agree(csv_path, out, spec)
     return out
+
+
+def _check_years_agree(csv_path: Path, frame: pd.DataFrame, spec: HeadSpec) -> None:
+    """A row that gives both a class (`age`) and years (`age_years`) must give the same class: the years binned by
+    the head's eval_bins (the classes' own edges: training bins may cut elsewhere on purpose)."""
+    column = years_source(spec)
+    edges = spec.eval_bins or spec.bins
+    if spec.derive or edges is None or column not in frame.columns or spec.source not in frame.columns:
+        return
+    if not pd.api.types.is_numeric_dtype(frame[column]):
+        bad = frame[column].astype(str).str.strip()
+        raise UserError(f"{csv_path}: column {column}: {bad[bad != ''].iloc[0]!r} is not a number of years")
+    years = frame[column].to_numpy(dtype=float)
+    classes = np.array([class_index(spec, v) for v in frame[spec.source]])
+    both = np.isfinite(years) & (classes != UNLABELLED)
+    clash = both & (np.digitize(np.nan_to_num(years), edges) != classes)
+    if clash.any():
+        row = int(np.argmax(clash))
+        raise UserError(f"{csv_path} line {row + 2}: {column} {years[row]:g} is class "
+                        f"{spec.classes[np.digitize(years[row], edges)]} of head {spec.name} (edges "
+                        f"{', '.join(f'{e:g}' for e in edges)}) but column {spec.source} says "
+                        f"{spec.classes[classes[row]]}; make them agree or leave one blank")
 
 
 def _read(csv_path: Path) -> pd.DataFrame:

@@ -39,10 +39,11 @@ def output_heads(net: MultiHeadNet, cfg: Config) -> tuple[list[HeadSpec], list[H
 def crop_settings(cfg: Config) -> dict | None:
     """What predict cuts from each photo before the model's resize (data/faces.py): None for the whole photo; the
     ONNX graph takes the cut image, so a runtime outside this package must apply it itself."""
-    if cfg.data.crop == "none":
+    crop = cfg.data.inference_source()   # a run of several sources: its first (main) source's crop
+    if crop.crop == "none":
         return None
-    settings = {"mode": cfg.data.crop, "margin": cfg.data.crop_margin}
-    return settings | ({"detector": detector_id()} if cfg.data.crop == "face" else {})
+    settings = {"mode": crop.crop, "margin": crop.crop_margin}
+    return settings | ({"detector": detector_id()} if crop.crop == "face" else {})
 
 
 def build_manifest(net: MultiHeadNet, cfg: Config, *, source: dict, decisions: dict | None = None,

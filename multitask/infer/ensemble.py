@@ -43,8 +43,13 @@ class Member:
         return tuple(self.cfg.data.image_size)
 
     @property
+    def crop_cfg(self):
+        """The crop the member applies to new photos: its first source's (none for checkpoints older than crops)."""
+        return self.cfg.data.inference_source()
+
+    @property
     def crop(self) -> str:
-        return self.cfg.data.crop   # "none" for checkpoints older than crops: from_dict fills the default
+        return self.crop_cfg.crop
 
     @property
     def heads(self) -> list[HeadSpec]:

@@ -49,7 +49,7 @@ def member_croppers(members: list[Member], paths: list[str], *, workers: int = 2
             plan = plan_faces(detect_faces(paths, cache_dir=face[0].cfg.data.cache_dir, workers=workers,
                                            progress=bar.report))
         (console or Console()).print(plan.summary(), markup=False)
-    return [cropper_for(m.cfg.data, plan) for m in members]
+    return [cropper_for(m.crop_cfg, m.cfg.data.image_size, plan) for m in members]
 
 
 class DecodedImages(Dataset):

@@ -99,6 +99,16 @@ class MetricAccumulator:
         return {h.name: self._cat(self._targets[years_key(h.name)]).numpy().astype(np.float64)
                 for h in self.years_heads}
 
+    def subset(self, rows: np.ndarray) -> "MetricAccumulator":
+        """The same heads over some of the rows (in the order they were added, every rank's after sync): one
+        source's validation images, say. Its compute() scores those rows alone."""
+        out = MetricAccumulator(heads=self.heads, composite=self.composite)
+        for name in self._probs:
+            out._probs[name] = [self._cat(self._probs[name])[rows]]
+            out._targets[name] = [self._cat(self._targets[name])[rows]]
+        out._synced = True
+        return out
+
     # --------------------------------------------------------------------------------------------- computing
     def _predictions(self) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, HeadSpec]]:
         """{head: (y_true, y_pred)} for trained heads, plus components decoded from derived heads.

@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+import fnmatch
 from pathlib import Path
 
 from ..config import Config, from_dict, to_dict
@@ -38,8 +39,8 @@ def check_resume_heads(ckpt: dict, cfg: Config, path: Path) -> None:
 # optimisation half-way while the restored optimizer and scheduler keep the old values, so it is refused.
 RESUME_MAY_CHANGE = ("train.epochs", "train.early_stop", "train.max_steps", "train.save_every_steps", "train.device",
                      "train.decisions",
-                     "data.num_workers", "data.root", "data.cache", "data.cache_dir", "tracking.*", "name",
-                     "output_dir")
+                     "data.num_workers", "data.root", "data.sources.*.root", "data.sources.*.path", "data.cache",
+                     "data.cache_dir", "tracking.*", "name", "output_dir")   # shell-style patterns
 
 
 def check_resume_overrides(saved: dict, cfg: Config, path: Path) -> None:
@@ -48,7 +49,7 @@ def check_resume_overrides(saved: dict, cfg: Config, path: Path) -> None:
     before = _flat(to_dict(from_dict(saved, f"--resume {path}")))   # keys added since: defaults
     after = _flat(to_dict(cfg))
     changed = [k for k in sorted(set(before) | set(after)) if k != "config_path" and before.get(k) != after.get(k)
-               and not any(k == key or (key.endswith("*") and k.startswith(key[:-1])) for key in RESUME_MAY_CHANGE)]
+               and not any(fnmatch.fnmatchcase(k, key) for key in RESUME_MAY_CHANGE)]
     if changed:
         key = changed[0]
         more = f" (and {', '.join(changed[1:])})" if len(changed) > 1 else ""

@@ -38,8 +38,10 @@ class ConsoleOut:
         return Progress(description, total=total, console=self.console, fields=("loss",),
                         enabled=self.enabled and self.show_progress)
 
-    def epoch_table(self, epoch: int, metrics: dict[str, float], heads: list[str]) -> Table | None:
-        """Per-head losses, accuracy, macro F1 (best so far marked) and per-class F1, printed on rank 0."""
+    def epoch_table(self, epoch: int, metrics: dict[str, float], heads: list[str],
+                    sources: list[str] = ()) -> Table | None:
+        """Per-head losses, accuracy, macro F1 (best so far marked) and per-class F1, printed on rank 0; with
+        `sources`, then each source's heads (`<source>/<head>`: its own validation images)."""
         if not self.enabled:
             return None
         # compact enough for an 80-column terminal: losses in one cell, 3 decimals, a light box
@@ -49,11 +51,14 @@ class ConsoleOut:
             table.add_column(column, justify="left" if column in ("head", "per-class F1") else "right",
                              no_wrap=column != "per-class F1")
         rows = list(heads) + (["composite"] if any(k.startswith("val/composite/") for k in metrics) else [])
+        rows += [f"{source}/{head}" for source in sources for head in [*heads, "composite"]
+                 if f"val/{source}/{head}/f1" in metrics]
         for head in rows:
             f1_cell, best_cell = self._f1_cells(head, metrics.get(f"val/{head}/f1"), epoch)
             losses = "/".join(_num(metrics.get(f"{split}/{head}/loss")) or "-" for split in ("train", "val"))
-            table.add_row(head, "" if head == "composite" else losses, _num(metrics.get(f"val/{head}/acc")),
-                          f1_cell, best_cell, _per_class(metrics, head))
+            losses = "" if head == "composite" or "/" in head else losses   # no loss of its own: composite, sources
+            table.add_row(head, losses, _num(metrics.get(f"val/{head}/acc")), f1_cell, best_cell,
+                          _per_class(metrics, head))
         extra = [f"{k} {metrics[k]:.4g}" for k in ("train/loss", "val/loss", "val/mean/f1", "lr") if k in metrics]
         table.caption = "  ".join(extra) + ("  (* best so far)" if extra else "* best so far")
         table.caption_justify = "left"

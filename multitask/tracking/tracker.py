@@ -142,8 +142,9 @@ class Tracker:
     def print(self, *args, **kwargs) -> None:
         self.out.print(*args, **kwargs)
 
-    def epoch_table(self, epoch: int, metrics: dict[str, float], heads: list[str]) -> Table | None:
-        return self.out.epoch_table(epoch, metrics, heads)
+    def epoch_table(self, epoch: int, metrics: dict[str, float], heads: list[str],
+                    sources: list[str] = ()) -> Table | None:
+        return self.out.epoch_table(epoch, metrics, heads, sources)
 
     def progress(self, total: int, description: str) -> Progress:
         return self.out.progress(total, description)

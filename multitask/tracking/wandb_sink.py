@@ -169,7 +169,11 @@ def define_metrics(run, cfg) -> None:
     value, so run tables and wandb sweeps rank runs by their best epoch."""
     run.define_metric("epoch", hidden=True)
     run.define_metric("*", step_metric="epoch")
-    for head in [h.name for h in cfg.trained_heads()] + ["composite", "mean"]:
+    sources = list(cfg.data.resolved_sources())
+    names = [h.name for h in cfg.trained_heads()] + ["composite", "mean"]
+    for head in names:
+        for source in sources if len(sources) > 1 else []:   # each source's own validation scores
+            run.define_metric(f"val/{source}/{head}/f1", summary="max")
         run.define_metric(f"val/{head}/f1", summary="max")
         run.define_metric(f"val/{head}/acc", summary="max")
         run.define_metric(f"val/{head}/loss", summary="min")

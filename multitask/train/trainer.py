@@ -21,7 +21,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..config import Config, save_config
 from ..data.faces import write_plan
-from ..data.prepare import make_loader, prepare_data, train_sampler, val_sampler
+from ..data.prepare import prepare_data
+from ..data.sampling import make_loader, train_sampler, val_sampler
 from ..runs.checkpoint import save_checkpoint
 from ..runs.run_dir import BEST, CONFIG, CROPS, LAST
 from ..tracking.tracker import Tracker
@@ -30,7 +31,7 @@ from ..utils.distributed import DistInfo, barrier
 from ..utils.errors import UserError
 from .callbacks import Callback, CallbackList
 from .state import TrainState, counters_finished
-from .validate import evaluate, log_confusions, write_oof
+from .validate import evaluate, log_confusions, source_metrics, write_oof
 
 SYNC_EVERY = 20
 
@@ -60,8 +61,8 @@ class Trainer:
             barrier(info)
         if info.is_main:
             save_config(cfg, self.run_dir / CONFIG)
-            if self.data.faces is not None:   # data.crop=face: the report shows what the model saw
-                write_plan(self.data.faces, self.data.frame["path"].tolist(), self.run_dir / CROPS)
+            if self.data.faces is not None:   # face-crop sources: the report shows what the model saw
+                write_plan(self.data.faces, self.data.face_paths, self.run_dir / CROPS)
         self.sampler = train_sampler(self.data, cfg, rank=info.rank, world_size=info.world_size)
         self.batches_per_epoch = math.ceil(self.sampler.per_rank / cfg.train.batch_size)
         state = TrainState.create(
@@ -219,7 +220,8 @@ class Trainer:
         metrics.update({f"loss_weight/{k}": v for k, v in state.criterion.effective_weights().items()})
         state.criterion.epoch_end({h.name: train_metrics[f"train/{h.name}/loss"] for h in self.heads})
         self.tracker.log_epoch(epoch + 1, metrics)
-        self.tracker.epoch_table(epoch + 1, metrics, [h.name for h in self.heads])
+        self.tracker.epoch_table(epoch + 1, metrics, [h.name for h in self.heads],
+                                 sources=[s.name for s in self.data.sources] if len(self.data.sources) > 1 else [])
         if self.info.is_main:
             if improved:
                 self.save(self.run_dir / BEST, resumable=False)
@@ -233,6 +235,7 @@ class Trainer:
         val_metrics, scores = evaluate(state.eval_model, self.val_loader, state.criterion, self.heads, cfg,
                                        self.precision)
         metrics.update(val_metrics)
+        metrics.update(source_metrics(scores, self.data, self.info))   # val/<source>/... with several sources
         monitor = state.monitor
         if monitor not in metrics:
             raise UserError(f"train.monitor: '{monitor}' is not a logged metric; choose from "

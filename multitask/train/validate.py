@@ -14,7 +14,7 @@ import torch.distributed as dist
 
 from ..config import Config
 from ..data.prepare import TrainingData
-from ..heads import expand_derived, expand_targets
+from ..heads import expand_derived, expand_targets, years_source
 from ..metrics.accumulator import MetricAccumulator
 from ..metrics.table import build_table
 from ..tracking.tracker import Tracker
@@ -69,21 +69,38 @@ def val_row_order(data: TrainingData, info: DistInfo) -> np.ndarray:
     return np.concatenate([data.val_idx[r::info.world_size] for r in range(info.world_size)])
 
 
+def source_metrics(scores: MetricAccumulator, data: TrainingData, info: DistInfo) -> dict[str, float]:
+    """val/<source>/<key> for every source with validation rows, when the run has several: each head's metrics on
+    the rows the source labels, the composite where it labels every composite head, its mean F1."""
+    if len(data.sources) < 2:
+        return {}
+    out = {}
+    for name, rows in data.source_rows(val_row_order(data, info)).items():
+        if len(rows):
+            out.update({f"val/{name}/{k}": v for k, v in scores.subset(rows).compute().items()})
+    return out
+
+
 def write_oof(run_dir: Path, data: TrainingData, scores: MetricAccumulator, cfg: Config, info: DistInfo) -> None:
     """Out-of-fold predictions of the best epoch: the report's and the ensembler's input."""
     rows = val_row_order(data, info)
     heads, probs = expand_derived(scores.probabilities(), cfg.trained_heads(), cfg.heads)
     targets = expand_targets(scores.targets(), cfg.trained_heads(), cfg.heads)
     frame = data.frame.iloc[rows].reset_index(drop=True)
-    meta = pd.DataFrame({"fold": frame["fold"]})
+    meta = pd.DataFrame({"fold": frame["fold"], "source": frame["source"]})
     for col in ("gender", "race", "mask", "stem"):
         if col in frame.columns:
             meta[col] = frame[col].to_numpy()
-    if "age" in frame.columns and pd.api.types.is_numeric_dtype(frame["age"]):
-        meta["age_years"] = frame["age"].to_numpy()
+    for head in cfg.heads.values():   # ages in years (the competition's folders, a manifest's age_years)
+        if head.bins and not head.derive:
+            years = data.years(head)[rows]
+            if np.isfinite(years).any():
+                meta[years_source(head)] = years
     composite = cfg.composite_heads() if all(h.name in probs for h in cfg.composite_heads()) else []
-    table = build_table(ids=[Path(p).parent.name + "/" + Path(p).name for p in frame["path"]], paths=frame["path"],
-                        heads=heads, probs=probs, targets=targets, composite=composite, meta=meta,
-                        years=scores.years())
+    main = data.sources[0].name
+    ids = [("" if source == main else f"{source}/") + Path(p).parent.name + "/" + Path(p).name   # the main source's
+           for p, source in zip(frame["path"], frame["source"])]                                # ids as they were
+    table = build_table(ids=ids, paths=frame["path"], heads=heads, probs=probs, targets=targets, composite=composite,
+                        meta=meta, years=scores.years())
     table.insert(2, "group", frame["group"].to_numpy())
     write_csv(table, run_dir / "oof.csv")

@@ -23,32 +23,36 @@ FALLBACK_TILES = 8   # at most a third of the grid: enough to judge the fallback
 
 
 def analyse_crops(run_dir: Path, paths: list[str], thumbs: figs.Thumbnails) -> tuple[dict, Section] | None:
-    """(numbers, section) for a cropped run; None for data.crop: none or a run dir without a config."""
+    """(numbers, section) for a cropped run: its first source with a crop (several sources: that one's photos);
+    None when no source is cropped, or for a run dir without a config."""
     if not (run_dir / CONFIG).is_file():
         return None
     try:
         data = load_config(run_dir / CONFIG).data
     except UserError:
         return None
-    if data.crop == "none":
+    cropped = next(((name, s) for name, s in data.resolved_sources().items() if s.crop != "none"), None)
+    if cropped is None:
         return None
+    name, spec = cropped
     section = Section(id="crops", title="Crops")
     plan = None
-    if data.crop == "face":
+    if spec.crop == "face":
         if not (run_dir / CROPS).is_file():
             section.note(f"no {CROPS} in {run_dir}: the run did not record its face boxes")
-            return {"mode": data.crop}, section
+            return {"mode": spec.crop}, section
         paths, plan = read_plan(run_dir / CROPS)
-    crop = cropper_for(data, plan)
+    crop = cropper_for(spec, data.image_size, plan)
     source = plan.source if plan is not None else ["center"] * len(paths)
     fallback = [i for i, s in enumerate(source) if s in FALLBACKS]
-    numbers = {"mode": data.crop, "margin": data.crop_margin, "photos": len(paths),
+    numbers = {"mode": spec.crop, "margin": spec.crop_margin, "photos": len(paths), "source": name,
                "found": source.count("face") if plan is not None else None,
                "fallback": len(fallback), "fallback_paths": [paths[i] for i in fallback]}
-    rule = (f"face box + {data.crop_margin:g} of its size on each side" if data.crop == "face"
+    rule = (f"face box + {spec.crop_margin:g} of its size on each side" if spec.crop == "face"
             else "central box")
-    section.text(f"data.crop={data.crop} ({rule}, made {data.image_size[0]}:{data.image_size[1]} and resized to "
-                 f"{data.image_size[0]}x{data.image_size[1]})." + (f" {plan.summary()}." if plan is not None else ""))
+    whose = f" (source {name})" if len(data.resolved_sources()) > 1 else ""
+    section.text(f"data.crop={spec.crop}{whose} ({rule}, made {data.image_size[0]}:{data.image_size[1]} and resized "
+                 f"to {data.image_size[0]}x{data.image_size[1]})." + (f" {plan.summary()}." if plan else ""))
     picks = _pick(len(paths), fallback)
     images, titles, marked = [], [], []
     height, width = data.image_size

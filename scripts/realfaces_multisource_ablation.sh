@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Several data sources on real photos (README, "Several data sources in one run"): the same data, fold, seed and
+# budget for every row; only the sources change.
+#   alone        configs/realfaces_cpu.yaml: the competition-layout photos only (face crop, years age head)
+#   realmask     + real mask photos (realmask-dev/train.csv, mask labels only, not cropped again)
+#   utk          + 2,400 other real faces with gender and age in years, a quarter of every epoch, face crop
+#   utk_whole    the same faces taken whole (aligned crops already): does their framing need the face crop?
+#   both         configs/realfaces_multisource_cpu.yaml: realmask and utk_extra together
+# Each run is scored on the 1400 eval photos (out/<prefix>_<row>) and its mask head on the held-out real mask
+# photos (out/<prefix>_<row>_realmask: realmask-dev/holdout.csv, split from train.csv by source image); `multitask
+# compare` gives every paired difference against `alone` with its 95 % interval, resampling people.
+#
+#   python ../shared/tools/make_realfaces.py --faces ../shared/data/utkface-dev --out data/realfaces \
+#       --people 400 --eval-people 200
+#   bash scripts/realfaces_multisource_ablation.sh                # ROWS="alone both" to run some rows only
+set -euo pipefail
+DATA=${DATA:-data/realfaces}
+SHARED=${SHARED:-../shared/data}
+PREFIX=${PREFIX:-ms}
+ROWS=${ROWS:-"alone realmask utk utk_whole both"}
+COMPETITION=(data.sources.competition.kind=competition "data.sources.competition.root=$DATA"
+             data.sources.competition.crop=face)
+REALMASK=(data.sources.realmask.kind=manifest "data.sources.realmask.path=$SHARED/realmask-dev/train.csv"
+          data.sources.realmask.crop=none "data.sources.realmask.heads=[mask]")
+UTK=(data.sources.utk_extra.kind=manifest "data.sources.utk_extra.path=$SHARED/utkface-extra/manifest.csv"
+     "data.sources.utk_extra.heads=[gender,age]" data.sources.utk_extra.share=0.25)
+
+train() {   # row, then config and overrides
+    local row=$1; shift
+    if [ ! -f "runs/${PREFIX}_$row/1/best.pt" ]; then
+        /usr/bin/time -f "$row: trained in %e s" multitask train "$@" "name=${PREFIX}_$row"
+    fi
+    multitask predict --ckpt "runs/${PREFIX}_$row/1" --data "$DATA" --gt "$DATA/eval/gt.csv" --out "out/${PREFIX}_$row"
+    multitask predict --ckpt "runs/${PREFIX}_$row/1" --data "$SHARED/realmask-dev/holdout.csv" \
+        --out "out/${PREFIX}_${row}_realmask"
+}
+
+for row in $ROWS; do
+    case $row in
+        alone)     train $row --config configs/realfaces_cpu.yaml "data.root=$DATA" ;;
+        realmask)  train $row --config configs/realfaces_cpu.yaml "${COMPETITION[@]}" "${REALMASK[@]}" ;;
+        utk)       train $row --config configs/realfaces_cpu.yaml "${COMPETITION[@]}" "${UTK[@]}" \
+                       data.sources.utk_extra.crop=face ;;
+        utk_whole) train $row --config configs/realfaces_cpu.yaml "${COMPETITION[@]}" "${UTK[@]}" \
+                       data.sources.utk_extra.crop=none ;;
+        both)      train $row --config configs/realfaces_multisource_cpu.yaml "data.sources.competition.root=$DATA" ;;
+        *) echo "unknown row $row" >&2; exit 2 ;;
+    esac
+done
+
+tables() { local suffix=$1; shift; for row in "$@"; do printf 'out/%s_%s%s/predictions.csv ' "$PREFIX" "$row" "$suffix"; done; }
+names() { local IFS=,; echo "$*"; }
+# eval photos: people are resampled by gender, race and age in years (the eval gt has no person column)
+multitask compare $(tables "" $ROWS) --names "$(names $ROWS)" --out "out/${PREFIX}_compare_eval" \
+    --group-by true/gender,race,age_years
+# held-out real mask photos: holdout.csv's group column is the source image
+multitask compare $(tables _realmask $ROWS) --names "$(names $ROWS)" --out "out/${PREFIX}_compare_realmask"

@@ -1,0 +1,223 @@
+"""Several data sources in one run: each its own crop, heads and validation; shares of an epoch; per-source metrics;
+ages in years from a manifest; the one-source configs and older checkpoints as they were."""
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from helpers import TINY_IMAGES, error_line, make_ckpt, predict, tiny_overrides
+from wandb_record import logged
+
+from multitask.cli import main
+from multitask.config import load_config
+from multitask.data.faces import Cropper, read_pixels
+from multitask.data.prepare import prepare_data
+from multitask.data.sampling import EpochSampler, epoch_counts, train_sampler
+from multitask.runs.checkpoint import load_checkpoint, save_checkpoint
+from multitask.train import fit, run_training
+
+CONFIG = "configs/quickstart.yaml"
+
+
+@pytest.fixture(scope="module")
+def extra(synth_root, tmp_path_factory):
+    """A manifest of the synthetic set's eval photos (other people than training's): every head's column, ages in
+    years beside the age class, and groups."""
+    folder = tmp_path_factory.mktemp("extra")
+    gt = pd.read_csv(synth_root / "eval" / "gt.csv", dtype=str)
+    table = pd.DataFrame({"path": [str(synth_root / "eval" / "images" / i) for i in gt["ImageID"]],
+                          "mask": gt["mask"], "gender": gt["gender"], "age": gt["age"], "age_years": gt["age_years"],
+                          "group": gt["group"]})
+    table.to_csv(folder / "extra.csv", index=False)
+    table.drop(columns=["age"]).to_csv(folder / "years_only.csv", index=False)
+    return folder
+
+
+def sources(synth_root, extra, *more, manifest="extra.csv"):
+    return [f"data.sources.comp.kind=competition", f"data.sources.comp.root={synth_root}",
+            "data.sources.extra.kind=manifest", f"data.sources.extra.path={extra / manifest}", *more]
+
+
+def two_sources(tiny_cfg, synth_root, extra, *more, manifest="extra.csv"):
+    return tiny_cfg(*sources(synth_root, extra, *more, manifest=manifest))
+
+
+def test_each_source_gets_its_own_crop_and_the_log_names_both(tiny_cfg, synth_root, extra):
+    cfg = two_sources(tiny_cfg, synth_root, extra, "data.sources.comp.crop=center")
+    lines = []
+    data = prepare_data(cfg, log=lines.append)
+    shown = "\n".join(lines)
+    assert "source comp: " in shown and "crop center" in shown and "source extra: " in shown and "crop none" in shown
+    comp, other = data.sources
+    assert isinstance(comp.crop, Cropper) and comp.crop.mode == "center" and other.crop is None
+    first_extra = len(comp.frame)
+    h, w = cfg.data.image_size
+    cut = read_pixels(comp.frame["path"][0], h, w, comp.crop, 0)
+    whole = read_pixels(other.frame["path"][0], h, w, None, 0)
+    assert np.array_equal(data.train_set.dataset.parts[0].cache.read(0), cut)
+    assert np.array_equal(data.val_set.dataset.parts[1].cache.read(0), whole)
+    assert data.frame["source"].tolist() == ["comp"] * first_extra + ["extra"] * len(other.frame)
+    assert data.frame["group"].str.startswith(("comp:", "extra:")).all()   # two sources' people never merge
+
+
+def test_a_source_labels_only_its_heads_even_when_its_csv_has_more(tiny_cfg, synth_root, extra):
+    data = prepare_data(two_sources(tiny_cfg, synth_root, extra, "data.sources.extra.heads=[mask]"), log=lambda _: 0)
+    rows = data.frame["source"].to_numpy() == "extra"
+    assert (data.train_labels["mask"][rows] >= 0).all()
+    assert (data.train_labels["gender"][rows] == -1).all() and (data.train_labels["age"][rows] == -1).all()
+    assert (data.train_labels["gender"][~rows] >= 0).all()
+
+
+def test_a_share_draws_its_fraction_of_every_epoch(tiny_cfg, synth_root, extra):
+    cfg = two_sources(tiny_cfg, synth_root, extra, "data.sources.extra.share=0.4", "data.sources.extra.val=false")
+    data = prepare_data(cfg, log=lambda _: 0)
+    comp_rows = data.source_rows(data.train_idx)["comp"]
+    counts = epoch_counts(data)
+    assert counts[0] == len(comp_rows)                               # the main source: each image once
+    total = len(comp_rows) / 0.6
+    assert counts[1] == round(0.4 * total)
+    sampler = train_sampler(data, cfg, rank=0, world_size=1)
+    orders = []
+    for epoch in range(2):
+        sampler.set_epoch(epoch)
+        orders.append(sampler.order())
+        share = np.isin(orders[-1], np.flatnonzero(data.frame["source"] == "extra")).mean()
+        assert abs(share - 0.4) <= cfg.train.batch_size / len(orders[-1])   # the asked fraction, within one batch
+        assert sorted(set(orders[-1]) & set(data.train_idx[comp_rows])) == sorted(data.train_idx[comp_rows])
+    assert not np.array_equal(*orders)   # a new draw every epoch
+
+
+def test_ranks_split_the_mixed_epoch_between_them():
+    rows_a, rows_b = np.arange(0, 30), np.arange(30, 40)
+    parts = [(rows_a, 30), (rows_b, 25)]   # b has too few: each of its images 2 or 3 times
+    whole = EpochSampler(indices=np.arange(40), seed=3, shuffle=True, parts=parts)
+    whole.set_epoch(2)
+    shards = []
+    for rank in range(2):
+        sampler = EpochSampler(indices=np.arange(40), seed=3, shuffle=True, parts=parts, rank=rank, world_size=2)
+        sampler.set_epoch(2)
+        shards.append(sampler.order())
+    order = whole.order()
+    assert len(order) == 55 and sorted(np.concatenate(shards)) == sorted([*order, order[0]])   # padded to 2 x 28
+    counts = np.bincount(whole.order()[whole.order() >= 30] - 30)
+    assert counts.sum() == 25 and set(counts) <= {2, 3}
+
+
+def test_per_source_metrics_reach_metrics_csv_the_epoch_table_and_wandb(tiny_cfg, synth_root, extra, capsys):
+    cfg = two_sources(tiny_cfg, synth_root, extra, "tracking.wandb.mode=offline", "data.sources.extra.heads=[mask]")
+    run_dir = run_training(cfg)
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    for key in ("val/comp/composite/f1", "val/comp/age/f1", "val/extra/mask/f1", "val/mask/f1"):
+        assert key in metrics.columns, key
+    assert "val/extra/age/f1" not in metrics.columns and "val/extra/composite/f1" not in metrics.columns
+    assert cfg.monitored_metric() == "val/comp/composite/f1"
+    sent = set().union(*[values for _, values in logged(run_dir)])
+    assert {"val/comp/composite/f1", "val/extra/mask/f1"} <= sent
+    out = capsys.readouterr().out
+    assert "extra/mask" in out and "comp/composite" in out
+    oof = pd.read_csv(run_dir / "oof.csv")
+    assert set(oof["source"]) == {"comp", "extra"} and oof["image_id"].is_unique
+
+
+def test_ages_in_years_train_a_years_head_from_a_manifest(tiny_cfg, synth_root, extra):
+    cfg = two_sources(tiny_cfg, synth_root, extra, "heads.age.target=years", "heads.age.years_range=[0,90]",
+                      manifest="years_only.csv")
+    data = prepare_data(cfg, log=lambda _: 0)
+    rows = data.frame["source"].to_numpy() == "extra"
+    years = data.train_labels["age/years"][rows]
+    assert np.isfinite(years).all() and years.min() >= 18
+    binned = np.digitize(years, cfg.heads["age"].bins)
+    assert np.array_equal(data.train_labels["age"][rows], binned)   # the class from the years, by bins
+    best = fit(cfg, cfg.output_dir + "/years")
+    assert "val/extra/age/mae_years" in best and "val/comp/age/mae_years" in best
+
+
+def test_one_source_configs_and_older_checkpoints_work_as_before(tiny_cfg, synth_root, tmp_path):
+    cfg = tiny_cfg()
+    assert list(cfg.data.resolved_sources()) == ["competition"] and cfg.monitored_metric() == "val/composite/f1"
+    data = prepare_data(cfg, log=lambda _: 0)
+    assert len(data.frame) == TINY_IMAGES and set(data.frame["source"]) == {"competition"}
+    assert not data.frame["group"].str.contains(":").any()
+    old = load_checkpoint(make_ckpt(tmp_path / "new.pt"))
+    del old["config"]["data"]["sources"]                 # written before sources existed
+    save_checkpoint(tmp_path / "old.pt", old)
+    result = predict(ckpts=[tmp_path / "old.pt"], data=synth_root, out=tmp_path / "out", workers=0, device="cpu")
+    assert result["images"] > 0 and (tmp_path / "out" / "submission.csv").is_file()
+
+
+def test_sweeps_and_folds_reach_each_source(tiny_cfg, synth_root, extra, tmp_path):
+    from multitask.experiments.space import check_space, load_space
+    from multitask.experiments.study import Sweep
+
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump({"params": {"data.sources.extra.share": {"low": 0.1, "high": 0.5}}}))
+    overrides = [*tiny_overrides(synth_root, tmp_path), *sources(synth_root, extra, "data.sources.extra.val=false")]
+    sweep = Sweep(config=CONFIG, space_path=str(space), trials=1, overrides=overrides)
+    base = check_space(load_space(space), sweep.build)
+    built = sweep.build(sweep.space.overrides({"data.sources.extra.share": 0.3}))
+    assert base.data.sources["extra"].share is None and built.data.sources["extra"].share == 0.3
+    parent = run_training(load_config(CONFIG, [*overrides, "data.n_folds=2", "train.max_steps=1"]), all_folds=True)
+    oof = pd.read_csv(parent / "oof.csv")
+    assert sorted(oof["fold"].unique()) == [0, 1] and set(oof["source"]) == {"comp"}   # extra only trains
+
+
+@pytest.mark.parametrize("extra_args, message", [
+    (["data.sources.extra.kind=parquet"], "data.sources.extra.kind: invalid choice 'parquet'"),
+    (["data.sources.extra.share=1.5"], "data.sources.extra.share: 1.5 is out of range; expected in (0, 1]"),
+    (["data.sources.extra.share=0"], "data.sources.extra.share: 0.0 is out of range; expected in (0, 1]"),
+    (["data.sources.extra.heads=[mask,hair]"], "data.sources.extra.heads: unknown head 'hair'"),
+    (["data.sources.EXTRA.kind=manifest", "data.sources.EXTRA.path=x.csv"], "named like data.sources.extra"),
+    (["data.sources.age.kind=manifest", "data.sources.age.path=x.csv"], "data.sources.age: a source name is"),
+    (["data.sources.comp.share=0.5", "data.sources.extra.share=0.6"], "they add up to 1.1; they must add up to 1"),
+])
+def test_bad_sources_are_one_line(synth_root, extra, tmp_path, capsys, extra_args, message):
+    code = main(["train", "--config", CONFIG, *tiny_overrides(synth_root, tmp_path),
+                 *sources(synth_root, extra), *extra_args])
+    assert code == 2 and message in error_line(capsys)
+
+
+def test_two_sources_named_alike_in_a_file_and_years_that_disagree_are_one_line(synth_root, extra, tmp_path, capsys):
+    path = tmp_path / "twice.yaml"
+    path.write_text(f"data:\n  sources:\n    extra: {{kind: manifest, path: {extra / 'extra.csv'}}}\n"
+                    f"    extra: {{kind: competition, root: {synth_root}}}\n")
+    assert main(["train", "--config", str(path)]) == 2
+    assert "line 4: not valid YAML (key 'extra' appears twice in one mapping)" in error_line(capsys)
+    table = pd.read_csv(extra / "extra.csv", dtype=str)
+    table.loc[3, ["age", "age_years"]] = ["<30", "75"]   # the class and the years disagree
+    table.to_csv(tmp_path / "clash.csv", index=False)
+    assert main(["train", "--config", CONFIG, *tiny_overrides(synth_root, tmp_path),
+                 *sources(synth_root, tmp_path, manifest="clash.csv")]) == 2
+    line = error_line(capsys)
+    assert line.startswith(f"{tmp_path / 'clash.csv'} line 5: age_years 75 is class >=60 of head age") and \
+        "but column age says" in line
+
+
+@pytest.mark.slow
+def test_ddp_ranks_train_one_mixed_epoch(synth_root, extra, tmp_path):
+    import subprocess
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "multitask",
+           "train", "--config", CONFIG, *tiny_overrides(synth_root, tmp_path, "train.batch_size=8", "train.device=cpu"),
+           *sources(synth_root, extra, "data.sources.extra.share=0.3", "data.sources.extra.heads=[mask]")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={"OMP_NUM_THREADS": "1",
+                                                                                   **__import__("os").environ})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir = next((tmp_path / "runs" / "quickstart").iterdir())
+    assert "val/extra/mask/f1" in pd.read_csv(run_dir / "metrics.csv").columns
+    assert proc.stdout.count("source extra:") == 1   # rank 0 speaks
+
+
+def test_config_show_prints_every_source_and_loads_back(tmp_path):
+    from multitask.config import to_dict
+    from multitask.config.show import show_config
+
+    cfg = load_config("configs/realfaces_multisource_cpu.yaml")
+    text = show_config(cfg)
+    assert "    realmask:\n      kind: manifest" in text and "share: 0.25" in text
+    (tmp_path / "shown.yaml").write_text(text)
+    again = load_config(tmp_path / "shown.yaml")
+    assert {**to_dict(again), "config_path": None} == {**to_dict(cfg), "config_path": None}
+    assert list(again.data.resolved_sources()) == ["competition", "realmask", "utk_extra"]
+    assert again.data.resolved_sources()["realmask"].crop == "none" and again.monitored_metric() == \
+        "val/competition/composite/f1"
