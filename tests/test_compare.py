@@ -135,3 +135,24 @@ def test_a_table_missing_a_class_column_is_refused_not_scored(tmp_path, capsys):
     assert main(["compare", str(a), str(tmp_path / "dropped.csv")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "holds class 2, but the table has only 2 prob/age/ columns" in err
+
+
+def test_a_mask_only_manifest_scores_the_mask_head_alone(tmp_path):
+    """A predictions table of mask photos (gender, age and so the composite never labelled) scores mask only: no
+    NaN interval and no 0.0 for heads it has no truth for (scores.json and compare read the same pairs)."""
+    rng = np.random.default_rng(3)
+    n = 90
+    mask = rng.integers(0, 3, n)
+    truth = {"mask": mask, "gender": np.full(n, -1), "age": np.full(n, -1)}
+    probs = {h.name: np.eye(h.num_classes)[np.where(rng.random(n) < 0.7, np.maximum(truth[h.name], 0), 0)]
+             for h in COMPOSITE}
+    table = build_table(ids=[f"i{i}" for i in range(n)], paths=[""] * n, heads=COMPOSITE, probs=probs,
+                        targets=truth, composite=COMPOSITE, meta=pd.DataFrame({"group": (np.arange(n) // 3).astype(str)}))
+    path = write_csv(table, tmp_path / "mask_only.csv")
+    scores = score_intervals(*load_item(path), draws=100)
+    assert set(scores.values) == {"mask"}
+    f1, lo, hi = scores.values["mask"]
+    assert f1 == pytest.approx(f1_score(mask, table["pred/mask"], average="macro", labels=range(3)))
+    assert 0 < lo <= f1 <= hi < 1
+    c = compare([path, path], names=["a", "b"], draws=50)
+    assert set(c.differences["b - a"]) == {"mask"} and c.differences["b - a"]["mask"][0] == 0

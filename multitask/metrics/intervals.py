@@ -37,15 +37,18 @@ class Scores:
 
 def pairs_of(table: pd.DataFrame, heads, probs: dict, targets: dict) -> dict[str, Pair]:
     """{composite, head...: (truth, prediction, classes, present_only)} for every head the table has truth for
-    (`read_table`'s four parts)."""
+    (`read_table`'s four parts); a head (or the composite) with no labelled row has nothing to score and is left
+    out (a manifest of mask photos scores the mask head alone)."""
     out: dict[str, Pair] = {}
     composite = (f"{TRUE}{COMPOSITE}", f"{PRED}{COMPOSITE}")
     if all(c in table.columns for c in composite):
         truth, pred = (table[c].fillna(-1).to_numpy(np.int64) for c in composite)
-        # the competition's metric: macro over the classes present (sklearn's default), as predict and training
-        out[COMPOSITE] = (truth, pred, int(max(truth.max(), pred.max(), 0)) + 1, True)
+        if (truth >= 0).any():
+            # the competition's metric: macro over the classes present (sklearn's default), as predict and training
+            out[COMPOSITE] = (truth, pred, int(max(truth.max(), pred.max(), 0)) + 1, True)
     for h in heads:
-        if h.name in targets:   # the decided class (tuned decisions may move it off the argmax)
+        if h.name in targets and (np.asarray(targets[h.name]) >= 0).any():   # the decided class (tuned decisions
+            # may move it off the argmax)
             column = f"{PRED}{h.name}"
             pred = table[column].to_numpy(np.int64) if column in table.columns else probs[h.name].argmax(1)
             out[h.name] = (targets[h.name], pred, h.num_classes, False)
