@@ -146,8 +146,9 @@ def test_a_mask_only_manifest_scores_the_mask_head_alone(tmp_path):
     truth = {"mask": mask, "gender": np.full(n, -1), "age": np.full(n, -1)}
     probs = {h.name: np.eye(h.num_classes)[np.where(rng.random(n) < 0.7, np.maximum(truth[h.name], 0), 0)]
              for h in COMPOSITE}
+    groups = pd.DataFrame({"group": (np.arange(n) // 3).astype(str)})
     table = build_table(ids=[f"i{i}" for i in range(n)], paths=[""] * n, heads=COMPOSITE, probs=probs,
-                        targets=truth, composite=COMPOSITE, meta=pd.DataFrame({"group": (np.arange(n) // 3).astype(str)}))
+                        targets=truth, composite=COMPOSITE, meta=groups)
     path = write_csv(table, tmp_path / "mask_only.csv")
     scores = score_intervals(*load_item(path), draws=100)
     assert set(scores.values) == {"mask"}
