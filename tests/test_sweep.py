@@ -20,6 +20,7 @@ from multitask.config import load_config  # noqa: E402
 from multitask.config.show import flow_yaml  # noqa: E402
 from multitask.experiments.space import check_space, load_space  # noqa: E402
 from multitask.experiments.study import Sweep  # noqa: E402
+from multitask.experiments.summary import plot_importances  # noqa: E402
 from multitask.experiments.workers import run_sweep  # noqa: E402
 from multitask.utils.errors import UserError  # noqa: E402
 
@@ -76,6 +77,21 @@ def test_space_file_kinds_conditions_and_values_read_back(tmp_path):
         assert yaml.safe_load(flow_yaml(value)) == value and "\n" not in flow_yaml(value)
 
 
+def test_first_points_read_as_optuna_stores_them_and_bad_ones_are_one_line(tmp_path):
+    first = ("first:\n  - {train.scheduler: step, train.step_size: 2, heads.age.bins: [30, 57]}\n"
+             "  - {heads.age.loss: focal_f1, train.lr: 0.001}\n")
+    space = load_space(write(tmp_path / "s.yaml", SPACE + first))
+    assert space.first == [{"train.scheduler": "step", "train.step_size": 2, "heads.age.bins": "[30, 57]"},
+                           {"heads.age.loss": "focal_f1", "train.lr": 0.001}]
+    for point, message in [("{train.lrr: 0.001}", r"first\[0\]: train.lrr: not a key of params"),
+                           ("{heads.age.bins: [30, 58]}", r"\[30, 58\] is not one of its choices"),
+                           ("{train.lr: 0.5}", r"0.5 is outside its range \[0.0001, 0.01\]"),
+                           ("[train.lr]", "first: expected a list of mappings")]:
+        with pytest.raises(UserError, match=message) as err:
+            load_space(write(tmp_path / "s.yaml", SPACE + f"first:\n  - {point}\n"))
+        assert "\n" not in str(err.value)
+
+
 @pytest.mark.parametrize("text, message", [
     ("params:\n  train.lrr: {low: 0.001, high: 0.01}\n", "train.lrr=0.001: .*unknown key 'train.lrr' \(did you mean lr\?\)"),
     ("params:\n  train.scheduler: {choices: [cosine, cosinee]}\n", "train.scheduler=cosinee: .*invalid choice"),
@@ -102,10 +118,22 @@ def _preflight(cfg):
     return cfg
 
 
+def test_importances_plot_only_when_the_objective_varied(tmp_path):
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for values, drawn in [([0.1, 0.5, 0.2, 0.9, 0.4], True), ([0.0] * 5, False)]:
+        study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+        study.optimize(lambda t, v=iter(values): (t.suggest_float("lr", 1e-4, 1e-2, log=True),
+                                                  t.suggest_categorical("loss", ["ce", "focal"]), next(v))[-1],
+                       n_trials=len(values))
+        path = plot_importances(study, tmp_path / "importances.png")
+        assert (path is not None) == drawn and (path is None or path.stat().st_size > 1000)
+
+
 # ------------------------------------------------------------------------------------------------ a tiny sweep
 @pytest.mark.slow
 def test_sweep_of_four_trials_writes_its_outputs_and_best_yaml_trains(tiny, tmp_path, capsys):
-    space = write(tmp_path / "s.yaml", SPACE + "fixed:\n  train.max_steps: 3\n")
+    first = "first:\n  - {train.scheduler: step, train.step_size: 2, heads.age.bins: [30, 57]}\n"
+    space = write(tmp_path / "s.yaml", SPACE + "fixed:\n  train.max_steps: 3\n" + first)
     sweep = Sweep(config=QUICKSTART, space_path=space, trials=4, overrides=tiny, seed=1)
     out = run_sweep(sweep)
     assert out == tmp_path / "runs" / "quickstart" / "sweep" and (out / "study.db").is_file()
@@ -113,6 +141,9 @@ def test_sweep_of_four_trials_writes_its_outputs_and_best_yaml_trains(tiny, tmp_
     assert len(rows) == 4 and set(rows["state"]) == {"COMPLETE"}
     assert {"number", "value", "state", "duration_s", "train.lr", "heads.age.bins", "run_dir"} <= set(rows)
     assert rows["value"].between(0, 1).all()
+    # the first point ran first, its unset key (train.lr) sampled
+    assert (rows.loc[0, "train.scheduler"], rows.loc[0, "train.step_size"], rows.loc[0, "heads.age.bins"]) == \
+        ("step", 2, "[30, 57]") and 1e-4 <= rows.loc[0, "train.lr"] <= 1e-2
     for n in range(4):   # each trial an ordinary run dir, named by its number
         run = out / str(n)
         assert {"config.yaml", "metrics.csv", "best.pt", "last.pt", "oof.csv"} <= {p.name for p in run.iterdir()}
@@ -120,8 +151,10 @@ def test_sweep_of_four_trials_writes_its_outputs_and_best_yaml_trains(tiny, tmp_
         assert saved["train"]["lr"] == pytest.approx(rows.loc[n, "train.lr"])
         assert saved["tracking"]["wandb"]["group"] == "quickstart"           # wandb groups a sweep's trials
         assert pd.read_csv(run / "metrics.csv")["val/composite/f1"].iloc[-1] == pytest.approx(rows.loc[n, "value"])
-    for png in ("history.png", "curves.png", "importances.png"):
+    for png in ("history.png", "curves.png"):
         assert (out / png).stat().st_size > 1000, png
+    # three steps on tiny data may score every trial alike: then there is nothing to attribute
+    assert (out / "importances.png").is_file() == (rows["value"].nunique() > 1)
     best = rows.loc[rows["value"].idxmax()]
     best_cfg = load_config(out / "best.yaml")
     assert best_cfg.name == "quickstart_best" and best_cfg.train.lr == pytest.approx(best["train.lr"])
@@ -337,5 +370,6 @@ def test_wandb_sweep_arguments_parse_into_valid_configs():
             assert getattr(getattr(cfg, section), name) == pytest.approx(value) if isinstance(value, float) else \
                 getattr(getattr(cfg, section), name) == value
     assert spec["metric"]["name"] == "val/composite/f1"
-    for space in ("age_head.yaml", "optimizer.yaml"):   # the shipped Optuna spaces pass their own check
+    # the shipped Optuna spaces pass their own check
+    for space in ("age_head.yaml", "optimizer.yaml", "realfaces_recipe.yaml"):
         check_space(load_space(ROOT / "configs" / "sweeps" / space), lambda o: _preflight(load_config(QUICKSTART, o)))

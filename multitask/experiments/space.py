@@ -9,11 +9,15 @@
       heads.age.focal_gamma: {low: 0.5, high: 4.0, when: {heads.age.loss: focal}}
     fixed:                 # plain overrides for every trial (optional)
       train.epochs: 6
+    first:                 # points tried before the sampler's own (optional): a known recipe, a rival to beat
+      - {train.scheduler: cosine, train.lr: 2.0e-3}     # keys left out are sampled
 
 A key is sampled in file order; `when` makes it conditional on an earlier categorical key's choice (one name or a
 list of names). A choice that is a list or mapping (`heads.age.bins: {choices: [[30, 58], [30, 60]]}`) is named by
-its YAML text. `check_space` tries every key at its ends and every choice against the base config before any trial
-runs, so a typo stops the sweep in a second with one line that names the key.
+its YAML text. `first` points are queued when the study is new (Optuna's enqueue_trial): with a budget of a few
+trials, the sampler's random start would otherwise spend them far from the recipes worth comparing. `check_space`
+tries every key at its ends and every choice against the base config before any trial runs, so a typo stops the
+sweep in a second with one line that names the key.
 """
 from __future__ import annotations
 
@@ -66,6 +70,7 @@ class Space:
     path: str
     params: list[Param]
     fixed: dict[str, Any]
+    first: list[dict[str, Any]] = field(default_factory=list)   # {key: what optuna stores (a choice's name)}
 
     def sample(self, trial) -> dict[str, Any]:
         """{key: config value} of the keys this trial uses (a conditional key only when its condition holds)."""
@@ -90,16 +95,45 @@ def load_space(path: str | Path) -> Space:
         raise UserError(f"--space {path}: not valid YAML ({getattr(err, 'problem', err)})") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("params"), dict) or not raw["params"]:
         raise UserError(f"{path}: expected a mapping with `params:` (config key -> {{low, high}} or {{choices}})")
-    unknown = set(raw) - {"params", "fixed"}
+    unknown = set(raw) - {"params", "fixed", "first"}
     if unknown:
-        raise UserError(f"{path}: unknown top-level key(s) {', '.join(sorted(unknown))}; expected params, fixed")
+        raise UserError(f"{path}: unknown top-level key(s) {', '.join(sorted(unknown))}; expected params, fixed, "
+                        f"first")
     fixed = raw.get("fixed") or {}
     if not isinstance(fixed, dict):
         raise UserError(f"{path}: fixed: expected a mapping of config key -> value")
     params: list[Param] = []
     for key, spec in raw["params"].items():
         params.append(_param(path, str(key), spec, {p.key: p for p in params}))
-    return Space(path=str(path), params=params, fixed=fixed)
+    return Space(path=str(path), params=params, fixed=fixed, first=_first(path, raw.get("first"), params))
+
+
+def _first(path: Path, raw: Any, params: list[Param]) -> list[dict[str, Any]]:
+    """The `first:` points as optuna stores them: a categorical key by its choice's name, a number in its range."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list) or not all(isinstance(point, dict) and point for point in raw):
+        raise UserError(f"{path}: first: expected a list of mappings (config key -> value)")
+    by_key = {p.key: p for p in params}
+    points = []
+    for i, point in enumerate(raw):
+        out = {}
+        for key, value in point.items():
+            where, p = f"{path}: first[{i}]: {key}", by_key.get(str(key))
+            if p is None:
+                raise UserError(f"{where}: not a key of params ({', '.join(by_key)})")
+            if p.kind == "categorical":
+                name = next((n for n, v in p.choices.items() if n == _label(value) or v == value), None)
+                if name is None:
+                    raise UserError(f"{where}: {flow_yaml(value)} is not one of its choices ({', '.join(p.choices)})")
+                out[p.key] = name
+                continue
+            number = _number(where, "value", value)
+            if not p.low <= number <= p.high:
+                raise UserError(f"{where}: {number:g} is outside its range [{p.low:g}, {p.high:g}]")
+            out[p.key] = int(number) if p.kind == "int" else number
+        points.append(out)
+    return points
 
 
 def _param(path: Path, key: str, spec: Any, earlier: dict[str, Param]) -> Param:

@@ -66,6 +66,9 @@ def run_sweep(sweep: Sweep, *, console=None) -> Path:
         raise UserError(f"--trials and --jobs must be >= 1, got {sweep.trials} and {sweep.jobs}")
     sweep.dir.mkdir(parents=True, exist_ok=True)
     study, storage = open_study(sweep)
+    if not study.trials:   # a new study: the space's first points before the sampler's own
+        for point in sweep.space.first[:sweep.trials]:
+            study.enqueue_trial(point)
     again = reap_local(study, storage) + requeue_interrupted(study)
     done, _ = counted(study)
     console.print(f"[bold]sweep[/] {sweep.name}: {done} of {sweep.trials} trials so far in {sweep.storage}"
