@@ -33,6 +33,7 @@ MASK_BY_STEM = {**{f"mask{i}": "wear" for i in range(1, 6)}, "incorrect_mask": "
 MASK_CLASSES = ("wear", "incorrect", "not_wear")
 GENDERS = ("male", "female")
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png"}
+MAX_AGE = 150   # years; beyond it a folder's age is a typo (and 20 digits overflow the int64 age column)
 FOLDER_PATTERN = "<id>_<gender>_<race>_<age>, e.g. 000001_female_Asian_45"
 TRAIN_COLUMNS = ("id", "gender", "race", "age", "path")
 FIX_FIELDS = ("gender", "age", "race", "mask")
@@ -150,9 +151,9 @@ def _parse_folder(name: str, images_dir: Path) -> dict:
         raise UserError(f"{images_dir / name}: unknown gender {parts[1]!r}; expected male or female "
                         f"({FOLDER_PATTERN})")
     years = whole_number(age)
-    if years is None:
+    if years is None or years > MAX_AGE:
         raise UserError(f"{images_dir / name}: age {age!r} is not a non-negative whole number of years "
-                        f"({FOLDER_PATTERN})")
+                        f"up to {MAX_AGE} ({FOLDER_PATTERN})")
     return {"id": person_id, "gender": gender, "race": race, "age": years, "folder": name}
 
 
@@ -234,8 +235,9 @@ def read_label_fixes(path: str | os.PathLike) -> list[LabelFix]:
         if key == "gender":
             value = value.lower()
         if key == "age":
-            if whole_number(value) is None:
-                raise UserError(f"{where}: age value {value!r}; expected a non-negative whole number of years")
+            if whole_number(value) is None or whole_number(value) > MAX_AGE:
+                raise UserError(f"{where}: age value {value!r}; expected a non-negative whole number of years "
+                                f"up to {MAX_AGE}")
             value = int(value)
         if key == "mask" and value not in (*MASK_CLASSES, SWAP):
             raise UserError(f"{where}: mask value {value!r}; expected one of {', '.join(MASK_CLASSES)} or {SWAP}")

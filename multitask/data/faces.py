@@ -96,8 +96,25 @@ def detect_one(detector, path: str) -> Face:
     best = max(found, key=lambda f: f["confidence"])
     x, y, bw, bh = best["box"]
     sh, sw = small.shape[:2]
-    box = (x / sw, y / sh, min(sw, x + bw) / sw, min(sh, y + bh) / sh)
-    return Face(*full, tuple(round(float(v), 5) for v in box))
+    return Face(*full, clean_box((x / sw, y / sh, (x + bw) / sw, (y + bh) / sh)))
+
+
+MIN_BOX = 1e-3   # of the photo's side: a box thinner than this is no face (a crop of it would be one pixel)
+
+
+def clean_box(box) -> Box | None:
+    """A relative face box clipped to the photo (MTCNN's reach past the border), or None when it is no box: not
+    four finite numbers, inverted, zero-area, or wholly outside the photo. None counts as no face found."""
+    try:
+        values = [float(v) for v in box]
+    except (TypeError, ValueError):
+        return None
+    if len(values) != 4 or not all(np.isfinite(values)):
+        return None
+    x0, y0, x1, y1 = (min(max(v, 0.0), 1.0) for v in values)
+    if x1 - x0 < MIN_BOX or y1 - y0 < MIN_BOX:
+        return None
+    return tuple(round(v, 5) for v in (x0, y0, x1, y1))
 
 
 def _full_size(path: str, decoded: tuple[int, int]) -> tuple[int, int]:
@@ -157,11 +174,31 @@ def _detect_many(paths: list[str], workers: int, progress, detector_factory) -> 
 
 
 def _read_store(store: Path | None) -> dict[str, Face]:
+    """The stored faces; an unreadable store, or an entry that is not [height, width, box or null] with a valid box,
+    is left out, so those photos are detected again (the store is a cache: nothing in it is worth an error)."""
     try:
         raw = json.loads(store.read_text())["faces"]
-    except (AttributeError, OSError, ValueError, KeyError, TypeError):
+        items = list(raw.items())
+    except (AttributeError, OSError, ValueError, KeyError, TypeError, RecursionError):
         return {}
-    return {k: Face(v[0], v[1], tuple(v[2]) if v[2] else None) for k, v in raw.items()}
+    known = {}
+    for key, entry in items:
+        face = _stored_face(entry)
+        if face is not None:
+            known[key] = face
+    return known
+
+
+def _stored_face(entry) -> Face | None:
+    if not isinstance(entry, list) or len(entry) != 3:
+        return None
+    height, width, box = entry
+    if not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v < 1 << 31 for v in (height, width)):
+        return None
+    if box is None:
+        return Face(height, width, None)
+    box = clean_box(box) if isinstance(box, list) else None
+    return Face(height, width, box) if box is not None else None
 
 
 def _write_store(store: Path, new: dict[str, Face]) -> None:
@@ -211,6 +248,8 @@ def read_plan(path: str | os.PathLike) -> tuple[list[str], FacePlan]:
 
 
 def plan_faces(faces: list[Face | None]) -> FacePlan:
+    # a box from anywhere (a detector, a store) is checked here once more: only a real one counts as a face found
+    faces = [f if f is None or f.box is None else Face(f.height, f.width, clean_box(f.box)) for f in faces]
     boxes = np.array([f.box for f in faces if f is not None and f.box is not None], dtype=np.float64)
     median = np.median(boxes, axis=0) if len(boxes) else np.array(_centered_face())
     anchors = np.full((len(faces), 4), np.nan)
