@@ -154,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime"],
                       help="auto: .onnx files on onnxruntime, the rest on PyTorch; onnxruntime: every member (PyTorch "
                       "sources exported in memory)")
+    pred.add_argument("--cache-dir", help="where face boxes are stored (face-crop checkpoints); default "
+                      ".cache/images, never the folder a checkpoint names")
     pred.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
 
     exp = sub.add_parser("export", help="export a checkpoint to ONNX or safetensors + config.json",
@@ -239,7 +241,7 @@ def _predict(args) -> int:
     run_predict(PredictOptions(ckpts=args.ckpt, data=args.data, out=args.out, tta=[t for t in args.tta.split(",") if t],
                                merge=args.merge, weights=args.weights, joint=args.joint, gt=args.gt,
                                decisions=args.decisions, batch_size=args.batch_size, workers=args.workers,
-                               device=args.device, amp=args.amp, backend=args.backend))
+                               device=args.device, amp=args.amp, backend=args.backend, cache_dir=args.cache_dir))
     return 0
 
 

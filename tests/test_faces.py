@@ -123,7 +123,8 @@ def test_predict_feeds_each_checkpoint_its_training_crop(mode, tmp_path, monkeyp
     common = ["data.image_size=[32,24]", f"data.cache_dir={tmp_path / 'c'}"]
     cropped = make_ckpt(tmp_path / "crop.pt", seed=5, overrides=[*common, f"data.crop={mode}"])
     plain = make_ckpt(tmp_path / "plain.pt", seed=5, overrides=common)   # the same weights, whole photos
-    predict(ckpts=[cropped], data=tmp_path / "photos", out=tmp_path / "a", **FAST)
+    # the face boxes go to the user's cache (a checkpoint's own data.cache_dir is never written)
+    predict(ckpts=[cropped], data=tmp_path / "photos", out=tmp_path / "a", cache_dir=tmp_path / "c", **FAST)
     # the same crops cut by hand, fed whole to the uncropped twin
     anchors = plan_faces(detect_faces(photos, cache_dir=tmp_path / "c")).anchors if mode == "face" else None
     cutter = Cropper(mode=mode, margin=0.4, aspect=32 / 24, anchors=anchors)

@@ -91,8 +91,9 @@ def finalize(cfg: Config, where: str = "<config>") -> Config:
                                   f"configured heads: {', '.join(cfg.heads)}")
     if not cfg.trained_heads():
         raise ConfigError(f"{where}: no head to train; configure `heads:` or pass --heads")
-    if len(cfg.data.image_size) != 2 or min(cfg.data.image_size) < 8:
-        raise ConfigError(f"{where}: data.image_size: expected [height, width] >= 8, got {cfg.data.image_size}")
+    size = cfg.data.image_size
+    if len(size) != 2 or min(size) < 8 or max(size) > MAX_SIDE:
+        raise ConfigError(f"{where}: data.image_size: expected [height, width], each in 8..{MAX_SIDE}, got {size}")
     if not 0 <= cfg.data.fold < cfg.data.n_folds:
         raise ConfigError(f"{where}: data.fold: {cfg.data.fold} not in 0..{cfg.data.n_folds - 1} (data.n_folds)")
     if cfg.data.source == "manifest" and not cfg.data.manifest and not cfg.data.sources:
@@ -112,6 +113,8 @@ def finalize(cfg: Config, where: str = "<config>") -> Config:
     return cfg
 
 
+# a side beyond this is a typo or a crafted file: [30000, 30000] would take 2.5 GiB per decoded image
+MAX_SIDE = 4096
 RESERVED = {"composite", "mean", "loss", "lr"}   # metric keys: val/<source>/... must not read as another metric
 SOURCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..heads import HeadSpec
+from ..heads import HeadSpec, years_source
 from ..utils.errors import UserError
 from .competition import read_eval
-from .ground_truth import GroundTruth, truth_from_rows
+from .ground_truth import ANS, GroundTruth, truth_from_rows
 from .manifest import read_manifest
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
@@ -54,6 +54,7 @@ def _read_inputs(data, heads: dict[str, HeadSpec]) -> Inputs:
         if path.suffix.lower() != ".csv":
             raise UserError(f"--data {data}: a file must be a manifest CSV (path + optional head columns)")
         frame = read_manifest(path, heads)
+        _check_unique(path, frame["path"])
         base = path.resolve().parent
         ids = [Path(p).relative_to(base).as_posix() if Path(p).is_relative_to(base) else p for p in frame["path"]]
         return Inputs(frame=pd.concat([pd.DataFrame({"image_id": ids}), frame], axis=1), id_column="image_id",
@@ -66,11 +67,24 @@ def _read_inputs(data, heads: dict[str, HeadSpec]) -> Inputs:
                                       "path": [os.path.abspath(f) for f in files]}), id_column="image_id")
 
 
+def _check_unique(manifest: Path, paths: pd.Series) -> None:
+    """Each image once: a path listed twice would be predicted twice and its rows of the table collide."""
+    repeated = paths.duplicated()
+    if repeated.any():
+        line = int(np.argmax(repeated.to_numpy()))
+        first = int(np.argmax((paths == paths.iloc[line]).to_numpy()))
+        raise UserError(f"{manifest} line {line + 2}: image {paths.iloc[line]} is listed again (first at line "
+                        f"{first + 2}); list each image once")
+
+
 def manifest_truth(inputs: Inputs, heads: list[HeadSpec], composite: list[HeadSpec]) -> GroundTruth | None:
     """A manifest's own labels as truth (scored like --gt), or None when it labels nothing."""
     if inputs.manifest is None:
         return None
     frame = inputs.frame
+    labels = {ANS} | {h.source for h in heads} | {years_source(h) for h in heads if not h.derive}
+    if not labels & set(frame.columns):
+        return None   # paths alone: unlabelled images, predicted and not scored
     rows = pd.DataFrame(index=frame.index)
     for head in heads:
         if not head.derive and head.source in frame.columns:

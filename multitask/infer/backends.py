@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from ..config.trust import embedded
 from ..export.load import load_torch
 from ..export.manifest import build_manifest
 from ..export.onnx import OnnxModel, load_onnx, onnx_bytes, onnx_session
@@ -67,7 +68,8 @@ def glue_threads(models: list):
 
 
 def load_model(path, *, backend: str = "auto", device: torch.device = torch.device("cpu")):
-    """(TorchModel or OnnxModel, Config) for a checkpoint file, a safetensors export folder or an .onnx file.
+    """(TorchModel or OnnxModel, Config) for a checkpoint file, a safetensors export folder or an .onnx file; the
+    config is the file's with every path to write at its default (config/trust.py: a file never steers writes).
 
     backend auto: .onnx files run on onnxruntime, the rest on PyTorch; onnxruntime: PyTorch sources are exported
     in memory first; torch: an .onnx file is an error (its graph cannot run in PyTorch).
@@ -78,8 +80,10 @@ def load_model(path, *, backend: str = "auto", device: torch.device = torch.devi
     if path.suffix.lower() == ".onnx":
         if backend == "torch":
             raise UserError(f"--backend torch: {path} is an ONNX model; run it with --backend onnxruntime (or auto)")
-        return load_onnx(path, device=device)
+        model, cfg = load_onnx(path, device=device)
+        return model, embedded(cfg)
     net, cfg, extras = load_torch(path)
+    cfg = embedded(cfg)
     if backend == "onnxruntime":
         manifest = build_manifest(net, cfg, source=extras["source"], decisions=extras["decisions"])
         model_bytes, manifest["outputs"] = onnx_bytes(net, cfg)

@@ -15,6 +15,7 @@ import torch
 from rich.console import Console
 from torch.utils.data import DataLoader, Dataset
 
+from ..config import DataConfig
 from ..data.faces import Cropper, cropper_for, detect_faces, plan_faces
 from ..data.images import read_image, resize
 from ..utils.devices import Precision
@@ -39,15 +40,16 @@ class RunSettings:
         return self.precision.device
 
 
-def member_croppers(members: list[Member], paths: list[str], *, workers: int = 2,
-                    console: Console | None = None) -> list[Cropper | None]:
-    """Each member's training crop over these images; face boxes are detected once for all face-crop members."""
+def member_croppers(members: list[Member], paths: list[str], *, workers: int = 2, console: Console | None = None,
+                    cache_dir=None) -> list[Cropper | None]:
+    """Each member's training crop over these images; face boxes are detected once for all face-crop members and
+    stored in `cache_dir` (the user's; None: the default data.cache_dir, never a checkpoint's own)."""
     face = [m for m in members if m.crop == "face"]
     plan = None
     if face:
+        store = cache_dir if cache_dir is not None else DataConfig().cache_dir
         with Progress("face boxes", stderr=True, transient=True) as bar:
-            plan = plan_faces(detect_faces(paths, cache_dir=face[0].cfg.data.cache_dir, workers=workers,
-                                           progress=bar.report))
+            plan = plan_faces(detect_faces(paths, cache_dir=store, workers=workers, progress=bar.report))
         (console or Console()).print(plan.summary(), markup=False)
     return [cropper_for(m.crop_cfg, m.cfg.data.image_size, plan) for m in members]
 

@@ -23,7 +23,9 @@ own 18-class head where it has one, else the product of its heads). Tuned decisi
 probabilities written stay the model's; pred/... and the submission move.
 
 Writes OUT/submission.csv (ImageID, ans in info.csv order; image_id, ans for other inputs), OUT/predictions.csv
-(the shared predictions table, metrics/table.py) and, with truth, OUT/scores.json.
+(the shared predictions table, metrics/table.py), with truth OUT/scores.json, and OUT/predict.json (what made them),
+as one transaction (outputs.py): staged, then moved into place, the previous run's outputs of the same kinds removed;
+a failed predict leaves OUT as it was, and an OUT that is or holds an input is refused before any work.
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ import io
 import tempfile
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
@@ -39,6 +42,7 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
+from .. import __version__
 from ..data.ground_truth import GroundTruth, read_gt
 from ..data.inputs import Inputs, manifest_truth, read_inputs
 from ..heads import HeadSpec, composite_encode
@@ -53,6 +57,7 @@ from .backends import glue_threads
 from .decide import decide, decide_joint
 from .ensemble import Member, combine, combine_years, ensemble_decisions, ensemble_heads, load_ensemble
 from .forward import RunSettings, member_croppers, run_members
+from .outputs import check_out, commit, make_out_dir, staged
 from .tta import resolve_merge, resolve_views, view_count
 
 
@@ -73,6 +78,7 @@ class PredictOptions:
     device: str = "auto"
     amp: str = "auto"
     backend: str = "auto"
+    cache_dir: str | Path | None = None   # the face-box store (face-crop members); None: data.cache_dir's default
 
 
 @dataclass
@@ -110,8 +116,8 @@ class Merged:
 
 # --------------------------------------------------------------------------------------------------- the pipeline
 def run_predict(options: PredictOptions, *, console: Console | None = None) -> dict:
-    """Predict, write OUT/submission.csv + predictions.csv (+ scores.json with truth); returns scores and
-    throughput."""
+    """Predict, write OUT/submission.csv + predictions.csv (+ scores.json with truth) + predict.json, all or
+    nothing; returns scores and throughput."""
     console = console or Console()
     plan = load(options)
     out = make_out_dir(options.out)
@@ -120,19 +126,22 @@ def run_predict(options: PredictOptions, *, console: Console | None = None) -> d
     per_member = forward(plan, console)
     seconds = time.perf_counter() - start
     merged = decide_merged(plan, merge(plan, per_member))
-    table = write_outputs(out, plan, merged)
     result = throughput(plan, seconds)
+    with staged(out) as stage:
+        table = write_outputs(stage, plan, merged)
+        if plan.truth is not None:
+            result.update(score_outputs(stage, plan, merged, table, console))
+        commit(stage, out, record(plan))
     console.print(f"done: {len(plan.ids)} images in {seconds:.2f}s: {result['images_per_s']:.1f} images/s, "
                   f"{result['forward_images_per_s']:.1f} images/s over all models and views -> {out}", markup=False)
     if merged.pred is None:
         console.print("no submission.csv: the checkpoints do not predict every composite head")
-    if plan.truth is not None:
-        result.update(score_outputs(out, plan, merged, table, console))
     return result
 
 
 def load(options: PredictOptions) -> Plan:
     """The ensemble and its inputs, checked: a bad option, checkpoint, --data or --gt fails here, before any work."""
+    check_out(options.out, inputs_of(options))
     views = resolve_views(options.tta)
     resolve_merge(options.merge)
     if options.batch_size < 1 or options.workers < 0:
@@ -155,6 +164,24 @@ def load(options: PredictOptions) -> Plan:
                 truth=truth, views=views, settings=settings, options=options)
 
 
+def inputs_of(options: PredictOptions) -> dict[str, list]:
+    """Every file or folder predict reads, by flag: none may lie in --out (outputs.check_out). A run dir's
+    checkpoints lie inside the --ckpt given, so the items as given cover them."""
+    return {"--data": [options.data], "--ckpt": list(options.ckpts),
+            "--gt": [options.gt] if options.gt else [],
+            "--decisions": [options.decisions] if options.decisions not in ("auto", "off") else []}
+
+
+def record(plan: Plan) -> dict:
+    """predict.json: what made the outputs beside it (the rest of the options are in scores.json with truth)."""
+    o = plan.options
+    return {"made": datetime.now(timezone.utc).isoformat(timespec="seconds"), "multitask": __version__,
+            "checkpoints": {str(m.path): m.weight for m in plan.members}, "data": str(o.data),
+            "gt": str(plan.truth.path) if plan.truth is not None else None, "images": len(plan.ids),
+            "tta": plan.views, "merge": o.merge, "joint": o.joint,
+            "decisions": {k: v for k, v in plan.used.items() if k != "line"}}
+
+
 def announce(plan: Plan, console: Console) -> None:
     """The members, the decisions and what is about to run, one line each."""
     for m in plan.members:
@@ -172,7 +199,8 @@ def announce(plan: Plan, console: Console) -> None:
 
 def forward(plan: Plan, console: Console) -> list[dict[str, np.ndarray]]:
     """Each member's probabilities (merged over the TTA views), cut by its own crop."""
-    croppers = member_croppers(plan.members, plan.paths, workers=max(1, plan.settings.workers), console=console)
+    croppers = member_croppers(plan.members, plan.paths, workers=max(1, plan.settings.workers), console=console,
+                               cache_dir=plan.options.cache_dir)
     with glue_threads([m.model for m in plan.members]):
         return run_members(plan.members, plan.paths, views=plan.views, merge=resolve_merge(plan.options.merge),
                            settings=plan.settings, croppers=croppers, console=console)
@@ -196,12 +224,10 @@ def decide_merged(plan: Plan, merged: Merged) -> Merged:
 
 
 def write_outputs(out: Path, plan: Plan, merged: Merged) -> pd.DataFrame:
-    """submission.csv (removed when there is no composite: an earlier run's would look like this one's) and the
-    predictions table, with the truth and the inputs' metadata; returns the table."""
+    """submission.csv (when there is a composite) and the predictions table, with the truth and the inputs'
+    metadata, into `out` (the staging folder: commit removes an earlier run's submission.csv); returns the table."""
     if merged.pred is not None:
         write_csv(pd.DataFrame({plan.inputs.id_column: plan.ids, "ans": merged.pred}), out / SUBMISSION)
-    else:
-        (out / SUBMISSION).unlink(missing_ok=True)
     meta = plan.inputs.frame.drop(columns=["image_id", "path"])
     targets = None
     if plan.truth is not None:
@@ -287,13 +313,3 @@ def score_models(models: dict[str, bytes], *, data, gt) -> dict[str, dict]:
                                                       workers=0, device="cpu"), console=quiet)
     return scores
 
-
-def make_out_dir(out) -> Path:
-    out = Path(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise UserError(f"--out {out}: exists and is not a folder; give a folder for the outputs") from None
-    except OSError as err:
-        raise UserError(f"--out {out}: cannot create the folder ({err.strerror})") from None
-    return out
