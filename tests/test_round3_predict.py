@@ -200,3 +200,13 @@ def test_a_folder_age_too_large_is_one_line(tmp_path):
     with pytest.raises(UserError, match=rf"{name}: age '99999999999999999999' is not a non-negative whole number "
                                         r"of years up to 150"):
         read_competition(tmp_path / "d")
+
+
+def test_a_predictions_table_read_back_as_data_predicts_under_its_own_ids(world, tmp_path):
+    """The issue's `--data X/predictions.csv`, into another folder: its image_id column names the images."""
+    predict(ckpts=[world["resnet"]], data=world["data"], out=tmp_path / "x", **FAST)
+    first = pd.read_csv(tmp_path / "x" / "predictions.csv")
+    predict(ckpts=[world["resnet"]], data=tmp_path / "x" / "predictions.csv", out=tmp_path / "y", **FAST)
+    again = pd.read_csv(tmp_path / "y" / "predictions.csv")
+    assert list(again["image_id"]) == list(first["image_id"])
+    assert np.allclose(again["prob/mask/wear"], first["prob/mask/wear"])

@@ -57,6 +57,10 @@ def _read_inputs(data, heads: dict[str, HeadSpec]) -> Inputs:
         _check_unique(path, frame["path"])
         base = path.resolve().parent
         ids = [Path(p).relative_to(base).as_posix() if Path(p).is_relative_to(base) else p for p in frame["path"]]
+        if "image_id" in frame.columns:   # its own ids (a predictions.csv read back) name the images
+            own = frame.pop("image_id").map(_id_text)
+            ids = own.where(own != "", pd.Series(ids)).tolist()
+            _check_unique(path, pd.Series(ids), what="image_id")
         return Inputs(frame=pd.concat([pd.DataFrame({"image_id": ids}), frame], axis=1), id_column="image_id",
                       manifest=path)
     files = folder_images(path)
@@ -67,14 +71,21 @@ def _read_inputs(data, heads: dict[str, HeadSpec]) -> Inputs:
                                       "path": [os.path.abspath(f) for f in files]}), id_column="image_id")
 
 
-def _check_unique(manifest: Path, paths: pd.Series) -> None:
-    """Each image once: a path listed twice would be predicted twice and its rows of the table collide."""
-    repeated = paths.duplicated()
+def _check_unique(manifest: Path, values: pd.Series, what: str = "image") -> None:
+    """Each image once: a path (or id) listed twice would be predicted twice and its rows of the table collide."""
+    repeated = values.duplicated()
     if repeated.any():
         line = int(np.argmax(repeated.to_numpy()))
-        first = int(np.argmax((paths == paths.iloc[line]).to_numpy()))
-        raise UserError(f"{manifest} line {line + 2}: image {paths.iloc[line]} is listed again (first at line "
+        first = int(np.argmax((values == values.iloc[line]).to_numpy()))
+        raise UserError(f"{manifest} line {line + 2}: {what} {values.iloc[line]} is listed again (first at line "
                         f"{first + 2}); list each image once")
+
+
+def _id_text(value) -> str:
+    """An image_id cell as text: blank stays blank, a number read as 7.0 is 7 again."""
+    if isinstance(value, float):
+        return "" if np.isnan(value) else str(int(value)) if value.is_integer() else str(value)
+    return str(value).strip()
 
 
 def manifest_truth(inputs: Inputs, heads: list[HeadSpec], composite: list[HeadSpec]) -> GroundTruth | None:
