@@ -72,6 +72,17 @@ def test_a_crafted_checkpoint_and_export_write_nowhere_they_name(world, tmp_path
     assert (mine / f"faces-{detector_id()}.json").is_file()
 
 
+def test_a_crafted_onnx_export_writes_nowhere_it_names(world, tmp_path, monkeypatch):
+    monkeypatch.setattr(faces, "load_detector", OneFace)
+    monkeypatch.chdir(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    crafted = make_ckpt(tmp_path / "crafted.pt", seed=2, overrides=["data.crop=face", f"data.cache_dir={elsewhere}"])
+    run_export(ckpt=crafted, fmt="onnx", out=tmp_path / "crafted.onnx")
+    predict(ckpts=[tmp_path / "crafted.onnx"], data=world["photos"], out=tmp_path / "a", **FAST)
+    assert _nothing_under(elsewhere)
+    assert (tmp_path / ".cache" / "images" / f"faces-{detector_id()}.json").is_file()
+
+
 def test_an_embedded_image_size_too_large_is_one_line(world, tmp_path, capsys):
     with pytest.raises(ConfigError, match=r"data\.image_size: expected \[height, width\], each in 8\.\.4096, got "
                                           r"\[30000, 30000\]"):
