@@ -312,4 +312,3 @@ def score_models(models: dict[str, bytes], *, data, gt) -> dict[str, dict]:
             scores[name] = run_predict(PredictOptions(ckpts=[path], data=data, out=Path(tmp) / name, gt=gt,
                                                       workers=0, device="cpu"), console=quiet)
     return scores
-
