@@ -22,8 +22,9 @@ def silenced() -> Iterator[Callable[[], str]]:
             sink.flush()
             sink.seek(0)
             return sink.read().decode("utf-8", "replace")
-        for stream in (sys.stdout, sys.stderr):
-            stream.flush()
+        for stream in (sys.stdout, sys.stderr):   # what was printed before goes out before the fds move
+            with contextlib.suppress(AttributeError, ValueError, OSError):
+                stream.flush()
         saved = [os.dup(1), os.dup(2)]
         try:
             os.dup2(sink.fileno(), 1)
@@ -32,7 +33,7 @@ def silenced() -> Iterator[Callable[[], str]]:
                 yield said
         finally:
             for stream in (sys.stdout, sys.stderr):
-                with contextlib.suppress(ValueError, OSError):
+                with contextlib.suppress(AttributeError, ValueError, OSError):
                     stream.flush()
             os.dup2(saved[0], 1)
             os.dup2(saved[1], 2)
