@@ -331,9 +331,9 @@ def add_compare_parser(sub) -> None:
 
 def _compare(args) -> int:
     from .analysis.compare import run_compare  # lazy: `--help` stays instant
+    from .metrics.stats import check_draws
 
-    if args.draws < 10:
-        raise UserError(f"--draws: need at least 10 bootstrap draws, got {args.draws}")
+    check_draws(args.draws)   # before any table is read
     run_compare(args.items, out=args.out, names=args.names.split(",") if args.names else None, draws=args.draws,
                 seed=args.seed, group_by=args.group_by.split(",") if args.group_by else None)
     return 0
@@ -354,9 +354,11 @@ def add_tune_decisions_parser(sub) -> None:
 
 def _tune_decisions(args) -> int:
     from .analysis.tune import fit_run  # lazy: `--help` stays instant
+    from .metrics.stats import check_draws
 
-    if args.parts < 2 or args.draws < 10:
-        raise UserError(f"--parts needs at least 2 and --draws at least 10, got {args.parts} and {args.draws}")
+    if args.parts < 2:
+        raise UserError(f"--parts: need at least 2 cross-fitting parts, got {args.parts}")
+    check_draws(args.draws)
     fit_run(args.run_dir, table=True, parts=args.parts, draws=args.draws, seed=args.seed)
     return 0
 

@@ -96,6 +96,10 @@ def align(loaded: list[tuple[pd.DataFrame, dict[str, Pair]]], names: list[str]):
     pairs = [{k: take_rows(v, r) for k, v in p.items()} for (_, p), r in zip(loaded, rows)]
     first = tables[0].iloc[rows[0]].reset_index(drop=True)
     metrics = [k for k in pairs[0] if all(k in p for p in pairs)]
+    dropped = [f"{k} (no truth or columns in {', '.join(n for n, p in zip(names, pairs) if k not in p)})"
+               for k in dict.fromkeys(k for p in pairs for k in p) if k not in metrics]
+    if dropped:   # said, not silently dropped: a head missing from one table is not compared at all
+        note = "; ".join(filter(None, [note, "left out " + ", ".join(dropped)]))
     pairs = [{k: p[k] for k in metrics} for p in pairs]
     if not metrics:
         raise UserError("compare: the tables share no head with truth (true/<head> columns); predict with --gt")

@@ -27,7 +27,7 @@ from ..utils.errors import UserError
 from ..utils.io import write_bytes
 from .load import load_torch
 from .manifest import INPUT_NAME, build_manifest
-from .onnx import DEFAULT_OPSET, OnnxModel, ProbabilityNet, onnx_bytes, onnx_session, with_metadata
+from .onnx import DEFAULT_OPSET, OnnxModel, ProbabilityNet, check_opset, onnx_bytes, onnx_session, with_metadata
 from .parity import PARITY_IMAGES, PARITY_MAX_DELTA, PARITY_MIN_AGREEMENT, PLAIN, parity, parity_line, sample_images
 from .quantize import Scorer, export_int8
 from .safetensors import write_safetensors
@@ -109,6 +109,7 @@ def _check_options(*, fmt, opset, batch, quantize, data, scored, calibration) ->
     fixed = _batch(batch)
     if fmt == "safetensors" and (quantize or fixed or opset):
         raise UserError("--quantize, --batch and --opset apply to --format onnx only")
+    check_opset(opset)   # before the checkpoint is read
     if quantize not in (None, "int8"):
         raise UserError(f"--quantize: unknown mode {quantize!r}; the one mode is int8")
     if calibration is not None and not quantize:

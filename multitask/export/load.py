@@ -23,7 +23,7 @@ def load_torch(path) -> tuple[MultiHeadNet, Config, dict]:
     if path.is_dir() and is_export_folder(path):
         return load_safetensors(path)
     ckpt = load_checkpoint(path)
-    net, cfg = model_from_checkpoint(ckpt)
+    net, cfg = model_from_checkpoint(ckpt, where=str(path))
     source = {"checkpoint": path.name, "epoch": ckpt.get("epoch"), "step": ckpt.get("step"),
               "metric": ckpt.get("metric")}
     found = find_decisions(path)

@@ -1,7 +1,7 @@
 """The export manifest: what a model file must say for anything to use it without this package's training code.
 
     manifest = build_manifest(net, cfg, source={"checkpoint": "best.pt", ...}, decisions=doc)
-    manifest, cfg = read_manifest(json.loads(text), where="deploy/x/config.json")
+    manifest, cfg = read_manifest(read_json(path), where="deploy/x/config.json")
 
 Both formats carry it (ONNX: metadata key "multitask"; safetensors: config.json): heads and class names in output
 order, the composite order and class names, the input (uint8 RGB NHWC 0..255 at the trained size: decoded images as
@@ -21,6 +21,7 @@ from ..config import Config, from_dict, to_dict
 from ..data.faces import detector_id
 from ..heads import HeadSpec, composite_class_names, expand_heads, years_key
 from ..model.net import MultiHeadNet
+from ..runs import decisions
 from ..runs.checkpoint import check_format
 from ..utils.errors import UserError
 
@@ -77,12 +78,33 @@ def build_manifest(net: MultiHeadNet, cfg: Config, *, source: dict, decisions: d
 
 
 def read_manifest(raw, *, where: str) -> tuple[dict, Config]:
-    """(manifest, Config) from an export manifest; UserError naming `where` when it is not one this code reads."""
+    """(manifest, Config) from an export manifest, checked (format, version, config, heads, input size, decisions);
+    one UserError line naming `where` when it is not one this code reads."""
     check_format(raw, fmt=MANIFEST_FORMAT, version=MANIFEST_VERSION, where=where, what="export manifest",
                  writer="write it with `multitask export`")
-    cfg = from_dict(raw.get("config") or {}, where=where)
-    missing = [n for n in raw.get("trained_heads") or [] if n not in cfg.heads]
-    if not raw.get("trained_heads") or missing:
-        raise UserError(f"{where}: trained heads {raw.get('trained_heads')} do not match its config heads "
+    if not isinstance(raw.get("config"), dict):   # a default config would run the model at the wrong size
+        raise UserError(f"{where}: its \"config\" should be the training config (a JSON object), found "
+                        f"{_shown(raw.get('config'))}; re-export it with `multitask export`")
+    cfg = from_dict(raw["config"], where=where)
+    trained = raw.get("trained_heads")
+    if (not isinstance(trained, list) or not trained or not all(isinstance(n, str) for n in trained)
+            or any(n not in cfg.heads for n in trained)):
+        raise UserError(f"{where}: trained heads {_shown(trained)} do not match its config heads "
                         f"{list(cfg.heads)}; re-export it")
+    size = list(cfg.data.image_size)
+    stated = [raw.get("image_size"), [(raw.get("input") or {}).get(k) for k in ("height", "width")]]
+    if any(s != size for s in stated):
+        raise UserError(f"{where}: image_size {_shown(stated[0])} and input {_shown(stated[1])} disagree with "
+                        f"its config's data.image_size {size}; re-export it")
+    if raw.get("decisions"):   # checked here, so a bad slot names this file, not the run dir it was fitted in
+        decisions.check_doc(raw["decisions"], where=f"{where}: its decisions", heads=list(cfg.heads.values()))
     return raw, cfg
+
+
+def _shown(value) -> str:
+    """A value from a file, cut short for a message (a crafted one can be megabytes)."""
+    scalar = (str, int, float, bool, type(None))
+    if isinstance(value, dict) or (isinstance(value, list) and not all(isinstance(v, scalar) for v in value)):
+        return f"a JSON {'object' if isinstance(value, dict) else 'list'} of {len(value)} entries"
+    text = json.dumps(value)   # scalars, lists of scalars: no deep nesting to recurse into
+    return text if len(text) <= 60 else text[:57] + "..."

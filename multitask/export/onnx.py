@@ -12,9 +12,7 @@ imported where used (`require`), so the rest of the package runs without them.
 """
 from __future__ import annotations
 
-import contextlib
 import importlib
-import io
 import json
 import tempfile
 import warnings
@@ -29,6 +27,8 @@ from ..heads import HeadSpec, expand_derived, member_joint, output_keys, years_k
 from ..metrics.table import COMPOSITE
 from ..model.net import MultiHeadNet
 from ..utils.errors import UserError, short_error
+from ..utils.io import parse_json
+from ..utils.quiet import silenced
 from .manifest import INPUT_NAME, METADATA_KEY, output_heads, read_manifest
 
 EXPORTERS = ("torchscript", "dynamo")
@@ -69,6 +69,7 @@ def onnx_bytes(net: MultiHeadNet, cfg: Config, *, opset: int | None = None, batc
     """(serialised ONNX model, output names): uint8 NHWC input, dynamic batch unless `batch` is given."""
     if exporter not in EXPORTERS:
         raise UserError(f"--exporter: unknown exporter {exporter!r}; choose from {', '.join(EXPORTERS)}")
+    check_opset(opset)
     if exporter == "dynamo":
         require("onnxscript")
     wrapper = ProbabilityNet(net.float().cpu().eval(), cfg).eval()
@@ -77,7 +78,8 @@ def onnx_bytes(net: MultiHeadNet, cfg: Config, *, opset: int | None = None, batc
                             generator=torch.Generator().manual_seed(0))
     names = wrapper.output_names
     common = dict(input_names=[INPUT_NAME], output_names=names, opset_version=opset or DEFAULT_OPSET[exporter])
-    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+    # silenced: on a failure the TorchScript exporter dumps the whole IR graph (hundreds of lines) from C++
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings(), silenced():
         warnings.simplefilter("ignore")   # the TorchScript exporter's deprecation notice; tracer notes on timm code
         path = Path(tmp) / "model.onnx"
         try:
@@ -91,10 +93,30 @@ def onnx_bytes(net: MultiHeadNet, cfg: Config, *, opset: int | None = None, batc
             raise
         except Exception as err:
             other = EXPORTERS[1 - EXPORTERS.index(exporter)]
-            raise UserError(f"ONNX export of {cfg.model.backbone} failed with the {exporter} exporter "
-                            f"({short_error(err, 200, kind=True)}); try --exporter {other} or another --opset"
-                            ) from None
+            low, high = opset_range()
+            raise UserError(f"ONNX export of {cfg.model.backbone} failed with the {exporter} exporter at opset "
+                            f"{common['opset_version']} ({short_error(err, 200, kind=True)}); try --exporter {other} "
+                            f"or another --opset ({low} to {high})") from None
         return path.read_bytes(), names
+
+
+def opset_range() -> tuple[int, int]:
+    """The opsets torch's exporters write (torch.onnx._constants: private, so its values have a fallback); below 7
+    onnxruntime has no kernels for the graph's ops."""
+    try:
+        constants = importlib.import_module("torch.onnx._constants")
+    except ImportError:
+        return 7, 20
+    return max(7, getattr(constants, "ONNX_MIN_OPSET", 7)), getattr(constants, "ONNX_MAX_OPSET", 20)
+
+
+def check_opset(opset: int | None) -> None:
+    """A UserError line unless `opset` is None (the exporter's default) or one torch writes."""
+    low, high = opset_range()
+    if opset is not None and not low <= opset <= high:
+        raise UserError(f"--opset: {opset} is not an opset torch {torch.__version__.split('+')[0]} exports; "
+                        f"choose {low} to {high} (default {DEFAULT_OPSET['torchscript']}, dynamo "
+                        f"{DEFAULT_OPSET['dynamo']})")
 
 
 def with_metadata(model_bytes: bytes, manifest: dict) -> bytes:
@@ -169,6 +191,30 @@ class OnnxModel:
         self.outputs = [n for n in output_keys(self.head_specs) if n in outputs]
         batch = self.input.shape[0]
         self.batch = batch if isinstance(batch, int) and batch > 0 else None
+        self.check_graph()
+
+    def check_graph(self) -> None:
+        """The graph takes what its manifest says (uint8 NHWC at the manifest's size) and gives every head as many
+        probabilities as the manifest has classes: checked on the declared shapes and on one zero batch, so a
+        crafted file fails here in one line, not in onnxruntime or after predict wrote its outputs."""
+        height, width = (int(v) for v in self.manifest["image_size"])
+        want = [self.batch, height, width, 3]
+        declared = list(self.input.shape)
+        if (self.input.type != "tensor(uint8)" or len(declared) != 4
+                or any(isinstance(d, int) and w is not None and d != w for d, w in zip(declared, want))):
+            raise UserError(f"{self.source}: the ONNX graph takes {self.input.type} {declared}, but its manifest "
+                            f"says uint8 NHWC [batch, {height}, {width}, 3]; re-export it with `multitask export`")
+        widths = {**{h.name: h.num_classes for h in self.head_specs},
+                  **{years_key(h.name): h.num_years for h in self.head_specs if h.target == "years"}}
+        try:
+            outs = self.run(np.zeros((self.batch or 1, height, width, 3), np.uint8), self.outputs)
+        except Exception as err:   # onnxruntime's InvalidArgument, Fail, RuntimeException: the graph disagrees
+            raise UserError(f"{self.source}: the ONNX graph does not run on a uint8 [batch, {height}, {width}, 3] "
+                            f"batch as its manifest says ({short_error(err, 200, kind=True)}); re-export it") from None
+        for name, out in zip(self.outputs, outs):
+            if out.shape != (self.batch or 1, widths[name]):
+                raise UserError(f"{self.source}: the ONNX graph's output {name} has shape {list(out.shape)}, but "
+                                f"its manifest gives {name} {widths[name]} values per image; re-export it")
 
     def probs(self, x: torch.Tensor, precision=None) -> dict[str, torch.Tensor]:
         # predict's batches are channels_last, so the NHWC permute is free; views keep pixels in 0..255 (brightness
@@ -197,8 +243,6 @@ def load_onnx(path: Path, *, device: torch.device = torch.device("cpu")) -> tupl
     if raw is None:
         raise UserError(f"{path}: an ONNX model without multitask metadata (key {METADATA_KEY!r}); predict reads "
                         "models written by `multitask export --format onnx`")
-    try:
-        manifest, cfg = read_manifest(json.loads(raw), where=str(path))
-    except json.JSONDecodeError as err:
-        raise UserError(f"{path}: its {METADATA_KEY!r} metadata is not JSON ({err}); re-export it") from None
+    raw = parse_json(raw, where=f"{path} (its {METADATA_KEY!r} metadata)", hint="re-export it")
+    manifest, cfg = read_manifest(raw, where=str(path))
     return OnnxModel(session, manifest, [cfg.heads[n] for n in manifest["trained_heads"]], source=str(path)), cfg

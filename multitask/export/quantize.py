@@ -6,12 +6,11 @@
 QDQ format, per-channel int8 weights, uint8 activations whose ranges come from CALIBRATION_IMAGES images of
 --calibration (default --data) by MinMax. The int8 model's parity with PyTorch fp32 is reported, not gated (it is
 meant to differ a little); with --gt both models run through `predict` on --data and their macro F1 per head is
-printed (the scoring comes from the caller: `multitask export` passes predict's). Dynamic quantisation is not offered: it leaves convolutions slower than fp32 on CPU (BENCHMARKS.md).
+printed (the scoring comes from the caller: `multitask export` passes predict's). Dynamic quantisation is not
+offered: it leaves convolutions slower than fp32 on CPU (BENCHMARKS.md).
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import tempfile
 import warnings
 from pathlib import Path
@@ -22,6 +21,7 @@ from rich.console import Console
 
 from ..config import Config
 from ..model.net import MultiHeadNet
+from ..utils.quiet import silenced
 from .manifest import INPUT_NAME
 from .onnx import OnnxModel, ProbabilityNet, onnx_session, require, with_metadata
 from .parity import PLAIN, parity, parity_line, sample_images
@@ -71,7 +71,7 @@ def quantize_int8(model_bytes: bytes, calibration: np.ndarray) -> bytes:
         def get_next(self):
             return next(self.batches, None)
 
-    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings(), silenced():
         warnings.simplefilter("ignore")
         src, pre, dst = (Path(tmp) / f"{name}.onnx" for name in ("fp32", "pre", "int8"))
         src.write_bytes(model_bytes)

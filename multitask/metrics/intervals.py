@@ -62,12 +62,12 @@ def take_rows(pair: Pair, rows: np.ndarray) -> Pair:
 
 def groups_of(table: pd.DataFrame, group_by: list[str] | None = None) -> tuple[np.ndarray, str]:
     """(one group id per row, 'people' or 'images'): the person when known, else the given columns, else the row."""
+    missing = [c for c in group_by or () if c not in table.columns]
+    if missing:   # checked even where the group column wins: a typo must not pass unseen
+        raise UserError(f"--group-by: no column {missing[0]!r} in the table; columns: {', '.join(table.columns)}")
     if "group" in table.columns and (table["group"].notna() & (table["group"].astype(str) != "")).all():
         return table["group"].astype(str).to_numpy(), "people"
     if group_by:
-        missing = [c for c in group_by if c not in table.columns]
-        if missing:
-            raise UserError(f"--group-by: no column {missing[0]!r} in the table; columns: {', '.join(table.columns)}")
         return table[group_by].astype(str).agg("|".join, axis=1).to_numpy(), "groups of " + "+".join(group_by)
     return np.arange(len(table)).astype(str), "images"
 

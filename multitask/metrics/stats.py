@@ -12,9 +12,11 @@ gives an interval that is, if anything, wider than the per-person one.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
+
+from ..utils.errors import UserError
 
 Stat = Callable[[np.ndarray], float]
 
@@ -68,19 +70,51 @@ def head_scores(y_true, y_pred, num_classes: int) -> dict:
             "f1_per_class": per["f1"].tolist(), "support": per["support"].tolist(), "confusion": counts}
 
 
-def group_draws(groups: np.ndarray, *, draws: int, seed: int) -> list[np.ndarray]:
-    """`draws` bootstrap samples of row indices: groups drawn with replacement, each bringing all its rows."""
-    _, inverse = np.unique(np.asarray(groups), return_inverse=True)
-    members = np.split(np.argsort(inverse, kind="stable"), np.cumsum(np.bincount(inverse))[:-1])
-    rng = np.random.default_rng(seed)
-    picks = rng.integers(0, len(members), size=(draws, len(members)))
-    return [np.concatenate([members[g] for g in row]) for row in picks]
+MAX_DRAWS = 100_000          # past ~10 000 an interval's third decimal no longer moves; this bounds the time
+CHUNK_PICKS = 2 ** 20         # group picks drawn at once (8 MB): memory stays flat whatever the number of draws
 
 
-def on_draws(stat: Stat, samples: list[np.ndarray]) -> np.ndarray:
+def check_draws(draws: int, option: str = "--draws") -> int:
+    """`draws` when it is a bootstrap size worth running (10..MAX_DRAWS), else one UserError line."""
+    if not 10 <= draws <= MAX_DRAWS:
+        raise UserError(f"{option}: need 10 to {MAX_DRAWS} bootstrap draws, got {draws} (1000-10000 is plenty)")
+    return draws
+
+
+class Draws:
+    """`draws` bootstrap samples of row indices, made while they are iterated: groups drawn with replacement, each
+    bringing all its rows. The picks come in chunks of at most CHUNK_PICKS numbers, and every iteration starts
+    again from `seed`: each statistic sees the very same samples (a paired difference), memory stays bounded, and
+    the samples do not depend on the chunk size (a generator's stream is the same drawn whole or in pieces)."""
+
+    def __init__(self, groups: np.ndarray, *, draws: int, seed: int, chunk: int | None = None):
+        if not 1 <= draws <= MAX_DRAWS:
+            raise UserError(f"bootstrap: need 1 to {MAX_DRAWS} draws, got {draws}")
+        _, inverse = np.unique(np.asarray(groups), return_inverse=True)
+        self.members = np.split(np.argsort(inverse, kind="stable"), np.cumsum(np.bincount(inverse))[:-1])
+        self.draws, self.seed = draws, seed
+        self.chunk = chunk or max(1, CHUNK_PICKS // max(1, len(self.members)))
+
+    def __len__(self) -> int:
+        return self.draws
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        rng = np.random.default_rng(self.seed)
+        for start in range(0, self.draws, self.chunk):
+            picks = rng.integers(0, len(self.members), size=(min(self.chunk, self.draws - start), len(self.members)))
+            for row in picks:
+                yield np.concatenate([self.members[g] for g in row])
+
+
+def group_draws(groups: np.ndarray, *, draws: int, seed: int, chunk: int | None = None) -> Draws:
+    """`draws` bootstrap samples of row indices (`Draws`: made lazily, the same on every pass)."""
+    return Draws(groups, draws=draws, seed=seed, chunk=chunk)
+
+
+def on_draws(stat: Stat, samples: Iterable[np.ndarray]) -> np.ndarray:
     """stat(indices) on every bootstrap sample: computed once, then summarised (percentile_interval) or
     subtracted from another statistic's values on the same samples (a paired difference)."""
-    return np.array([stat(idx) for idx in samples])
+    return np.fromiter((stat(idx) for idx in samples), dtype=np.float64)
 
 
 def percentile_interval(values, level: float = 0.95) -> tuple[float, float]:

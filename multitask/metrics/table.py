@@ -122,6 +122,26 @@ def load_table(path: str | Path, *, expected: Mapping[str, Sequence[str]] | None
                     f"columns {PROB}{head.name}/{', '.join(head.classes)}")
             raise UserError(f"{path}: {what}, but the run's config gives head {head.name} the classes "
                             f"{', '.join(want)}; every class needs its probability column")
+    check_probabilities(path, table, heads, probs)
+    check_classes(path, table, heads, composite)
+    return table, heads, probs, targets, composite
+
+
+def check_probabilities(path, table: pd.DataFrame, heads: Sequence[HeadSpec], probs: Mapping[str, np.ndarray]
+                        ) -> None:
+    """Every prob/ cell a probability: finite and in [0, 1] (a NaN or 7.0 would otherwise pick a class and score)."""
+    for head in heads:
+        p = probs[head.name]
+        bad = ~np.isfinite(p) | (p < 0) | (p > 1 + 1e-6)   # 1e-6: the table's own rounding
+        if bad.any():
+            row, col = np.argwhere(bad)[0]
+            raise UserError(f"{path}: column {PROB}{head.name}/{head.classes[col]} holds {float(p[row, col])} (image "
+                            f"{table['image_id'].iloc[row]!r}); a probability is a number from 0 to 1")
+
+
+def check_classes(path, table: pd.DataFrame, heads: Sequence[HeadSpec], composite: Sequence[HeadSpec]) -> None:
+    """Every pred/ and true/ cell of a head (and the composite) a class index below its class count, or -1 (unknown
+    truth); an empty cell only where readers take it for unknown. A -5 would score as a class nobody has."""
     limits = [(h.name, h.num_classes, f"the table has only {h.num_classes} prob/{h.name}/ columns "
                f"({', '.join(h.classes)}); every class needs its probability column (was one dropped?)")
               for h in heads]
@@ -131,10 +151,19 @@ def load_table(path: str | Path, *, expected: Mapping[str, Sequence[str]] | None
                        f"composite classes; a head's prob/<head>/<class> columns are incomplete"))
     for name, limit, why in limits:
         for column in (f"{PRED}{name}", f"{TRUE}{name}"):
-            top = pd.to_numeric(table[column], errors="coerce").max() if column in table.columns else None
-            if top is not None and top >= limit:
+            if column not in table.columns:
+                continue
+            values = pd.to_numeric(table[column], errors="coerce")
+            top = values.max()
+            if top >= limit:
                 raise UserError(f"{path}: column {column} holds class {top:.0f}, but {why}")
-    return table, heads, probs, targets, composite
+            fraction = values.notna() & (values != values.round())
+            bad = (table[column].notna() & values.isna()) | fraction | (values < -1)
+            if bad.any():
+                row = int(np.argmax(bad.to_numpy()))
+                raise UserError(f"{path}: column {column} holds {table[column].iloc[row]} (image "
+                                f"{table['image_id'].iloc[row]!r}); expected a class index 0 to {limit - 1}, or -1 "
+                                f"for unknown")
 
 
 def table_composite(table: pd.DataFrame, heads: Sequence[HeadSpec]) -> list[HeadSpec]:

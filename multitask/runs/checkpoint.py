@@ -25,7 +25,7 @@ from ..config import Config, from_dict
 from ..model.net import MultiHeadNet, rebuild
 from ..model.weights import CHECKPOINT_FORMAT, strip_prefixes
 from ..utils.errors import UserError
-from ..utils.io import write_with
+from ..utils.io import check_depth, write_with
 from .run_dir import BEST, LAST
 
 FORMAT = CHECKPOINT_FORMAT
@@ -88,12 +88,38 @@ def load_checkpoint(path: str | Path) -> dict:
     return ckpt
 
 
+# what a model is rebuilt from (best.pt and last.pt), and what a resume needs on top: each entry's type
+MODEL_ENTRIES = {"config": dict, "model": dict}
+RESUME_ENTRIES = {**MODEL_ENTRIES, "optimizer": dict, "scheduler": dict, "scaler": dict, "criterion": dict,
+                  "state": dict, "mixer": dict, "rng": dict, "trained_heads": list}
+
+
+def checkpoint_config(ckpt: dict, *, where: str) -> dict:
+    """The checkpoint's config (a dict, nested no deeper than our files), else one line naming `where`."""
+    check_entries(ckpt, {"config": dict}, where=where, what="checkpoint")
+    check_depth(ckpt["config"], where=f"{where}: its config")
+    return ckpt["config"]
+
+
+def check_entries(ckpt: dict, entries: dict[str, type], *, where: str, what: str) -> None:
+    """Each named entry present with its type, else one line naming the entry (a KeyError later is no message)."""
+    for key, kind in entries.items():
+        if not isinstance(ckpt.get(key), kind):
+            found = f"a {type(ckpt[key]).__name__}" if key in ckpt else "nothing"
+            raise UserError(f"{where}: the {what}'s {key!r} entry should be a {kind.__name__}, found {found}; was "
+                            f"it written by `multitask train`?")
+
+
 def check_format(obj, *, fmt: str, version: int, where: str, what: str, writer: str) -> None:
     """A file's `format` entry is ours and its `version` one this code reads, else one line saying which is off."""
     if not isinstance(obj, dict) or obj.get("format") != fmt:
         raise UserError(f"{where} is not a multitask {what} (no format: {fmt!r} entry); {writer}")
-    if int(obj.get("version", 0)) > version:
-        raise UserError(f"{where} has {what} version {obj['version']}, newer than this multitask reads "
+    found = obj.get("version")
+    if isinstance(found, bool) or not isinstance(found, int) or found < 1:
+        raise UserError(f"{where}: {what} version {found!r} is not a version number (a whole number from 1); "
+                        f"{writer}")
+    if found > version:
+        raise UserError(f"{where} has {what} version {found}, newer than this multitask reads "
                         f"({version}); update multitask")
 
 
@@ -112,9 +138,11 @@ def refusal(path: Path, text: str) -> str:
     return f"{path} is not a multitask checkpoint (the safe loader refused it: {detail}); not loading it"
 
 
-def model_from_checkpoint(ckpt: dict, *, use_ema: bool = True) -> tuple[MultiHeadNet, Config]:
+def model_from_checkpoint(ckpt: dict, *, use_ema: bool = True, where: str = "checkpoint"
+                          ) -> tuple[MultiHeadNet, Config]:
     """The model alone from a loaded checkpoint: its config, its trained heads in order, no hub download."""
-    cfg = from_dict(ckpt["config"])
+    check_entries(ckpt, MODEL_ENTRIES, where=where, what="checkpoint")
+    cfg = from_dict(checkpoint_config(ckpt, where=where), where)
     names = ckpt.get("trained_heads") or [h.name for h in cfg.trained_heads()]
     unknown = [n for n in names if n not in cfg.heads]
     if unknown:

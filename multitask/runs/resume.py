@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..config import Config, from_dict, to_dict
 from ..utils.errors import UserError
-from .checkpoint import load_checkpoint
+from .checkpoint import RESUME_ENTRIES, check_entries, checkpoint_config, load_checkpoint
 
 
 def load_for_resume(path: Path, cfg: Config) -> dict:
@@ -24,6 +24,13 @@ def check_resume_heads(ckpt: dict, cfg: Config, path: Path) -> None:
     if "optimizer" not in ckpt:
         raise UserError(f"--resume {path}: this checkpoint holds weights only (best.pt); resume from last.pt or the "
                         f"run dir")
+    # all of it checked here, before the run dir gets a log or tb/ file: a KeyError half-way is no message
+    check_entries(ckpt, RESUME_ENTRIES, where=f"--resume {path}", what="checkpoint")
+    checkpoint_config(ckpt, where=f"--resume {path}")
+    missing = [n for n in ckpt["trained_heads"] if n not in (ckpt["config"].get("heads") or {})]
+    if missing or not isinstance((ckpt["config"].get("model") or {}).get("backbone"), str):
+        raise UserError(f"--resume {path}: its config lacks the model.backbone or the heads {missing} it trained; "
+                        f"was it written by `multitask train`?")
     saved = {name: ckpt["config"]["heads"][name]["classes"] for name in ckpt["trained_heads"]}
     wanted = {h.name: list(h.classes) for h in cfg.trained_heads()}
     if saved != wanted:

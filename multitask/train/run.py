@@ -26,7 +26,7 @@ import torch
 from ..config import Config, from_dict
 from ..model.losses import HeadLoss
 from ..model.net import check_backbone
-from ..runs.checkpoint import load_checkpoint
+from ..runs.checkpoint import checkpoint_config, load_checkpoint
 from ..runs.locks import RunDirLock
 from ..runs.resume import load_for_resume
 from ..runs.run_dir import (check_writable, discard_unsaved, find_checkpoint, fold_run_dir, make_run_dir,
@@ -55,7 +55,8 @@ def config_for_resume(resume: str, overrides: list[str]) -> Config:
 
     X may also be a k-fold run dir (with --folds all): its first fold's checkpoint holds the shared config."""
     path = resolve_resume(resume, any_fold=True)
-    return from_dict(load_checkpoint(path)["config"], f"--resume {path}", overrides=overrides)
+    return from_dict(checkpoint_config(load_checkpoint(path), where=f"--resume {path}"), f"--resume {path}",
+                     overrides=overrides)
 
 
 def preflight(cfg: Config) -> None:

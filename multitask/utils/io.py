@@ -3,6 +3,7 @@
     write_text(run_dir / "config.yaml", text)          # also write_bytes, write_json, write_csv (a DataFrame)
     write_with(path, lambda f: torch.save(obj, f), "wb", what="checkpoint", errors=(OSError, RuntimeError))
     doc = read_json(path, where="--decisions x.json")   # UserError naming `where` when missing or not JSON
+    doc = parse_json(text, where="best.onnx metadata")  # the same checks on JSON text (and a nesting limit)
     table = read_csv_text(path, where="--gt gt.csv")     # every cell as text, headers stripped
 
 `atomic_write` is the primitive: the bytes go to a temp file in the same folder (`.<name>.<random>.tmp`: the same
@@ -31,7 +32,7 @@ from typing import IO, Any, Callable, Iterator
 
 import pandas as pd
 
-from .errors import UserError
+from .errors import UserError, short_error
 
 MODES = ("w", "wb")
 
@@ -136,11 +137,38 @@ def read_json(path: str | os.PathLike, *, where: str | None = None, hint: str = 
     path = Path(path)
     where = where or str(path)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise UserError(f"{where}: file not found{'; ' + hint if hint else ''}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+    except (OSError, UnicodeDecodeError) as err:
         raise UserError(f"{where}: not readable JSON ({err}){'; ' + hint if hint else ''}") from None
+    return parse_json(text, where=where, hint=hint)
+
+
+def parse_json(text: str, *, where: str, hint: str = "") -> Any:
+    """JSON text (a file's, an ONNX model's metadata) as data; one UserError line naming `where` when it is not JSON,
+    nests too deep (RecursionError) or holds an integer past Python's 4300-digit limit (ValueError)."""
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError) as err:   # json.JSONDecodeError is a ValueError
+        raise UserError(f"{where}: not readable JSON ({short_error(err)}){'; ' + hint if hint else ''}") from None
+    check_depth(data, where=where)
+    return data
+
+
+MAX_DEPTH = 32   # our files nest 6 levels at most (a manifest's config.data.sources[i].crop); far below the recursion
+# limit, so that no reader (from_dict, a message's repr) recurses itself to death on what parsed
+
+
+def check_depth(data: Any, *, where: str) -> None:
+    """One UserError line when lists and dicts in `data` nest deeper than MAX_DEPTH (walked without recursion)."""
+    stack = [(data, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list, tuple)):
+            if depth > MAX_DEPTH:
+                raise UserError(f"{where}: nested more than {MAX_DEPTH} levels deep; not a file this tool wrote")
+            stack.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict) else item))
 
 
 def read_csv_text(path: str | os.PathLike, where: str | None = None) -> pd.DataFrame:
