@@ -139,6 +139,7 @@ def test_a_failed_predict_leaves_the_previous_outputs_and_a_new_one_removes_stal
     assert {p.name for p in out.iterdir()} == kinds
     assert {name: (out / name).read_bytes() for name in kinds} == good
     other = make_ckpt(tmp_path / "other.pt", seed=5, overrides=["train.heads=[age]"])
+    (out / ".predict-killed.tmp").mkdir()   # what a kill -9 mid-predict leaves: the next predict removes it
     predict(ckpts=[other], data=world["photos"], out=out, **FAST)   # no truth, no composite
     assert {p.name for p in out.iterdir()} == {"predictions.csv", "predict.json"}
     assert list(json.loads((out / "predict.json").read_text())["checkpoints"]) == [str(other)]

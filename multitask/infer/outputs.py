@@ -52,7 +52,11 @@ def make_out_dir(out) -> Path:
 @contextlib.contextmanager
 def staged(out: Path):
     """A hidden scratch folder for this predict's outputs, removed however the predict ends. It lies inside --out,
-    not beside it: the same file system (so each move is a rename), and --out's parent need not be writable."""
+    not beside it: the same file system (so each move is a rename), and --out's parent need not be writable.
+    A scratch folder left by a killed predict is removed first (two predicts into one --out would replace each
+    other's files anyway)."""
+    for left in out.glob(".predict-*.tmp"):
+        shutil.rmtree(left, ignore_errors=True)
     try:
         stage = Path(tempfile.mkdtemp(prefix=".predict-", suffix=".tmp", dir=out))
     except OSError as err:
