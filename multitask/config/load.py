@@ -173,7 +173,8 @@ def _lower_bounds(cfg: Config) -> list[tuple[str, float | None, float]]:
             ("train.save_every_steps", t.save_every_steps, 1), ("train.max_steps", t.max_steps, 1),
             ("train.early_stop", t.early_stop, 1), ("data.n_folds", d.n_folds, 2),
             ("train.plateau_patience", t.plateau_patience, 0),
-            ("data.num_workers", d.num_workers, 0), ("data.limit", d.limit, 1)]
+            ("data.num_workers", d.num_workers, 0), ("data.limit", d.limit, 1),
+            ("train.cpu_threads", None if t.cpu_threads == "auto" else t.cpu_threads, 1)]
 
 
 # every float is finite (checked when read); these must also lie in a range, or they fail mid-run (lr 0 divides by

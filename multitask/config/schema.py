@@ -147,6 +147,9 @@ class TrainConfig:
     save_every_steps: int | None = None       # extra step checkpoints (last.pt) within an epoch
     max_steps: int | None = None              # stop after N optimizer steps (smoke tests, benchmarks)
     device: str = "auto"
+    # CPU intra-op threads: auto = this machine's cores shared among the multitask processes running now
+    # (utils/cpu_share.py: two trainings at once each take half), or a fixed count
+    cpu_threads: Union[Literal["auto"], int] = "auto"
     decisions: Literal["auto", "off"] = "auto"  # auto: fit tuned decisions (decisions.py) on the OOF at the end
 
 

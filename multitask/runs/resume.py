@@ -45,6 +45,7 @@ def check_resume_heads(ckpt: dict, cfg: Config, path: Path) -> None:
 # same data. Anything else (lr, schedule, loss, weighting, augmentation, split, seed, model, ...) would change the
 # optimisation half-way while the restored optimizer and scheduler keep the old values, so it is refused.
 RESUME_MAY_CHANGE = ("train.epochs", "train.early_stop", "train.max_steps", "train.save_every_steps", "train.device",
+                     "train.cpu_threads",
                      "train.decisions",
                      "data.num_workers", "data.root", "data.sources.*.root", "data.sources.*.path", "data.cache",
                      "data.cache_dir", "tracking.*", "name", "output_dir")   # shell-style patterns

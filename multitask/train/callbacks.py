@@ -12,9 +12,11 @@ epoch's checkpoints are written, so raising there (a sweep pruner stopping a tri
 """
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Iterable
 
 if TYPE_CHECKING:
+    from ..utils.cpu_share import CpuShare
     from .state import TrainState
 
 
@@ -65,3 +67,22 @@ class CallbackList(Callback):
 
     def on_fit_end(self, state, best_metrics):
         self._each("on_fit_end", state, best_metrics)
+
+
+class SharedCores(Callback):
+    """Keeps a CPU training's torch threads at its share of the cores (utils.cpu_share) while other multitask
+    processes come and go: checked at each epoch's start and every `every` seconds of steps."""
+
+    def __init__(self, share: "CpuShare", every: float = 2.0):
+        self.share, self.every, self.last = share, every, time.monotonic()
+
+    def on_epoch_start(self, state, epoch):
+        self._rebalance()
+
+    def on_step_end(self, state):
+        if time.monotonic() - self.last >= self.every:
+            self._rebalance()
+
+    def _rebalance(self) -> None:
+        self.share.rebalance()
+        self.last = time.monotonic()

@@ -32,10 +32,11 @@ from ..runs.resume import load_for_resume
 from ..runs.run_dir import (check_writable, discard_unsaved, find_checkpoint, fold_run_dir, make_run_dir,
                             merge_fold_oof, remove_stale_temp_files, resolve_resume)
 from ..tracking.tracker import Tracker
+from ..utils.cpu_share import CpuShare
 from ..utils.devices import pick_device, resolve_precision
 from ..utils.distributed import DistInfo, broadcast_object, cleanup, init_distributed
 from ..utils.errors import UserError
-from .callbacks import Callback
+from .callbacks import Callback, SharedCores
 from .trainer import Trainer, TrainingStopped
 
 AfterTraining = Callable[[Config, Path], None]
@@ -135,9 +136,15 @@ def fit(cfg: Config, run_dir: Path, info: DistInfo = DistInfo(), ckpt: dict | No
         if removed:
             tracker.print(f"removed {len(removed)} half-written file(s) left by the interrupted run: "
                           f"{', '.join(removed)}")
+    # on the CPU, torch's threads follow how many multitask processes share the cores (utils/cpu_share.py)
+    share = CpuShare().join() if device.type == "cpu" and cfg.train.cpu_threads == "auto" else None
+    if device.type == "cpu" and isinstance(cfg.train.cpu_threads, int):
+        torch.set_num_threads(cfg.train.cpu_threads)
     try:
         trainer = Trainer(cfg=cfg, run_dir=run_dir, info=info, precision=resolve_precision(cfg.train.amp, device),
-                          tracker=tracker, callbacks=callbacks)
+                          tracker=tracker, callbacks=[*callbacks, *([SharedCores(share)] if share else [])])
         return trainer.fit(ckpt)
     finally:
+        if share is not None:
+            share.leave()
         tracker.close()
