@@ -16,6 +16,12 @@ a lost machine) leaves its trial RUNNING: the next worker on the same machine se
 machine after the heartbeat's grace period; the trial is then marked failed and queued again with the same
 parameters, and resumes from its last.pt when that run dir is on the machine that picks it up.
 
+A study is made for one base config (the command's config and overrides with the space's `fixed` values, less the
+keys that only say where data and outputs live) and one space: the first run stamps their digest on it, and a later
+command giving others is refused before any trial, naming the first difference (give another --name for a new
+study). `--seed` seeds the sampler together with the number of trials the study holds, so rerunning the command draws
+new points. Every message shows a --storage URL with its password as ***.
+
 At the end: trials.csv, best.yaml (train it with `multitask train --config runs/<name>/sweep/best.yaml`), PNG plots
 and a table of the best trials (sweep_summary.py).
 """
@@ -169,7 +175,8 @@ def masked(text: str, url: str) -> str:
     except Exception:
         password = None
     text = PASSWORD.sub(r"\g<head>***@", text)
-    return text.replace(str(password), "***") if password else text
+    # the bare password too (a driver may quote it), unless so short that replacing it would garble the words
+    return text.replace(str(password), "***") if password and len(str(password)) >= 4 else text
 
 
 def space_digest(sweep: Sweep, base: Config) -> tuple[str, dict]:
