@@ -93,7 +93,8 @@ def test_first_points_read_as_optuna_stores_them_and_bad_ones_are_one_line(tmp_p
 
 
 @pytest.mark.parametrize("text, message", [
-    ("params:\n  train.lrr: {low: 0.001, high: 0.01}\n", "train.lrr=0.001: .*unknown key 'train.lrr' \(did you mean lr\?\)"),
+    ("params:\n  train.lrr: {low: 0.001, high: 0.01}\n",
+     "train.lrr=0.001: .*unknown key 'train.lrr' \(did you mean lr\?\)"),
     ("params:\n  train.scheduler: {choices: [cosine, cosinee]}\n", "train.scheduler=cosinee: .*invalid choice"),
     ("params:\n  heads.age.loss.fokal: {low: 0.1, high: 1.0}\n", "heads.age.loss.fokal=0.1: .*fokal"),
     ("params:\n  train.lr: {low: 0.01, high: 0.001}\n", "train.lr: low .* must be below high"),
@@ -244,9 +245,10 @@ def test_a_killed_sweep_continues_and_resumes_the_killed_trial(tiny, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_requeued_trial_resumes_only_under_the_resume_rules(tiny, tmp_path):
+def test_a_requeued_trial_resumes_only_under_the_resume_rules(tiny, tmp_path, capsys):
     """A queued retry whose config now differs in a key that may not change on resume (here the batch size, from
-    the command line) fails with that reason instead of silently training on with the new value."""
+    the command line) never trains on with the new value: the command is refused before any trial (the study was
+    made with the other config); with the study's own config the retry resumes."""
     import socket
 
     from multitask.experiments.study import open_study
@@ -257,13 +259,19 @@ def test_a_requeued_trial_resumes_only_under_the_resume_rules(tiny, tmp_path):
     run_sweep(sweep)
     study, _ = open_study(sweep)
     first = study.trials[0]
-    study.enqueue_trial(first.params, user_attrs={"retry_of": 0, "retries": 1, "resume_dir": first.user_attrs["run_dir"],
+    study.enqueue_trial(first.params, user_attrs={"retry_of": 0, "retries": 1,
+                                                  "resume_dir": first.user_attrs["run_dir"],
                                                   "resume_host": socket.gethostname()})
-    run_sweep(Sweep(config=QUICKSTART, space_path=space, trials=2, overrides=tiny + ["train.batch_size=8"],
+    with pytest.raises(UserError, match="was made with another base config or space .config train.batch_size: 16 "
+                                         "then, 8 now"):
+        run_sweep(Sweep(config=QUICKSTART, space_path=space, trials=2, overrides=tiny + ["train.batch_size=8"],
+                        pruner="none"))
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "WAITING"]   # the retry waits, untouched
+    run_sweep(Sweep(config=QUICKSTART, space_path=space, trials=2, overrides=tiny + ["train.epochs=1"],
                     pruner="none"))
     rows = pd.read_csv(sweep.dir / "trials.csv", keep_default_na=False).set_index("number")
-    assert list(rows["state"]) == ["COMPLETE", "FAIL"]
-    assert "train.batch_size 16 -> 8 would change the optimisation" in rows.loc[1, "reason"]
+    assert list(rows["state"]) == ["COMPLETE", "COMPLETE"] and rows.loc[1, "reason"] == "retry of trial 0"
+    assert rows.loc[1, "run_dir"] == str(sweep.dir / "0")
 
 
 @pytest.mark.slow
@@ -344,8 +352,8 @@ def test_the_parent_opens_the_study_once_and_prepares_the_data_its_trials_use(ti
                   "fixed:\n  train.max_steps: 2\n  data.image_size: [32, 32]\n")
     threads = torch.get_num_threads()
     try:
-        out = run_sweep(Sweep(config=QUICKSTART, space_path=space, trials=2, overrides=tiny + ["data.image_size=[40,40]"],
-                              pruner="none", jobs=2))
+        out = run_sweep(Sweep(config=QUICKSTART, space_path=space, trials=2,
+                              overrides=tiny + ["data.image_size=[40,40]"], pruner="none", jobs=2))
     finally:
         torch.set_num_threads(threads)
     assert len(opened) == 1

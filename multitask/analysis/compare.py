@@ -59,6 +59,11 @@ def compare(items: list, *, names: list[str] | None = None, draws: int = 1000, s
             group_by: list[str] | None = None) -> Comparison:
     if len(items) < 2:
         raise UserError("compare: give at least two run dirs or prediction tables")
+    if names is None:
+        same = _given_twice(items)
+        if same:
+            raise UserError(f"compare: {same} is given twice; a table compared with itself differs by 0 everywhere; "
+                            f"give two different runs or tables (or --names a,b to compare it with itself anyway)")
     names = names or default_names(items)
     if len(names) != len(items) or len(set(names)) != len(names):
         raise UserError(f"--names: need {len(items)} distinct names, got {names}")
@@ -114,6 +119,17 @@ def align(loaded: list[tuple[pd.DataFrame, dict[str, Pair]]], names: list[str]):
                 raise UserError(f"{names[0]} and {name} disagree on the truth ({TRUE}{k}) of {int(differ.sum())} "
                                 f"images, e.g. {order[int(np.argmax(differ))]!r}; compare runs on the same labels")
     return order, pairs, first, note
+
+
+def _given_twice(items: list) -> str | None:
+    """The first item named twice (the same file or folder, however it is written), or None."""
+    seen = set()
+    for item in items:
+        key = Path(item).resolve()
+        if key in seen:
+            return str(item)
+        seen.add(key)
+    return None
 
 
 def default_names(items: list) -> list[str]:

@@ -3,10 +3,21 @@
     from multitask.config import load_config
     cfg = load_config("configs/quickstart.yaml", ["train.epochs=3"])
 """
-from .load import ConfigError, finalize, from_dict, load_config, save_config, to_dict
-from .schema import (AugmentConfig, Config, DataConfig, EMAConfig, ModelConfig, SourceConfig, SynthConfig,
-                     TrackingConfig, TrainConfig, WandbConfig, default_heads)
+from .load import ConfigError, finalize, from_dict, load_config, read_yaml, save_config, suggest, to_dict
+from .schema import (
+    AugmentConfig,
+    Config,
+    DataConfig,
+    EMAConfig,
+    ModelConfig,
+    SourceConfig,
+    SynthConfig,
+    TrackingConfig,
+    TrainConfig,
+    WandbConfig,
+    default_heads,
+)
 
 __all__ = ["AugmentConfig", "Config", "ConfigError", "DataConfig", "EMAConfig", "ModelConfig", "SourceConfig",
            "SynthConfig", "TrackingConfig", "TrainConfig", "WandbConfig", "default_heads", "finalize", "from_dict",
-           "load_config", "save_config", "to_dict"]
+           "load_config", "read_yaml", "save_config", "suggest", "to_dict"]

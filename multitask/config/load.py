@@ -44,6 +44,18 @@ class UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+# PyYAML reads YAML 1.1, where a float needs a dot: `lr: 1e-3` would be the string '1e-3'. Everyone writes it (and
+# YAML 1.2 reads it as a number), so exponent floats without a dot resolve as floats too, in every file and override
+# this package reads as YAML (config files, `key=value` overrides, sweep spaces) through `read_yaml`.
+EXPONENT_FLOAT = re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$")
+UniqueKeyLoader.add_implicit_resolver("tag:yaml.org,2002:float", EXPONENT_FLOAT, list("-+0123456789."))
+
+
+def read_yaml(text: str) -> Any:
+    """YAML text as data: safe types only, a key given twice refused, `1e-3` a float (see EXPONENT_FLOAT)."""
+    return yaml.load(text, Loader=UniqueKeyLoader)
+
+
 # --------------------------------------------------------------------------------------------- loading
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     raw: dict[str, Any] = {}
@@ -53,7 +65,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         try:
-            raw = yaml.load(path.read_text(encoding="utf-8"), Loader=UniqueKeyLoader) or {}
+            raw = read_yaml(path.read_text(encoding="utf-8")) or {}
         except UnicodeDecodeError as err:
             raise ConfigError(f"{path}: not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start}); "
                               f"save the config as UTF-8") from None
@@ -87,7 +99,7 @@ def finalize(cfg: Config, where: str = "<config>") -> Config:
     for key, names in (("train.heads", cfg.train.heads or []), ("composite", cfg.composite)):
         for n in names:
             if n not in cfg.heads:
-                raise ConfigError(f"{where}: {key}: unknown head '{n}'{_suggest(n, cfg.heads)}; "
+                raise ConfigError(f"{where}: {key}: unknown head '{n}'{suggest(n, cfg.heads)}; "
                                   f"configured heads: {', '.join(cfg.heads)}")
     if not cfg.trained_heads():
         raise ConfigError(f"{where}: no head to train; configure `heads:` or pass --heads")
@@ -146,7 +158,7 @@ def check_sources(cfg: Config, where: str) -> None:
                               f"source reads {need}")
         for head in source.heads or []:
             if head not in cfg.heads:
-                raise ConfigError(f"{where}: {key}.heads: unknown head '{head}'{_suggest(head, cfg.heads)}; "
+                raise ConfigError(f"{where}: {key}.heads: unknown head '{head}'{suggest(head, cfg.heads)}; "
                                   f"configured heads: {', '.join(cfg.heads)}")
         if source.heads is not None and not source.heads:
             raise ConfigError(f"{where}: {key}.heads: empty list; name the heads it labels, or leave heads out")
@@ -216,7 +228,7 @@ def _apply_override(raw: dict, item: str) -> None:
         raise ConfigError(f"override '{item}': expected key=value, e.g. train.epochs=3")
     key, _, text = item.partition("=")
     try:
-        value = yaml.safe_load(text) if text.strip() else None
+        value = read_yaml(text) if text.strip() else None
     except yaml.YAMLError:
         value = text
     node = raw
@@ -230,7 +242,8 @@ def _apply_override(raw: dict, item: str) -> None:
     node[parts[-1]] = value
 
 
-def _suggest(name: str, choices) -> str:
+def suggest(name: str, choices) -> str:
+    """' (did you mean a, b?)' for the choices that look like `name`, else ''."""
     near = difflib.get_close_matches(name, list(choices), n=3, cutoff=0.5)
     return f" (did you mean {', '.join(near)}?)" if near else ""
 
@@ -245,7 +258,7 @@ def _build(cls, raw: Any, prefix: str, where: str):
     kwargs = {}
     for key, value in raw.items():
         if key not in names:
-            raise ConfigError(f"{where}: unknown key '{prefix}{key}'{_suggest(str(key), names)}; "
+            raise ConfigError(f"{where}: unknown key '{prefix}{key}'{suggest(str(key), names)}; "
                               f"valid keys here: {', '.join(names)}")
         kwargs[key] = _coerce(hints[key], value, f"{prefix}{key}", where)
     return cls(**kwargs)
@@ -270,7 +283,7 @@ def _coerce(tp, value, key: str, where: str):
             value = {False: "off", True: "on"}[value] if ({"off", "on"} & set(args)) else value
         if value not in args:
             choices = [str(a) for a in args]
-            raise ConfigError(f"{where}: {key}: invalid choice {value!r}{_suggest(str(value), choices)}; "
+            raise ConfigError(f"{where}: {key}: invalid choice {value!r}{suggest(str(value), choices)}; "
                               f"choose from {', '.join(choices)}")
         return value
     if origin is list:
@@ -280,6 +293,8 @@ def _coerce(tp, value, key: str, where: str):
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: {key}: expected a mapping, got {value!r}")
+        if dataclasses.is_dataclass(args[1]):
+            _check_entries(args[1], value, key, where)
         return {str(k): _coerce(args[1], v, f"{key}.{k}", where) for k, v in value.items()}
     if tp is Any:
         return value
@@ -301,6 +316,22 @@ def _coerce(tp, value, key: str, where: str):
         if value is None:
             return None
     raise ConfigError(f"{where}: {key}: expected {_type_name(tp)}, got {value!r}")
+
+
+def _check_entries(cls, entries: dict, key: str, where: str) -> None:
+    """Entries of a named mapping (heads) that lack a key no entry can do without (a head's classes): most often a
+    key set on an entry that does not exist (`heads.newhead.weight=0.5`, a typo for a head), so the message names
+    the entry and the known ones rather than the missing argument."""
+    required = [f.name for f in dataclasses.fields(cls)
+                if f.init and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    known = [str(k) for k, v in entries.items() if isinstance(v, dict) and all(r in v for r in required)]
+    noun = "head" if key == "heads" else "entry"
+    for name, entry in entries.items():
+        missing = [r for r in required if r not in entry] if isinstance(entry, dict) else []
+        if missing:
+            raise ConfigError(f"{where}: {key}.{name}: unknown {noun} '{name}'{suggest(str(name), known)}; "
+                              f"configured: {', '.join(known) or 'none'} "
+                              f"(a new {noun} needs {key}.{name}.{missing[0]})")
 
 
 def _type_name(tp) -> str:

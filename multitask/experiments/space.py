@@ -28,6 +28,7 @@ from typing import Any, Callable, TypeVar
 
 import yaml
 
+from ..config import read_yaml
 from ..config.show import flow_yaml
 from ..utils.errors import UserError
 
@@ -90,7 +91,7 @@ def load_space(path: str | Path) -> Space:
     if not path.is_file():
         raise UserError(f"--space {path}: file not found")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = read_yaml(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as err:
         raise UserError(f"--space {path}: not valid YAML ({getattr(err, 'problem', err)})") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("params"), dict) or not raw["params"]:
@@ -199,13 +200,11 @@ def _label(value: Any) -> str:
 def _number(where: str, name: str, value: Any) -> float | None:
     if value is None:
         return None
-    try:   # PyYAML reads 1e-4 (no dot) as a string
-        number = float(value)
-    except (TypeError, ValueError):
-        raise UserError(f"{where}: {name}: expected a number, got {value!r}") from None
-    if isinstance(value, bool) or not math.isfinite(number):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):   # read_yaml reads 1e-4 as a number already
+        raise UserError(f"{where}: {name}: expected a number, got {value!r}")
+    if not math.isfinite(value):
         raise UserError(f"{where}: {name}: expected a finite number, got {value!r}")
-    return number
+    return float(value)
 
 
 def check_space(space: Space, build: Callable[[list[str]], Built]) -> Built:

@@ -16,24 +16,38 @@ a lost machine) leaves its trial RUNNING: the next worker on the same machine se
 machine after the heartbeat's grace period; the trial is then marked failed and queued again with the same
 parameters, and resumes from its last.pt when that run dir is on the machine that picks it up.
 
+A study is made for one base config (the command's config and overrides with the space's `fixed` values, less the
+keys that only say where data and outputs live) and one space: the first run stamps their digest on it, and a later
+command giving others is refused before any trial, naming the first difference (give another --name for a new
+study). `--seed` seeds the sampler together with the number of trials the study holds, so rerunning the command draws
+new points. Every message shows a --storage URL with its password as ***.
+
 At the end: trials.csv, best.yaml (train it with `multitask train --config runs/<name>/sweep/best.yaml`), PNG plots
 and a table of the best trials (sweep_summary.py).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
+import json
+import re
 import socket
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import optuna
 from optuna.trial import TrialState
+from sqlalchemy.engine import make_url
 
 from ..config import Config, load_config
 from ..runs.locks import pid_alive
+from ..runs.resume import what_trains
 from ..train.run import preflight
 from ..utils.errors import UserError
+from ..utils.io import failure_cause
 from .space import Space, load_space
 
 HEARTBEAT_S, GRACE_S = 60, 180      # a trial silent for GRACE_S is taken as dead (another machine's worker)
@@ -59,6 +73,8 @@ class Sweep:
         base = self.build([])
         self.name = self.name or base.name
         self.dir = Path(base.output_dir) / self.name / "sweep"
+        if self.storage is not None:
+            check_storage(self.storage)
         self.storage = self.storage or f"sqlite:///{(self.dir / 'study.db').resolve()}"
 
     def arguments(self) -> dict:
@@ -83,16 +99,122 @@ def open_study(sweep: Sweep, *, worker: int = 0):
         storage = optuna.storages.RDBStorage(sweep.storage, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S,
                                              grace_period=GRACE_S, heartbeat_stale_trial_callback=requeue)
     except Exception as err:   # a bad URL, an unreachable server, a missing driver
-        raise UserError(f"--storage {sweep.storage}: cannot open the study database ({err})") from None
+        raise UserError(f"--storage {shown(sweep.storage)}: cannot open the study database "
+                        f"({masked(str(err), sweep.storage)})") from None
     pruner = {"median": lambda: optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2),
               "halving": lambda: optuna.pruners.SuccessiveHalvingPruner(),
               "hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=1),
               "none": lambda: optuna.pruners.NopPruner()}[sweep.pruner]()
-    seed = None if sweep.seed is None else sweep.seed + worker   # workers with one seed would draw the same points
-    sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
+    sampler = optuna.samplers.TPESampler(seed=sampler_seed(sweep, storage, worker), multivariate=True, group=True,
+                                         constant_liar=True)
     study = optuna.create_study(study_name=sweep.name, storage=storage, direction="maximize", sampler=sampler,
                                 pruner=pruner, load_if_exists=True)
     return study, storage
+
+
+@contextlib.contextmanager
+def storage_errors(sweep: Sweep):
+    """A write the study database refuses (a full disk, a file-size limit, a server gone) ends the sweep with one line
+    naming the database and why, instead of optuna's internal error."""
+    try:
+        yield
+    except optuna.exceptions.StorageInternalError as err:
+        raise storage_failure(sweep, err) from None
+
+
+def storage_failure(sweep: Sweep, err: BaseException) -> UserError:
+    """The one line for optuna's StorageInternalError: which database, and why (a file-size limit, a full disk)."""
+    root = err
+    while root.__cause__ is not None:   # optuna's error <- SQLAlchemy's <- the driver's own words
+        root = root.__cause__
+    local = sweep.storage.startswith("sqlite:///")
+    folder = Path(sweep.storage[len("sqlite:///"):]).parent if local else Path.cwd()
+    return UserError(f"the study database {shown(sweep.storage)} could not be written: "
+                     f"{masked(failure_cause(folder, root), sweep.storage)}; the trials it holds are kept; fix that "
+                     f"and rerun the command to continue")
+
+
+def sampler_seed(sweep: Sweep, storage, worker: int) -> int | None:
+    """--seed, mixed with the worker's number and the trials the study holds already: workers of one seed, and a
+    rerun of the command, would otherwise draw the points drawn before (the sampler's random start repeats)."""
+    if sweep.seed is None:
+        return None
+    try:
+        held = len(storage.get_all_trials(storage.get_study_id_from_name(sweep.name), deepcopy=False))
+    except KeyError:   # a new study
+        held = 0
+    return int(np.random.SeedSequence([sweep.seed, worker, held]).generate_state(1)[0])
+
+
+def check_storage(url: str) -> None:
+    """An in-memory SQLite URL keeps nothing (and its heartbeat thread fails on another connection): refused."""
+    try:
+        parsed = make_url(url)
+    except Exception:   # not a URL at all: opening it says so
+        return
+    memory = parsed.get_backend_name() == "sqlite" and (parsed.database in (None, "", ":memory:")
+                                                        or "mode=memory" in url or ":memory:" in url)
+    if memory:
+        raise UserError(f"--storage {shown(url)}: an in-memory SQLite database keeps no study (nothing would be "
+                        f"saved, and other workers cannot reach it); give a file (sqlite:///path/study.db) or "
+                        f"leave --storage out for runs/<name>/sweep/study.db")
+
+
+PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)[^@\s]*@")
+
+
+def shown(url: str) -> str:
+    """The storage URL as every message shows it: the password replaced by ***."""
+    return PASSWORD.sub(r"\g<head>***@", url)
+
+
+def masked(text: str, url: str) -> str:
+    """`text` (a database driver's error, say) with the URL's password replaced by ***, wherever it appears."""
+    try:
+        password = make_url(url).password
+    except Exception:
+        password = None
+    text = PASSWORD.sub(r"\g<head>***@", text)
+    # the bare password too (a driver may quote it), unless so short that replacing it would garble the words
+    return text.replace(str(password), "***") if password and len(str(password)) >= 4 else text
+
+
+def space_digest(sweep: Sweep, base: Config) -> tuple[str, dict]:
+    """(digest, what it digests) of what a study's trials mean: the base config (the space's fixed values and the
+    command-line overrides in) without the keys that only say where, and the space's params."""
+    params = {p.key: {k: v for k, v in dataclasses.asdict(p).items() if k != "key"} for p in sweep.space.params}
+    what = {"config": what_trains(base), "params": params}
+    text = json.dumps(what, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16], json.loads(text)
+
+
+def check_study(study, sweep: Sweep, base: Config) -> None:
+    """A study is made for one base config and space: stamped with their digest when new, refused (one line naming
+    the first difference) when the command now gives others. Mixing them would compare trials that differ in more
+    than their parameters, or stop mid-way on optuna's changed value space."""
+    digest, what = space_digest(sweep, base)
+    stored = study.user_attrs.get("digest")
+    if stored is None:   # a new study (or one made before studies were stamped)
+        study.set_user_attr("digest", digest)
+        study.set_user_attr("made_with", what)
+        return
+    if stored == digest:
+        return
+    before = study.user_attrs.get("made_with") or {}
+    diff = _first_difference(before, what)
+    raise UserError(f"--name {sweep.name}: the study in {shown(sweep.storage)} was made with another base config or "
+                    f"space{f' ({diff})' if diff else ''}; rerun with the config, overrides and space it was made "
+                    f"with, or give another --name for a new study")
+
+
+def _first_difference(before: dict, now: dict) -> str:
+    for part, what in (("config", "config"), ("params", "space param")):
+        old, new = before.get(part, {}), now.get(part, {})
+        for key in list(dict.fromkeys([*old, *new])):
+            if old.get(key) != new.get(key):
+                show = lambda v: "unset" if v is None else json.dumps(v, default=str)  # noqa: E731
+                return f"{what} {key}: {show(old.get(key))} then, {show(new.get(key))} now"
+    return ""
 
 
 def requeue(study, trial) -> None:

@@ -18,7 +18,7 @@ from ..runs.run_dir import METRICS, find_checkpoint
 from ..train.callbacks import Callback
 from ..train.run import fit
 from ..utils.errors import UserError, one_line
-from .study import Sweep
+from .study import Sweep, storage_failure
 
 
 class OptunaPruning(Callback):
@@ -86,6 +86,8 @@ def objective(sweep: Sweep, *, quiet: bool):
             trial.set_user_attr("interrupted", True)
             raise
         except Exception as err:   # recorded on the trial; the sweep goes on with the next one
+            if isinstance(err, optuna.exceptions.StorageInternalError):   # says which database, and why
+                err = storage_failure(sweep, err)
             trial.set_user_attr("fail_reason", one_line(err))
             raise
     return run

@@ -22,7 +22,7 @@ from rich.console import Console
 from ..data.prepare import prepare_data
 from ..utils.errors import UserError, one_line
 from .space import check_space
-from .study import Sweep, counted, open_study, reap_local, requeue_interrupted
+from .study import Sweep, check_study, counted, open_study, reap_local, requeue_interrupted, shown, storage_errors
 from .summary import summarise, trial_line, trial_rows, write_trials_csv
 from .trial import objective
 
@@ -47,7 +47,7 @@ def work(sweep: Sweep, *, worker: int = 0, console=None, study=None) -> None:
         unexplained[:] = unexplained + [trial.number] if silent else []
         if len(unexplained) >= 3:
             raise UserError(f"trials {', '.join(map(str, unexplained))} failed without recording why (is the study "
-                            f"database {sweep.storage} writable?); stopping")
+                            f"database {shown(sweep.storage)} writable?); stopping")
 
     while True:
         optuna.storages.fail_stale_trials(study)
@@ -64,14 +64,21 @@ def run_sweep(sweep: Sweep, *, console=None) -> Path:
     base = check_space(sweep.space, sweep.build)   # the base config with the space's fixed values
     if sweep.trials < 1 or sweep.jobs < 1:
         raise UserError(f"--trials and --jobs must be >= 1, got {sweep.trials} and {sweep.jobs}")
+    with storage_errors(sweep):
+        return _run_study(sweep, base, console)
+
+
+def _run_study(sweep: Sweep, base, console) -> Path:
+    """run_sweep's part that reads and writes the study."""
+    study, storage = open_study(sweep)   # first: a refused --storage leaves no runs/<name>/sweep/ behind
+    check_study(study, sweep, base)
     sweep.dir.mkdir(parents=True, exist_ok=True)
-    study, storage = open_study(sweep)
     if not study.trials:   # a new study: the space's first points before the sampler's own
         for point in sweep.space.first[:sweep.trials]:
             study.enqueue_trial(point)
     again = reap_local(study, storage) + requeue_interrupted(study)
     done, _ = counted(study)
-    console.print(f"[bold]sweep[/] {sweep.name}: {done} of {sweep.trials} trials so far in {sweep.storage}"
+    console.print(f"[bold]sweep[/] {sweep.name}: {done} of {sweep.trials} trials so far in {shown(sweep.storage)}"
                   + (f"; trial(s) {', '.join(map(str, again))} were cut short and run again" if again else ""),
                   highlight=False, soft_wrap=True)
     children = []
@@ -103,7 +110,9 @@ def spawn_worker(sweep: Sweep, k: int) -> subprocess.Popen:
 def main(argv: list[str]) -> int:
     """A --jobs worker: the sweep's fields as JSON and the worker's number."""
     try:
-        work(Sweep(**json.loads(argv[0])), worker=int(argv[1]))
+        sweep = Sweep(**json.loads(argv[0]))
+        with storage_errors(sweep):
+            work(sweep, worker=int(argv[1]))
     except KeyboardInterrupt:
         return 130
     except Exception as err:   # the parent's terminal shows it, one line as anywhere else

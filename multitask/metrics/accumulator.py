@@ -25,6 +25,33 @@ from ..heads import UNLABELLED, HeadSpec, composite_decode, composite_encode, co
 from .stats import confusion_counts, head_scores, macro_f1
 
 
+def decoded_parts(heads: list[HeadSpec], composite: list[HeadSpec]) -> dict[str, list[HeadSpec]]:
+    """{derived head: its components} for the derived heads whose components are all known (trained or in the
+    composite): their predictions are decoded into the components'."""
+    known = {h.name: h for h in composite} | {h.name: h for h in heads}
+    return {h.name: [known[n] for n in h.derive] for h in heads if h.derive and all(n in known for n in h.derive)}
+
+
+def scored_heads(heads: list[HeadSpec], composite: list[HeadSpec]) -> dict[str, HeadSpec]:
+    """Every head that gets metrics: the trained ones, then the components only a derived head predicts."""
+    specs = {h.name: h for h in heads}
+    for parts in decoded_parts(heads, composite).values():
+        for part in parts:
+            specs.setdefault(part.name, part)
+    return specs
+
+
+def metric_names(heads: list[HeadSpec], composite: list[HeadSpec] | None = None) -> list[str]:
+    """Every key `compute()` can return for these heads (a head without labelled rows leaves its own out): what a
+    monitored metric is checked against before anything trains."""
+    composite = list(composite or [])
+    specs = scored_heads(heads, composite)
+    names = [f"{n}/{k}" for n, h in specs.items() for k in ("acc", "f1", *(f"f1_{c}" for c in h.classes))]
+    if composite and all(h.name in specs for h in composite):
+        names += ["composite/acc", "composite/f1"]
+    return names + ["mean/f1"] + [f"{h.name}/mae_years" for h in heads if h.target == "years"]
+
+
 class MetricAccumulator:
     """Collects softmax probabilities and targets per trained head; computes metrics once per epoch."""
 
@@ -117,19 +144,13 @@ class MetricAccumulator:
         """
         probs, targets = self.probabilities(), self.targets()
         pairs = {h.name: (targets[h.name], probs[h.name].argmax(-1)) for h in self.heads}
-        specs = {h.name: h for h in self.heads}
-        known = {h.name: h for h in self.composite} | specs
-        for head in self.heads:
-            if not head.derive or not all(name in known for name in head.derive):
-                continue
-            parts = [known[name] for name in head.derive]
-            y_true, y_pred = pairs[head.name]
+        for head, parts in decoded_parts(self.heads, self.composite).items():
+            y_true, y_pred = pairs[head]
             true_parts, pred_parts = composite_decode(y_true, parts), composite_decode(y_pred, parts)
             for part in parts:
                 if part.name not in pairs:
                     pairs[part.name] = (true_parts[part.name], pred_parts[part.name])
-                    specs[part.name] = part
-        return pairs, specs
+        return pairs, scored_heads(self.heads, self.composite)
 
     def compute(self) -> dict[str, float]:
         """Flat metrics; a head with no labelled row is left out (no keys) rather than reported as NaN."""

@@ -41,14 +41,21 @@ def check_resume_heads(ckpt: dict, cfg: Config, path: Path) -> None:
                         f"model.backbone {cfg.model.backbone}")
 
 
-# What may differ from the checkpoint's config on --resume: how long to go on, where and what to log, how to load the
-# same data. Anything else (lr, schedule, loss, weighting, augmentation, split, seed, model, ...) would change the
-# optimisation half-way while the restored optimizer and scheduler keep the old values, so it is refused.
-RESUME_MAY_CHANGE = ("train.epochs", "train.early_stop", "train.max_steps", "train.save_every_steps", "train.device",
-                     "train.cpu_threads",
-                     "train.decisions",
-                     "data.num_workers", "data.root", "data.sources.*.root", "data.sources.*.path", "data.cache",
-                     "data.cache_dir", "tracking.*", "name", "output_dir")   # shell-style patterns
+# Keys that say where a run reads, writes and logs, not what it trains (shell-style patterns): two machines holding
+# the same data at other paths train the same thing. A sweep's study digest leaves them out.
+WHERE_NOT_WHAT = ("train.save_every_steps", "train.device", "train.cpu_threads", "train.decisions", "data.num_workers",
+                  "data.root", "data.sources.*.root", "data.sources.*.path", "data.cache", "data.cache_dir", "tracking.*",
+                  "name", "output_dir")
+# What may differ from the checkpoint's config on --resume: how long to go on, and WHERE_NOT_WHAT. Anything else (lr,
+# schedule, loss, weighting, augmentation, split, seed, model, ...) would change the optimisation half-way while the
+# restored optimizer and scheduler keep the old values, so it is refused.
+RESUME_MAY_CHANGE = ("train.epochs", "train.early_stop", "train.max_steps", *WHERE_NOT_WHAT)
+
+
+def what_trains(cfg: Config) -> dict:
+    """The config as flat `a.b.c: value` pairs without WHERE_NOT_WHAT (and config_path): what decides a training."""
+    return {k: v for k, v in _flat(to_dict(cfg)).items()
+            if k != "config_path" and not any(fnmatch.fnmatchcase(k, key) for key in WHERE_NOT_WHAT)}
 
 
 def check_resume_overrides(saved: dict, cfg: Config, path: Path) -> None:

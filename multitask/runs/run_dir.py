@@ -42,9 +42,23 @@ FOLD_DIR = re.compile(r"fold([0-9]+)")   # the names fold_run_dir gives
 
 
 # ----------------------------------------------------------------------------------------------- making
+def run_base(cfg: Config) -> Path:
+    """runs/<name>: the folder a config's numbered run dirs go in."""
+    return Path(cfg.output_dir) / cfg.name
+
+
+def missing_folders(path: Path) -> list[Path]:
+    """`path` and those of its parents that do not exist yet, deepest first: what creating `path` makes."""
+    out, path = [], Path(path).absolute()
+    while not path.exists() and path != path.parent:
+        out.append(path)
+        path = path.parent
+    return out
+
+
 def make_run_dir(cfg: Config) -> Path:
     """runs/<name>/<n> with n one more than the largest existing number (never reuses a folder)."""
-    base = Path(cfg.output_dir) / cfg.name
+    base = run_base(cfg)
     try:
         base.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -79,10 +93,17 @@ def not_writable(run_dir: Path, err: OSError) -> UserError:
                      f"another folder")
 
 
-def discard_unsaved(run_dir: Path) -> None:
-    """Bad input found before the first checkpoint: leave no half-made run dir (config.yaml, empty logs) behind."""
+def discard_unsaved(run_dir: Path, made: tuple[Path, ...] | list[Path] = ()) -> None:
+    """Bad input found before the first checkpoint: leave no half-made run dir (config.yaml, empty logs) behind, nor
+    the folders above it that this run made (`made`, deepest first: runs/<name>/, runs/) while they are empty; one
+    another run has started in meanwhile stays."""
     if run_dir.is_dir() and not any(run_dir.rglob("*.pt")):
         shutil.rmtree(run_dir, ignore_errors=True)
+        for folder in made:
+            try:
+                folder.rmdir()
+            except OSError:   # not empty (another run's), or gone already
+                break
 
 
 def remove_stale_temp_files(run_dir: Path) -> list[str]:

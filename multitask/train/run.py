@@ -29,8 +29,18 @@ from ..model.net import check_backbone
 from ..runs.checkpoint import checkpoint_config, load_checkpoint
 from ..runs.locks import RunDirLock
 from ..runs.resume import load_for_resume
-from ..runs.run_dir import (check_writable, discard_unsaved, find_checkpoint, fold_run_dir, make_run_dir,
-                            merge_fold_oof, remove_stale_temp_files, resolve_resume)
+from ..runs.run_dir import (
+    check_writable,
+    discard_unsaved,
+    find_checkpoint,
+    fold_run_dir,
+    make_run_dir,
+    merge_fold_oof,
+    missing_folders,
+    remove_stale_temp_files,
+    resolve_resume,
+    run_base,
+)
 from ..tracking.tracker import Tracker
 from ..utils.cpu_share import CpuShare
 from ..utils.devices import pick_device, resolve_precision
@@ -38,6 +48,7 @@ from ..utils.distributed import DistInfo, broadcast_object, cleanup, init_distri
 from ..utils.errors import UserError
 from .callbacks import Callback, SharedCores
 from .trainer import Trainer, TrainingStopped
+from .validate import check_monitor
 
 AfterTraining = Callable[[Config, Path], None]
 
@@ -65,6 +76,7 @@ def preflight(cfg: Config) -> None:
     check_backbone(cfg.model.backbone)
     for head in cfg.trained_heads():
         HeadLoss(spec=head)   # raises on an unknown loss name
+    check_monitor(cfg)
     weights = cfg.model.pretrained
     if isinstance(weights, str) and weights.strip() and not Path(weights).expanduser().is_file():
         raise UserError(f"model.pretrained: weights file not found: {weights}; give an existing .pth/.safetensors "
@@ -77,6 +89,7 @@ def run_training(cfg: Config, *, resume: str | None = None, all_folds: bool = Fa
     `after(cfg, run_dir)` runs on rank 0 once every fold is trained (the k-fold parent's merged oof.csv is there)."""
     info = init_distributed(cfg.train.device)
     fresh: Path | None = None   # a run dir made by this call: removed again when it stops before any save
+    made: list[Path] = []       # the folders above it that this call made (runs/<name>/): removed with it if empty
     lock: RunDirLock | None = None   # one training process per run dir (rank 0 holds it for the job)
     try:
         preflight(cfg)
@@ -89,6 +102,7 @@ def run_training(cfg: Config, *, resume: str | None = None, all_folds: bool = Fa
                 raise UserError(f"--resume {resume} --folds all: expected the k-fold run dir (holding fold0/, "
                                 f"fold1/, ...)")
             if run_dir is None:
+                made = missing_folders(run_base(cfg)) if info.is_main else []
                 run_dir = fresh = broadcast_object(make_run_dir(cfg) if info.is_main else None, info)
         lock = RunDirLock(run_dir).acquire() if info.is_main else None
         if all_folds:
@@ -100,7 +114,7 @@ def run_training(cfg: Config, *, resume: str | None = None, all_folds: bool = Fa
         return run_dir
     except BaseException as err:   # whatever stopped it (bad input, a bug, Ctrl-C); a NaN stop keeps its run to inspect
         if fresh is not None and info.is_main and not isinstance(err, TrainingStopped):
-            discard_unsaved(fresh)
+            discard_unsaved(fresh, made)
         raise
     finally:
         if lock is not None:

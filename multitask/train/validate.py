@@ -12,14 +12,15 @@ import pandas as pd
 import torch
 import torch.distributed as dist
 
-from ..config import Config
+from ..config import Config, suggest
 from ..data.prepare import TrainingData
 from ..heads import expand_derived, expand_targets, years_source
-from ..metrics.accumulator import MetricAccumulator
+from ..metrics.accumulator import MetricAccumulator, metric_names
 from ..metrics.table import build_table
 from ..tracking.tracker import Tracker
 from ..utils.devices import Precision
 from ..utils.distributed import DistInfo
+from ..utils.errors import UserError
 from ..utils.io import write_csv
 
 
@@ -53,6 +54,29 @@ def evaluate(model, loader, criterion, heads, cfg: Config, precision: Precision)
     metrics.update({f"val/{h.name}/loss": losses[k] for k, h in enumerate(heads)})
     model.train(was_training)
     return metrics, scores
+
+
+def val_metric_names(cfg: Config) -> list[str]:
+    """Every validation key a run of this config can log (evaluate's, then source_metrics' per validated source when
+    there are several). A source labelling fewer heads logs fewer of its keys: that shows only in the data, and the
+    trainer checks the monitored value again at the first validation."""
+    heads = cfg.trained_heads()
+    keys = metric_names(heads, cfg.composite_heads())
+    names = [f"val/{k}" for k in keys] + [f"val/{h.name}/loss" for h in heads]
+    sources = cfg.data.resolved_sources()
+    if len(sources) > 1:
+        names += [f"val/{name}/{k}" for name, source in sources.items() if source.val for k in keys]
+    return names
+
+
+def check_monitor(cfg: Config) -> None:
+    """train.monitor names a metric the heads will log: a typo (or a sweep choice never logged) stops before any
+    training instead of after the first epoch."""
+    monitor, names = cfg.monitored_metric(), val_metric_names(cfg)
+    if monitor not in names:
+        main = [n for n in names if "/f1_" not in n]
+        raise UserError(f"train.monitor: '{monitor}' is not a metric this run logs{suggest(monitor, names)}; "
+                        f"choose from {', '.join(main)} (or val/<head>/f1_<class>)")
 
 
 # --------------------------------------------------------------------------------------------------- outputs
