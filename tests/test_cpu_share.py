@@ -9,7 +9,10 @@ import pytest
 import torch
 
 from multitask.config import load_config
-from multitask.utils.cpu_share import CpuShare
+from multitask.train.callbacks import Callback
+from multitask.train.run import fit
+from multitask.utils import cpu_share
+from multitask.utils.cpu_share import CpuShare, machine_cores
 from multitask.utils.errors import UserError
 
 CHILD = textwrap.dedent("""
@@ -62,3 +65,28 @@ def test_cpu_threads_is_auto_or_a_count(value, message):
     assert load_config(None, []).train.cpu_threads == "auto"
     with pytest.raises(UserError, match=message):
         load_config(None, [f"train.cpu_threads={value}"])
+
+
+class Threads(Callback):
+    def on_epoch_start(self, state, epoch):
+        self.seen = torch.get_num_threads()
+
+
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_a_cpu_training_beside_another_takes_half_the_cores_unless_deterministic(tiny_cfg, tmp_path, monkeypatch,
+                                                                                threads, deterministic):
+    monkeypatch.setattr(cpu_share, "default_folder", lambda: tmp_path / "share")
+    (tmp_path / "share").mkdir()
+    torch.set_num_threads(machine_cores())
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(tmp_path / "share")], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)   # another training's registration
+    try:
+        child.stdout.readline()
+        seen = Threads()
+        fit(tiny_cfg(f"deterministic={str(deterministic).lower()}", "train.max_steps=1"), tmp_path / "run",
+            callbacks=[seen])
+    finally:
+        child.kill()
+        child.wait()
+    assert seen.seen == (machine_cores() if deterministic else max(1, machine_cores() // 2))
+    assert [p.name for p in (tmp_path / "share").iterdir()] == [str(child.pid)]   # this one left on its way out

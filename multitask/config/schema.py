@@ -148,7 +148,7 @@ class TrainConfig:
     max_steps: int | None = None              # stop after N optimizer steps (smoke tests, benchmarks)
     device: str = "auto"
     # CPU intra-op threads: auto = this machine's cores shared among the multitask processes running now
-    # (utils/cpu_share.py: two trainings at once each take half), or a fixed count
+    # (utils/cpu_share.py: two trainings at once each take half; with deterministic: true, torch's own count), or N
     cpu_threads: Union[Literal["auto"], int] = "auto"
     decisions: Literal["auto", "off"] = "auto"  # auto: fit tuned decisions (decisions.py) on the OOF at the end
 

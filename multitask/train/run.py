@@ -150,8 +150,10 @@ def fit(cfg: Config, run_dir: Path, info: DistInfo = DistInfo(), ckpt: dict | No
         if removed:
             tracker.print(f"removed {len(removed)} half-written file(s) left by the interrupted run: "
                           f"{', '.join(removed)}")
-    # on the CPU, torch's threads follow how many multitask processes share the cores (utils/cpu_share.py)
-    share = CpuShare().join() if device.type == "cpu" and cfg.train.cpu_threads == "auto" else None
+    # on the CPU, torch's threads follow how many multitask processes share the cores (utils/cpu_share.py); not for
+    # a deterministic run: the thread count changes the last digits of a CPU training, so it keeps torch's own
+    share = (CpuShare().join() if device.type == "cpu" and cfg.train.cpu_threads == "auto" and not cfg.deterministic
+             else None)
     if device.type == "cpu" and isinstance(cfg.train.cpu_threads, int):
         torch.set_num_threads(cfg.train.cpu_threads)
     try:
