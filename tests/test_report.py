@@ -113,7 +113,7 @@ def test_html_has_every_section_and_embeds_its_images(run):
     for section in ["contents", "summary", "head-mask", "head-gender", "head-age", "head-age-confusion",
                     "head-age-classes", "head-age-pairs", "head-age-worst", "head-age-calibration", "composite",
                     "composite-confusion", "composite-blame", "age", "age-years", "age-threshold", "breakdowns",
-                    "breakdown-race", "breakdown-gender", "label-noise"]:
+                    "breakdown-race", "breakdown-gender", "label-issues", "label-issues-gender"]:
         assert f'id="{section}"' in html, section
         assert f"(#{section})" in (out / "report.md").read_text() or section == "contents"
     images = re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", html)
@@ -127,16 +127,27 @@ def test_html_has_every_section_and_embeds_its_images(run):
     assert thumb is not None and thumb.shape[0] == 72
 
 
-def test_label_noise_lists_the_flipped_label(run):
+def test_label_issues_rank_the_flipped_label_first(run):
     _, out, table, *_ = run
-    suspects = pd.read_csv(out / "label_noise_suspects.csv", dtype=str, keep_default_na=False)
-    assert list(suspects.columns) == ["id", "field", "value", "image"]
-    row = suspects[(suspects["id"] == table["group"][FLIPPED]) & (suspects["field"] == "gender")]
+    suggested = pd.read_csv(out / "label_fixes_suggested.csv", dtype=str, keep_default_na=False)
+    assert list(suggested.columns) == ["id", "field", "value", "image"]
+    row = suggested[(suggested["id"] == table["group"][FLIPPED]) & (suggested["field"] == "gender")]
     assert row["value"].tolist() == ["female"]
     assert row["image"].tolist() == [table["stem"][FLIPPED]]
-    numbers = json.loads((out / "report.json").read_text())["label_noise"]
-    assert numbers["count"] >= 1 and all(s["confidence"] >= 0.9 for s in numbers["suspects"])
-    assert f"img{FLIPPED:03d}" in (out / "report.html").read_text()
+    report = json.loads((out / "report.json").read_text())
+    numbers = report["label_issues"]
+    gender = numbers["heads"]["gender"]["issues"]
+    # p(male) = 0.02 against a male label: the least believable label of the head, so ranked first
+    assert gender[0]["image_id"] == f"img{FLIPPED:03d}" and gender[0]["p_label"] == pytest.approx(0.02)
+    assert gender[0]["suggested"] == "female" and gender[0]["rank"] == 1
+    for head in numbers["heads"].values():
+        assert [r["p_label"] for r in head["issues"]] == sorted(r["p_label"] for r in head["issues"])
+        assert all(r["label"] != r["suggested"] for r in head["issues"])
+    assert numbers["count"] == sum(len(h["issues"]) for h in numbers["heads"].values()) >= 1
+    assert numbers["csv_rows"] == len(suggested) and "age" not in set(suggested["field"])  # age fixes take years
+    assert key_numbers(report)["label_issues/count"] == numbers["count"]
+    html = (out / "report.html").read_text()
+    assert f"img{FLIPPED:03d}" in html and f"{numbers['count']:,} label-issue candidates" in html
 
 
 def test_breakdown_and_age_numbers(run):

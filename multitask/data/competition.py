@@ -37,6 +37,7 @@ MAX_AGE = 150   # years; beyond it a folder's age is a typo (and 20 digits overf
 FOLDER_PATTERN = "<id>_<gender>_<race>_<age>, e.g. 000001_female_Asian_45"
 TRAIN_COLUMNS = ("id", "gender", "race", "age", "path")
 FIX_FIELDS = ("gender", "age", "race", "mask")
+FIX_COLUMNS = ("id", "field", "value", "image")   # a label-fixes CSV; image is optional
 SWAP = "swap_incorrect_normal"
 COLUMNS = ["path", "id", "group", "gender", "race", "age", "mask", "stem", "folder"]
 
@@ -221,36 +222,40 @@ def read_label_fixes(path: str | os.PathLike) -> list[LabelFix]:
     missing = [c for c in ("id", "field", "value") if c not in table.columns]
     if missing:
         raise UserError(f"{path}: missing column(s) {', '.join(missing)}; expected id,field,value[,image]")
-    fixes = []
-    for line, row in enumerate(table.to_dict("records"), start=2):
-        person_id, key, value = row["id"].strip(), row["field"].strip().lower(), row["value"].strip()
-        image = (row.get("image") or "").strip().lower() or None
-        where = f"{path} line {line}"
-        if not person_id:
-            raise UserError(f"{where}: empty id")
-        if key not in FIX_FIELDS:
-            raise UserError(f"{where}: unknown field {row['field']!r}; expected one of {', '.join(FIX_FIELDS)}")
-        if key == "gender" and value.lower() not in GENDERS:
-            raise UserError(f"{where}: gender value {value!r}; expected male or female")
-        if key == "gender":
-            value = value.lower()
-        if key == "age":
-            if whole_number(value) is None or whole_number(value) > MAX_AGE:
-                raise UserError(f"{where}: age value {value!r}; expected a non-negative whole number of years "
-                                f"up to {MAX_AGE}")
-            value = int(value)
-        if key == "mask" and value not in (*MASK_CLASSES, SWAP):
-            raise UserError(f"{where}: mask value {value!r}; expected one of {', '.join(MASK_CLASSES)} or {SWAP}")
-        if key == "race" and not value:
-            raise UserError(f"{where}: empty race value")
-        if image is not None:
-            image = os.path.splitext(image)[0]
-            if image not in MASK_BY_STEM:
-                raise UserError(f"{where}: image {row['image']!r}; expected empty or one of {', '.join(MASK_BY_STEM)}")
-            if value == SWAP:
-                raise UserError(f"{where}: {SWAP} applies to a person; leave the image column empty")
-        fixes.append(LabelFix(id=person_id, field=key, value=value, image=image, line=line))
-    return fixes
+    return [parse_label_fix(row, where=f"{path} line {line}", line=line)
+            for line, row in enumerate(table.to_dict("records"), start=2)]
+
+
+def parse_label_fix(row: dict, *, where: str, line: int = 0) -> LabelFix:
+    """One row of a label-fixes CSV (strings id, field, value[, image]) checked and normalised; `where` starts the
+    message of the UserError a bad row raises. The report's suggested fixes go through this too, so every row it
+    writes is one that data.label_fixes accepts."""
+    person_id, key, value = row["id"].strip(), row["field"].strip().lower(), row["value"].strip()
+    image = (row.get("image") or "").strip().lower() or None
+    if not person_id:
+        raise UserError(f"{where}: empty id")
+    if key not in FIX_FIELDS:
+        raise UserError(f"{where}: unknown field {row['field']!r}; expected one of {', '.join(FIX_FIELDS)}")
+    if key == "gender" and value.lower() not in GENDERS:
+        raise UserError(f"{where}: gender value {value!r}; expected male or female")
+    if key == "gender":
+        value = value.lower()
+    if key == "age":
+        if whole_number(value) is None or whole_number(value) > MAX_AGE:
+            raise UserError(f"{where}: age value {value!r}; expected a non-negative whole number of years "
+                            f"up to {MAX_AGE}")
+        value = int(value)
+    if key == "mask" and value not in (*MASK_CLASSES, SWAP):
+        raise UserError(f"{where}: mask value {value!r}; expected one of {', '.join(MASK_CLASSES)} or {SWAP}")
+    if key == "race" and not value:
+        raise UserError(f"{where}: empty race value")
+    if image is not None:
+        image = os.path.splitext(image)[0]
+        if image not in MASK_BY_STEM:
+            raise UserError(f"{where}: image {row['image']!r}; expected empty or one of {', '.join(MASK_BY_STEM)}")
+        if value == SWAP:
+            raise UserError(f"{where}: {SWAP} applies to a person; leave the image column empty")
+    return LabelFix(id=person_id, field=key, value=value, image=image, line=line)
 
 
 def apply_label_fixes(frame: pd.DataFrame, fixes: list[LabelFix]) -> tuple[int, list[str]]:

@@ -5,8 +5,9 @@
     multitask report runs/quickstart/1 --log wandb,tensorboard           # also push figures and numbers to trackers
     python scripts/error_report.py runs/quickstart/1 --out /tmp/report
 
-Writes report.html (self-contained), report.md (+ PNG files), report.json (every number) and label_noise_suspects.csv
-(label-fix format id,field,value,image) into the output folder. Input is the predictions table of
+Writes report.html (self-contained), report.md (+ PNG files), report.json (every number) and
+label_fixes_suggested.csv (cleanlab's label issues in the data.label_fixes format id,field,value,image) into the
+output folder. Input is the predictions table of
 `multitask.metrics.table`; anything that cannot be computed (a head without labels, no ages in years, no metadata) is
 skipped and named in the page, so a report always comes out.
 """
@@ -30,32 +31,28 @@ from .crops import analyse_crops
 from .heads import analyse_head
 from .html import Figure, Section, Table, render_html, render_markdown
 from .inputs import load_predictions
-from .noise import analyse_label_noise
+from .label_issues import CSV as SUGGESTED_FIXES
+from .label_issues import analyse_label_issues
 from .predictions import Predictions
 from .summary import fill_summary, key_numbers, summary_cards
 
-NOISE_THRESHOLD = 0.9
 TRACKERS = ("wandb", "tensorboard")
-SUSPECTS = "label_noise_suspects.csv"
 
 
 # ----------------------------------------------------------------------------------------------------- entry point
-def build_report(*, run_dir=None, pred=None, gt=None, out=None, data=None, log=(),
-                 noise_threshold: float = NOISE_THRESHOLD) -> Path:
+def build_report(*, run_dir=None, pred=None, gt=None, out=None, data=None, log=()) -> Path:
     """Analyse one predictions table and write the report folder; returns the folder."""
     unknown = [t for t in log if t not in TRACKERS]
     if unknown:
         raise UserError(f"--log {','.join(log)}: unknown tracker(s) {', '.join(unknown)}; "
                         f"choose from wandb,tensorboard")
-    if not 0.5 <= noise_threshold < 1:
-        raise UserError(f"noise_threshold {noise_threshold}: expected a probability in [0.5, 1)")
     p, default_out = load_predictions(run_dir=run_dir, pred=pred, gt=gt, data=data)
     out = Path(out) if out else default_out
     out.mkdir(parents=True, exist_ok=True)
     # relative image paths: against the working folder, then the data root, then the table's own folder
     thumbs = figs.Thumbnails(roots=(*((data,) if data else ()), p.source.parent))
     crops_of = Path(run_dir) if run_dir and not pred else None   # data.crop: what the model saw
-    numbers, sections = analyse(p, thumbs, noise_threshold, crops_of)
+    numbers, sections = analyse(p, thumbs, crops_of)
     title = "Error report: " + (f"{crops_of.resolve().parent.name}/{crops_of.resolve().name}" if crops_of
                                 else p.source.name)
     write_report(out, title, f"{len(p.table):,} images from {p.source}", sections, numbers)
@@ -66,15 +63,15 @@ def build_report(*, run_dir=None, pred=None, gt=None, out=None, data=None, log=(
     return out
 
 
-def analyse(p: Predictions, thumbs, noise_threshold: float, run_dir: Path | None) -> tuple[dict, list[Section]]:
-    """(report.json's numbers, the page's sections): summary, each head, composite, age, breakdowns, label noise,
-    crops (a run dir's), and what was skipped. The label-noise suspects travel as numbers["label_noise"]["table"]."""
+def analyse(p: Predictions, thumbs, run_dir: Path | None) -> tuple[dict, list[Section]]:
+    """(report.json's numbers, the page's sections): summary, each head, composite, age, breakdowns, label issues,
+    crops (a run dir's), and what was skipped. The suggested label fixes travel as numbers["label_issues"]["table"]."""
     numbers: dict = {"source": str(p.source), "images": len(p.table), "heads": {}, "skipped": p.notes}
     sections = [summary := Section(id="summary", title="Summary")]
     analyses = [(f"heads/{h.name}", lambda h=h: analyse_head(p, h, thumbs)) for h in p.heads]
     analyses += [("composite", lambda: analyse_composite(p)), ("age", lambda: analyse_age(p)),
                  ("breakdowns", lambda: analyse_breakdowns(p)),
-                 ("label_noise", lambda: analyse_label_noise(p, thumbs, noise_threshold))]
+                 ("label_issues", lambda: analyse_label_issues(p, thumbs))]
     if run_dir is not None:
         analyses.append(("crops", lambda: analyse_crops(run_dir, p.table["path"].astype(str).tolist(), thumbs)))
     for key, run in analyses:
@@ -99,9 +96,9 @@ def analyse(p: Predictions, thumbs, noise_threshold: float, run_dir: Path | None
 
 
 def write_report(out: Path, title: str, subtitle: str, sections: list[Section], numbers: dict) -> None:
-    """report.html, report.md (+ its PNGs), report.json and the suspects CSV, each written atomically."""
+    """report.html, report.md (+ its PNGs), report.json and the suggested label fixes, each written atomically."""
     cards = summary_cards(numbers)
-    write_csv(numbers["label_noise"].pop("table"), out / SUSPECTS)
+    write_csv(numbers["label_issues"].pop("table"), out / SUGGESTED_FIXES)
     write_text(out / "report.html", render_html(title, sections, subtitle=subtitle, cards=cards))
     write_text(out / "report.md", render_markdown(title, sections, out, subtitle=subtitle, cards=cards))
     write_text(out / "report.json", json.dumps(jsonable(numbers), indent=1))

@@ -39,8 +39,9 @@ def fill_summary(section: Section, p: Predictions, numbers: dict) -> None:
                      f"macro F1 by {t['gain']:+.3f} on these predictions (see Age).")
     if p.notes:
         section.note(f"{len(p.notes)} part(s) skipped or with caveats: see Skipped and caveats at the end.")
-    noise = numbers["label_noise"]
-    section.text(f"{noise['count']:,} label-noise suspects at p ≥ {noise['threshold']:g} (see Label-noise suspects).")
+    issues = numbers["label_issues"]
+    section.text(f"{issues['count']:,} label-issue candidates found by cleanlab, {issues['csv_rows']:,} of them in "
+                 f"{issues['csv']} (see Label issues).")
 
 
 def summary_cards(numbers: dict) -> list[tuple[str, str]]:
@@ -48,7 +49,7 @@ def summary_cards(numbers: dict) -> list[tuple[str, str]]:
     if "composite" in numbers:
         cards.append(("composite macro F1", fmt(numbers["composite"]["f1"])))
     cards += [(f"{name} macro F1", fmt(h["f1"])) for name, h in numbers["heads"].items()]
-    cards.append(("label-noise suspects", f"{numbers['label_noise']['count']:,}"))
+    cards.append(("label issues", f"{numbers['label_issues']['count']:,}"))
     return cards
 
 
@@ -61,5 +62,5 @@ def key_numbers(numbers: dict) -> dict[str, float]:
     if "threshold" in numbers.get("age", {}):
         t, name = numbers["age"]["threshold"], numbers["age"]["head"]
         out |= {f"{name}/best_bias": t["best_bias"], f"{name}/bias_gain": t["gain"]}
-    out["label_noise/count"] = numbers["label_noise"]["count"]
+    out["label_issues/count"] = numbers["label_issues"]["count"]
     return out
