@@ -13,8 +13,9 @@ pruner (median, successive halving, hyperband) stops weak trials from their per-
 `--trials N` is the study's size: a worker starts another trial while fewer than N are finished or running (failed
 trials count when their config was bad; `--jobs J` may overshoot by up to J-1). A worker killed mid-trial (kill -9,
 a lost machine) leaves its trial RUNNING: the next worker on the same machine sees the dead process at once, another
-machine after the heartbeat's grace period; the trial is then marked failed and queued again with the same
-parameters, and resumes from its last.pt when that run dir is on the machine that picks it up.
+machine after the heartbeat's grace period (180 s; the environment's MULTITASK_SWEEP_GRACE_S=N makes it N, with a
+beat every N/3 s); the trial is then marked failed and queued again with the same parameters, and resumes from its
+last.pt when that run dir is on the machine that picks it up.
 
 A study is made for one base config (the command's config and overrides with the space's `fixed` values, less the
 keys that only say where data and outputs live) and one space: the first run stamps their digest on it, and a later
@@ -31,8 +32,10 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import os
 import re
 import socket
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +43,7 @@ from pathlib import Path
 import numpy as np
 import optuna
 from optuna.trial import TrialState
+from sqlalchemy import exc as sqlalchemy_exc
 from sqlalchemy.engine import make_url
 
 from ..config import Config, load_config
@@ -51,6 +55,8 @@ from ..utils.io import failure_cause
 from .space import Space, load_space
 
 HEARTBEAT_S, GRACE_S = 60, 180      # a trial silent for GRACE_S is taken as dead (another machine's worker)
+GRACE_ENV = "MULTITASK_SWEEP_GRACE_S"   # a shorter grace period (tests, a cluster that wants dead workers seen sooner)
+SCHEMA_TRIES = 5                    # opening a fresh server database while other workers make its tables
 MAX_RETRIES = 2                     # a trial killed this often is left failed (it may be what kills its worker)
 PRUNERS = ("median", "halving", "hyperband", "none")
 
@@ -95,9 +101,9 @@ def open_study(sweep: Sweep, *, worker: int = 0):
     if sweep.storage.startswith("sqlite:///"):
         Path(sweep.storage[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     kwargs = {"connect_args": {"timeout": 60}} if sweep.storage.startswith("sqlite") else {}
+    heartbeat, grace = heartbeat_timing()
     try:
-        storage = optuna.storages.RDBStorage(sweep.storage, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S,
-                                             grace_period=GRACE_S, heartbeat_stale_trial_callback=requeue)
+        storage = _rdb_storage(sweep.storage, kwargs, heartbeat, grace)
     except Exception as err:   # a bad URL, an unreachable server, a missing driver
         raise UserError(f"--storage {shown(sweep.storage)}: cannot open the study database "
                         f"({masked(str(err), sweep.storage)})") from None
@@ -110,6 +116,32 @@ def open_study(sweep: Sweep, *, worker: int = 0):
     study = optuna.create_study(study_name=sweep.name, storage=storage, direction="maximize", sampler=sampler,
                                 pruner=pruner, load_if_exists=True)
     return study, storage
+
+
+def _rdb_storage(url: str, engine_kwargs: dict, heartbeat: int, grace: int):
+    """optuna's storage on `url`. Workers started at once on an empty database server all create optuna's tables,
+    and all but one fail on the other's (a duplicate type or table): those try again, finding the tables made."""
+    for attempt in range(SCHEMA_TRIES):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat,
+                                              grace_period=grace, heartbeat_stale_trial_callback=requeue)
+        except (sqlalchemy_exc.IntegrityError, sqlalchemy_exc.ProgrammingError):
+            if attempt == SCHEMA_TRIES - 1 or url.startswith("sqlite"):   # SQLite has no such race: a real error
+                raise
+            time.sleep(0.2 * (attempt + 1))
+
+
+def heartbeat_timing() -> tuple[int, int]:
+    """(heartbeat interval, grace period) in seconds: 60 and 180, or GRACE_ENV's grace with a beat a third as long
+    (a worker then misses two beats before its trial is taken as dead)."""
+    text = os.environ.get(GRACE_ENV, "").strip()
+    if not text:
+        return HEARTBEAT_S, GRACE_S
+    if not text.isdigit() or int(text) < 3:
+        raise UserError(f"{GRACE_ENV}={text}: expected a whole number of seconds, at least 3 (the default is "
+                        f"{GRACE_S})")
+    grace = int(text)
+    return min(HEARTBEAT_S, grace // 3), grace
 
 
 @contextlib.contextmanager
