@@ -2,6 +2,7 @@
 
     python scripts/bench_concurrent.py                      # 2 copies, 40 synthetic people at 64x48, 2 epochs
     python scripts/bench_concurrent.py --copies 3 --epochs 3 --repeats 2
+    python scripts/bench_concurrent.py --as-quickstart --people 160 --height 96 --width 72 --epochs 8   # the command
 
   sequential   the N trainings one after the other (wall time of all N)
   together     the N started at once, train.cpu_threads: auto (each takes its share of the cores)
@@ -30,14 +31,15 @@ def trainings(work: Path, copies: int, args, extra: list[str]) -> list[list[str]
     base = [sys.executable, "-m", "multitask", "train", "--config", str(ROOT / "configs" / "quickstart.yaml"),
             f"data.root={work / 'data'}", "data.synthesize_if_missing=false", f"data.image_size=[{args.height},"
             f"{args.width}]", f"train.epochs={args.epochs}", f"data.num_workers={args.workers}",
-            "tracking.tensorboard=false", "tracking.wandb.mode=disabled", "tracking.progress=false",
-            "train.decisions=off"]
+            "tracking.progress=false"]
+    if not args.as_quickstart:   # the training loop alone: no trackers, no decisions search at the end
+        base += ["tracking.tensorboard=false", "tracking.wandb.mode=disabled", "train.decisions=off"]
     return [base + [f"output_dir={work / f'runs{i}'}", f"data.cache_dir={work / f'cache{i}'}"] + extra
             for i in range(copies)]
 
 
 def wall(commands: list[list[str]], together: bool) -> float:
-    env = {**os.environ, "WANDB_MODE": "disabled", "MPLBACKEND": "Agg"}
+    env = {**os.environ, "MPLBACKEND": "Agg", "WANDB_SILENT": "true"}
     start = time.perf_counter()
     if together:
         procs = [subprocess.Popen(c, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for c in commands]
@@ -62,6 +64,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--workers", type=int, default=2, help="data.num_workers of each training")
     ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--as-quickstart", action="store_true",
+                    help="keep the quickstart's TensorBoard, offline wandb and decisions search (the whole command)")
     args = ap.parse_args()
     cores = len(os.sched_getaffinity(0))
     with tempfile.TemporaryDirectory() as tmp:
