@@ -9,6 +9,7 @@
 # the password is a throwaway one for a loopback-only test server (MULTITASK_PG_PASSWORD sets another: URL-safe
 # characters, as it goes into the URL as it is).
 set -euo pipefail
+export PATH="$PATH:/usr/sbin:/sbin"   # runuser and friends live there, outside a plain user's PATH
 DB_USER=${MULTITASK_PG_USER:-multitask}
 DB_NAME=${MULTITASK_PG_DB:-multitask_test}
 DB_PASSWORD=${MULTITASK_PG_PASSWORD:-multitask-test-only}
