@@ -206,7 +206,7 @@ def masked(text: str, url: str) -> str:
         password = make_url(url).password
     except Exception:
         password = None
-    text = PASSWORD.sub(r"\g<head>***@", text)
+    text = shown(text)   # every URL in it
     # the bare password too (a driver may quote it), unless so short that replacing it would garble the words
     return text.replace(str(password), "***") if password and len(str(password)) >= 4 else text
 
