@@ -1,7 +1,8 @@
-"""Command line: `multitask {train,predict,export,report,synth,sweep,compare,tune-decisions,config show}`.
+"""Command line: `multitask {train,distill,predict,export,report,synth,sweep,compare,tune-decisions,config show}`.
 
     multitask synth --out data/synthetic --people 60 --size 96x128
     multitask train --config configs/quickstart.yaml --heads mask,gender,age train.epochs=3
+    multitask distill --teacher runs/kfold/1 --config configs/quickstart.yaml name=student
     multitask predict --ckpt runs/quickstart/1 --data data/synthetic --out out/ --tta identity,hflip \\
         --gt data/synthetic/eval/gt.csv
     multitask export runs/quickstart/1 --format onnx
@@ -24,6 +25,7 @@ import os
 import sys
 import textwrap
 
+from .cli_examples import EXAMPLES
 from .utils.errors import UserError, one_line
 
 EXPORT_HELP = """Export a checkpoint for deployment without this package.
@@ -41,74 +43,6 @@ def _size(text: str) -> tuple[int, int]:
     if w < 8 or h < 8:
         raise argparse.ArgumentTypeError(f"size must be at least 8x8, got {text!r}")
     return w, h
-
-
-# the last lines of each --help: commands that work from a checkout (the quickstart's data and run dir)
-EXAMPLES = {
-    "multitask": """
-  multitask train --config configs/quickstart.yaml
-  multitask predict --ckpt runs/quickstart/1 --data data/synthetic --out out/quickstart
-  multitask report runs/quickstart/1
-  multitask config show --config configs/quickstart.yaml""",
-    "train": """
-  multitask train --config configs/quickstart.yaml
-  multitask train --config configs/quickstart.yaml --heads age train.epochs=3 name=age_only
-  multitask train --config configs/quickstart.yaml --folds all
-  multitask train --resume runs/quickstart/1""",
-    "predict": """
-  multitask predict --ckpt runs/quickstart/1 --data data/synthetic --out out/quickstart
-  multitask predict --ckpt runs/quickstart/1 --data data/synthetic --out out/tta --tta identity,hflip \\
-      --gt data/synthetic/eval/gt.csv
-  multitask predict --ckpt runs/quickstart/1 runs/quickstart_seed7/1 --weights 2 1 --data data/synthetic/eval/images \\
-      --out out/ensemble --decisions off""",
-    "tune-decisions": """
-  multitask tune-decisions runs/quickstart/1
-      -> runs/quickstart/1/decisions.json; predict --ckpt runs/quickstart/1 applies it (--decisions off: argmax)
-  multitask tune-decisions runs/kfold/1 --parts 5 --draws 2000""",
-    "report": """
-  multitask report runs/quickstart/1
-  multitask report --pred out/quickstart/predictions.csv --gt data/synthetic/eval/gt.csv
-  multitask report runs/quickstart/1 --data data/synthetic --log tensorboard,wandb""",
-    "synth": """
-  multitask synth --out data/synthetic
-  multitask synth --out data/small --people 20 --eval-people 8 --size 64x80 --seed 1""",
-    "config": """
-  multitask config show
-  multitask config show --config configs/quickstart.yaml train.epochs=3 > shown.yaml""",
-    "config show": """
-  multitask config show
-  multitask config show --config configs/quickstart.yaml train.epochs=3 heads.age.bins=[30,58] > shown.yaml
-  multitask train --config shown.yaml""",
-    "export": """
-  multitask export runs/quickstart/1 --format onnx
-      -> runs/quickstart/1/best.onnx; prints the parity vs PyTorch (max |delta prob|, argmax agreement)
-  multitask export runs/quickstart/1 --format onnx --quantize int8 \\
-      --calibration data/synthetic/train/images --data data/synthetic --gt data/synthetic/eval/gt.csv
-      -> best.int8.onnx calibrated on 64 training photos; prints fp32 vs int8 macro F1 on the eval set
-  multitask export runs/quickstart/1 --format safetensors --out deploy/quickstart
-      -> deploy/quickstart/model.safetensors + config.json (predict --ckpt deploy/quickstart reads it)
-  multitask export runs/quickstart/1 --format onnx --batch 1 --out deploy/quickstart_b1.onnx
-      -> a fixed batch of 1, for runtimes without dynamic shapes""",
-    "sweep": """
-  multitask sweep --config configs/quickstart.yaml --space configs/sweeps/optimizer.yaml --trials 20
-  multitask sweep --config configs/quickstart.yaml --space configs/sweeps/optimizer.yaml --trials 30   # 10 more
-  multitask sweep --config configs/quickstart.yaml --space configs/sweeps/age_head.yaml --trials 16 --jobs 2 \\
-      train.epochs=4 --name age_sweep
-  multitask sweep --config configs/mask_effnet_b0_multihead.yaml --space configs/sweeps/optimizer.yaml \\
-      --trials 100 --storage postgresql://user:pass@dbhost/sweeps      # the same command on every machine
-
-Writes runs/<name>/sweep/: study.db, <trial>/ run dirs, trials.csv, best.yaml, history.png, curves.png,
-importances.png. Rerunning the command continues the study (after a kill too); train the winner with
-multitask train --config runs/<name>/sweep/best.yaml""",
-    "compare": """
-  multitask compare runs/quickstart/1 runs/quickstart_single18/1     # two runs' oof.csv (same seed: same fold)
-  multitask compare out/a/predictions.csv out/b/predictions.csv out/ens/predictions.csv --names a,b,ensemble
-  multitask compare runs/kfold_r18/1 runs/kfold_effb0/1 --out out/compare_kfold   # k-fold runs: every image
-  multitask compare out/a/predictions.csv out/b/predictions.csv --group-by gender,race,age_years
-
-Every later table is compared with the first: B - A = +0.021 (95% -0.004...+0.046), not significant.
-Writes OUT/compare.md, compare.json and compare.png (the differences with their intervals).""",
-}
 
 
 def _help(command: str, description: str | None = None) -> dict:
@@ -133,6 +67,18 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--name", help="run name (runs/<name>/<n>)")
     train.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
     train.add_argument("overrides", nargs="*", help="key=value config overrides")
+
+    distill = sub.add_parser("distill", help="train one student on a teacher ensemble's per-head probabilities",
+                             **_help("distill", "Train a student (an ordinary run) on a teacher ensemble's per-head "
+                                     "probabilities beside its labels: train.distill in the config, the teachers "
+                                     "given here. Trailing key=value pairs override the config."))
+    distill.add_argument("--teacher", nargs="+", required=True, help="teacher checkpoints, run dirs or k-fold dirs")
+    distill.add_argument("--config", "-c", required=True, help="the student's YAML config")
+    distill.add_argument("--unlabelled", nargs="+", default=[], help="folders or CSVs of photos without labels: "
+                         "they learn from the teacher alone")
+    distill.add_argument("--name", help="run name (runs/<name>/<n>)")
+    distill.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
+    distill.add_argument("overrides", nargs="*", help="key=value config overrides")
 
     pred = sub.add_parser("predict", help="ensemble + TTA inference -> submission.csv", **_help("predict"))
     pred.add_argument("--ckpt", nargs="+", required=True, help="checkpoints, run dirs or k-fold parent dirs")
@@ -229,10 +175,25 @@ def _train(args) -> int:
         cfg = config_for_resume(args.resume, overrides)
     else:
         cfg = load_config(args.config, overrides)   # before torch is imported: a config typo fails in a second
+    return _run_training(cfg, resume=args.resume, all_folds=args.folds == "all")
+
+
+def _run_training(cfg, **options) -> int:
     from .analysis.tune import after_training  # lazy, and after the config is read
+    from .infer.teacher import teacher_for
     from .train.run import run_training
-    run_training(cfg, resume=args.resume, all_folds=args.folds == "all", after=after_training)
+    run_training(cfg, after=after_training, teacher=teacher_for(cfg), **options)
     return 0
+
+
+def _distill(args) -> int:
+    from .config import SourceConfig, finalize, load_config  # lazy: `--help` stays instant
+
+    cfg = load_config(args.config, [*args.overrides, *([f"name={args.name}"] if args.name else [])])
+    cfg.train.distill.teachers = list(args.teacher)   # set here, not as an override: any path stays as given
+    for k, path in enumerate(args.unlabelled):
+        cfg.data.add_source(f"unlabelled{k or ''}", SourceConfig(kind="images", path=path))
+    return _run_training(finalize(cfg, "multitask distill"))
 
 
 def _predict(args) -> int:
@@ -363,8 +324,8 @@ def _tune_decisions(args) -> int:
     return 0
 
 
-COMMANDS = {"train": _train, "predict": _predict, "export": _export, "report": _report, "synth": _synth,
-            "sweep": _sweep, "compare": _compare, "config": _config, "tune-decisions": _tune_decisions}
+COMMANDS = {"train": _train, "distill": _distill, "predict": _predict, "export": _export, "report": _report,
+            "synth": _synth, "sweep": _sweep, "compare": _compare, "config": _config, "tune-decisions": _tune_decisions}
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -374,7 +335,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     train command's overrides. Anything else unrecognised is the usual usage error."""
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
-    unknown = [a for a in rest if a.startswith("-") or args.command != "train"]
+    unknown = [a for a in rest if a.startswith("-") or args.command not in ("train", "distill")]
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if rest:

@@ -8,6 +8,7 @@ from .schema import (
     AugmentConfig,
     Config,
     DataConfig,
+    DistillConfig,
     EMAConfig,
     ModelConfig,
     SourceConfig,
@@ -18,6 +19,6 @@ from .schema import (
     default_heads,
 )
 
-__all__ = ["AugmentConfig", "Config", "ConfigError", "DataConfig", "EMAConfig", "ModelConfig", "SourceConfig",
-           "SynthConfig", "TrackingConfig", "TrainConfig", "WandbConfig", "default_heads", "finalize", "from_dict",
-           "load_config", "read_yaml", "save_config", "suggest", "to_dict"]
+__all__ = ["AugmentConfig", "Config", "ConfigError", "DataConfig", "DistillConfig", "EMAConfig", "ModelConfig",
+           "SourceConfig", "SynthConfig", "TrackingConfig", "TrainConfig", "WandbConfig", "default_heads", "finalize",
+           "from_dict", "load_config", "read_yaml", "save_config", "suggest", "to_dict"]

@@ -122,7 +122,19 @@ def finalize(cfg: Config, where: str = "<config>") -> Config:
         raise ConfigError(f"{where}: data.on_bad_image=skip needs data.cache=true (bad images are found and left out "
                           f"while the cache is built); set data.cache=true or data.on_bad_image=error")
     check_sources(cfg, where)
+    check_distill(cfg, where)
     return cfg
+
+
+def check_distill(cfg: Config, where: str) -> None:
+    """train.distill: views to run, and no teacher-only source (kind images) without a teacher."""
+    d = cfg.train.distill
+    if d.teachers and not d.tta:
+        raise ConfigError(f"{where}: train.distill.tta: empty list; give the teacher's views (e.g. [identity, hflip])")
+    images = [name for name, s in cfg.data.sources.items() if s.kind == "images"]
+    if images and not d.teachers:
+        raise ConfigError(f"{where}: data.sources.{images[0]}: a source of kind images labels no head and learns from "
+                          f"a teacher alone; set train.distill.teachers (multitask distill --teacher ...)")
 
 
 # a side beyond this is a typo or a crafted file: [30000, 30000] would take 2.5 GiB per decoded image
@@ -149,10 +161,13 @@ def check_sources(cfg: Config, where: str) -> None:
             raise ConfigError(f"{where}: {key}: named like data.sources.{lowered[name.lower()]}; give sources names "
                               f"that differ in more than case")
         lowered[name.lower()] = name
+        if source.kind == "images" and (source.heads or source.label_fixes):
+            raise ConfigError(f"{where}: {key}: a source of kind images is unlabelled: it takes no heads or "
+                              f"label_fixes (and is never validated on)")
         need, other = ("root", "path") if source.kind == "competition" else ("path", "root")
         if not getattr(source, need):
             raise ConfigError(f"{where}: {key}.{need}: required for a {source.kind} source")
-        if getattr(source, other) or (source.kind == "manifest" and source.label_fixes):
+        if getattr(source, other) or (source.kind != "competition" and source.label_fixes):
             extra = other if getattr(source, other) else "label_fixes"
             raise ConfigError(f"{where}: {key}.{extra}: not a key of a {source.kind} source; a {source.kind} "
                               f"source reads {need}")
@@ -170,7 +185,7 @@ def check_sources(cfg: Config, where: str) -> None:
     if len(shares) < len(sources) and total >= 1:
         raise ConfigError(f"{where}: data.sources: the shares add up to {total:g}, leaving nothing for the sources "
                           f"without one; keep their sum below 1")
-    if not any(s.val for s in sources.values()):
+    if not any(s.val and s.kind != "images" for s in sources.values()):
         raise ConfigError(f"{where}: data.sources: every source has val: false; at least one must be validated on")
 
 
@@ -205,7 +220,9 @@ def _float_ranges(cfg: Config) -> list[tuple[str, float | None, str]]:
               ("train.cagrad_c", t.cagrad_c, ">= 0"), ("data.crop_margin", d.crop_margin, ">= 0"),
               ("train.mixup", t.mixup, ">= 0"), ("train.cutmix", t.cutmix, ">= 0"),
               ("train.mix_prob", t.mix_prob, "in [0, 1]"), ("train.ema.decay", t.ema.decay, "in [0, 1]"),
-              ("model.drop_rate", m.drop_rate, "in [0, 1)"), ("model.drop_path_rate", m.drop_path_rate, "in [0, 1)")]
+              ("model.drop_rate", m.drop_rate, "in [0, 1)"), ("model.drop_path_rate", m.drop_path_rate, "in [0, 1)"),
+              ("train.distill.alpha", t.distill.alpha, "in [0, 1]"),
+              ("train.distill.temperature", t.distill.temperature, "> 0")]
     for name in ("hflip", "shift_scale_rotate", "color_jitter", "coarse_dropout"):
         checks.append((f"data.augment.{name}", getattr(d.augment, name), "in [0, 1]"))
     checks += [(f"data.augment.crop_scale[{i}]", v, "in (0, 1]") for i, v in enumerate(d.augment.crop_scale)]

@@ -45,9 +45,10 @@ class AugmentConfig:
 class SourceConfig:
     """One data source of a run (`data.sources.<name>`): where its images are, how they are cut, what they label,
     how much of each epoch they make and whether they are validated on. Unset crop keys take data.crop's."""
-    kind: Literal["competition", "manifest"] = "competition"
+    kind: Literal["competition", "manifest", "images"] = "competition"
     root: str | None = None                   # kind competition: the layout root (train/, eval/)
-    path: str | None = None                   # kind manifest: the CSV (path + head columns)
+    path: str | None = None                   # kind manifest: the CSV (path + head columns); kind images: a folder
+    #                                           or a CSV of unlabelled images, which learn from a teacher alone
     crop: Literal["none", "center", "face"] | None = None   # unset: data.crop
     crop_margin: float | None = None          # unset: data.crop_margin
     heads: list[str] | None = None            # the heads it labels (others stay unlabelled); unset: every head
@@ -90,11 +91,21 @@ class DataConfig:
             return {self.source: self._filled(legacy)}
         return {name: self._filled(source) for name, source in self.sources.items()}
 
+    def add_source(self, name: str, source: SourceConfig) -> None:
+        """One more source (--unlabelled); the one source of the legacy keys becomes data.sources.<its kind> first."""
+        if not self.sources:
+            self.sources = {self.source: SourceConfig(kind=self.source, root=self.root if self.source == "competition"
+                                                      else None, path=self.manifest, label_fixes=self.label_fixes)}
+            self.source, self.manifest, self.label_fixes = "competition", None, None
+        self.sources[name] = source
+
     def inference_source(self) -> SourceConfig:
         """The source whose crop predict and an export apply to new photos: the first one (the main data)."""
         return next(iter(self.resolved_sources().values()))
 
     def _filled(self, source: SourceConfig) -> SourceConfig:
+        if source.kind == "images":   # unlabelled: labels no head, never validated on
+            source = dataclasses.replace(source, heads=[], val=False)
         return dataclasses.replace(source, crop=source.crop or self.crop,
                                    crop_margin=self.crop_margin if source.crop_margin is None else source.crop_margin)
 
@@ -111,6 +122,21 @@ class ModelConfig:
 class EMAConfig:
     enabled: bool = False
     decay: float = 0.999
+
+
+@dataclass
+class DistillConfig:
+    """`train.distill`: learn from a teacher ensemble's per-head probabilities (computed once, as `predict` would).
+    Per head: alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * the head's own loss on its labelled rows."""
+    teachers: list[str] = field(default_factory=list)   # checkpoints, run dirs or k-fold parents; empty: off
+    alpha: float = 0.7                        # the teacher's share of each head's loss
+    temperature: float = 2.0                  # both distributions softened by T (T = 1: as they are)
+    tta: list[str] = field(default_factory=lambda: ["identity", "hflip"])   # the teacher's views (predict --tta)
+    merge: Literal["mean", "gmean", "vote"] = "mean"   # over views and members, as predict --merge
+    # true: an image gets only the members that never trained on it (a k-fold teacher: its own fold's member);
+    # false: every member, also those that trained on it (their probabilities there are close to its labels)
+    out_of_fold: bool = True
+    checkpoints: dict[str, str] = field(default_factory=dict)   # written by the run: {checkpoint: sha256}
 
 
 @dataclass
@@ -151,6 +177,7 @@ class TrainConfig:
     # (utils/cpu_share.py: two trainings at once each take half; with deterministic: true, torch's own count), or N
     cpu_threads: Union[Literal["auto"], int] = "auto"
     decisions: Literal["auto", "off"] = "auto"  # auto: fit tuned decisions (decisions.py) on the OOF at the end
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""A torch Dataset: (uint8 image tensor 3xHxW, {head: label}) per item, -1 where a head is unlabelled.
+"""A torch Dataset: (uint8 image tensor 3xHxW, {head: label}) per item, -1 where a head is unlabelled (and, when
+distilling, "teacher/<head>": the teacher's probabilities, NaN where it has none for the image).
 
     labels = {h.name: label_array(h, frame, cfg.heads) for h in cfg.trained_heads()}
     ds = MultiTaskDataset(paths=list(frame.path), labels=labels, height=128, width=96,
@@ -31,8 +32,8 @@ class MultiTaskDataset(Dataset):
         self.labels = {name: np.asarray(values, dtype=np.float32 if np.issubdtype(np.asarray(values).dtype,
                                                                                   np.floating) else np.int64)
                        for name, values in labels.items()}
-        for name, values in self.labels.items():
-            assert values.shape == (len(self.paths),), \
+        for name, values in self.labels.items():   # one value per row, or one vector (a teacher's probabilities)
+            assert values.ndim in (1, 2) and len(values) == len(self.paths), \
                 f"labels[{name!r}]: {values.shape[0] if values.ndim else 'scalar'} values for {len(self.paths)} paths"
         if cache is not None:
             assert len(cache) == len(self.paths), \

@@ -7,6 +7,7 @@ epoch is the same whether it runs uninterrupted, after `--resume`, or with any n
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -53,6 +54,13 @@ class TrainingData:
         """(N,) ages in years for a head over every row (NaN where unknown), from each source's own columns."""
         return np.concatenate([years_array(head, s.frame) for s in self.sources])
 
+    def row_ids(self, rows: np.ndarray) -> list[str]:
+        """The image ids of predictions tables (oof.csv): folder/file, prefixed by the source's name for every
+        source but the first (the main source's ids stay as they were before sources)."""
+        frame, main = self.frame.iloc[rows], self.sources[0].name
+        return [("" if source == main else f"{source}/") + Path(p).parent.name + "/" + Path(p).name
+                for p, source in zip(frame["path"], frame["source"])]
+
     def source_rows(self, rows: np.ndarray) -> dict[str, np.ndarray]:
         """{source name: positions in `rows` that belong to it}, in config order."""
         names = self.frame["source"].to_numpy()[rows]
@@ -93,6 +101,17 @@ def prepare_data(cfg: Config, *, log: Callable[[str], None] = print) -> Training
     for note in result.notes:
         log(note)
     return result
+
+
+def add_targets(data: TrainingData, cfg: Config, extra: dict[str, np.ndarray]) -> None:
+    """More per-row targets beside the labels (a teacher's probabilities: (N, C) over every row), in both splits'
+    datasets: each batch then carries them, through sampling, MixUp partners and DDP shards alike."""
+    for name, values in extra.items():
+        assert len(values) == len(data.frame), f"{name}: {len(values)} rows for {len(data.frame)}"
+    data.train_labels.update(extra)
+    data.val_labels.update(extra)
+    data.train_set = SeededView(datasets(data.sources, data.train_labels, cfg, train=True))
+    data.val_set = SeededView(datasets(data.sources, data.val_labels, cfg, train=False))
 
 
 def datasets(sources: list[Source], labels: dict[str, np.ndarray], cfg: Config, *, train: bool) -> SourceRows:

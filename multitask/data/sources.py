@@ -22,6 +22,7 @@ from ..utils.progress import Progress
 from .cache import ImageCache
 from .competition import read_competition
 from .faces import Cropper, FacePlan, make_cropper
+from .inputs import read_inputs
 from .manifest import read_manifest
 from .splits import assign_folds
 from .synthetic import ensure_synthetic
@@ -64,6 +65,10 @@ def read_source(name: str, source: SourceConfig, cfg: Config) -> Source:
     if source.kind == "manifest":
         frame = read_manifest(source.path, cfg.heads)
         notes.append(f"manifest {source.path}: {len(frame)} images, {frame['group'].nunique()} groups")
+    elif source.kind == "images":   # a folder or a CSV of photos without labels: each photo its own group
+        found = read_inputs(source.path, {}).frame
+        frame = pd.DataFrame({"path": found["path"], "group": found["image_id"].astype(str)})
+        notes.append(f"unlabelled images {source.path}: {len(frame)} (they learn from the teacher alone)")
     else:
         if data.synthesize_if_missing and ensure_synthetic(source.root, data.synth):
             notes.append(f"wrote the synthetic data set to {source.root} ({data.synth.people} people)")

@@ -13,6 +13,7 @@ import optuna
 import pandas as pd
 
 from ..config import to_dict
+from ..infer.teacher import teacher_for
 from ..runs.resume import load_for_resume
 from ..runs.run_dir import METRICS, find_checkpoint
 from ..train.callbacks import Callback
@@ -49,6 +50,7 @@ def run_trial(sweep: Sweep, trial, *, quiet: bool) -> float:
     cfg.tracking.wandb.name = cfg.tracking.wandb.name or f"{sweep.name}/trial{trial.number}"
     if quiet:
         cfg.tracking.progress = False    # parallel progress bars would garble one terminal
+    teacher = teacher_for(cfg)   # train.distill: records the teacher's digests in cfg, before a resume compares it
     run_dir, ckpt = sweep.dir / str(trial.number), None
     resume = trial.user_attrs.get("resume_dir")
     last = find_checkpoint(Path(resume), want="last") if resume else None
@@ -56,7 +58,7 @@ def run_trial(sweep: Sweep, trial, *, quiet: bool) -> float:
         run_dir, ckpt = last.parent, load_for_resume(last, cfg)
         replay_history(trial, run_dir, monitor, upto=ckpt["epoch"])
     trial.set_user_attr("run_dir", str(run_dir))
-    best = fit(cfg, run_dir, ckpt=ckpt, callbacks=[OptunaPruning(trial, monitor)])
+    best = fit(cfg, run_dir, ckpt=ckpt, callbacks=[OptunaPruning(trial, monitor)], teacher=teacher)
     if monitor in best:
         return float(best[monitor])
     if ckpt is not None and ckpt.get("best") is not None:   # resumed a trial that had finished training

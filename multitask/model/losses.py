@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from ..heads import UNLABELLED, YEAR_LOSS_NAMES, HeadSpec, years_key
 from ..utils.errors import UserError
+from .distill import distill_kl, teacher_key
 from .weighting import WEIGHTINGS
 
 LossFn = Callable[..., Tensor]
@@ -211,7 +212,7 @@ class MultiTaskCriterion(nn.Module):
 
     def __init__(self, *, heads: list[HeadSpec], weighting: str = "static",
                  class_counts: dict[str, np.ndarray] | None = None, dwa_temperature: float = 2.0,
-                 cagrad_c: float = 0.4):
+                 cagrad_c: float = 0.4, distill: tuple[float, float] | None = None):
         super().__init__()
         assert heads, "MultiTaskCriterion needs at least one head"
         if weighting not in WEIGHTINGS:
@@ -221,13 +222,27 @@ class MultiTaskCriterion(nn.Module):
         self.losses = nn.ModuleDict({h.name: HeadLoss(spec=h, class_weights=class_weights_for(h, counts.get(h.name)))
                                      for h in heads})
         self.weighting = WEIGHTINGS[weighting](heads=heads, temperature=dwa_temperature, cagrad_c=cagrad_c)
+        self.distill = distill   # (alpha, temperature): heads with teacher targets in the batch learn from them
 
     def head_losses(self, outputs: dict[str, Tensor], targets: dict[str, Tensor]) -> dict[str, Tensor]:
-        """{head: loss} with the graph kept, for the weighting's backward."""
+        """{head: loss} with the graph kept, for the weighting's backward. When distilling, a head whose teacher
+        probabilities are in `targets` gets alpha · T² · KL(teacher_T ‖ student_T) + (1 - alpha) · its own loss: the
+        KL over every row with a teacher, its own loss over its labelled rows, so a row without the head's label
+        learns that head from the teacher alone."""
         missing = [n for n in self.head_names if n not in outputs or n not in targets]
         assert not missing, f"outputs and targets need every trained head; missing {missing}"
-        return {n: self.losses[n](outputs[n], targets[n], outputs.get(years_key(n)), targets.get(years_key(n)))
-                for n in self.head_names}
+        losses = {n: self.losses[n](outputs[n], targets[n], outputs.get(years_key(n)), targets.get(years_key(n)))
+                  for n in self.head_names}
+        if self.distill is None:
+            return losses
+        alpha, temperature = self.distill
+        for n in self.head_names:
+            # a years head distils its year distribution when the teacher has one, else its classes
+            key = years_key(n) if teacher_key(years_key(n)) in targets else n
+            if teacher_key(key) in targets:
+                term = distill_kl(outputs[key], targets[teacher_key(key)], temperature=temperature)
+                losses[n] = alpha * term + (1 - alpha) * losses[n]
+        return losses
 
     def forward(self, outputs: dict[str, Tensor], targets: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         losses = self.head_losses(outputs, targets)

@@ -7,6 +7,7 @@
       decisions.json            tuned class offsets (DECISIONS)
       metrics.csv, tb/, wandb/  tracking (METRICS, TENSORBOARD, WANDB)
       crops.csv                 data.crop=face: the box each training photo was cut from (CROPS)
+      teacher.csv               train.distill: the teacher's predictions on the validation rows (TEACHER)
       fold0/, fold1/, ...       a k-fold run: one run dir per fold (fold_run_dir), oof.csv merged in the parent
 
     find_checkpoint(run_dir)               # best.pt, else last.pt: what predict and export read
@@ -32,6 +33,7 @@ from ..utils.parsing import whole_number
 
 CONFIG, METRICS, OOF, DECISIONS, CROPS = "config.yaml", "metrics.csv", "oof.csv", "decisions.json", "crops.csv"
 LAST, BEST = "last.pt", "best.pt"
+TEACHER = "teacher.csv"
 LOCK = ".lock"   # runs/locks.py: one training process per run dir
 TENSORBOARD, WANDB = "tb", "wandb"
 # a safetensors export folder (export/safetensors.py), which predict takes as one model

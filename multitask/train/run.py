@@ -47,6 +47,7 @@ from ..utils.devices import pick_device, resolve_precision
 from ..utils.distributed import DistInfo, broadcast_object, cleanup, init_distributed
 from ..utils.errors import UserError
 from .callbacks import Callback, SharedCores
+from .distill import Teacher
 from .trainer import Trainer, TrainingStopped
 from .validate import check_monitor
 
@@ -84,7 +85,7 @@ def preflight(cfg: Config) -> None:
 
 
 def run_training(cfg: Config, *, resume: str | None = None, all_folds: bool = False,
-                 after: AfterTraining | None = None) -> Path:
+                 after: AfterTraining | None = None, teacher: Teacher | None = None) -> Path:
     """Train one run (or every fold); with `resume`, continue from its last.pt (a k-fold dir: every fold's).
     `after(cfg, run_dir)` runs on rank 0 once every fold is trained (the k-fold parent's merged oof.csv is there)."""
     info = init_distributed(cfg.train.device)
@@ -106,9 +107,9 @@ def run_training(cfg: Config, *, resume: str | None = None, all_folds: bool = Fa
                 run_dir = fresh = broadcast_object(make_run_dir(cfg) if info.is_main else None, info)
         lock = RunDirLock(run_dir).acquire() if info.is_main else None
         if all_folds:
-            train_folds(cfg, run_dir, info, resume=bool(resume))
+            train_folds(cfg, run_dir, info, resume=bool(resume), teacher=teacher)
         else:
-            fit(cfg, run_dir, info, load_for_resume(path, cfg) if path is not None else None)
+            fit(cfg, run_dir, info, load_for_resume(path, cfg) if path is not None else None, teacher=teacher)
         if info.is_main and after is not None:
             after(cfg, run_dir)
         return run_dir
@@ -122,7 +123,7 @@ def run_training(cfg: Config, *, resume: str | None = None, all_folds: bool = Fa
         cleanup(info)
 
 
-def train_folds(cfg: Config, parent: Path, info: DistInfo, *, resume: bool) -> None:
+def train_folds(cfg: Config, parent: Path, info: DistInfo, *, resume: bool, teacher: Teacher | None = None) -> None:
     """Every fold into parent/fold<k>, then their OOF merged into parent/oof.csv. On resume, a fold with a last.pt
     continues and one without starts (again) from scratch."""
     for fold in range(cfg.data.n_folds):
@@ -130,14 +131,15 @@ def train_folds(cfg: Config, parent: Path, info: DistInfo, *, resume: bool) -> N
         fold_cfg.data.fold = fold
         fold_dir = fold_run_dir(parent, fold)
         last = find_checkpoint(fold_dir, want="last") if resume and fold_dir.is_dir() else None
-        fit(fold_cfg, fold_dir, info, load_for_resume(last, fold_cfg) if last is not None else None)
+        fit(fold_cfg, fold_dir, info, load_for_resume(last, fold_cfg) if last is not None else None, teacher=teacher)
     if info.is_main:
         merge_fold_oof(parent, cfg.data.n_folds)
 
 
 def fit(cfg: Config, run_dir: Path, info: DistInfo = DistInfo(), ckpt: dict | None = None,
-        callbacks: Iterable[Callback] = ()) -> dict:
-    """Train one run into `run_dir` (from `ckpt` when resuming); returns the best epoch's metrics."""
+        callbacks: Iterable[Callback] = (), teacher: Teacher | None = None) -> dict:
+    """Train one run into `run_dir` (from `ckpt` when resuming); returns the best epoch's metrics. `teacher`: what
+    train.distill learns from (multitask.infer.teacher.teacher_for(cfg))."""
     run_dir = Path(run_dir)
     device = pick_device(cfg.train.device, local_rank=info.local_rank, key="train.device")
     seed_everything(cfg.seed + info.rank, cfg.deterministic)
@@ -158,7 +160,8 @@ def fit(cfg: Config, run_dir: Path, info: DistInfo = DistInfo(), ckpt: dict | No
         torch.set_num_threads(cfg.train.cpu_threads)
     try:
         trainer = Trainer(cfg=cfg, run_dir=run_dir, info=info, precision=resolve_precision(cfg.train.amp, device),
-                          tracker=tracker, callbacks=[*callbacks, *([SharedCores(share)] if share else [])])
+                          tracker=tracker, callbacks=[*callbacks, *([SharedCores(share)] if share else [])],
+                          teacher=teacher)
         return trainer.fit(ckpt)
     finally:
         if share is not None:

@@ -57,7 +57,9 @@ class TrainState:
         t = cfg.train
         criterion = MultiTaskCriterion(heads=cfg.trained_heads(), weighting=t.loss_weighting,
                                        class_counts=class_counts, dwa_temperature=t.dwa_temperature,
-                                       cagrad_c=t.cagrad_c).to(device)
+                                       cagrad_c=t.cagrad_c,
+                                       distill=(t.distill.alpha, t.distill.temperature) if t.distill.teachers
+                                       else None).to(device)
         optimizer = build_optimizer([model, criterion], t)
         ema = None
         if t.ema.enabled:

@@ -30,6 +30,7 @@ from ..utils.devices import Precision
 from ..utils.distributed import DistInfo, barrier
 from ..utils.errors import UserError
 from .callbacks import Callback, CallbackList
+from .distill import Teacher, attach_teacher, write_teacher_table
 from .state import TrainState, counters_finished
 from .validate import evaluate, log_confusions, source_metrics, write_oof
 
@@ -44,8 +45,9 @@ class Trainer:
     """The loop around one TrainState: data and loaders, epochs, steps, validation, checkpoints, callbacks."""
 
     def __init__(self, *, cfg: Config, run_dir: Path, info: DistInfo, precision: Precision, tracker: Tracker,
-                 callbacks: Iterable[Callback] = ()):
+                 callbacks: Iterable[Callback] = (), teacher: Teacher | None = None):
         self.cfg, self.run_dir, self.info, self.tracker = cfg, run_dir, info, tracker
+        self.teacher = teacher   # train.distill: its probabilities join the targets (distill.py)
         self.precision, self.device = precision, precision.device
         self.callbacks = CallbackList(callbacks)
         self.heads = cfg.trained_heads()
@@ -57,12 +59,15 @@ class Trainer:
         if info.enabled and not info.is_main:
             barrier(info)
         self.data = prepare_data(cfg, log=self.tracker.print)
+        attach_teacher(self.data, cfg, self.teacher, log=self.tracker.print)   # rank 0 fills the teacher's cache
         if info.enabled and info.is_main:
             barrier(info)
         if info.is_main:
             save_config(cfg, self.run_dir / CONFIG)
             if self.data.faces is not None:   # face-crop sources: the report shows what the model saw
                 write_plan(self.data.faces, self.data.face_paths, self.run_dir / CROPS)
+            if cfg.train.distill.teachers:
+                write_teacher_table(self.run_dir, self.data, cfg)
         self.sampler = train_sampler(self.data, cfg, rank=info.rank, world_size=info.world_size)
         self.batches_per_epoch = math.ceil(self.sampler.per_rank / cfg.train.batch_size)
         state = TrainState.create(

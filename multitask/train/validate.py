@@ -17,11 +17,14 @@ from ..data.prepare import TrainingData
 from ..heads import expand_derived, expand_targets, years_source
 from ..metrics.accumulator import MetricAccumulator, metric_names
 from ..metrics.table import build_table
+from ..model.distill import is_teacher_key
+from ..runs.run_dir import OOF
 from ..tracking.tracker import Tracker
 from ..utils.devices import Precision
 from ..utils.distributed import DistInfo
 from ..utils.errors import UserError
 from ..utils.io import write_csv
+from .distill import Agreement, agreement_names
 
 
 @torch.inference_mode()
@@ -32,6 +35,7 @@ def evaluate(model, loader, criterion, heads, cfg: Config, precision: Precision)
     was_training = model.training
     model.eval()
     scores = MetricAccumulator(heads=heads, composite=cfg.composite_heads() or None)
+    agreement = Agreement(heads, device)
     sums = torch.zeros(len(heads), device=device)
     counts = torch.zeros(len(heads), device=device)
     for images, targets in loader:
@@ -39,6 +43,9 @@ def evaluate(model, loader, criterion, heads, cfg: Config, precision: Precision)
         targets = {k: v.to(device, non_blocking=True) for k, v in targets.items()}
         with precision.autocast():
             outputs = model(images)
+        agreement.update(outputs, targets)
+        # the heads' own losses: val/<head>/loss means the same with and without a teacher
+        targets = {k: v for k, v in targets.items() if not is_teacher_key(k)}
         _, head_losses = criterion(outputs, targets)
         for k, h in enumerate(heads):
             n = (targets[h.name] >= 0).sum()
@@ -50,7 +57,7 @@ def evaluate(model, loader, criterion, heads, cfg: Config, precision: Precision)
         dist.all_reduce(counts)
     scores.sync()
     losses = (sums / counts.clamp(min=1)).tolist()
-    metrics = {f"val/{k}": v for k, v in scores.compute().items()}
+    metrics = {f"val/{k}": v for k, v in {**scores.compute(), **agreement.compute()}.items()}
     metrics.update({f"val/{h.name}/loss": losses[k] for k, h in enumerate(heads)})
     model.train(was_training)
     return metrics, scores
@@ -62,7 +69,7 @@ def val_metric_names(cfg: Config) -> list[str]:
     trainer checks the monitored value again at the first validation."""
     heads = cfg.trained_heads()
     keys = metric_names(heads, cfg.composite_heads())
-    names = [f"val/{k}" for k in keys] + [f"val/{h.name}/loss" for h in heads]
+    names = [f"val/{k}" for k in keys + agreement_names(cfg)] + [f"val/{h.name}/loss" for h in heads]
     sources = cfg.data.resolved_sources()
     if len(sources) > 1:
         names += [f"val/{name}/{k}" for name, source in sources.items() if source.val for k in keys]
@@ -121,10 +128,7 @@ def write_oof(run_dir: Path, data: TrainingData, scores: MetricAccumulator, cfg:
             if np.isfinite(years).any():
                 meta[years_source(head)] = years
     composite = cfg.composite_heads() if all(h.name in probs for h in cfg.composite_heads()) else []
-    main = data.sources[0].name
-    ids = [("" if source == main else f"{source}/") + Path(p).parent.name + "/" + Path(p).name   # the main source's
-           for p, source in zip(frame["path"], frame["source"])]                                # ids as they were
-    table = build_table(ids=ids, paths=frame["path"], heads=heads, probs=probs, targets=targets, composite=composite,
-                        meta=meta, years=scores.years())
+    table = build_table(ids=data.row_ids(rows), paths=frame["path"], heads=heads, probs=probs, targets=targets,
+                        composite=composite, meta=meta, years=scores.years())
     table.insert(2, "group", frame["group"].to_numpy())
-    write_csv(table, run_dir / "oof.csv")
+    write_csv(table, run_dir / OOF)

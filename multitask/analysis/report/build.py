@@ -35,6 +35,7 @@ from .label_issues import CSV as SUGGESTED_FIXES
 from .label_issues import analyse_label_issues
 from .predictions import Predictions
 from .summary import fill_summary, key_numbers, summary_cards
+from .teacher import analyse_teacher
 
 TRACKERS = ("wandb", "tensorboard")
 
@@ -65,7 +66,7 @@ def build_report(*, run_dir=None, pred=None, gt=None, out=None, data=None, log=(
 
 def analyse(p: Predictions, thumbs, run_dir: Path | None) -> tuple[dict, list[Section]]:
     """(report.json's numbers, the page's sections): summary, each head, composite, age, breakdowns, label issues,
-    crops (a run dir's), and what was skipped. The suggested label fixes travel as numbers["label_issues"]["table"]."""
+    crops and the student against its teacher (a run dir's), and what was skipped. The suggested label fixes travel as numbers["label_issues"]["table"]."""
     numbers: dict = {"source": str(p.source), "images": len(p.table), "heads": {}, "skipped": p.notes}
     sections = [summary := Section(id="summary", title="Summary")]
     analyses = [(f"heads/{h.name}", lambda h=h: analyse_head(p, h, thumbs)) for h in p.heads]
@@ -74,6 +75,7 @@ def analyse(p: Predictions, thumbs, run_dir: Path | None) -> tuple[dict, list[Se
                  ("label_issues", lambda: analyse_label_issues(p, thumbs))]
     if run_dir is not None:
         analyses.append(("crops", lambda: analyse_crops(run_dir, p.table["path"].astype(str).tolist(), thumbs)))
+        analyses.append(("teacher", lambda: analyse_teacher(p, run_dir)))
     for key, run in analyses:
         result = run()
         if result is not None:

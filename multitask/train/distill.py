@@ -1,0 +1,103 @@
+"""Training from a teacher (train.distill): what the loop asks of one, and what it measures against it.
+
+    fit(cfg, run_dir, teacher=teacher)   # infer/teacher.py builds it from train.distill.teachers
+
+The teacher's probabilities join every row's targets once, before the first epoch (`attach_teacher`); the loss
+(model/distill.py, in MultiTaskCriterion) then reads them from each batch, so sampling, MixUp, accumulation, DDP
+shards and resume treat them as they treat labels. Validation adds `val/<head>/agreement` (student argmax ==
+teacher argmax, on the rows the teacher speaks for) and the run dir gets teacher.csv: the teacher's predictions on
+the validation rows, which the report sets beside the student's.
+"""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Callable, Protocol
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.distributed as dist
+
+from ..config import Config
+from ..data.prepare import TrainingData, add_targets
+from ..heads import HeadSpec
+from ..metrics.table import build_table
+from ..model.distill import teacher_key
+from ..runs.run_dir import TEACHER
+from ..utils.errors import UserError
+from ..utils.io import write_csv
+
+
+class Teacher(Protocol):
+    def targets(self, cfg: Config, frame: pd.DataFrame, *, log: Callable[[str], None]) -> dict[str, np.ndarray]:
+        """{teacher_key(head): (N, C) probabilities} over `frame`'s rows; NaN rows where it has none."""
+
+
+def attach_teacher(data: TrainingData, cfg: Config, teacher: Teacher | None, log: Callable[[str], None]) -> None:
+    if not cfg.train.distill.teachers:
+        return
+    if teacher is None:
+        raise UserError("train.distill.teachers is set but no teacher was given to fit(); build it with "
+                        "multitask.infer.teacher.teacher_for(cfg) (the CLI does)")
+    # the teacher's forward passes (a loader draws a seed) must not move the run's random streams: a run is the same
+    # whether its teacher's probabilities were computed now or read from the cache
+    numpy_state, python_state = np.random.get_state(), random.getstate()
+    with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if torch.cuda.is_initialized() else []):
+        targets = teacher.targets(cfg, data.frame, log=log)
+    np.random.set_state(numpy_state)
+    random.setstate(python_state)
+    rows = data.train_idx
+    for h in cfg.trained_heads():
+        have = np.isfinite(targets[teacher_key(h.name)][rows]).all(1)
+        if not have.any():
+            raise UserError(f"train.distill: the teacher speaks for none of the {len(rows)} training images for head "
+                            f"{h.name} (out of fold, every member trained on all of them); set "
+                            f"train.distill.out_of_fold=false or give a teacher trained on other folds")
+    add_targets(data, cfg, targets)
+
+
+class Agreement:
+    """Per head: validation rows where the student's argmax is the teacher's, over the rows the teacher speaks for."""
+
+    def __init__(self, heads: list[HeadSpec], device: torch.device):
+        self.heads = heads
+        self.counts = torch.zeros(len(heads), 2, device=device)
+
+    def update(self, outputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]) -> None:
+        for k, h in enumerate(self.heads):
+            teacher = targets.get(teacher_key(h.name))
+            if teacher is None:
+                continue
+            keep = torch.isfinite(teacher).all(-1)
+            same = (outputs[h.name].argmax(-1) == teacher.argmax(-1)) & keep
+            self.counts[k, 0] += same.sum()
+            self.counts[k, 1] += keep.sum()
+
+    def compute(self) -> dict[str, float]:
+        if dist.is_initialized():
+            dist.all_reduce(self.counts)
+        return {f"{h.name}/agreement": agree / seen for h, (agree, seen) in zip(self.heads, self.counts.tolist())
+                if seen > 0}
+
+
+def agreement_names(cfg: Config) -> list[str]:
+    return [f"{h.name}/agreement" for h in cfg.trained_heads()] if cfg.train.distill.teachers else []
+
+
+def write_teacher_table(run_dir: Path, data: TrainingData, cfg: Config) -> None:
+    """teacher.csv: the teacher's probabilities and the truth on the validation rows it speaks for (the
+    predictions table, as oof.csv), for the report's student-against-teacher section."""
+    heads = cfg.trained_heads()
+    rows = data.val_idx
+    probs = {h.name: data.val_labels[teacher_key(h.name)][rows].astype(np.float64) for h in heads}
+    keep = np.all([np.isfinite(p).all(1) for p in probs.values()], axis=0)
+    rows = rows[keep]
+    frame = data.frame.iloc[rows].reset_index(drop=True)
+    composite = cfg.composite_heads() if all(h.name in probs for h in cfg.composite_heads()) else []
+    table = build_table(ids=data.row_ids(rows), paths=frame["path"], heads=heads,
+                        probs={k: v[keep] for k, v in probs.items()},
+                        targets={h.name: data.val_labels[h.name][rows] for h in heads}, composite=composite,
+                        meta=pd.DataFrame({"fold": frame["fold"], "source": frame["source"]}))
+    table.insert(2, "group", frame["group"].to_numpy())
+    write_csv(table, run_dir / TEACHER)
