@@ -3,6 +3,8 @@ cached, out of fold), the student as an ordinary run, and bad input."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -211,6 +213,23 @@ def test_unlabelled_photos_learn_from_the_teacher_alone(kfold_teacher, synth_roo
     assert f"fold 0/4: {84 + count} train" in out   # the photos train, none validates
     # no member trained on them: the whole ensemble speaks for every photo
     assert f"out of fold: {112 + count} of {112 + count} images have a member" in out
+
+
+@pytest.mark.slow
+def test_ddp_distillation_on_two_cpu_processes(kfold_teacher, synth_root, tmp_path):
+    """Rank 0 computes the teacher's probabilities into the cache, rank 1 reads them; the weighting reduces
+    gradients across ranks as without a teacher."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "multitask",
+           "distill", "--teacher", str(kfold_teacher), "--config", QUICKSTART, "--name", "ddp",
+           *tiny_overrides(synth_root, tmp_path, "train.batch_size=8", "train.loss_weighting=pcgrad",
+                           "train.device=cpu")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir = tmp_path / "runs" / "ddp" / "1"
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    assert len(metrics) == 1 and 0 <= metrics["val/mask/agreement"].iloc[0] <= 1
+    assert len(pd.read_csv(run_dir / "teacher.csv")) == len(pd.read_csv(run_dir / "oof.csv"))
+    assert proc.stdout.count("image-model pairs computed") == 1   # only rank 0 speaks
 
 
 # --------------------------------------------------------------------------------------------------- bad input

@@ -60,6 +60,8 @@ class ConsoleOut:
             table.add_row(head, losses, _num(metrics.get(f"val/{head}/acc")), f1_cell, best_cell,
                           _per_class(metrics, head))
         extra = [f"{k} {metrics[k]:.4g}" for k in ("train/loss", "val/loss", "val/mean/f1", "lr") if k in metrics]
+        agree = [f"{h} {metrics[f'val/{h}/agreement']:.2f}" for h in heads if f"val/{h}/agreement" in metrics]
+        extra += [f"teacher agreement {' '.join(agree)}"] if agree else []   # a distilled run
         table.caption = "  ".join(extra) + ("  (* best so far)" if extra else "* best so far")
         table.caption_justify = "left"
         self.console.print(table)
