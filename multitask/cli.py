@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+import re
 import sys
 import textwrap
 
@@ -186,12 +187,21 @@ def _run_training(cfg, **options) -> int:
     return 0
 
 
+def _paths_and_overrides(values: list[str]) -> tuple[list[str], list[str]]:
+    """(paths, key=value overrides) of a list option's values: `a.b=value` that is not an existing file."""
+    is_override = lambda v: bool(re.match(r"[A-Za-z_][\w.\[\]]*=", v)) and not os.path.exists(v)  # noqa: E731
+    return [v for v in values if not is_override(v)], [v for v in values if is_override(v)]
+
+
 def _distill(args) -> int:
     from .config import SourceConfig, finalize, load_config  # lazy: `--help` stays instant
 
-    cfg = load_config(args.config, [*args.overrides, *([f"name={args.name}"] if args.name else [])])
-    cfg.train.distill.teachers = list(args.teacher)   # set here, not as an override: any path stays as given
-    for k, path in enumerate(args.unlabelled):
+    # `--teacher a b key=value`: argparse hands the overrides after a list option to the list
+    teachers, unlabelled = _paths_and_overrides(args.teacher), _paths_and_overrides(args.unlabelled)
+    overrides = [*teachers[1], *unlabelled[1], *args.overrides, *([f"name={args.name}"] if args.name else [])]
+    cfg = load_config(args.config, overrides)
+    cfg.train.distill.teachers = teachers[0]   # set here, not as an override: any path stays as given
+    for k, path in enumerate(unlabelled[0]):
         cfg.data.add_source(f"unlabelled{k or ''}", SourceConfig(kind="images", path=path))
     return _run_training(finalize(cfg, "multitask distill"))
 

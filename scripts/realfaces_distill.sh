@@ -15,13 +15,21 @@ for f in 1 2 3 4; do
   [ -d runs/kd_teacher_f$f/1 ] || multitask train --config $CFG data.fold=$f name=kd_teacher_f$f
 done
 TEACHER=(runs/ms_alone/1 runs/kd_teacher_f1/1 runs/kd_teacher_f2/1 runs/kd_teacher_f3/1 runs/kd_teacher_f4/1)
-multitask distill --teacher "${TEACHER[@]}" --config $CFG --name kd_oof
-multitask distill --teacher "${TEACHER[@]}" --config $CFG --name kd_infold train.distill.out_of_fold=false
+multitask distill --teacher "${TEACHER[@]}" --config $CFG --name kd_oof train.distill.out_of_fold=true
+multitask distill --teacher "${TEACHER[@]}" --config $CFG --name kd_infold            # in fold: the default
+# the second seed (another fold split of the student) and the extra faces as unlabelled photos
+[ -d runs/ms_alone_s1/1 ] || multitask train --config $CFG seed=1 name=ms_alone_s1
+multitask distill --teacher "${TEACHER[@]}" --config $CFG --name kd_infold_s1 seed=1
+multitask distill --teacher "${TEACHER[@]}" --config $CFG --name kd_infold_utk \
+    --unlabelled ../shared/data/utkface-extra/manifest.csv
 multitask predict --ckpt "${TEACHER[@]}" --tta identity,hflip "${GT[@]}" --out out/kd_teacher
-for run in ms_alone kd_oof kd_infold; do
+for run in ms_alone kd_oof kd_infold ms_alone_s1 kd_infold_s1 kd_infold_utk; do
   multitask predict --ckpt runs/$run/1 "${GT[@]}" --out out/kd_$run
 done
 multitask compare out/kd_ms_alone/predictions.csv out/kd_kd_oof/predictions.csv out/kd_kd_infold/predictions.csv \
-    out/kd_teacher/predictions.csv --names alone,distilled_oof,distilled_infold,teacher --out out/kd_compare
+    out/kd_kd_infold_utk/predictions.csv out/kd_teacher/predictions.csv \
+    --names alone,distilled_oof,distilled_infold,distilled_infold_utk,teacher --out out/kd_compare
+multitask compare out/kd_ms_alone_s1/predictions.csv out/kd_kd_infold_s1/predictions.csv \
+    out/kd_teacher/predictions.csv --names alone_s1,distilled_infold_s1,teacher --out out/kd_compare_s1
 python scripts/bench_distill.py --teacher "${TEACHER[@]}" --student runs/kd_oof/1 --data data/realfaces \
     --images 400 --tta identity,hflip --repeats 3

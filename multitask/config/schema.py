@@ -133,9 +133,10 @@ class DistillConfig:
     temperature: float = 2.0                  # both distributions softened by T (T = 1: as they are)
     tta: list[str] = field(default_factory=lambda: ["identity", "hflip"])   # the teacher's views (predict --tta)
     merge: Literal["mean", "gmean", "vote"] = "mean"   # over views and members, as predict --merge
-    # true: an image gets only the members that never trained on it (a k-fold teacher: its own fold's member);
-    # false: every member, also those that trained on it (their probabilities there are close to its labels)
-    out_of_fold: bool = True
+    # false: every member on every image, also where it trained on it (its probabilities there are close to the
+    # labels); true: an image gets only the members that never trained on it (a k-fold teacher: its fold's one
+    # member, no ensemble). False by default: on the real photos it transferred more (README, "Distillation")
+    out_of_fold: bool = False
     checkpoints: dict[str, str] = field(default_factory=dict)   # written by the run: {checkpoint: sha256}
 
 

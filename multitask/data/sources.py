@@ -66,7 +66,10 @@ def read_source(name: str, source: SourceConfig, cfg: Config) -> Source:
         frame = read_manifest(source.path, cfg.heads)
         notes.append(f"manifest {source.path}: {len(frame)} images, {frame['group'].nunique()} groups")
     elif source.kind == "images":   # a folder or a CSV of photos without labels: each photo its own group
-        found = read_inputs(source.path, {}).frame
+        try:
+            found = read_inputs(source.path, {}).frame
+        except UserError as err:   # its message names predict's --data
+            raise UserError(f"data.sources.{name}.path: {str(err).replace(f'--data {source.path}: ', '')}") from None
         frame = pd.DataFrame({"path": found["path"], "group": found["image_id"].astype(str)})
         notes.append(f"unlabelled images {source.path}: {len(frame)} (they learn from the teacher alone)")
     else:

@@ -5,11 +5,12 @@ computes them (each member's own model, crop and input size; the TTA views; the 
     teacher.record(cfg)                 # their sha256 into train.distill.checkpoints (config.yaml keeps them)
     targets = teacher.targets(cfg, frame, log=print)   # {"teacher/<head>": (N, C)}, NaN rows: no member may speak
 
-Out of fold (train.distill.out_of_fold, the default): an image gets only the members that never trained on it,
-read from each member's own config (its sources and fold, as it split them); for a k-fold teacher that is the one
-fold that validated on it, and an image every member trained on learns from its labels alone. Images no member saw
-(another source, unlabelled photos) get the whole ensemble. In fold: every member speaks for every image, also
-where it trained on it; its probabilities there sit close to the labels, so there is less to learn from them.
+In fold (the default): every member speaks for every image, also where it trained on it; its probabilities there
+sit close to the labels. Out of fold (train.distill.out_of_fold: true): an image gets only the members that never
+trained on it, read from each member's own config (its sources and fold, as it split them); for a k-fold teacher
+that is the one fold that validated on it (one model, no ensemble), and an image every member trained on learns
+from its labels alone. Images no member saw (another source, unlabelled photos) get the whole ensemble either way.
+Either way the run says how many of its validation images a member trained on.
 
 Each member's probabilities are stored per image (teacher_cache.py), computed once for every run that uses them.
 """

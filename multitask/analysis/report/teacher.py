@@ -10,10 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ...config import load_config
 from ...heads import composite_encode
 from ...metrics.stats import macro_f1
 from ...metrics.table import read_table
-from ...runs.run_dir import TEACHER
+from ...runs.run_dir import CONFIG, TEACHER
 from ...utils.errors import UserError
 from .html import Section
 from .predictions import Predictions
@@ -55,11 +56,22 @@ def analyse_teacher(p: Predictions, run_dir: Path) -> tuple[dict, Section] | Non
         lines.append(["composite", composite["student_f1"], composite["teacher_f1"],
                       composite["student_f1"] - composite["teacher_f1"], composite["agreement"], "", "", ""])
     section.text(f"{len(rows):,} validation images the teacher spoke for (teacher.csv: its probabilities, merged "
-                 f"over its members and views as predict merges them; out of fold, only members that never trained "
-                 f"on an image). Kept: both right; lost: the teacher right, the student wrong; gained: the other way.")
+                 f"over its members and views as predict merges them; {fold_rule(run_dir)}). Kept: both right; lost: "
+                 f"the teacher right, the student wrong; gained: the other way round.")
     section.table(["head", "student F1", "teacher F1", "student - teacher", "agreement", "kept", "lost", "gained"],
                   lines, caption="macro F1 on the same images; the teacher's argmax, the student's decided labels")
     return numbers, section
+
+
+def fold_rule(run_dir: Path) -> str:
+    try:
+        distill = load_config(Path(run_dir) / CONFIG).train.distill
+    except UserError:
+        return "the run's config.yaml could not be read"
+    teachers = f"{len(distill.checkpoints)} checkpoint(s)"
+    if distill.out_of_fold:
+        return f"{teachers}, out of fold: on each image only the members that never trained on it"
+    return f"{teachers}, in fold: every member on every image, also where it trained on it"
 
 
 def composite_rows(p: Predictions, rows: np.ndarray, student: dict, teacher: dict) -> dict | None:
