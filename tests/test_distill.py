@@ -179,6 +179,8 @@ def test_distill_trains_an_ordinary_run_with_agreement_and_a_teacher_report(kfol
     out = tmp_path / "pred"
     predict(ckpts=[run_dir], data=synth_root, out=out, workers=0)
     assert (out / "submission.csv").is_file()
+    assert main(["export", str(run_dir), "--format", "safetensors", "--out", str(tmp_path / "export")]) == 0
+    assert (tmp_path / "export" / "model.safetensors").is_file()
 
 
 def test_resume_of_a_distilled_run_is_bit_exact(kfold_teacher, tiny_cfg, synth_root, tmp_path):

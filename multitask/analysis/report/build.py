@@ -66,7 +66,8 @@ def build_report(*, run_dir=None, pred=None, gt=None, out=None, data=None, log=(
 
 def analyse(p: Predictions, thumbs, run_dir: Path | None) -> tuple[dict, list[Section]]:
     """(report.json's numbers, the page's sections): summary, each head, composite, age, breakdowns, label issues,
-    crops and the student against its teacher (a run dir's), and what was skipped. The suggested label fixes travel as numbers["label_issues"]["table"]."""
+    crops and the student against its teacher (a run dir's), and what was skipped. The suggested label fixes travel
+    as numbers["label_issues"]["table"]."""
     numbers: dict = {"source": str(p.source), "images": len(p.table), "heads": {}, "skipped": p.notes}
     sections = [summary := Section(id="summary", title="Summary")]
     analyses = [(f"heads/{h.name}", lambda h=h: analyse_head(p, h, thumbs)) for h in p.heads]

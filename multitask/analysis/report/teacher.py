@@ -71,7 +71,8 @@ def fold_rule(run_dir: Path) -> str:
     teachers = f"{len(distill.checkpoints)} checkpoint(s)"
     if distill.out_of_fold:
         return f"{teachers}, out of fold: on each image only the members that never trained on it"
-    return f"{teachers}, in fold: every member on every image, also where it trained on it"
+    return (f"{teachers}, in fold: every member on every image, also where it trained on it, so the teacher's F1 "
+            f"here can count images it learned (the run's log says how many): not its score on new photos")
 
 
 def composite_rows(p: Predictions, rows: np.ndarray, student: dict, teacher: dict) -> dict | None:
