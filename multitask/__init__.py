@@ -7,13 +7,15 @@ by `lint-imports` in CI):
     experiments/      sweeps: the Optuna study, one trial, the --jobs workers, the search space, the summary
     analysis/         compare (paired bootstrap differences), tune (fitting decisions.json), report/ (the error report)
     infer/            predict as a pipeline: ensemble, forward (every member under every TTA view), merge, decide,
-                      write, score; the PyTorch / onnxruntime backends
+                      write, score; the PyTorch / onnxruntime backends; a distilled run's teacher (cached)
     export/ train/    export: the model file formats (manifest, ONNX, safetensors, int8) and `multitask export`.
-                      train: Trainer, TrainState, callbacks, validation, optimizers, MixUp/CutMix, run_training
+                      train: Trainer, TrainState, callbacks, validation, optimizers, MixUp/CutMix, run_training,
+                      distillation (what the loop asks of a teacher; the teacher is built in infer/, handed down)
     tracking/         the Tracker fanning out to its sinks (TensorBoard, wandb), metrics.csv and the console
     runs/             what a run leaves on disk: every file name, run and fold dirs, checkpoints, decisions.json,
                       resume rules, the run-dir lock
-    model/ metrics/   model: the timm trunk with one head per task, losses, weightings, weights from files.
+    model/ metrics/   model: the timm trunk with one head per task, losses (+ the distillation KL), weightings,
+                      weights from files.
     data/             metrics: the epoch accumulator, stats (bootstrap, the one macro F1), the predictions table,
                       intervals, the confusion figure. data: sources (competition folders, manifests, synthetic faces),
                       splits by person, the decode-once cache, face crops, transforms, predict's inputs, ground truth
