@@ -24,15 +24,24 @@ multitask distill --teacher "${TEACHER[@]}" --config $CFG --name kd_infold_utk \
     --unlabelled ../shared/data/utkface-extra/manifest.csv
 multitask distill --teacher "${TEACHER[@]}" --config $CFG --name kd_infold_utk_s1 seed=1 \
     --unlabelled ../shared/data/utkface-extra/manifest.csv
+# alpha 0.9, tried after the rows above (both seeds)
+multitask distill --teacher "${TEACHER[@]}" --config $CFG --name kd_infold_utk_s1_a09 seed=1 \
+    --unlabelled ../shared/data/utkface-extra/manifest.csv train.distill.alpha=0.9
+multitask distill --teacher "${TEACHER[@]}" --config $CFG --name kd_infold_utk_a09 \
+    --unlabelled ../shared/data/utkface-extra/manifest.csv train.distill.alpha=0.9
 multitask predict --ckpt "${TEACHER[@]}" --tta identity,hflip "${GT[@]}" --out out/kd_teacher
-for run in ms_alone kd_oof kd_infold kd_infold_utk ms_alone_s1 kd_infold_s1 kd_infold_utk_s1; do
+for run in ms_alone kd_oof kd_infold kd_infold_utk kd_infold_utk_a09 ms_alone_s1 kd_infold_s1 kd_infold_utk_s1 \
+    kd_infold_utk_s1_a09; do
   multitask predict --ckpt runs/$run/1 "${GT[@]}" --out out/kd_$run
 done
 multitask compare out/kd_ms_alone/predictions.csv out/kd_kd_oof/predictions.csv out/kd_kd_infold/predictions.csv \
-    out/kd_kd_infold_utk/predictions.csv out/kd_teacher/predictions.csv \
-    --names alone,distilled_oof,distilled_infold,distilled_infold_utk,teacher --out out/kd_compare
+    out/kd_kd_infold_utk/predictions.csv out/kd_kd_infold_utk_a09/predictions.csv out/kd_teacher/predictions.csv \
+    --names alone,distilled_oof,distilled_infold,distilled_infold_utk,distilled_infold_utk_a09,teacher \
+    --out out/kd_compare
 multitask compare out/kd_ms_alone_s1/predictions.csv out/kd_kd_infold_s1/predictions.csv \
-    out/kd_kd_infold_utk_s1/predictions.csv out/kd_teacher/predictions.csv \
-    --names alone_s1,distilled_infold_s1,distilled_infold_utk_s1,teacher --out out/kd_compare_s1
+    out/kd_kd_infold_utk_s1/predictions.csv out/kd_kd_infold_utk_s1_a09/predictions.csv \
+    out/kd_teacher/predictions.csv \
+    --names alone_s1,distilled_infold_s1,distilled_infold_utk_s1,distilled_infold_utk_s1_a09,teacher \
+    --out out/kd_compare_s1
 python scripts/bench_distill.py --teacher "${TEACHER[@]}" --student runs/kd_oof/1 --data data/realfaces \
     --images 400 --tta identity,hflip --repeats 3

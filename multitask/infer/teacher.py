@@ -24,6 +24,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 import torch
+from rich.console import Console
 
 from ..config import Config, DataConfig, DistillConfig
 from ..data.sources import rows_and_folds
@@ -140,8 +141,9 @@ class EnsembleTeacher:
         cache = MemberCache.open(cfg.data.cache_dir, member_digest=self.digests[str(member.path)], setting=setting)
         todo = cache.missing(paths)
         if todo:
+            # quiet: the training already said how the face boxes of these photos came out
             croppers = member_croppers([member], todo, workers=max(1, self.settings.workers),
-                                       cache_dir=cfg.data.cache_dir)
+                                       cache_dir=cfg.data.cache_dir, console=Console(quiet=True))
             with torch.inference_mode():
                 cache.add(todo, run_members([member], todo, views=self.views, merge=self.merge,
                                             settings=self.settings, croppers=croppers)[0])
