@@ -18,15 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.faces import content_key
 from ..utils.io import write_bytes
 
 KEYS = "__keys__"
 
 
 def image_key(path: str | os.PathLike) -> str:
-    real = os.path.realpath(path)
-    stat = os.stat(real)
-    return f"{real}|{stat.st_size}|{stat.st_mtime_ns}"
+    return content_key(os.path.realpath(path))   # the face-box store's key: path, size, mtime
 
 
 def file_digest(path: str | os.PathLike) -> str:

@@ -5,13 +5,12 @@
 The teacher's probabilities join every row's targets once, before the first epoch (`attach_teacher`); the loss
 (model/distill.py, in MultiTaskCriterion) then reads them from each batch, so sampling, MixUp, accumulation, DDP
 shards and resume treat them as they treat labels. Validation adds `val/<head>/agreement` (student argmax ==
-teacher argmax, on the rows the teacher speaks for) and the run dir gets teacher.csv: the teacher's predictions on
-the validation rows, which the report sets beside the student's.
+teacher argmax, on the rows the teacher speaks for) and the run dir gets teacher.csv (validate.py: the teacher's
+predictions on the validation rows, which the report sets beside the student's).
 """
 from __future__ import annotations
 
 import random
-from pathlib import Path
 from typing import Callable, Protocol
 
 import numpy as np
@@ -22,11 +21,8 @@ import torch.distributed as dist
 from ..config import Config
 from ..data.prepare import TrainingData, add_targets
 from ..heads import HeadSpec
-from ..metrics.table import build_table
 from ..model.distill import teacher_key
-from ..runs.run_dir import TEACHER
 from ..utils.errors import UserError
-from ..utils.io import write_csv
 
 
 class Teacher(Protocol):
@@ -83,21 +79,3 @@ class Agreement:
 
 def agreement_names(cfg: Config) -> list[str]:
     return [f"{h.name}/agreement" for h in cfg.trained_heads()] if cfg.train.distill.teachers else []
-
-
-def write_teacher_table(run_dir: Path, data: TrainingData, cfg: Config) -> None:
-    """teacher.csv: the teacher's probabilities and the truth on the validation rows it speaks for (the
-    predictions table, as oof.csv), for the report's student-against-teacher section."""
-    heads = cfg.trained_heads()
-    rows = data.val_idx
-    probs = {h.name: data.val_labels[teacher_key(h.name)][rows].astype(np.float64) for h in heads}
-    keep = np.all([np.isfinite(p).all(1) for p in probs.values()], axis=0)
-    rows = rows[keep]
-    frame = data.frame.iloc[rows].reset_index(drop=True)
-    composite = cfg.composite_heads() if all(h.name in probs for h in cfg.composite_heads()) else []
-    table = build_table(ids=data.row_ids(rows), paths=frame["path"], heads=heads,
-                        probs={k: v[keep] for k, v in probs.items()},
-                        targets={h.name: data.val_labels[h.name][rows] for h in heads}, composite=composite,
-                        meta=pd.DataFrame({"fold": frame["fold"], "source": frame["source"]}))
-    table.insert(2, "group", frame["group"].to_numpy())
-    write_csv(table, run_dir / TEACHER)

@@ -30,9 +30,9 @@ from ..utils.devices import Precision
 from ..utils.distributed import DistInfo, barrier
 from ..utils.errors import UserError
 from .callbacks import Callback, CallbackList
-from .distill import Teacher, attach_teacher, write_teacher_table
+from .distill import Teacher, attach_teacher
 from .state import TrainState, counters_finished
-from .validate import evaluate, log_confusions, source_metrics, write_oof
+from .validate import evaluate, log_confusions, source_metrics, write_oof, write_teacher_table
 
 SYNC_EVERY = 20
 

@@ -2,6 +2,7 @@
 
     metrics, scores = evaluate(model, val_loader, criterion, heads, cfg, precision)
     write_oof(run_dir, data, scores, cfg, info)      # oof.csv of the best epoch
+    write_teacher_table(run_dir, data, cfg)          # teacher.csv of a distilled run
 """
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ from ..data.prepare import TrainingData
 from ..heads import expand_derived, expand_targets, years_source
 from ..metrics.accumulator import MetricAccumulator, metric_names
 from ..metrics.table import build_table
-from ..model.distill import is_teacher_key
-from ..runs.run_dir import OOF
+from ..model.distill import is_teacher_key, teacher_key
+from ..runs.run_dir import OOF, TEACHER
 from ..tracking.tracker import Tracker
 from ..utils.devices import Precision
 from ..utils.distributed import DistInfo
@@ -114,9 +115,27 @@ def source_metrics(scores: MetricAccumulator, data: TrainingData, info: DistInfo
 
 def write_oof(run_dir: Path, data: TrainingData, scores: MetricAccumulator, cfg: Config, info: DistInfo) -> None:
     """Out-of-fold predictions of the best epoch: the report's and the ensembler's input."""
-    rows = val_row_order(data, info)
     heads, probs = expand_derived(scores.probabilities(), cfg.trained_heads(), cfg.heads)
     targets = expand_targets(scores.targets(), cfg.trained_heads(), cfg.heads)
+    table = rows_table(data, val_row_order(data, info), cfg, heads=heads, probs=probs, targets=targets,
+                       years=scores.years())
+    write_csv(table, run_dir / OOF)
+
+
+def write_teacher_table(run_dir: Path, data: TrainingData, cfg: Config) -> None:
+    """teacher.csv: the teacher's probabilities and the truth on the validation rows it speaks for (the
+    predictions table, as oof.csv), for the report's student-against-teacher section."""
+    heads, rows = cfg.trained_heads(), data.val_idx
+    probs = {h.name: data.val_labels[teacher_key(h.name)][rows].astype(np.float64) for h in heads}
+    keep = np.all([np.isfinite(p).all(1) for p in probs.values()], axis=0)
+    table = rows_table(data, rows[keep], cfg, heads=heads, probs={k: v[keep] for k, v in probs.items()},
+                       targets={h.name: data.val_labels[h.name][rows[keep]] for h in heads})
+    write_csv(table, run_dir / TEACHER)
+
+
+def rows_table(data: TrainingData, rows: np.ndarray, cfg: Config, *, heads, probs: dict, targets: dict,
+               years: dict | None = None) -> pd.DataFrame:
+    """The predictions table of `rows` of the run's data: ids, paths, people, the rows' metadata and ages."""
     frame = data.frame.iloc[rows].reset_index(drop=True)
     meta = pd.DataFrame({"fold": frame["fold"], "source": frame["source"]})
     for col in ("gender", "race", "mask", "stem"):
@@ -124,11 +143,11 @@ def write_oof(run_dir: Path, data: TrainingData, scores: MetricAccumulator, cfg:
             meta[col] = frame[col].to_numpy()
     for head in cfg.heads.values():   # ages in years (the competition's folders, a manifest's age_years)
         if head.bins and not head.derive:
-            years = data.years(head)[rows]
-            if np.isfinite(years).any():
-                meta[years_source(head)] = years
+            ages = data.years(head)[rows]
+            if np.isfinite(ages).any():
+                meta[years_source(head)] = ages
     composite = cfg.composite_heads() if all(h.name in probs for h in cfg.composite_heads()) else []
     table = build_table(ids=data.row_ids(rows), paths=frame["path"], heads=heads, probs=probs, targets=targets,
-                        composite=composite, meta=meta, years=scores.years())
+                        composite=composite, meta=meta, years=years)
     table.insert(2, "group", frame["group"].to_numpy())
-    write_csv(table, run_dir / OOF)
+    return table

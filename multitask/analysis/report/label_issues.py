@@ -30,8 +30,8 @@ TILES, ROWS = 12, 50   # per head on the page; the CSV and report.json hold ever
 def analyse_label_issues(p: Predictions, thumbs):
     """(numbers with the suggested fixes' CSV as numbers["table"], section)."""
     section = Section(id="label-issues", title="Label issues")
-    heads, records = {}, []
-    for head in checked_heads(p):
+    heads, records, checked = {}, [], checked_heads(p)
+    for head in checked:
         found, numbers = head_issues(p, head)
         heads[head.name], records = numbers, records + found
     fixes, refused = suggested_fixes(p, records)
@@ -41,7 +41,7 @@ def analyse_label_issues(p: Predictions, thumbs):
                  f"format) with the most likely other class as the value, for review; nothing is changed "
                  f"automatically.")
     add_caveats(section, p, records, refused)
-    for head in checked_heads(p):
+    for head in checked:
         show_head(section.sub(f"label-issues-{slugify(head.name)}", f"Label issues: {head.name}"), p, head,
                   [r for r in records if r["head"] == head.name], heads[head.name], thumbs)
     numbers = {"method": f"cleanlab.filter.find_label_issues(filter_by={FILTER_BY}, "

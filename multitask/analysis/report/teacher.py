@@ -17,7 +17,7 @@ from ...metrics.table import read_table
 from ...runs.run_dir import CONFIG, TEACHER
 from ...utils.errors import UserError
 from .html import Section
-from .predictions import Predictions
+from .predictions import Predictions, composite_pairs
 
 
 def analyse_teacher(p: Predictions, run_dir: Path) -> tuple[dict, Section] | None:
@@ -35,11 +35,11 @@ def analyse_teacher(p: Predictions, run_dir: Path) -> tuple[dict, Section] | Non
     section = Section(id="teacher", title="Student against teacher")
     numbers: dict = {"images": len(rows), "heads": {}}
     lines = []
-    student_labels, teacher_labels = {}, {}
+    teacher_labels = {}
     for head in (h for h in p.heads if h.name in probs and h.name in p.targets):
         truth = p.targets[head.name][rows]
         mine, their = p.decided(head.name)[rows], probs[head.name][theirs].argmax(1)
-        student_labels[head.name], teacher_labels[head.name] = mine, their
+        teacher_labels[head.name] = their
         known = truth >= 0
         right_s, right_t = (mine == truth) & known, (their == truth) & known
         value = {"student_f1": macro_f1(truth[known], mine[known], head.num_classes),
@@ -50,7 +50,7 @@ def analyse_teacher(p: Predictions, run_dir: Path) -> tuple[dict, Section] | Non
         numbers["heads"][head.name] = value
         lines.append([head.name, value["student_f1"], value["teacher_f1"], value["student_f1"] - value["teacher_f1"],
                       value["agreement"], value["kept"], value["lost"], value["gained"]])
-    composite = composite_rows(p, rows, student_labels, teacher_labels)
+    composite = composite_rows(p, rows, teacher_labels)
     if composite is not None:
         numbers["composite"] = composite
         lines.append(["composite", composite["student_f1"], composite["teacher_f1"],
@@ -75,17 +75,19 @@ def fold_rule(run_dir: Path) -> str:
             f"here can count images it learned (the run's log says how many): not its score on new photos")
 
 
-def composite_rows(p: Predictions, rows: np.ndarray, student: dict, teacher: dict) -> dict | None:
-    """The composite F1 of both (the competition's: classes present only) on rows labelled for every head."""
-    if not p.composite or not all(h.name in student for h in p.composite):
+def composite_rows(p: Predictions, rows: np.ndarray, teacher: dict) -> dict | None:
+    """The composite F1 of both (the competition's: classes present only) on the teacher's rows (ascending) that
+    are labelled for every composite head; the student's codes as the report's Composite section reads them."""
+    pairs = composite_pairs(p)
+    if pairs is None or not all(h.name in teacher for h in p.composite):
         return None
-    truth = {h.name: p.targets[h.name][rows] for h in p.composite}
-    known = np.all([t >= 0 for t in truth.values()], axis=0)
-    if not known.any():
+    labelled, y, mine = pairs
+    keep = np.isin(labelled, rows)
+    if not keep.any():
         return None
-    y = composite_encode({k: v[known] for k, v in truth.items()}, p.composite)
-    mine = composite_encode({h.name: student[h.name][known] for h in p.composite}, p.composite)
-    their = composite_encode({h.name: teacher[h.name][known] for h in p.composite}, p.composite)
+    at = np.searchsorted(rows, labelled[keep])   # positions in the teacher's arrays
+    their = composite_encode({h.name: teacher[h.name][at] for h in p.composite}, p.composite)
+    y, mine = y[keep], mine[keep]
     size = int(max(y.max(), mine.max(), their.max())) + 1
     return {"student_f1": macro_f1(y, mine, size, present_only=True),
             "teacher_f1": macro_f1(y, their, size, present_only=True), "agreement": float((mine == their).mean())}
