@@ -103,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
                       "sources exported in memory)")
     pred.add_argument("--cache-dir", help="where face boxes are stored (face-crop checkpoints); default "
                       ".cache/images, never the folder a checkpoint names")
+    pred.add_argument("--source", help="cut the photos as this training source's were (its crop and margin: "
+                      "ready-made crops like realmask's are not cut again); default: each run's first source")
     pred.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
 
     exp = sub.add_parser("export", help="export a checkpoint to ONNX or safetensors + config.json",
@@ -212,7 +214,8 @@ def _predict(args) -> int:
     run_predict(PredictOptions(ckpts=args.ckpt, data=args.data, out=args.out, tta=[t for t in args.tta.split(",") if t],
                                merge=args.merge, weights=args.weights, joint=args.joint, gt=args.gt,
                                decisions=args.decisions, batch_size=args.batch_size, workers=args.workers,
-                               device=args.device, amp=args.amp, backend=args.backend, cache_dir=args.cache_dir))
+                               device=args.device, amp=args.amp, backend=args.backend, cache_dir=args.cache_dir,
+                               source=args.source))
     return 0
 
 

@@ -6,6 +6,7 @@
 #   utk          + 2,400 other real faces with gender and age in years, a quarter of every epoch, face crop
 #   utk_whole    the same faces taken whole (aligned crops already): does their framing need the face crop?
 #   both         configs/realfaces_multisource_cpu.yaml: realmask and utk_extra together
+#   realmask_bal + realmask drawn class-balanced by mask, with its own stronger augmentation (not in ROWS's default)
 # Each run is scored on the 1400 eval photos (out/<prefix>_<row>) and its mask head on the held-out real mask
 # photos (out/<prefix>_<row>_realmask: realmask-dev/holdout.csv, split from train.csv by source image); `multitask
 # compare` gives every paired difference against `alone` with its 95 % interval, resampling people.
@@ -39,6 +40,9 @@ for row in $ROWS; do
     case $row in
         alone)     train $row --config configs/realfaces_cpu.yaml "data.root=$DATA" ;;
         realmask)  train $row --config configs/realfaces_cpu.yaml "${COMPETITION[@]}" "${REALMASK[@]}" ;;
+        realmask_bal) train $row --config configs/realfaces_cpu.yaml "${COMPETITION[@]}" "${REALMASK[@]}" \
+                       data.sources.realmask.balance=mask data.sources.realmask.augment.shift_scale_rotate=0.5 \
+                       data.sources.realmask.augment.color_jitter=0.5 ;;
         utk)       train $row --config configs/realfaces_cpu.yaml "${COMPETITION[@]}" "${UTK[@]}" \
                        data.sources.utk_extra.crop=face ;;
         utk_whole) train $row --config configs/realfaces_cpu.yaml "${COMPETITION[@]}" "${UTK[@]}" \

@@ -1,12 +1,14 @@
 """Several data sources in one run: each its own crop, heads and validation; shares of an epoch; per-source metrics;
 ages in years from a manifest; the one-source configs and older checkpoints as they were."""
+import json
 import sys
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
-from helpers import TINY_IMAGES, error_line, make_ckpt, predict, tiny_overrides
+from helpers import TINY_IMAGES, error_line, make_ckpt, predict, predicted, tiny_overrides
 from wandb_record import logged
 
 from multitask.cli import main
@@ -35,7 +37,7 @@ def extra(synth_root, tmp_path_factory):
 
 
 def sources(synth_root, extra, *more, manifest="extra.csv"):
-    return [f"data.sources.comp.kind=competition", f"data.sources.comp.root={synth_root}",
+    return ["data.sources.comp.kind=competition", f"data.sources.comp.root={synth_root}",
             "data.sources.extra.kind=manifest", f"data.sources.extra.path={extra / manifest}", *more]
 
 
@@ -88,9 +90,59 @@ def test_a_share_draws_its_fraction_of_every_epoch(tiny_cfg, synth_root, extra):
     assert not np.array_equal(*orders)   # a new draw every epoch
 
 
+def test_a_balanced_source_draws_its_classes_evenly_and_the_others_as_before(tiny_cfg, synth_root, extra):
+    plain = two_sources(tiny_cfg, synth_root, extra, "data.sources.extra.share=0.4")
+    cfg = two_sources(tiny_cfg, synth_root, extra, "data.sources.extra.share=0.4", "data.sources.extra.balance=mask")
+    lines = []
+    data = prepare_data(cfg, log=lines.append)
+    assert any(line.startswith("source extra: ") and "balanced by mask" in line for line in lines)
+    rows = data.train_idx[data.source_rows(data.train_idx)["extra"]]
+    before = np.bincount(data.train_labels["mask"][rows], minlength=3)
+    assert before.max() >= 3 * before.min() > 0          # the synthetic photos: most wear a mask
+    sampler, unbalanced = (train_sampler(d, c, rank=0, world_size=1) for d, c in
+                           ((data, cfg), (prepare_data(plain, log=lambda _: 0), plain)))
+    drawn = []
+    for epoch in range(4):
+        sampler.set_epoch(epoch)
+        unbalanced.set_epoch(epoch)
+        order, other = sampler.order(), unbalanced.order()
+        mine = order[np.isin(order, rows)]
+        assert len(mine) == epoch_counts(data)[1]                  # still its share of the epoch
+        comp = ~np.isin(order, rows)
+        assert np.array_equal(np.sort(order[comp]), np.sort(other[~np.isin(other, rows)]))   # comp: untouched
+        drawn.append(data.train_labels["mask"][mine])
+    share = np.bincount(np.concatenate(drawn), minlength=3) / sum(map(len, drawn))
+    assert np.abs(share - 1 / 3).max() < 0.08, share            # each class about a third (was up to 0.7)
+
+
+def test_a_source_augments_with_its_own_keys_over_data_augment(tiny_cfg, synth_root, extra):
+    cfg = two_sources(tiny_cfg, synth_root, extra, "data.augment.hflip=1.0", "data.sources.extra.augment.hflip=0.0",
+                      "data.sources.extra.augment.color_jitter=1.0")
+    assert cfg.data.source_augment(cfg.data.sources["extra"]).color_jitter == 1.0
+    lines = []
+    data = prepare_data(cfg, log=lines.append)
+    assert any(line.startswith("source extra: ") and "augment hflip 0.0 color_jitter 1.0" in line for line in lines)
+    train, val = data.train_set, data.val_set
+    comp_row = data.train_idx[data.source_rows(data.train_idx)["comp"][0]]
+    extra_row = data.train_idx[data.source_rows(data.train_idx)["extra"][0]]
+    for row, flipped in ((comp_row, True), (extra_row, False)):
+        part = train.dataset.parts[train.dataset._part(row)]
+        local = row - int(train.dataset.starts[train.dataset._part(row)])
+        plain = torch.from_numpy(part.cache.read(local)).permute(2, 0, 1)
+        image = train[(row, 5)][0]
+        assert torch.equal(image, train[(row, 5)][0])             # seeded: the same draw every time
+        assert torch.equal(image, plain.flip(-1)) is flipped       # comp: data.augment's flip; extra: none
+        if not flipped:
+            assert not torch.equal(image, plain)                   # ... but its own colour jitter
+    held_out = data.val_idx[data.source_rows(data.val_idx)["extra"][0]]
+    part = val.dataset._part(held_out)
+    plain = val.dataset.parts[part].cache.read(held_out - int(val.dataset.starts[part]))
+    assert np.array_equal(val[(held_out, 5)][0].permute(1, 2, 0).numpy(), plain)   # validation: never augmented
+
+
 def test_ranks_split_the_mixed_epoch_between_them():
     rows_a, rows_b = np.arange(0, 30), np.arange(30, 40)
-    parts = [(rows_a, 30), (rows_b, 25)]   # b has too few: each of its images 2 or 3 times
+    parts = [(rows_a, 30, None), (rows_b, 25, None)]   # b has too few: each of its images 2 or 3 times
     whole = EpochSampler(indices=np.arange(40), seed=3, shuffle=True, parts=parts)
     whole.set_epoch(2)
     shards = []
@@ -146,6 +198,25 @@ def test_one_source_configs_and_older_checkpoints_work_as_before(tiny_cfg, synth
     assert result["images"] > 0 and (tmp_path / "out" / "submission.csv").is_file()
 
 
+def test_predict_cuts_photos_as_the_named_source_did(synth_root, extra, tmp_path, capsys):
+    ckpt = make_ckpt(tmp_path / "two.pt", overrides=[*sources(synth_root, extra), "data.sources.comp.crop=center",
+                                                     "data.sources.extra.crop=none"])
+    photos = extra / "extra.csv"
+    runs = {name: tmp_path / f"out_{name}" for name in ("default", "comp", "extra")}
+    for name, out in runs.items():
+        predict(ckpts=[ckpt], data=photos, out=out, source=None if name == "default" else name,
+                workers=0, device="cpu", amp="off")
+    probs = {name: predicted(out)[2]["mask"] for name, out in runs.items()}
+    assert np.array_equal(probs["default"], probs["comp"])      # the first source's crop unless told
+    assert not np.allclose(probs["comp"], probs["extra"])       # the whole photo, as extra's were fed
+    record = json.loads((runs["extra"] / "predict.json").read_text())
+    assert record["source"] == "extra"
+    code = main(["predict", "--ckpt", str(ckpt), "--data", str(photos), "--out", str(tmp_path / "bad"),
+                 "--source", "extr", "--device", "cpu"])
+    assert code == 2 and "--source extr: " in (line := error_line(capsys)) and "did you mean extra" in line \
+        and "its sources: comp, extra" in line
+
+
 def test_sweeps_and_folds_reach_each_source(tiny_cfg, synth_root, extra, tmp_path):
     from multitask.experiments.space import check_space, load_space
     from multitask.experiments.study import Sweep
@@ -170,6 +241,10 @@ def test_sweeps_and_folds_reach_each_source(tiny_cfg, synth_root, extra, tmp_pat
     (["data.sources.EXTRA.kind=manifest", "data.sources.EXTRA.path=x.csv"], "named like data.sources.extra"),
     (["data.sources.age.kind=manifest", "data.sources.age.path=x.csv"], "data.sources.age: a source name is"),
     (["data.sources.comp.share=0.5", "data.sources.extra.share=0.6"], "they add up to 1.1; they must add up to 1"),
+    (["data.sources.extra.heads=[mask]", "data.sources.extra.balance=age"],
+     "data.sources.extra.balance: 'age' is not a head this source labels; it labels: mask"),
+    (["data.sources.extra.augment.colour_jitter=0.3"], "unknown key 'data.sources.extra.augment.colour_jitter'"),
+    (["data.sources.extra.augment.hflip=often"], "data.sources.extra.augment.hflip: expected a number, got 'often'"),
 ])
 def test_bad_sources_are_one_line(synth_root, extra, tmp_path, capsys, extra_args, message):
     code = main(["train", "--config", CONFIG, *tiny_overrides(synth_root, tmp_path),

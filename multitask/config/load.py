@@ -22,7 +22,7 @@ import yaml
 from ..heads import resolve_heads
 from ..utils.errors import UserError
 from ..utils.io import write_text
-from .schema import Config, default_heads
+from .schema import AugmentConfig, Config, default_heads
 
 
 class ConfigError(UserError):
@@ -177,6 +177,7 @@ def check_sources(cfg: Config, where: str) -> None:
                                   f"configured heads: {', '.join(cfg.heads)}")
         if source.heads is not None and not source.heads:
             raise ConfigError(f"{where}: {key}.heads: empty list; name the heads it labels, or leave heads out")
+        check_source_drawing(cfg, name, source, where)
     shares = [s.share for s in sources.values() if s.share is not None]
     total = sum(shares)
     if len(shares) == len(sources) and abs(total - 1) > 1e-6:
@@ -187,6 +188,19 @@ def check_sources(cfg: Config, where: str) -> None:
                           f"without one; keep their sum below 1")
     if not any(s.val and s.kind != "images" for s in sources.values()):
         raise ConfigError(f"{where}: data.sources: every source has val: false; at least one must be validated on")
+
+
+def check_source_drawing(cfg: Config, name: str, source, where: str) -> None:
+    """A source's `balance` (a head it labels, of classes) and `augment` (data.augment's keys and types)."""
+    key = f"data.sources.{name}"
+    if source.balance is not None:
+        head = cfg.heads.get(source.balance)
+        if head is None or not (source.heads is None or source.balance in source.heads) or source.kind == "images":
+            labelled = list(cfg.heads) if source.heads is None else source.heads
+            raise ConfigError(f"{where}: {key}.balance: '{source.balance}' is not a head this source labels"
+                              f"{suggest(source.balance, labelled)}; it labels: {', '.join(labelled) or 'none'}")
+    if source.augment:   # unknown keys and wrong types, named in full
+        _build(AugmentConfig, {**dataclasses.asdict(cfg.data.augment), **source.augment}, f"{key}.augment.", where)
 
 
 _OFF_WHEN_NULL = {"train.save_every_steps", "train.max_steps", "train.early_stop", "data.limit", "train.grad_clip"}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Literal, Union
+from typing import Any, Literal, Union
 
 from ..heads import HeadSpec
 
@@ -44,7 +44,8 @@ class AugmentConfig:
 @dataclass
 class SourceConfig:
     """One data source of a run (`data.sources.<name>`): where its images are, how they are cut, what they label,
-    how much of each epoch they make and whether they are validated on. Unset crop keys take data.crop's."""
+    how much of each epoch they make, how they are drawn and augmented and whether they are validated on. Unset crop
+    keys take data.crop's; augment keys it leaves out take data.augment's."""
     kind: Literal["competition", "manifest", "images"] = "competition"
     root: str | None = None                   # kind competition: the layout root (train/, eval/)
     path: str | None = None                   # kind manifest: the CSV (path + head columns); kind images: a folder
@@ -53,6 +54,11 @@ class SourceConfig:
     crop_margin: float | None = None          # unset: data.crop_margin
     heads: list[str] | None = None            # the heads it labels (others stay unlabelled); unset: every head
     share: float | None = None                # fraction of each epoch's samples drawn from it; unset: each image once
+    balance: str | None = None                # a head it labels: its images are drawn class-balanced for that head
+    #                                           (1 / the class's frequency in its training rows), still `share` of
+    #                                           the epoch; unset: uniform (or train.sampler's weights)
+    augment: dict[str, Any] | None = None     # data.augment keys for this source alone ({color_jitter: 0.5}); the
+    #                                           keys left out take data.augment's
     val: bool = True                          # its own validation fold (by group); false: it only trains
     label_fixes: str | None = None            # kind competition: a label-fixes CSV
 
@@ -98,6 +104,10 @@ class DataConfig:
                                                       else None, path=self.manifest, label_fixes=self.label_fixes)}
             self.source, self.manifest, self.label_fixes = "competition", None, None
         self.sources[name] = source
+
+    def source_augment(self, source: SourceConfig) -> AugmentConfig:
+        """The augmentation a source's training images get: data.augment with the source's own keys over it."""
+        return dataclasses.replace(self.augment, **(source.augment or {}))
 
     def inference_source(self) -> SourceConfig:
         """The source whose crop predict and an export apply to new photos: the first one (the main data)."""

@@ -69,24 +69,27 @@ class MultiTaskDataset(Dataset):
 
 class SourceRows(Dataset):
     """Several sources' datasets as one: row i of the run is row i - start of the source it falls in. Every source
-    keeps its own pixels (cache, crop); they share one augmentation pipeline (`transform`), which the sampler's
-    seeded view drives."""
+    keeps its own pixels (cache, crop) and augmentation pipeline (`transform_at(i)`, which the sampler's seeded view
+    drives)."""
 
     def __init__(self, parts: list[MultiTaskDataset]):
         assert parts, "SourceRows needs at least one source"
         self.parts = list(parts)
         self.starts = np.cumsum([0] + [len(p) for p in self.parts])
 
-    @property
-    def transform(self):
-        return self.parts[0].transform
+    def transform_at(self, i: int):
+        """The augmentation pipeline row i goes through: its source's."""
+        return self.parts[self._part(i)].transform
 
     def __len__(self) -> int:
         return int(self.starts[-1])
 
     def __getitem__(self, i: int):
-        k = int(np.searchsorted(self.starts, i, side="right")) - 1
+        k = self._part(i)
         return self.parts[k][i - int(self.starts[k])]
+
+    def _part(self, i: int) -> int:
+        return int(np.searchsorted(self.starts, i, side="right")) - 1
 
 
 def collate_batch(items: list[tuple[torch.Tensor, dict[str, torch.Tensor]]]) -> tuple[torch.Tensor, dict]:

@@ -115,12 +115,16 @@ def add_targets(data: TrainingData, cfg: Config, extra: dict[str, np.ndarray]) -
 
 
 def datasets(sources: list[Source], labels: dict[str, np.ndarray], cfg: Config, *, train: bool) -> SourceRows:
-    """One dataset over every source's rows: each source's own pixels (cache, crop), one augmentation pipeline."""
+    """One dataset over every source's rows: each source's own pixels (cache, crop) and training augmentation
+    (data.augment with its own `augment` keys over it); validation images are only resized."""
     height, width = cfg.data.image_size
-    transform = build_transforms(cfg.data, train=train)
+    shared = build_transforms(cfg.data, train=train)
     parts, start = [], 0
     for source in sources:
         rows = slice(start, start + len(source.frame))
+        transform = shared
+        if train and source.cfg.augment:
+            transform = build_transforms(cfg.data, train=True, augment=cfg.data.source_augment(source.cfg))
         parts.append(MultiTaskDataset(paths=source.frame["path"].tolist(), labels={k: v[rows] for k, v in
                                                                                     labels.items()},
                                       height=height, width=width, transform=transform, cache=source.cache,

@@ -28,7 +28,7 @@ from .dataset import collate_batch
 class SeededView(Dataset):
     """Indexes a dataset by (row, augmentation seed) pairs from `EpochSampler`."""
 
-    def __init__(self, dataset: MultiTaskDataset):
+    def __init__(self, dataset: Dataset):
         self.dataset = dataset
 
     def __len__(self) -> int:
@@ -36,7 +36,8 @@ class SeededView(Dataset):
 
     def __getitem__(self, key):
         index, seed = key if isinstance(key, tuple) else (key, None)
-        transform = getattr(self.dataset, "transform", None)
+        at = getattr(self.dataset, "transform_at", None)   # several sources: each row its own source's pipeline
+        transform = at(index) if at is not None else getattr(self.dataset, "transform", None)
         if seed is not None and transform is not None and hasattr(transform, "set_random_state"):
             # One numpy and one python generator for the whole pipeline, each transform drawing from them in turn.
             # Compose.set_random_seed(seed) instead built a pair per transform, all seeded alike (slower too:
@@ -49,16 +50,17 @@ class SeededView(Dataset):
 class EpochSampler(Sampler):
     """Rows of one split: shuffled (or weighted) per (seed, epoch), sharded across DDP ranks, resumable mid-epoch.
 
-    `parts`: (rows, count) per source when sources have shares: each epoch draws `count` of its `rows` (draw()),
-    then shuffles them all together. Without parts every row comes once (or weighted), as before sources existed."""
+    `parts`: (rows, count, weights) per source when sources have shares or a balance: each epoch draws `count` of
+    its `rows` (draw(), in proportion to `weights` unless None), then shuffles them all together. Without parts every
+    row comes once (or weighted), as before sources existed."""
 
     def __init__(self, *, indices: np.ndarray, seed: int, shuffle: bool, weights: np.ndarray | None = None,
                  rank: int = 0, world_size: int = 1, pad: bool = True,
-                 parts: list[tuple[np.ndarray, int]] | None = None):
+                 parts: list[tuple[np.ndarray, int, np.ndarray | None]] | None = None):
         self.indices, self.seed, self.shuffle, self.weights = np.asarray(indices), seed, shuffle, weights
         self.rank, self.world_size, self.pad, self.parts = rank, world_size, pad, parts
         self.epoch, self.start = 0, 0
-        length = sum(count for _, count in parts) if parts else len(self.indices)
+        length = sum(count for _, count, _ in parts) if parts else len(self.indices)
         self.per_rank = math.ceil(length / world_size) if pad else len(range(rank, length, world_size))
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
@@ -68,8 +70,8 @@ class EpochSampler(Sampler):
     def order(self) -> np.ndarray:
         rng = np.random.default_rng([self.seed, self.epoch])
         if self.parts:
-            drawn = [draw(rows, count, np.random.default_rng([self.seed, self.epoch, 2, k]), self._weights(rows))
-                     for k, (rows, count) in enumerate(self.parts)]
+            drawn = [draw(rows, count, np.random.default_rng([self.seed, self.epoch, 2, k]), weights)
+                     for k, (rows, count, weights) in enumerate(self.parts)]
             order = np.concatenate(drawn)
             order = order[rng.permutation(len(order))]
         elif self.weights is not None:
@@ -83,11 +85,6 @@ class EpochSampler(Sampler):
             order = np.concatenate([order, order[: self.world_size - len(order) % self.world_size]])
         return order[self.rank::self.world_size]
 
-    def _weights(self, rows: np.ndarray) -> np.ndarray | None:
-        if self.weights is None:
-            return None
-        return self.weights[np.searchsorted(self.indices, rows)]   # the weights are per entry of `indices`
-
     def __iter__(self):
         order = self.order()
         seeds = np.random.default_rng([self.seed, self.epoch, 1]).integers(0, 2**31 - 1, size=len(order))
@@ -100,7 +97,8 @@ class EpochSampler(Sampler):
 
 def draw(rows: np.ndarray, count: int, rng: np.random.Generator, weights: np.ndarray | None = None) -> np.ndarray:
     """`count` of `rows`: without repeats when there are enough, else each row floor(count/n) or ceil(count/n)
-    times; with weights, `count` draws with replacement in proportion to them (train.sampler=weighted)."""
+    times; with weights, `count` draws with replacement in proportion to them (train.sampler=weighted, a source's
+    balance)."""
     n = len(rows)
     if weights is not None:
         return rows[rng.choice(n, size=count, replace=True, p=weights / weights.sum())]
@@ -135,8 +133,7 @@ def composite_sample_weights(labels: dict[str, np.ndarray], idx: np.ndarray, cfg
         key = composite_encode({h.name: labels[h.name][idx] for h in comp}, comp)
     else:
         key = labels[cfg.trained_heads()[0].name][idx]
-    _, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
-    return 1.0 / counts[inverse]
+    return class_balance_weights(key)
 
 
 def make_loader(dataset: Dataset, sampler: EpochSampler, *, batch_size: int, workers: int, train: bool,
@@ -149,15 +146,30 @@ def make_loader(dataset: Dataset, sampler: EpochSampler, *, batch_size: int, wor
                       generator=torch.Generator().manual_seed(0))
 
 
+def class_balance_weights(classes: np.ndarray) -> np.ndarray:
+    """1 / the frequency of each row's class; rows without the label (-1) weigh as one more class of their own."""
+    _, inverse, counts = np.unique(classes, return_inverse=True, return_counts=True)
+    return 1.0 / counts[inverse]
+
+
 def train_sampler(data, cfg: Config, *, rank: int, world_size: int) -> EpochSampler:
-    """Each source's share of the epoch (when any has one), weighted within it with train.sampler=weighted."""
+    """Each source's share of the epoch (when any has one), weighted within it with train.sampler=weighted, or
+    class-balanced for the head its `balance` names."""
     weights = None
     if cfg.train.sampler == "weighted":
         weights = composite_sample_weights(data.train_labels, data.train_idx, cfg)
     parts = None
-    if any(s.cfg.share is not None for s in data.sources):
+    if any(s.cfg.share is not None or s.cfg.balance for s in data.sources):
         by_source = data.source_rows(data.train_idx)
-        parts = [(data.train_idx[by_source[s.name]], count) for s, count in zip(data.sources, epoch_counts(data))]
+        parts = []
+        for source, count in zip(data.sources, epoch_counts(data)):
+            at = by_source[source.name]
+            rows = data.train_idx[at]
+            if source.cfg.balance:
+                part = class_balance_weights(data.train_labels[source.cfg.balance][rows])
+            else:
+                part = None if weights is None else weights[at]
+            parts.append((rows, count, part))
     return EpochSampler(indices=data.train_idx, seed=cfg.seed, shuffle=True, weights=weights, rank=rank,
                         world_size=world_size, parts=parts)
 

@@ -170,7 +170,10 @@ def summary_line(source: Source, cfg: Config, *, shared: int) -> str:
     heads = [h.name for h in cfg.trained_heads() if source.labels(h)]
     crop = source.cfg.crop + (f" (margin {source.cfg.crop_margin:g})" if source.cfg.crop == "face" else "")
     share = (f"share {source.cfg.share:g}: {shared} images an epoch" if source.cfg.share is not None
-             else "each image once an epoch")
+             else f"{shared} images an epoch" if source.cfg.balance else "each image once an epoch")
+    drawn = f", balanced by {source.cfg.balance}" if source.cfg.balance else ""
+    augment = (", augment " + " ".join(f"{k} {v}" for k, v in source.cfg.augment.items())) if source.cfg.augment \
+        else ""
     val = "" if source.cfg.val else ", training only"
     return (f"source {source.name}: {len(source.frame):,} images, {source.people:,} people, heads "
-            f"{', '.join(heads) or 'none'}, crop {crop}, {share}{val}")
+            f"{', '.join(heads) or 'none'}, crop {crop}, {share}{drawn}{augment}{val}")

@@ -22,15 +22,16 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 import albumentations as A  # noqa: E402
 import cv2  # noqa: E402
 
-from ..config import DataConfig
+from ..config import AugmentConfig, DataConfig
 
 COLOR_STRENGTH = 0.2  # mild on purpose: skin tone and mask colour carry label information
 
 
-def build_transforms(data_cfg: DataConfig, *, train: bool) -> A.Compose:
-    """Resize to data.image_size (a no-op when the cache already did) plus, for training, the configured augments."""
+def build_transforms(data_cfg: DataConfig, *, train: bool, augment: AugmentConfig | None = None) -> A.Compose:
+    """Resize to data.image_size (a no-op when the cache already did) plus, for training, the configured augments
+    (`augment`, a source's own: DataConfig.source_augment; unset: data.augment)."""
     height, width = data_cfg.image_size
-    aug = data_cfg.augment
+    aug = augment or data_cfg.augment
     steps: list = []
     if train and aug.random_resized_crop:
         # the photos are portrait (3:4): keep the crop's aspect close to the target's so faces are not squashed

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import Config
+from ..config import Config, suggest
 from ..export.onnx import OnnxModel
 from ..heads import HeadSpec, expand_derived, expand_heads, expected_years, member_joint, years_key
 from ..runs.decisions import for_heads, named
@@ -37,6 +37,7 @@ class Member:
     model: TorchModel | OnnxModel
     cfg: Config
     weight: float
+    source: str | None = None   # the training source whose crop new photos get (predict --source); None: the first
 
     @property
     def size(self) -> tuple[int, int]:
@@ -44,8 +45,11 @@ class Member:
 
     @property
     def crop_cfg(self):
-        """The crop the member applies to new photos: its first source's (none for checkpoints older than crops)."""
-        return self.cfg.data.inference_source()
+        """The crop the member applies to new photos: its first source's, or the one `source` names (none for
+        checkpoints older than crops)."""
+        if self.source is None:
+            return self.cfg.data.inference_source()
+        return self.cfg.data.resolved_sources()[self.source]
 
     @property
     def crop(self) -> str:
@@ -59,8 +63,10 @@ class Member:
         return expand_heads(self.heads, self.cfg.heads)
 
 
-def load_ensemble(items: list, *, weights=None, device=torch.device("cpu"), backend: str = "auto") -> list[Member]:
-    """One Member per checkpoint (run dirs and k-fold parents expanded), weights normalised to sum 1.
+def load_ensemble(items: list, *, weights=None, device=torch.device("cpu"), backend: str = "auto",
+                  source: str | None = None) -> list[Member]:
+    """One Member per checkpoint (run dirs and k-fold parents expanded), weights normalised to sum 1; with `source`,
+    each member cuts new photos as that training source's were (every member must have it).
 
     --weights takes one value per checkpoint; one per --ckpt item also works (a k-fold parent's weight is split
     evenly over its folds, so the folds together count as one model).
@@ -83,7 +89,11 @@ def load_ensemble(items: list, *, weights=None, device=torch.device("cpu"), back
     members = []
     for path, w in zip(paths, raw):
         model, cfg = load_model(path, backend=backend, device=device)
-        members.append(Member(path=path, model=model, cfg=cfg, weight=w / sum(raw)))
+        if source is not None and source not in cfg.data.resolved_sources():
+            known = list(cfg.data.resolved_sources())
+            raise UserError(f"--source {source}: {path} was trained on no source of that name"
+                            f"{suggest(source, known)}; its sources: {', '.join(known)}")
+        members.append(Member(path=path, model=model, cfg=cfg, weight=w / sum(raw), source=source))
     return members
 
 

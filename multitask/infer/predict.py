@@ -79,6 +79,7 @@ class PredictOptions:
     amp: str = "auto"
     backend: str = "auto"
     cache_dir: str | Path | None = None   # the face-box store (face-crop members); None: data.cache_dir's default
+    source: str | None = None             # the training source whose crop the photos get; None: each one's first
 
 
 @dataclass
@@ -148,7 +149,8 @@ def load(options: PredictOptions) -> Plan:
         raise UserError(f"--batch-size must be >= 1 and --workers >= 0, got {options.batch_size} and "
                         f"{options.workers}")
     device = pick_device(options.device)
-    members = load_ensemble(list(options.ckpts), weights=options.weights, device=device, backend=options.backend)
+    members = load_ensemble(list(options.ckpts), weights=options.weights, device=device, backend=options.backend,
+                            source=options.source)
     heads, composite = ensemble_heads(members)
     if options.joint and not composite:
         raise UserError(f"--joint: the checkpoints do not predict every composite head "
@@ -178,7 +180,7 @@ def record(plan: Plan) -> dict:
     return {"made": datetime.now(timezone.utc).isoformat(timespec="seconds"), "multitask": __version__,
             "checkpoints": {str(m.path): m.weight for m in plan.members}, "data": str(o.data),
             "gt": str(plan.truth.path) if plan.truth is not None else None, "images": len(plan.ids),
-            "tta": plan.views, "merge": o.merge, "joint": o.joint,
+            "tta": plan.views, "merge": o.merge, "joint": o.joint, "source": o.source,
             "decisions": {k: v for k, v in plan.used.items() if k != "line"}}
 
 
@@ -186,6 +188,7 @@ def announce(plan: Plan, console: Console) -> None:
     """The members, the decisions and what is about to run, one line each."""
     for m in plan.members:
         crop = f" crop {m.crop}" if m.crop != "none" else ""
+        crop += f" (source {m.source})" if m.source else ""
         console.print(f"  {m.path}  {m.cfg.model.backbone} {m.size[0]}x{m.size[1]}{crop}  heads "
                       f"{', '.join(h.name for h in m.heads)}  weight {m.weight:.3g}  {m.model.kind}", markup=False)
     precision = plan.settings.precision
