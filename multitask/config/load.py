@@ -193,12 +193,10 @@ def check_sources(cfg: Config, where: str) -> None:
 def check_source_drawing(cfg: Config, name: str, source, where: str) -> None:
     """A source's `balance` (a head it labels, of classes) and `augment` (data.augment's keys and types)."""
     key = f"data.sources.{name}"
-    if source.balance is not None:
-        head = cfg.heads.get(source.balance)
-        if head is None or not (source.heads is None or source.balance in source.heads) or source.kind == "images":
-            labelled = list(cfg.heads) if source.heads is None else source.heads
-            raise ConfigError(f"{where}: {key}.balance: '{source.balance}' is not a head this source labels"
-                              f"{suggest(source.balance, labelled)}; it labels: {', '.join(labelled) or 'none'}")
+    labelled = [] if source.kind == "images" else list(cfg.heads) if source.heads is None else source.heads
+    if source.balance is not None and source.balance not in labelled:
+        raise ConfigError(f"{where}: {key}.balance: '{source.balance}' is not a head this source labels"
+                          f"{suggest(source.balance, labelled)}; it labels: {', '.join(labelled) or 'none'}")
     if source.augment:   # unknown keys and wrong types, named in full
         _build(AugmentConfig, {**dataclasses.asdict(cfg.data.augment), **source.augment}, f"{key}.augment.", where)
 

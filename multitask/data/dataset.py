@@ -50,6 +50,10 @@ class MultiTaskDataset(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
+    def transform_at(self, i: int):
+        """The augmentation pipeline row i goes through (SourceRows: its source's)."""
+        return self.transform
+
     def __getitem__(self, i: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         if self.cache is not None:
             if not self._valid[i]:  # the sampler must leave out rows the cache skipped as bad images

@@ -36,8 +36,7 @@ class SeededView(Dataset):
 
     def __getitem__(self, key):
         index, seed = key if isinstance(key, tuple) else (key, None)
-        at = getattr(self.dataset, "transform_at", None)   # several sources: each row its own source's pipeline
-        transform = at(index) if at is not None else getattr(self.dataset, "transform", None)
+        transform = self.dataset.transform_at(index)   # several sources: each row its own source's pipeline
         if seed is not None and transform is not None and hasattr(transform, "set_random_state"):
             # One numpy and one python generator for the whole pipeline, each transform drawing from them in turn.
             # Compose.set_random_seed(seed) instead built a pair per transform, all seeded alike (slower too:

@@ -47,9 +47,7 @@ class Member:
     def crop_cfg(self):
         """The crop the member applies to new photos: its first source's, or the one `source` names (none for
         checkpoints older than crops)."""
-        if self.source is None:
-            return self.cfg.data.inference_source()
-        return self.cfg.data.resolved_sources()[self.source]
+        return self.cfg.data.inference_source(self.source)
 
     @property
     def crop(self) -> str:
@@ -89,8 +87,8 @@ def load_ensemble(items: list, *, weights=None, device=torch.device("cpu"), back
     members = []
     for path, w in zip(paths, raw):
         model, cfg = load_model(path, backend=backend, device=device)
-        if source is not None and source not in cfg.data.resolved_sources():
-            known = list(cfg.data.resolved_sources())
+        known = list(cfg.data.resolved_sources())
+        if source is not None and source not in known:
             raise UserError(f"--source {source}: {path} was trained on no source of that name"
                             f"{suggest(source, known)}; its sources: {', '.join(known)}")
         members.append(Member(path=path, model=model, cfg=cfg, weight=w / sum(raw), source=source))
