@@ -5,26 +5,34 @@
 #   realmask     + real mask photos (realmask-dev/train.csv, mask labels only, not cropped again)
 #   utk          + 2,400 other real faces with gender and age in years, a quarter of every epoch, face crop
 #   utk_whole    the same faces taken whole (aligned crops already): does their framing need the face crop?
-#   both         configs/realfaces_multisource_cpu.yaml: realmask and utk_extra together
-#   realmask_bal + realmask drawn class-balanced by mask, with its own stronger augmentation (not in ROWS's default)
+#   both_manifest  realmask and utk_extra (the manifest, face crop) together
+#   realmask_bal + realmask drawn class-balanced by mask, with its own stronger augmentation
+#   both         configs/realfaces_multisource_cpu.yaml: realmask_bal + 800 of the extra faces with masks painted on
+#                (a second competition-layout source, 0.4 of every epoch, training only): the extra ages and genders
+#                seen masked, as the eval photos are
 # Each run is scored on the 1400 eval photos (out/<prefix>_<row>) and its mask head on the held-out real mask
 # photos (out/<prefix>_<row>_realmask: realmask-dev/holdout.csv, split from train.csv by source image); `multitask
 # compare` gives every paired difference against `alone` with its 95 % interval, resampling people.
 #
 #   python ../shared/tools/make_realfaces.py --faces ../shared/data/utkface-dev --out data/realfaces \
 #       --people 400 --eval-people 200
+#   python ../shared/tools/make_realfaces.py --faces ../shared/data/utkface-extra/faces --out data/utkextra_painted \
+#       --people 800 --eval-people 0 --seed 7
 #   bash scripts/realfaces_multisource_ablation.sh                # ROWS="alone both" to run some rows only
 set -euo pipefail
 DATA=${DATA:-data/realfaces}
 SHARED=${SHARED:-../shared/data}
+PAINTED=${PAINTED:-data/utkextra_painted}
 PREFIX=${PREFIX:-ms}
-ROWS=${ROWS:-"alone realmask utk utk_whole both"}
+ROWS=${ROWS:-"alone realmask realmask_bal utk utk_whole both_manifest both"}
 COMPETITION=(data.sources.competition.kind=competition "data.sources.competition.root=$DATA"
              data.sources.competition.crop=face)
 REALMASK=(data.sources.realmask.kind=manifest "data.sources.realmask.path=$SHARED/realmask-dev/train.csv"
           data.sources.realmask.crop=none "data.sources.realmask.heads=[mask]")
 UTK=(data.sources.utk_extra.kind=manifest "data.sources.utk_extra.path=$SHARED/utkface-extra/manifest.csv"
      "data.sources.utk_extra.heads=[gender,age]" data.sources.utk_extra.share=0.25)
+BALANCED=(data.sources.realmask.balance=mask data.sources.realmask.augment.shift_scale_rotate=0.5
+          data.sources.realmask.augment.color_jitter=0.5)
 
 train() {   # row, then config and overrides
     local row=$1; shift
@@ -41,17 +49,21 @@ for row in $ROWS; do
         alone)     train $row --config configs/realfaces_cpu.yaml "data.root=$DATA" ;;
         realmask)  train $row --config configs/realfaces_cpu.yaml "${COMPETITION[@]}" "${REALMASK[@]}" ;;
         realmask_bal) train $row --config configs/realfaces_cpu.yaml "${COMPETITION[@]}" "${REALMASK[@]}" \
-                       data.sources.realmask.balance=mask data.sources.realmask.augment.shift_scale_rotate=0.5 \
-                       data.sources.realmask.augment.color_jitter=0.5 ;;
+                       "${BALANCED[@]}" ;;
         utk)       train $row --config configs/realfaces_cpu.yaml "${COMPETITION[@]}" "${UTK[@]}" \
                        data.sources.utk_extra.crop=face ;;
         utk_whole) train $row --config configs/realfaces_cpu.yaml "${COMPETITION[@]}" "${UTK[@]}" \
                        data.sources.utk_extra.crop=none ;;
-        both)      train $row --config configs/realfaces_multisource_cpu.yaml "data.sources.competition.root=$DATA" ;;
+        both_manifest) train $row --config configs/realfaces_cpu.yaml "${COMPETITION[@]}" "${REALMASK[@]}" \
+                       "${UTK[@]}" data.sources.utk_extra.crop=face ;;
+        both)      train $row --config configs/realfaces_multisource_cpu.yaml "data.sources.competition.root=$DATA" \
+                       "data.sources.realmask.path=$SHARED/realmask-dev/train.csv" \
+                       "data.sources.utk_painted.root=$PAINTED" ;;
         *) echo "unknown row $row" >&2; exit 2 ;;
     esac
 done
 
+[ "$(wc -w <<< "$ROWS")" -ge 2 ] || exit 0   # one row: nothing to compare it with
 tables() { local suffix=$1; shift; for row in "$@"; do printf 'out/%s_%s%s/predictions.csv ' "$PREFIX" "$row" "$suffix"; done; }
 names() { local IFS=,; echo "$*"; }
 # eval photos: people are resampled by gender, race and age in years (the eval gt has no person column)

@@ -289,10 +289,10 @@ def test_config_show_prints_every_source_and_loads_back(tmp_path):
 
     cfg = load_config("configs/realfaces_multisource_cpu.yaml")
     text = show_config(cfg)
-    assert "    realmask:\n      kind: manifest" in text and "share: 0.25" in text
+    assert "    realmask:\n      kind: manifest" in text and "share: 0.4" in text and "balance: mask" in text
     (tmp_path / "shown.yaml").write_text(text)
     again = load_config(tmp_path / "shown.yaml")
     assert {**to_dict(again), "config_path": None} == {**to_dict(cfg), "config_path": None}
-    assert list(again.data.resolved_sources()) == ["competition", "realmask", "utk_extra"]
+    assert list(again.data.resolved_sources()) == ["competition", "realmask", "utk_painted"]
     assert again.data.resolved_sources()["realmask"].crop == "none" and again.monitored_metric() == \
         "val/competition/composite/f1"
