@@ -10,6 +10,9 @@
 #   both         configs/realfaces_multisource_cpu.yaml: realmask_bal + 800 of the extra faces with masks painted on
 #                (a second competition-layout source, 0.4 of every epoch, training only): the extra ages and genders
 #                seen masked, as the eval photos are
+#   both_rmaug   both, with realmask a quarter of every epoch (its coarse dropout 0.3 and random resized crops on
+#                top of its own augmentation) and the painted faces 0.3: the epoch's length stays the same (not a
+#                default row: ROWS="both both_rmaug")
 # Each run is scored on the 1400 eval photos (out/<prefix>_<row>) and its mask head on the held-out real mask
 # photos (out/<prefix>_<row>_realmask: realmask-dev/holdout.csv, split from train.csv by source image); `multitask
 # compare` gives every paired difference against `alone` with its 95 % interval, resampling people.
@@ -59,6 +62,11 @@ for row in $ROWS; do
         both)      train $row --config configs/realfaces_multisource_cpu.yaml "data.sources.competition.root=$DATA" \
                        "data.sources.realmask.path=$SHARED/realmask-dev/train.csv" \
                        "data.sources.utk_painted.root=$PAINTED" ;;
+        both_rmaug) train $row --config configs/realfaces_multisource_cpu.yaml "data.sources.competition.root=$DATA" \
+                       "data.sources.realmask.path=$SHARED/realmask-dev/train.csv" \
+                       "data.sources.utk_painted.root=$PAINTED" data.sources.realmask.share=0.25 \
+                       data.sources.utk_painted.share=0.3 data.sources.realmask.augment.coarse_dropout=0.3 \
+                       data.sources.realmask.augment.random_resized_crop=true ;;
         *) echo "unknown row $row" >&2; exit 2 ;;
     esac
 done

@@ -112,7 +112,8 @@ def test_cli_config_error_is_one_line(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["quickstart", "mask_effnet_b0_multihead", "mask_resnet18_single18",
-                                  "age_focus_resnet34", "quickstart_single18"])
+                                  "age_focus_resnet34", "quickstart_single18",
+                                  "realfaces_cpu", "realfaces_multisource_cpu", "realmask_only_cpu"])
 def test_shipped_configs_load(name):
     cfg = load_config(f"configs/{name}.yaml")
     assert cfg.trained_heads()
