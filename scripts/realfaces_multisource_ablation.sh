@@ -22,11 +22,13 @@
 #   python ../shared/tools/make_realfaces.py --faces ../shared/data/utkface-extra/faces --out data/utkextra_painted \
 #       --people 800 --eval-people 0 --seed 7
 #   bash scripts/realfaces_multisource_ablation.sh                # ROWS="alone both" to run some rows only
+#   SEED=1 PREFIX=ms_s1 ROWS="both both_rmaug" bash scripts/realfaces_multisource_ablation.sh   # another seed
 set -euo pipefail
 DATA=${DATA:-data/realfaces}
 SHARED=${SHARED:-../shared/data}
 PAINTED=${PAINTED:-data/utkextra_painted}
 PREFIX=${PREFIX:-ms}
+SEED=${SEED:-}   # empty: each config's own seed; a seed also draws another validation fold
 ROWS=${ROWS:-"alone realmask realmask_bal utk utk_whole both_manifest both"}
 COMPETITION=(data.sources.competition.kind=competition "data.sources.competition.root=$DATA"
              data.sources.competition.crop=face)
@@ -40,7 +42,7 @@ BALANCED=(data.sources.realmask.balance=mask data.sources.realmask.augment.shift
 train() {   # row, then config and overrides
     local row=$1; shift
     if [ ! -f "runs/${PREFIX}_$row/1/best.pt" ]; then
-        /usr/bin/time -f "$row: trained in %e s" multitask train "$@" "name=${PREFIX}_$row"
+        /usr/bin/time -f "$row: trained in %e s" multitask train "$@" ${SEED:+"seed=$SEED"} "name=${PREFIX}_$row"
     fi
     multitask predict --ckpt "runs/${PREFIX}_$row/1" --data "$DATA" --gt "$DATA/eval/gt.csv" --out "out/${PREFIX}_$row"
     multitask predict --ckpt "runs/${PREFIX}_$row/1" --data "$SHARED/realmask-dev/holdout.csv" \
