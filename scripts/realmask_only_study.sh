@@ -9,11 +9,17 @@
 #   ema     weights averaged (EMA, decay 0.99)
 #   r10t    a smaller trunk (resnet10t)
 #   aug     + coarse dropout 0.3 and random resized crops on the real mask photos
+#   mstrunk the trunk of a multi-source run as its pretrained weights (model.pretrained: a multitask checkpoint;
+#           TRUNK names it): the one pretrained trunk there is offline (not a default row). At the same seed that
+#           run held out the same real mask photos for validation, so this row's validation fold is still unseen
 #   bash scripts/realmask_only_study.sh                 # ROWS="base aug" to run some rows only
+#   SEED=1 PREFIX=rmo_s1 ROWS="base mstrunk" TRUNK=runs/ms_s1_both/1/best.pt bash scripts/realmask_only_study.sh
 set -euo pipefail
 SHARED=${SHARED:-../shared/data}
 PREFIX=${PREFIX:-rmo}
 ROWS=${ROWS:-"base e30 mix ema r10t aug"}
+SEED=${SEED:-}     # empty: the config's seed (42); a seed also draws another validation fold
+TRUNK=${TRUNK:-runs/ms_both/1/best.pt}
 for row in $ROWS; do
     case $row in
         base) levers=() ;;
@@ -23,11 +29,13 @@ for row in $ROWS; do
         r10t) levers=(model.backbone=resnet10t) ;;
         aug)  levers=(data.sources.realmask.augment.coarse_dropout=0.3
                       data.sources.realmask.augment.random_resized_crop=true) ;;
+        mstrunk) levers=("model.pretrained=$TRUNK") ;;
         *) echo "unknown row $row" >&2; exit 2 ;;
     esac
     if [ ! -f "runs/${PREFIX}_$row/1/best.pt" ]; then
         /usr/bin/time -f "$row: trained in %e s" multitask train --config configs/realmask_only_cpu.yaml \
-            "data.sources.realmask.path=$SHARED/realmask-dev/train.csv" "${levers[@]}" "name=${PREFIX}_$row"
+            "data.sources.realmask.path=$SHARED/realmask-dev/train.csv" "${levers[@]}" ${SEED:+"seed=$SEED"} \
+            "name=${PREFIX}_$row"
     fi
     multitask predict --ckpt "runs/${PREFIX}_$row/1" --data "$SHARED/realmask-dev/holdout.csv" --out "out/${PREFIX}_$row"
 done
