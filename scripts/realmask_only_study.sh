@@ -10,8 +10,9 @@
 #   r10t    a smaller trunk (resnet10t)
 #   aug     + coarse dropout 0.3 and random resized crops on the real mask photos
 #   mstrunk the trunk of a multi-source run as its pretrained weights (model.pretrained: a multitask checkpoint;
-#           TRUNK names it): the one pretrained trunk there is offline (not a default row). At the same seed that
-#           run held out the same real mask photos for validation, so this row's validation fold is still unseen
+#           TRUNK names it): the one pretrained trunk there is offline (not a default row). At seed 1 the
+#           multi-source run held out this row's 171 validation photos too (checked in their oof.csv files); at
+#           another seed, compare them before trusting this row's validation score
 #   bash scripts/realmask_only_study.sh                 # ROWS="base aug" to run some rows only
 #   SEED=1 PREFIX=rmo_s1 ROWS="base mstrunk" TRUNK=runs/ms_s1_both/1/best.pt bash scripts/realmask_only_study.sh
 set -euo pipefail
