@@ -4,9 +4,9 @@
     python scripts/bench_export.py --models resnet18 --size 224 --dynamic-int8
 
 For each trunk (a freshly initialised multi-head model: weights do not change the figures) and each torch.onnx
-exporter (torchscript, dynamo): the seconds `multitask.export.onnx.onnx_bytes` takes, max |delta prob| against PyTorch fp32
-on 64 synthetic faces, and the onnxruntime fp32 forward img/s on one batch. --dynamic-int8 adds onnxruntime's dynamic
-quantisation of the torchscript export (the mode `multitask export` does not offer) and its img/s.
+exporter (torchscript, dynamo): the seconds `multitask.export.onnx.onnx_bytes` takes, max |delta prob| against PyTorch
+fp32 on 64 synthetic faces, and the onnxruntime fp32 forward img/s on one batch. --dynamic-int8 adds onnxruntime's
+dynamic quantisation of the torchscript export (the mode `multitask export` does not offer) and its img/s.
 """
 from __future__ import annotations
 

@@ -119,8 +119,8 @@ def export_onnx(ckpt: Path, root: Path) -> dict[str, Path]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="resnet18")
     p.add_argument("--size", type=parse_size, default=(224, 224), help="input N or HxW (default 224)")
     p.add_argument("--batch", type=int, default=64, help="predict's default batch size (64)")

@@ -23,7 +23,8 @@ once under --work and reused. Four phases, same model, batch, image size, optimi
              machine's bf16 and channels_last speed-up puts on it.
 
 Prints img/s per phase (median over --repeats), multitask/ceiling, multitask/baseline and ceiling/fp32ceiling, and
-the peak RSS of each phase (VmHWM, reset before each phase where Linux allows) plus getrusage's peaks for the process and its children.
+the peak RSS of each phase (VmHWM, reset before each phase where Linux allows) plus getrusage's peaks for the process
+and its children.
 """
 from __future__ import annotations
 
@@ -387,8 +388,8 @@ def run_memory(args, argv: list[str]) -> None:
 
 # --------------------------------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="resnet18", help="timm backbone (default resnet18)")
     p.add_argument("--size", type=parse_size, default=(224, 224), help="input N or HxW (default 224)")
     p.add_argument("--batch", type=int, default=32)

@@ -85,7 +85,8 @@ def _photo(h=512, w=384):
 
 def _exif_rotated(jpeg: bytes) -> bytes:
     """The JPEG with an EXIF APP1 segment saying 'rotate 90 degrees' (orientation 6) right after SOI."""
-    tiff = b"MM\x00\x2a\x00\x00\x00\x08" + b"\x00\x01" + b"\x01\x12\x00\x03\x00\x00\x00\x01\x00\x06\x00\x00" + b"\x00" * 4
+    orientation = b"\x01\x12\x00\x03\x00\x00\x00\x01\x00\x06\x00\x00"   # tag 0x0112, SHORT, count 1, value 6
+    tiff = b"MM\x00\x2a\x00\x00\x00\x08" + b"\x00\x01" + orientation + b"\x00" * 4
     body = b"Exif\x00\x00" + tiff
     return jpeg[:2] + b"\xff\xe1" + (len(body) + 2).to_bytes(2, "big") + body + jpeg[2:]
 

@@ -10,8 +10,16 @@ import torch
 
 from multitask.config import load_config, to_dict
 from multitask.model.net import create_model
-from multitask.runs.checkpoint import (FORMAT, VERSION, checkpoint_info, load_checkpoint, model_from_checkpoint,
-                                       rng_state, save_checkpoint, set_rng_state)
+from multitask.runs.checkpoint import (
+    FORMAT,
+    VERSION,
+    checkpoint_info,
+    load_checkpoint,
+    model_from_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from multitask.runs.run_dir import resolve_checkpoints
 from multitask.utils.errors import UserError
 

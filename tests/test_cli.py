@@ -1,4 +1,5 @@
-"""The command line for people: examples at the end of every --help, `config show` that loads back as the same config."""
+"""The command line for people: examples at the end of every --help, `config show` that loads back as the same
+config."""
 from __future__ import annotations
 
 import dataclasses

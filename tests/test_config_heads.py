@@ -8,8 +8,16 @@ import pandas as pd
 import pytest
 
 from multitask.config import ConfigError, from_dict, load_config, to_dict
-from multitask.heads import (HeadSpec, composite_class_names, composite_decode, composite_encode, joint_probabilities,
-                             label_array, marginal_probabilities, resolve_heads)
+from multitask.heads import (
+    HeadSpec,
+    composite_class_names,
+    composite_decode,
+    composite_encode,
+    joint_probabilities,
+    label_array,
+    marginal_probabilities,
+    resolve_heads,
+)
 
 
 @pytest.fixture()

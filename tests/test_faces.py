@@ -101,7 +101,8 @@ def test_face_crop_training_on_photos_without_faces_uses_the_fallback(tmp_path, 
             rows.append({"path": f"photos/{person}_{k}.png", "mask": k % 3, "gender": person % 2, "age": person % 3,
                          "group": f"p{person}"})
     pd.DataFrame(rows).to_csv(tmp_path / "m.csv", index=False)
-    code = main(["train", "--config", "configs/quickstart.yaml", "data.source=manifest", f"data.manifest={tmp_path / 'm.csv'}",
+    code = main(["train", "--config", "configs/quickstart.yaml", "data.source=manifest",
+                 f"data.manifest={tmp_path / 'm.csv'}",
                  "data.image_size=[32,32]", "data.num_workers=0", "data.n_folds=2", f"data.cache_dir={tmp_path / 'c'}",
                  f"output_dir={tmp_path / 'runs'}", "train.epochs=1", "train.batch_size=8", "data.crop=face",
                  "tracking.wandb.mode=disabled", "tracking.tensorboard=false", "tracking.progress=false"])

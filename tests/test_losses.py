@@ -4,8 +4,15 @@ import torch
 import torch.nn.functional as F
 
 from multitask.heads import HeadSpec
-from multitask.model.losses import (LOSSES, HeadLoss, MultiTaskCriterion, class_weights_for, cross_entropy, focal,
-                                    soft_f1)
+from multitask.model.losses import (
+    LOSSES,
+    HeadLoss,
+    MultiTaskCriterion,
+    class_weights_for,
+    cross_entropy,
+    focal,
+    soft_f1,
+)
 from multitask.model.weighting import WEIGHTINGS
 from multitask.utils.errors import UserError
 

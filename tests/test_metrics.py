@@ -21,7 +21,7 @@ def derived_head():
 def random_batches(heads, n=60, batches=3, seed=0, unlabelled=None):
     rng = np.random.default_rng(seed)
     out = []
-    for b in range(batches):
+    for _ in range(batches):
         logits = {h.name: torch.from_numpy(rng.normal(size=(n, h.num_classes))).float() for h in heads}
         targets = {h.name: torch.from_numpy(rng.integers(0, h.num_classes, n)) for h in heads}
         if unlabelled:

@@ -105,7 +105,8 @@ def test_unknown_view_and_merge_name_the_valid_ones():
 def test_identity_tta_equals_plain_inference(world, tmp_path):
     result = predict(ckpts=[world["resnet"]], data=world["data"], out=tmp_path, tta=["identity"], **FAST)
     table, heads, probs, _ = predicted(tmp_path)
-    assert list(heads) == ["mask", "gender", "age"] and result["images"] == len(table) == image_count(world["data"] / "eval" / "images")
+    assert list(heads) == ["mask", "gender", "age"]
+    assert result["images"] == len(table) == image_count(world["data"] / "eval" / "images")
     direct = direct_softmax(world["resnet"], table["path"])
     for name in heads:
         np.testing.assert_allclose(probs[name], direct[name], atol=2e-6)
@@ -176,7 +177,8 @@ def test_submission_follows_info_csv_and_scores_match_sklearn(world, tmp_path):
 def test_two_backbones_and_sizes_ensemble_weighted(world, tmp_path, monkeypatch):
     decoded = []
     real_decode = cv2.imdecode
-    monkeypatch.setattr(cv2, "imdecode", lambda data, flag: decoded.append(hash(data.tobytes())) or real_decode(data, flag))
+    monkeypatch.setattr(cv2, "imdecode",
+                        lambda data, flag: decoded.append(hash(data.tobytes())) or real_decode(data, flag))
     predict(ckpts=[world["resnet"], world["effnet"]], data=world["few"], out=tmp_path / "both", weights=[1, 3],
                 tta=["identity", "scale"], **FAST)
     assert len(decoded) == 4 and len(set(decoded)) == 4    # each image decoded once for both sizes

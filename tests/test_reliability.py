@@ -276,7 +276,8 @@ def test_unwritable_output_dir_and_run_dir(synth_root, tmp_path, monkeypatch, ca
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     assert main(_tiny(synth_root, tmp_path, f"output_dir={blocker / 'runs'}")) == 2
-    assert error_line(capsys).startswith(f"output_dir: cannot create {blocker / 'runs' / 'quickstart'}: Not a directory")
+    where = blocker / "runs" / "quickstart"
+    assert error_line(capsys).startswith(f"output_dir: cannot create {where}: Not a directory")
 
     assert main(_tiny(synth_root, tmp_path, "train.max_steps=1")) == 0
     run_dir = _run_dir(tmp_path / "runs")
@@ -306,9 +307,9 @@ def test_full_disk_while_building_the_image_cache(synth_root, tmp_path, monkeypa
         raise OSError(errno.ENOSPC, "No space left on device")
     monkeypatch.setattr(os, "posix_fallocate", no_space)
     assert main(_tiny(synth_root, tmp_path)) == 2
-    assert error_line(capsys) == (f"data.cache_dir: cannot write the image cache in {tmp_path / 'cache'} (No space left "
-                              f"on device; it needs 0.3 MiB); free space there, set data.cache_dir to a writable "
-                              f"folder, or data.cache=false")
+    assert error_line(capsys) == (f"data.cache_dir: cannot write the image cache in {tmp_path / 'cache'} (No space "
+                                  f"left on device; it needs 0.3 MiB); free space there, set data.cache_dir to a "
+                                  f"writable folder, or data.cache=false")
     assert not [p for p in (tmp_path / "cache").iterdir()]
     assert not [p for p in (tmp_path / "runs").rglob("*") if p.is_file()]
 

@@ -32,8 +32,8 @@ def test_paired_interval_contains_the_observed_difference_and_narrows_with_more_
     for people in (40, 400):
         y, a, b, groups = _pair(people, seed=3)
         samples = group_draws(groups, draws=300, seed=0)
-        f1_a = on_draws(lambda i: macro_f1(y[i], a[i], 3), samples)
-        f1_b = on_draws(lambda i: macro_f1(y[i], b[i], 3), samples)
+        f1_a = on_draws(lambda i, y=y, a=a: macro_f1(y[i], a[i], 3), samples)
+        f1_b = on_draws(lambda i, y=y, b=b: macro_f1(y[i], b[i], 3), samples)
         diff = macro_f1(y, b, 3) - macro_f1(y, a, 3)
         lo, hi = percentile_interval(f1_b - f1_a)               # paired: both on the same samples
         assert lo <= diff <= hi and diff > 0

@@ -94,7 +94,7 @@ def test_first_points_read_as_optuna_stores_them_and_bad_ones_are_one_line(tmp_p
 
 @pytest.mark.parametrize("text, message", [
     ("params:\n  train.lrr: {low: 0.001, high: 0.01}\n",
-     "train.lrr=0.001: .*unknown key 'train.lrr' \(did you mean lr\?\)"),
+     r"train.lrr=0.001: .*unknown key 'train.lrr' \(did you mean lr\?\)"),
     ("params:\n  train.scheduler: {choices: [cosine, cosinee]}\n", "train.scheduler=cosinee: .*invalid choice"),
     ("params:\n  heads.age.loss.fokal: {low: 0.1, high: 1.0}\n", "heads.age.loss.fokal=0.1: .*fokal"),
     ("params:\n  train.lr: {low: 0.01, high: 0.001}\n", "train.lr: low .* must be below high"),

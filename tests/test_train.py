@@ -51,7 +51,8 @@ def test_one_epoch_writes_the_run_dir_with_every_tracker(tiny_cfg, tmp_path):
 
 
 def test_heads_flag_trains_a_single_head(tiny_cfg, tmp_path, synth_root):
-    code = main(["train", "--config", "configs/quickstart.yaml", "--heads", "age", *tiny_overrides(synth_root, tmp_path)])
+    code = main(["train", "--config", "configs/quickstart.yaml", "--heads", "age",
+                 *tiny_overrides(synth_root, tmp_path)])
     assert code == 0
     run_dir = next((tmp_path / "runs" / "quickstart").iterdir())
     ckpt = load_checkpoint(run_dir / "best.pt")

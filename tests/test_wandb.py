@@ -189,7 +189,8 @@ def test_tensorboard_hparams_hold_the_best_epochs_metrics(tmp_path):
 
     cfg = load_config(None, ["name=trk", "tracking.wandb.mode=disabled", "train.lr=0.0042"])
     t = Tracker(run_dir=tmp_path, cfg=cfg, console=Console(file=io.StringIO()))
-    rows = {epoch: {"val/composite/f1": f1, "val/age/loss": 1.0 / epoch} for epoch, f1 in ((1, 0.3), (2, 0.6), (3, 0.5))}
+    rows = {epoch: {"val/composite/f1": f1, "val/age/loss": 1.0 / epoch}
+            for epoch, f1 in ((1, 0.3), (2, 0.6), (3, 0.5))}
     for epoch, row in rows.items():
         t.log_epoch(epoch, row)
     t.publish_final(rows[2], 2)

@@ -169,7 +169,7 @@ def plot(c: Comparison, path: Path) -> Path:
     rows = [(f"{pair}: {metric}", *v) for pair, values in c.differences.items() for metric, v in values.items()]
     fig = Figure(figsize=(7, 1.0 + 0.35 * len(rows)), dpi=100)
     ax = fig.add_subplot()
-    for y, (label, diff, lo, hi) in enumerate(rows[::-1]):
+    for y, (_label, diff, lo, hi) in enumerate(rows[::-1]):
         color = "tab:green" if lo > 0 else "tab:red" if hi < 0 else "tab:gray"
         ax.plot([lo, hi], [y, y], color=color, lw=2)
         ax.plot([diff], [y], "o", color=color)

@@ -209,7 +209,8 @@ def _decode_all(paths: list[str], height: int, width: int, data_file: Path, on_b
 
         def decode(i: int) -> str | None:
             try:
-                array[i] = read_pixels(paths[i], height, width, crop, i)   # crop None: the whole photo
+                # crop None: the whole photo; `del array` below clears this cell, after the pool is done
+                array[i] = read_pixels(paths[i], height, width, crop, i)  # noqa: F821
             except BadImageError as err:
                 return str(err)
             return None

@@ -28,7 +28,7 @@ def write_safetensors(net: MultiHeadNet, manifest: dict, folder: Path) -> None:
 def load_safetensors(folder: Path) -> tuple[MultiHeadNet, Config, dict]:
     """Rebuild the net from FOLDER/config.json (the export manifest) + FOLDER/model.safetensors; never unpickles."""
     config, weights = folder / EXPORT_CONFIG, folder / EXPORT_WEIGHTS
-    for need, other in ((config, weights), (weights, config)):
+    for need in (config, weights):
         if not need.is_file():
             raise UserError(f"{folder}: {need.name} is missing (a safetensors export holds {EXPORT_WEIGHTS} "
                             f"and {EXPORT_CONFIG}, written by `multitask export --format safetensors`)")

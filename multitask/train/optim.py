@@ -32,7 +32,8 @@ def _fused(groups) -> dict:
 OPTIMIZERS = {
     "adamw": lambda groups, t: torch.optim.AdamW(groups, lr=t.lr, **_fused(groups)),
     "adam": lambda groups, t: torch.optim.Adam(groups, lr=t.lr, **_fused(groups)),
-    "sgd": lambda groups, t: torch.optim.SGD(groups, lr=t.lr, momentum=t.momentum, nesterov=t.nesterov and t.momentum > 0),
+    "sgd": lambda groups, t: torch.optim.SGD(groups, lr=t.lr, momentum=t.momentum,
+                                             nesterov=t.nesterov and t.momentum > 0),
 }
 
 

@@ -30,7 +30,7 @@ def init_distributed(device_pref: str = "auto") -> DistInfo:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo()
-    info = DistInfo(rank=int(os.environ["RANK"]), local_rank=int(os.environ.get("LOCAL_RANK", 0)), world_size=world)
+    info = DistInfo(rank=int(os.environ["RANK"]), local_rank=int(os.environ.get("LOCAL_RANK", "0")), world_size=world)
     if not dist.is_initialized():
         # the device rule of training itself (any case, auto, cuda:N): NCCL only for CUDA tensors, else gloo
         device = pick_device(device_pref, local_rank=info.local_rank, key="train.device")

@@ -68,7 +68,10 @@ def blame(heads: list[HeadSpec], y_true: np.ndarray, y_pred: np.ndarray) -> dict
     pred_parts = composite_decode(y_pred[wrong], heads)
     off = np.stack([true_parts[h.name] != pred_parts[h.name] for h in heads], axis=1)
     errors = int(wrong.sum())
-    share = (lambda n: n / errors if errors else 0.0)
+
+    def share(n: int) -> float:
+        return n / errors if errors else 0.0
+
     only = off & (off.sum(1, keepdims=True) == 1)
     by_head = {h.name: {"only": int(only[:, k].sum()), "only_share": share(int(only[:, k].sum())),
                         "among": int(off[:, k].sum()), "among_share": share(int(off[:, k].sum()))}
