@@ -9,6 +9,8 @@
 #   ema     weights averaged (EMA, decay 0.99)
 #   r10t    a smaller trunk (resnet10t)
 #   aug     + coarse dropout 0.3 and random resized crops on the real mask photos
+#   f5      the config as shipped, one model per fold (--folds all), predicted as their 5-model ensemble (not a
+#           default row: 5 trainings)
 #   mstrunk the trunk of a multi-source run as its pretrained weights (model.pretrained: a multitask checkpoint;
 #           TRUNK names it): the one pretrained trunk there is offline (not a default row). At seed 1 the
 #           multi-source run held out this row's 171 validation photos too (checked in their oof.csv files); at
@@ -22,6 +24,7 @@ ROWS=${ROWS:-"base e30 mix ema r10t aug"}
 SEED=${SEED:-}     # empty: the config's seed (42); a seed also draws another validation fold
 TRUNK=${TRUNK:-runs/ms_both/1/best.pt}
 for row in $ROWS; do
+    flags=()
     case $row in
         base) levers=() ;;
         e30)  levers=(train.epochs=30) ;;
@@ -31,10 +34,12 @@ for row in $ROWS; do
         aug)  levers=(data.sources.realmask.augment.coarse_dropout=0.3
                       data.sources.realmask.augment.random_resized_crop=true) ;;
         mstrunk) levers=("model.pretrained=$TRUNK") ;;
+        f5)   levers=(); flags=(--folds all) ;;
         *) echo "unknown row $row" >&2; exit 2 ;;
     esac
-    if [ ! -f "runs/${PREFIX}_$row/1/best.pt" ]; then
-        /usr/bin/time -f "$row: trained in %e s" multitask train --config configs/realmask_only_cpu.yaml \
+    # oof.csv, not best.pt: a --folds all run has no best.pt of its own, and writes its oof.csv once every fold is done
+    if [ ! -f "runs/${PREFIX}_$row/1/oof.csv" ]; then
+        /usr/bin/time -f "$row: trained in %e s" multitask train --config configs/realmask_only_cpu.yaml "${flags[@]}" \
             "data.sources.realmask.path=$SHARED/realmask-dev/train.csv" "${levers[@]}" ${SEED:+"seed=$SEED"} \
             "name=${PREFIX}_$row"
     fi
