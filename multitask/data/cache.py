@@ -209,7 +209,8 @@ def _decode_all(paths: list[str], height: int, width: int, data_file: Path, on_b
 
         def decode(i: int) -> str | None:
             try:
-                # crop None: the whole photo; `del array` below clears this cell, after the pool is done
+                # crop None: the whole photo. noqa: pyflakes calls `array` undefined for the `del array` below,
+                # which runs only after the pool has finished every decode
                 array[i] = read_pixels(paths[i], height, width, crop, i)  # noqa: F821
             except BadImageError as err:
                 return str(err)
