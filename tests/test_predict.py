@@ -25,7 +25,8 @@ from multitask.config import load_config
 from multitask.data.ground_truth import read_gt
 from multitask.data.images import read_image, resize
 from multitask.data.synthetic import write_synthetic
-from multitask.heads import composite_encode, expand_derived, member_joint
+from multitask.heads import HeadSpec, composite_encode, expand_derived, member_joint
+from multitask.infer.decide import average_offsets
 from multitask.infer.ensemble import Member, combine
 from multitask.infer.tta import MERGES, VIEWS, merge_gmean, merge_mean, merge_vote, resolve_merge, resolve_views
 from multitask.metrics.table import composite_prediction
@@ -44,7 +45,9 @@ def world(tmp_path_factory):
             "resnet": make_ckpt(base / "resnet.pt", seed=1),
             "effnet": make_ckpt(base / "effnet.pt", backbone="test_efficientnet", size=(40, 40), seed=2),
             "single18": make_ckpt(base / "single18.pt", seed=3, overrides=SINGLE18),
-            "age_only": make_ckpt(base / "age.pt", seed=4, overrides=["train.heads=[age]"])}
+            "age_only": make_ckpt(base / "age.pt", seed=4, overrides=["train.heads=[age]"]),
+            "mask_only": make_ckpt(base / "mask.pt", seed=5, overrides=["train.heads=[mask]"]),
+            "gender_age": make_ckpt(base / "gender_age.pt", seed=6, overrides=["train.heads=[gender,age]"])}
 
 
 
@@ -266,9 +269,51 @@ def test_manifest_and_folder_inputs(world, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ errors
+def test_specialists_ensemble_head_by_head(world, tmp_path):
+    """Each head is merged over the checkpoints that predict it: a mask-only run with a gender/age run makes the
+    whole composite, and an age specialist beside a full model moves only the age head (weights renormalised)."""
+    paths = sorted(world["few"].iterdir())
+    direct = {name: direct_softmax(world[name], paths) for name in ("resnet", "age_only", "mask_only", "gender_age")}
+    predict(ckpts=[world["mask_only"], world["gender_age"]], data=world["few"], out=tmp_path / "split", **FAST)
+    _, heads, probs, _ = predicted(tmp_path / "split")
+    assert list(heads) == ["mask", "gender", "age"]
+    np.testing.assert_allclose(probs["mask"], direct["mask_only"]["mask"], atol=1e-5)
+    np.testing.assert_allclose(probs["age"], direct["gender_age"]["age"], atol=1e-5)
+    labels = {name: direct[source][name].argmax(1) for name, source in
+              (("mask", "mask_only"), ("gender", "gender_age"), ("age", "gender_age"))}
+    sub = pd.read_csv(tmp_path / "split" / "submission.csv")
+    assert list(sub["ans"]) == list(labels["mask"] * 6 + labels["gender"] * 3 + labels["age"])
+
+    predict(ckpts=[world["age_only"], world["resnet"]], data=world["few"], out=tmp_path / "mixed", weights=[1, 3],
+            **FAST)
+    _, heads, probs, _ = predicted(tmp_path / "mixed")
+    assert list(heads) == ["age", "mask", "gender"]          # in the order the members first name them
+    np.testing.assert_allclose(probs["mask"], direct["resnet"]["mask"], atol=1e-5)   # the full model alone
+    np.testing.assert_allclose(probs["age"], 0.25 * direct["age_only"]["age"] + 0.75 * direct["resnet"]["age"],
+                               atol=1e-5)
+    assert (tmp_path / "mixed" / "submission.csv").exists()   # the age specialist's own config names the composite
+
+
+def test_offsets_average_over_the_members_that_predict_the_head():
+    heads = [HeadSpec(["wear", "incorrect", "not_wear"], name="mask"), HeadSpec(["<30", "30-59", ">=60"], name="age")]
+    specialist = ({"mask": np.array([0.0, 0.4, 0.0])}, 0.5, {"mask"})
+    full = ({"age": np.array([0.0, 0.0, 0.2])}, 0.5, {"mask", "age"})
+    offsets = average_offsets([specialist, full], heads)
+    np.testing.assert_allclose(offsets["mask"], [0.0, 0.2, 0.0])   # the full model's plain argmax counts
+    np.testing.assert_allclose(offsets["age"], [0.0, 0.0, 0.2])    # the specialist has no say on age
+
+
 def test_errors_are_one_clear_line(world, tmp_path):
-    with pytest.raises(UserError, match=r"different heads: .*resnet\.pt has mask.* but .*age\.pt has age"):
-        predict(ckpts=[world["resnet"], world["age_only"]], data=world["data"], out=tmp_path / "x", **FAST)
+    renamed = make_ckpt(tmp_path / "renamed.pt", seed=7, overrides=["heads.age.classes=[young,mid,old]"])
+    with pytest.raises(UserError, match=r"disagree on head 'age': .*resnet\.pt has classes .* but .*renamed\.pt has "
+                                        r"\['young', 'mid', 'old'\]"):
+        predict(ckpts=[world["resnet"], renamed], data=world["data"], out=tmp_path / "x", **FAST)
+    with pytest.raises(UserError, match=r"head 'mask' is predicted only by checkpoints of weight 0"):
+        predict(ckpts=[world["mask_only"], world["gender_age"]], data=world["data"], out=tmp_path / "x",
+                weights=[0, 1], **FAST)
+    with pytest.raises(UserError, match=r"--joint: .*mask\.pt does not predict every composite head"):
+        predict(ckpts=[world["resnet"], world["mask_only"]], data=world["data"], out=tmp_path / "x", joint=True,
+                **FAST)
     with pytest.raises(UserError, match="--weights: got 3 values for 2 checkpoints"):
         predict(ckpts=[world["resnet"], world["effnet"]], data=world["data"], out=tmp_path / "x", weights=[1, 2, 3],
                     **FAST)

@@ -52,13 +52,16 @@ def decide_joint(joint: np.ndarray, composite: Sequence[HeadSpec],
     return apply_offsets(log_probabilities(joint), shift)
 
 
-def average_offsets(parts: Sequence[tuple[dict[str, np.ndarray], float]], heads: Sequence[HeadSpec]
+def average_offsets(parts: Sequence[tuple[dict[str, np.ndarray], float, set[str]]], heads: Sequence[HeadSpec]
                     ) -> dict[str, np.ndarray]:
-    """Weighted mean of several members' offsets per head (a member without offsets for a head counts as zeros: its
-    plain argmax)."""
+    """Weighted mean of several members' offsets per head, over the members that predict the head (their weights
+    renormalised); a member without offsets for a head it predicts counts as zeros: its plain argmax."""
     out = {}
     for head in heads:
-        total = sum(w * offsets.get(head.name, np.zeros(head.num_classes)) for offsets, w in parts)
+        have = [(offsets, w) for offsets, w, names in parts if head.name in names]
+        total = sum(w * offsets.get(head.name, np.zeros(head.num_classes)) for offsets, w in have)
+        if len(have) < len(parts):
+            total = total / sum(w for _, w in have)
         if np.any(total):
             out[head.name] = np.asarray(total, dtype=np.float64)
     return out

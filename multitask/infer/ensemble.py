@@ -7,8 +7,9 @@ decisions, and how their probabilities merge.
     probs, joint = combine(members, per_member, heads=heads, composite=composite, merge=merge, joint=False)
 
 A derived head (the single 18-class baseline) is expanded into its components' marginals, so it ensembles with a
-mask/gender/age model. Probabilities are merged per head over the members (weighted); a years head's expected age
-is the weighted mean of each member's own estimate.
+mask/gender/age model. Probabilities are merged per head over the members that predict it (weighted), so
+specialists ensemble too (a mask-only run with a gender/age run); a years head's expected age is the weighted mean
+of each member's own estimate.
 """
 from __future__ import annotations
 
@@ -96,26 +97,65 @@ def load_ensemble(items: list, *, weights=None, device=torch.device("cpu"), back
 
 
 def ensemble_heads(members: list[Member]) -> tuple[list[HeadSpec], list[HeadSpec]]:
-    """(heads every member predicts, composite heads or []); UserError when members predict different heads.
+    """(every head some member predicts, composite heads or []); UserError when two members give one head different
+    classes, or when only members of weight 0 predict a head.
 
-    Members must agree on their plain heads (after derived heads are expanded); a derived head itself (class18) is
-    kept only when every member has it.
+    Each head is merged over the members that predict it, so specialists ensemble: a mask-only run beside a
+    gender/age run, or a mask specialist beside a full model (the mask head then averages both). Heads come in the
+    order the members first name them. A derived head itself (class18) is kept only when every member has it. The
+    composite is the members' longest (the first of equal length) whose heads are all predicted.
     """
-    def plain(m: Member) -> dict[str, list[str]]:
-        return {h.name: list(h.classes) for h in m.expanded_heads() if not h.derive}
+    def has(m: Member, head: HeadSpec) -> bool:
+        return any(x.name == head.name and x.classes == head.classes for x in m.expanded_heads())
 
-    first = plain(members[0])
-    for m in members[1:]:
-        if plain(m) != first:
-            describe = lambda heads: "; ".join(f"{n} {c}" for n, c in heads.items())  # noqa: E731
-            raise UserError(f"checkpoints predict different heads: {members[0].path} has {describe(first)} but "
-                            f"{m.path} has {describe(plain(m))}; ensemble only checkpoints with the same heads")
-    shared = [h for h in members[0].expanded_heads()
-              if not h.derive or all(any(x.name == h.name and x.classes == h.classes for x in m.expanded_heads())
-                                     for m in members)]
-    names = {h.name for h in shared}
-    composite = members[0].cfg.composite_heads()
-    return shared, composite if composite and all(h.name in names for h in composite) else []
+    heads: list[HeadSpec] = []
+    first: dict[str, tuple[HeadSpec, Path]] = {}
+    for m in members:
+        for h in m.expanded_heads():
+            if h.name in first:
+                known, where = first[h.name]
+                if list(known.classes) != list(h.classes):
+                    raise UserError(f"checkpoints disagree on head '{h.name}': {where} has classes "
+                                    f"{list(known.classes)} but {m.path} has {list(h.classes)}; a head is merged "
+                                    f"over the checkpoints that predict it, so they must give it the same classes")
+                continue
+            if h.derive and not all(has(x, h) for x in members):
+                continue
+            first[h.name] = (h, m.path)
+            heads.append(h)
+    for h in heads:
+        if sum(m.weight for m in members if h.name in predicted(m)) <= 0:
+            raise UserError(f"--weights: head '{h.name}' is predicted only by checkpoints of weight 0 "
+                            f"({', '.join(str(m.path) for m in members if h.name in predicted(m))})")
+    names = set(first)
+    covered = [c for c in (m.cfg.composite_heads() for m in members) if c and all(h.name in names for h in c)]
+    return heads, max(covered, key=len) if covered else []
+
+
+def predicted(member: Member) -> set[str]:
+    """The names of the heads `member` gives probabilities for (derived heads expanded into their components)."""
+    return {h.name for h in member.expanded_heads()}
+
+
+def check_joint(members: list[Member], composite: list[HeadSpec]) -> None:
+    """--joint merges each member's joint distribution over the composite, so every member must predict all of it."""
+    if not composite:
+        raise UserError(f"--joint: the checkpoints do not predict every composite head "
+                        f"({', '.join(members[0].cfg.composite)}); drop --joint")
+    partial = [m for m in members if not {h.name for h in composite} <= predicted(m)]
+    if partial:
+        raise UserError(f"--joint: {partial[0].path} does not predict every composite head "
+                        f"({', '.join(h.name for h in composite)}): the joint distribution is merged over models "
+                        f"that each predict all of them; drop --joint or that checkpoint")
+
+
+def head_configs(members: list[Member]) -> dict[str, HeadSpec]:
+    """{head: its config} over the ensemble, each from the first member that has it: how labelled inputs are read."""
+    out: dict[str, HeadSpec] = {}
+    for m in members:
+        for name, spec in m.cfg.heads.items():
+            out.setdefault(name, spec)
+    return out
 
 
 def ensemble_decisions(members: list[Member], heads: list[HeadSpec], choice="auto") -> tuple[dict, dict]:
@@ -136,7 +176,7 @@ def ensemble_decisions(members: list[Member], heads: list[HeadSpec], choice="aut
         for m in members:
             doc = m.model.decisions
             where = str(doc.get("path") or m.path) if doc else str(m.path)
-            parts.append((for_heads(doc, m.expanded_heads(), where=where), m.weight))
+            parts.append((for_heads(doc, m.expanded_heads(), where=where), m.weight, predicted(m)))
             if doc and where not in sources:
                 sources.append(where)
         offsets = average_offsets(parts, heads)
@@ -148,17 +188,21 @@ def ensemble_decisions(members: list[Member], heads: list[HeadSpec], choice="aut
 
 def combine(members: list[Member], per_member: list[dict[str, np.ndarray]], *, heads: list[HeadSpec],
             composite: list[HeadSpec], merge, joint: bool) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
-    """Merge members per head (weighted): (probabilities {head: (N, C)}, joint (N, prod) or None)."""
-    weights = torch.tensor([m.weight for m in members], dtype=torch.float64)
+    """Merge members per head (weighted; a head over the members that predict it, their weights renormalised):
+    (probabilities {head: (N, C)}, joint (N, prod) or None; the joint needs every member to predict the composite)."""
     expanded = [expand_derived(p, m.heads, m.cfg.heads)[1] for m, p in zip(members, per_member)]
 
-    def merged(arrays: list[np.ndarray]) -> np.ndarray:
-        return merge(torch.from_numpy(np.stack(arrays)).double(), weights).numpy()
+    def merged(pairs: list[tuple[np.ndarray, float]]) -> np.ndarray:
+        weights = torch.tensor([w for _, w in pairs], dtype=torch.float64)
+        if len(pairs) < len(members):
+            weights = weights / weights.sum()
+        return merge(torch.from_numpy(np.stack([a for a, _ in pairs])).double(), weights).numpy()
 
-    probs = {h.name: merged([e[h.name] for e in expanded]) for h in heads}
+    probs = {h.name: merged([(e[h.name], m.weight) for m, e in zip(members, expanded) if h.name in e])
+             for h in heads}
     joint_probs = None
     if joint:
-        joint_probs = merged([member_joint(e, m.heads, composite) for m, e in zip(members, expanded)])
+        joint_probs = merged([(member_joint(e, m.heads, composite), m.weight) for m, e in zip(members, expanded)])
     return probs, joint_probs
 
 

@@ -55,7 +55,16 @@ from ..utils.errors import UserError
 from ..utils.io import write_csv, write_json
 from .backends import glue_threads
 from .decide import decide, decide_joint
-from .ensemble import Member, combine, combine_years, ensemble_decisions, ensemble_heads, load_ensemble
+from .ensemble import (
+    Member,
+    check_joint,
+    combine,
+    combine_years,
+    ensemble_decisions,
+    ensemble_heads,
+    head_configs,
+    load_ensemble,
+)
 from .forward import RunSettings, member_croppers, run_members
 from .outputs import check_out, commit, make_out_dir, staged
 from .tta import resolve_merge, resolve_views, view_count
@@ -152,11 +161,10 @@ def load(options: PredictOptions) -> Plan:
     members = load_ensemble(list(options.ckpts), weights=options.weights, device=device, backend=options.backend,
                             source=options.source)
     heads, composite = ensemble_heads(members)
-    if options.joint and not composite:
-        raise UserError(f"--joint: the checkpoints do not predict every composite head "
-                        f"({', '.join(members[0].cfg.composite)}); drop --joint")
+    if options.joint:
+        check_joint(members, composite)
     offsets, used = ensemble_decisions(members, heads, options.decisions)
-    inputs = read_inputs(options.data, members[0].cfg.heads)
+    inputs = read_inputs(options.data, head_configs(members))
     ids = inputs.frame["image_id"].tolist()
     # a labelled manifest is its own truth
     truth = read_gt(options.gt, ids, heads, composite) if options.gt else manifest_truth(inputs, heads, composite)
