@@ -153,6 +153,25 @@ def test_in_fold_teacher_uses_every_member_and_says_what_that_means(kfold_teache
     assert any("validation images were training images of a teacher member" in line for line in lines)
 
 
+def test_specialists_teach_each_head_they_predict(tiny_cfg, tmp_path):
+    """A teacher of a mask-only and a gender/age checkpoint gives every head a target, each from the member that
+    predicts it (as predict merges them), and no row is left without one."""
+    mask = make_ckpt(tmp_path / "mask.pt", seed=1, overrides=["train.heads=[mask]"])
+    rest = make_ckpt(tmp_path / "rest.pt", seed=2, overrides=["train.heads=[gender,age]"])
+    cfg = student(tiny_cfg, f"{mask},{rest}", "train.distill.tta=[identity]")
+    _, frame = rows_and_folds(cfg)
+    targets = teacher_for(cfg).targets(cfg, frame, log=lambda line: None)
+    by_one = {}
+    for ckpt, heads in ((mask, ["mask"]), (rest, ["gender", "age"])):
+        own = student(tiny_cfg, ckpt, "train.distill.tta=[identity]", f"train.heads=[{','.join(heads)}]")
+        alone = teacher_for(own).targets(own, frame, log=lambda line: None)
+        by_one.update({teacher_key(h): alone[teacher_key(h)] for h in heads})
+    for head in ("mask", "gender", "age"):
+        key = teacher_key(head)
+        assert targets[key].shape == (len(frame), len(cfg.heads[head].classes)) and not np.isnan(targets[key]).any()
+        np.testing.assert_allclose(targets[key], by_one[key], atol=1e-6)
+
+
 # --------------------------------------------------------------------------------------------------- the run
 def test_distill_trains_an_ordinary_run_with_agreement_and_a_teacher_report(kfold_teacher, synth_root, tmp_path,
                                                                            capsys):
@@ -252,7 +271,7 @@ def test_bad_teacher_input_is_one_line_and_exit_2(case, synth_root, tmp_path, ca
                  *tiny_overrides(synth_root, tmp_path, *extra)])
     line = error_line(capsys)
     assert code == 2
-    expected = {"missing": "checkpoint not found", "heads": "has no head 'gender'",
+    expected = {"missing": "checkpoint not found", "heads": "no teacher checkpoint has a head 'gender'",
                 "classes": "head 'gender' has classes", "alpha": "train.distill.alpha: 1.5 is out of range",
                 "temperature": "train.distill.temperature: 0.0 is out of range"}[case]
     assert expected in line, line

@@ -32,7 +32,7 @@ from ..heads import HeadSpec, years_key
 from ..model.distill import teacher_key
 from ..utils.devices import pick_device, resolve_precision
 from ..utils.errors import UserError
-from .ensemble import Member, combine, load_ensemble
+from .ensemble import Member, combine, load_ensemble, predicted
 from .forward import RunSettings, member_croppers, run_members
 from .teacher_cache import MemberCache, file_digest
 from .tta import resolve_merge, resolve_views
@@ -68,17 +68,21 @@ class EnsembleTeacher:
 
     # ------------------------------------------------------------------------------------------ checks
     def check(self, cfg: Config) -> None:
-        """Every trained head of the student, with the same classes, in every member; one line naming the first
+        """Every trained head of the student in some member, with the same classes in every member that has it (a
+        head is merged over the members that predict it, as predict merges specialists); one line naming the first
         that is not."""
-        for m in self.members:
-            theirs = {h.name: list(h.classes) for h in m.expanded_heads()}
-            for head in cfg.trained_heads():
-                if head.name not in theirs:
-                    raise UserError(f"train.distill.teachers: {m.path} has no head '{head.name}' (it predicts "
-                                    f"{', '.join(theirs)}); a teacher must predict every head the student trains")
-                if theirs[head.name] != list(head.classes):
-                    raise UserError(f"train.distill.teachers: {m.path} head '{head.name}' has classes "
-                                    f"{theirs[head.name]}, the student {list(head.classes)}; they must be the same")
+        for head in cfg.trained_heads():
+            having = [m for m in self.members if head.name in predicted(m)]
+            if not having:
+                theirs = sorted({n for m in self.members for n in predicted(m)})
+                raise UserError(f"train.distill.teachers: no teacher checkpoint has a head '{head.name}' (they "
+                                f"predict {', '.join(theirs)}); some member must predict every head the student "
+                                f"trains")
+            for m in having:
+                classes = next(list(h.classes) for h in m.expanded_heads() if h.name == head.name)
+                if classes != list(head.classes):
+                    raise UserError(f"train.distill.teachers: {m.path} head '{head.name}' has classes {classes}, "
+                                    f"the student {list(head.classes)}; they must be the same")
 
     def record(self, cfg: Config) -> None:
         """train.distill.checkpoints = {checkpoint: sha256}; a run that recorded others (a resume, a copied config)
@@ -153,26 +157,32 @@ class EnsembleTeacher:
 
     def merged(self, chosen: list[int], probs: list, paths: list[str], heads: list[HeadSpec],
                years: list[HeadSpec]) -> dict[str, np.ndarray]:
-        """The chosen members' probabilities on `paths`, merged per head as predict merges (weights renormalised)."""
+        """The chosen members' probabilities on `paths`, merged per head as predict merges (over the chosen members
+        that predict the head, weights renormalised); a head none of them predicts is left out (NaN: no teacher)."""
         members = [self.members[k] for k in chosen]
         total = sum(m.weight for m in members)
         members = [dataclasses.replace(m, weight=m.weight / total) for m in members]
         rows = [(arrays, np.array([index[p] for p in paths], dtype=np.int64)) for arrays, index in probs]
         picked = [{name: values[r] for name, values in arrays.items()} for arrays, r in rows]
-        merged, _ = combine(members, picked, heads=heads, composite=[], merge=self.merge, joint=False)
-        out = {teacher_key(h.name): merged[h.name] for h in heads}
-        weights = torch.tensor([m.weight for m in members], dtype=torch.float64)
+        spoken = [h for h in heads if any(h.name in predicted(m) for m in members)]
+        merged, _ = combine(members, picked, heads=spoken, composite=[], merge=self.merge, joint=False)
+        out = {teacher_key(h.name): merged[h.name] for h in spoken}
         for h in years:
-            stacked = torch.from_numpy(np.stack([p[years_key(h.name)] for p in picked])).double()
-            out[teacher_key(years_key(h.name))] = self.merge(stacked, weights).numpy()
+            have = [(p[years_key(h.name)], m.weight) for m, p in zip(members, picked) if years_key(h.name) in p]
+            if not have:
+                continue
+            weights = torch.tensor([w for _, w in have], dtype=torch.float64)
+            stacked = torch.from_numpy(np.stack([a for a, _ in have])).double()
+            out[teacher_key(years_key(h.name))] = self.merge(stacked, weights / weights.sum()).numpy()
         return {k: v.astype(np.float32) for k, v in out.items()}
 
     def has_years(self, head: HeadSpec) -> bool:
-        """Whether every member has `head` as a years head on the same year grid (then its distribution distils)."""
+        """Whether every member that predicts `head` has it as a years head on the same year grid (then its
+        distribution distils)."""
         def grid(m: Member):
             spec = next((h for h in m.heads if h.name == head.name), None)
             return list(spec.year_grid()) if spec is not None and spec.target == "years" else None
-        return all(grid(m) == list(head.year_grid()) for m in self.members)
+        return all(grid(m) == list(head.year_grid()) for m in self.members if head.name in predicted(m))
 
     def summary(self, allowed: np.ndarray) -> str:
         n, computed, cached = len(allowed), self.stats["computed"], self.stats["cached"]
