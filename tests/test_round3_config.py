@@ -151,6 +151,8 @@ def test_a_study_refuses_another_space_or_config_up_front(synth_root, tmp_path, 
 
 
 # ------------------------------------------------------------------------------------------------ 13. --seed rerun
+# the test asks for trials by hand (study.ask), outside Study.optimize, which is what Optuna's heartbeat warns about
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
 def test_a_rerun_with_the_same_seed_draws_new_points(synth_root, tmp_path):
     t = T(synth_root, tmp_path)
     space = t.space("params:\n  train.lr: {low: 1e-4, high: 1e-2, log: true}\n"
