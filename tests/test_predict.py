@@ -269,12 +269,17 @@ def test_manifest_and_folder_inputs(world, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ errors
-def test_specialists_ensemble_head_by_head(world, tmp_path):
+def test_specialists_ensemble_head_by_head(world, tmp_path, capsys):
     """Each head is merged over the checkpoints that predict it: a mask-only run with a gender/age run makes the
     whole composite, and an age specialist beside a full model moves only the age head (weights renormalised)."""
     paths = sorted(world["few"].iterdir())
     direct = {name: direct_softmax(world[name], paths) for name in ("resnet", "age_only", "mask_only", "gender_age")}
-    predict(ckpts=[world["mask_only"], world["gender_age"]], data=world["few"], out=tmp_path / "split", **FAST)
+    from rich.console import Console
+
+    predict(ckpts=[world["mask_only"], world["gender_age"]], data=world["few"], out=tmp_path / "split",
+            console=Console(width=200), **FAST)
+    assert "heads merged over the models that predict them: mask 1 of 2, gender 1 of 2, age 1 of 2" in \
+        capsys.readouterr().out
     _, heads, probs, _ = predicted(tmp_path / "split")
     assert list(heads) == ["mask", "gender", "age"]
     np.testing.assert_allclose(probs["mask"], direct["mask_only"]["mask"], atol=1e-5)

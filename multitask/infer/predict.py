@@ -64,6 +64,7 @@ from .ensemble import (
     ensemble_heads,
     head_configs,
     load_ensemble,
+    predicted,
 )
 from .forward import RunSettings, member_croppers, run_members
 from .outputs import check_out, commit, make_out_dir, staged
@@ -199,6 +200,10 @@ def announce(plan: Plan, console: Console) -> None:
         crop += f" (source {m.source})" if m.source else ""
         console.print(f"  {m.path}  {m.cfg.model.backbone} {m.size[0]}x{m.size[1]}{crop}  heads "
                       f"{', '.join(h.name for h in m.heads)}  weight {m.weight:.3g}  {m.model.kind}", markup=False)
+    merged_over = {h.name: sum(h.name in predicted(m) for m in plan.members) for h in plan.heads}
+    if any(n < len(plan.members) for n in merged_over.values()):   # specialists: say which head comes from whom
+        console.print("heads merged over the models that predict them: " + ", ".join(
+            f"{name} {n} of {len(plan.members)}" for name, n in merged_over.items()), markup=False)
     precision = plan.settings.precision
     amp = str(precision.dtype).replace("torch.", "") if precision.enabled else "off"
     if not any(m.model.kind == "torch" for m in plan.members):
