@@ -123,10 +123,12 @@ def ensemble_heads(members: list[Member]) -> tuple[list[HeadSpec], list[HeadSpec
                 continue
             first[h.name] = (h, m.path)
             heads.append(h)
+    names_of = [predicted(m) for m in members]
     for h in heads:
-        if sum(m.weight for m in members if h.name in predicted(m)) <= 0:
+        having = [m for m, names in zip(members, names_of) if h.name in names]
+        if sum(m.weight for m in having) <= 0:
             raise UserError(f"--weights: head '{h.name}' is predicted only by checkpoints of weight 0 "
-                            f"({', '.join(str(m.path) for m in members if h.name in predicted(m))})")
+                            f"({', '.join(str(m.path) for m in having)})")
     names = set(first)
     covered = [c for c in (m.cfg.composite_heads() for m in members) if c and all(h.name in names for h in c)]
     return heads, max(covered, key=len) if covered else []
@@ -191,19 +193,23 @@ def combine(members: list[Member], per_member: list[dict[str, np.ndarray]], *, h
     """Merge members per head (weighted; a head over the members that predict it, their weights renormalised):
     (probabilities {head: (N, C)}, joint (N, prod) or None; the joint needs every member to predict the composite)."""
     expanded = [expand_derived(p, m.heads, m.cfg.heads)[1] for m, p in zip(members, per_member)]
-
-    def merged(pairs: list[tuple[np.ndarray, float]]) -> np.ndarray:
-        weights = torch.tensor([w for _, w in pairs], dtype=torch.float64)
-        if len(pairs) < len(members):
-            weights = weights / weights.sum()
-        return merge(torch.from_numpy(np.stack([a for a, _ in pairs])).double(), weights).numpy()
-
-    probs = {h.name: merged([(e[h.name], m.weight) for m, e in zip(members, expanded) if h.name in e])
+    probs = {h.name: merge_over([(e[h.name], m.weight) for m, e in zip(members, expanded) if h.name in e], merge,
+                                of=len(members))
              for h in heads}
     joint_probs = None
     if joint:
-        joint_probs = merged([(member_joint(e, m.heads, composite), m.weight) for m, e in zip(members, expanded)])
+        joint_probs = merge_over([(member_joint(e, m.heads, composite), m.weight) for m, e in zip(members, expanded)],
+                                 merge, of=len(members))
     return probs, joint_probs
+
+
+def merge_over(pairs: list[tuple[np.ndarray, float]], merge, *, of: int) -> np.ndarray:
+    """Merge (array, weight) pairs from some of the `of` members of an ensemble whose weights sum to 1: the weights
+    are renormalised over the pairs when some members are missing (a head only some of them predict)."""
+    weights = torch.tensor([w for _, w in pairs], dtype=torch.float64)
+    if len(pairs) < of:
+        weights = weights / weights.sum()
+    return merge(torch.from_numpy(np.stack([a for a, _ in pairs])).double(), weights).numpy()
 
 
 def combine_years(members: list[Member], per_member: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

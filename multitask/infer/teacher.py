@@ -32,7 +32,7 @@ from ..heads import HeadSpec, years_key
 from ..model.distill import teacher_key
 from ..utils.devices import pick_device, resolve_precision
 from ..utils.errors import UserError
-from .ensemble import Member, combine, load_ensemble, predicted
+from .ensemble import Member, combine, load_ensemble, merge_over, predicted
 from .forward import RunSettings, member_croppers, run_members
 from .teacher_cache import MemberCache, file_digest
 from .tta import resolve_merge, resolve_views
@@ -169,11 +169,8 @@ class EnsembleTeacher:
         out = {teacher_key(h.name): merged[h.name] for h in spoken}
         for h in years:
             have = [(p[years_key(h.name)], m.weight) for m, p in zip(members, picked) if years_key(h.name) in p]
-            if not have:
-                continue
-            weights = torch.tensor([w for _, w in have], dtype=torch.float64)
-            stacked = torch.from_numpy(np.stack([a for a, _ in have])).double()
-            out[teacher_key(years_key(h.name))] = self.merge(stacked, weights / weights.sum()).numpy()
+            if have:
+                out[teacher_key(years_key(h.name))] = merge_over(have, self.merge, of=len(members))
         return {k: v.astype(np.float32) for k, v in out.items()}
 
     def has_years(self, head: HeadSpec) -> bool:
