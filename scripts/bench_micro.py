@@ -3,7 +3,8 @@
     python scripts/bench_micro.py                 # all three, medians of 5 rounds
     python scripts/bench_micro.py --rounds 9
 
-  optimizer  one AdamW step over resnet18's channels_last parameters: torch's default on CPU (a per-parameter loop)
+  optimizer  one AdamW step over a resnet18 model's channels_last parameters: timm's create_optimizer_v2 as it comes
+             (torch's CPU default, a per-parameter loop)
              vs build_optimizer (the fused kernel).
   decode     a 384x512 synthetic competition JPEG to 96x72 and to 224x224: full decode + INTER_AREA vs
              read_image(at_least=...) (decode at a DCT scale) + the same resize.
@@ -37,18 +38,21 @@ def per_call_ms(fn, calls: int) -> float:
 
 
 def optimizer_pair():
-    import timm
+    from timm.optim import create_optimizer_v2
 
-    from multitask.config import TrainConfig
-    from multitask.train.optim import build_optimizer, param_groups
+    from multitask.config import load_config
+    from multitask.model.net import create_model
+    from multitask.train.optim import build_optimizer
 
     torch.manual_seed(0)
-    model = timm.create_model("resnet18", num_classes=8).to(memory_format=torch.channels_last)
+    cfg = load_config(None, ["model.backbone=resnet18"])
+    model = create_model(cfg).to(memory_format=torch.channels_last)
     for p in model.parameters():
         p.grad = torch.randn_like(p)
-    train = TrainConfig(optimizer="adamw", lr=1e-3)
-    loop = torch.optim.AdamW(param_groups([model], train.weight_decay), lr=train.lr)   # torch's CPU default
-    fused = build_optimizer([model], train)
+    train = cfg.train
+    # timm's factory as it comes (torch's CPU default: a per-parameter loop) against ours (fused=True)
+    loop = create_optimizer_v2(model, opt="adamw", lr=train.lr, weight_decay=train.weight_decay)
+    fused = build_optimizer(model, None, train)
     return ("AdamW step, resnet18", lambda: loop.step(), lambda: fused.step(), 10)
 
 

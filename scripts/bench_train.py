@@ -176,7 +176,7 @@ def model_steps(cfg, device: torch.device, *, baseline: bool = False, compile_mo
         precision = resolve_precision(cfg.train.amp, device)
         memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
         model = create_model(cfg).to(device=device, memory_format=memory_format)
-        optimizer = build_optimizer([model], cfg.train)
+        optimizer = build_optimizer(model, None, cfg.train)
         x = torch.randint(0, 256, (batch, 3, height, width), dtype=torch.uint8, device=device)
         targets = {h.name: torch.randint(0, h.num_classes, (batch,), device=device) for h in cfg.trained_heads()}
     x = x.contiguous(memory_format=memory_format)

@@ -216,7 +216,7 @@ CONFIG_CASES = {
     "unknown backbone": (["model.backbone=resnet181"], "model.backbone: unknown timm model 'resnet181'; close "
                                                        "matches: resnet18"),
     "unknown scheduler": (["train.scheduler=cosin"], "configs/quickstart.yaml: train.scheduler: invalid choice "
-                                                     "'cosin' (did you mean cosine?); choose from cosine, step"),
+                                                     "'cosin' (did you mean cosine?); choose from cosine, tanh, poly"),
     "unknown --heads": (["--heads", "mask,agee"], "configs/quickstart.yaml: train.heads: unknown head 'agee' (did you "
                                                   "mean age"),
     "unknown crop": (["data.crop=faces"], "configs/quickstart.yaml: data.crop: invalid choice 'faces' (did you mean "
@@ -425,7 +425,7 @@ def _resumed_config_is_what_ran(t: _Setup, out: str, caught) -> None:
     ckpt = load_checkpoint(run / "last.pt")
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert ckpt["config"] == saved and saved["train"]["epochs"] == 2 and ckpt["step"] == 2
-    assert ckpt["scheduler"]["base_lrs"][0] == saved["train"]["lr"] == 0.002
+    assert ckpt["scheduler"]["impl"]["base_values"][0] == saved["train"]["lr"] == 0.002
 
 
 def _age_unlabelled_in_validation(t: _Setup) -> list[str]:

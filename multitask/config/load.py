@@ -20,13 +20,10 @@ from typing import Any, Literal, Union
 import yaml
 
 from ..heads import resolve_heads
-from ..utils.errors import UserError
 from ..utils.io import write_text
+from .choices import check_optimizer
+from .errors import ConfigError
 from .schema import AugmentConfig, Config, default_heads
-
-
-class ConfigError(UserError):
-    """A bad config value; the message is one line for a person."""
 
 
 class UniqueKeyLoader(yaml.SafeLoader):
@@ -121,6 +118,7 @@ def finalize(cfg: Config, where: str = "<config>") -> Config:
     if cfg.data.on_bad_image == "skip" and not cfg.data.cache:
         raise ConfigError(f"{where}: data.on_bad_image=skip needs data.cache=true (bad images are found and left out "
                           f"while the cache is built); set data.cache=true or data.on_bad_image=error")
+    check_optimizer(cfg.train.optimizer, where)
     check_sources(cfg, where)
     check_distill(cfg, where)
     return cfg
@@ -211,7 +209,7 @@ def _lower_bounds(cfg: Config) -> list[tuple[str, float | None, float]]:
             ("train.accum_steps", t.accum_steps, 1), ("train.val_every", t.val_every, 1),
             ("train.save_every_steps", t.save_every_steps, 1), ("train.max_steps", t.max_steps, 1),
             ("train.early_stop", t.early_stop, 1), ("data.n_folds", d.n_folds, 2),
-            ("train.plateau_patience", t.plateau_patience, 0),
+            ("train.plateau_patience", t.plateau_patience, 0), ("train.freeze_trunk_epochs", t.freeze_trunk_epochs, 0),
             ("data.num_workers", d.num_workers, 0), ("data.limit", d.limit, 1),
             ("train.cpu_threads", None if t.cpu_threads == "auto" else t.cpu_threads, 1)]
 
@@ -238,7 +236,9 @@ def _float_ranges(cfg: Config) -> list[tuple[str, float | None, str]]:
     for name in ("hflip", "shift_scale_rotate", "color_jitter", "coarse_dropout"):
         checks.append((f"data.augment.{name}", getattr(d.augment, name), "in [0, 1]"))
     checks += [(f"data.augment.crop_scale[{i}]", v, "in (0, 1]") for i, v in enumerate(d.augment.crop_scale)]
-    checks += [(f"data.std[{i}]", v, "> 0") for i, v in enumerate(d.std)]
+    checks += [(f"data.std[{i}]", v, "> 0") for i, v in enumerate(d.std if isinstance(d.std, list) else [])]
+    checks += [("train.trunk_lr_scale", t.trunk_lr_scale, "in (0, 1]"),
+               ("train.layer_decay", t.layer_decay, "in (0, 1]")]
     for name, source in d.sources.items():
         checks += [(f"data.sources.{name}.share", source.share, "in (0, 1]"),
                    (f"data.sources.{name}.crop_margin", source.crop_margin, ">= 0")]

@@ -74,8 +74,10 @@ class DataConfig:
     image_size: list[int] = field(default_factory=lambda: [128, 96])   # height, width fed to the model
     crop: Literal["none", "center", "face"] = "none"   # what of each photo is resized to image_size (data/faces.py)
     crop_margin: float = 0.4                  # face crop: added on each side, as a fraction of the face box
-    mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
-    std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+    # auto: what the pretrained weights expect (a safetensors file's metadata, else timm's pretrained_cfg of the
+    # backbone), ImageNet's for a trunk from scratch (model/normalization.py); a run saves the numbers it used
+    mean: Union[Literal["auto"], list[float]] = "auto"
+    std: Union[Literal["auto"], list[float]] = "auto"
     n_folds: int = 5
     fold: int = 0
     cache: bool = True
@@ -157,17 +159,23 @@ class TrainConfig:
     heads: list[str] | None = None            # which configured heads train; None = all non-derived heads
     epochs: int = 5
     batch_size: int = 32
-    optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
-    lr: float = 1e-3
+    optimizer: str = "adamw"                  # any name of timm.optim.list_optimizers() (adamw, sgd, lamb, lion...)
+    lr: float = 1e-3                          # the heads' peak learning rate; the trunk's is lr * trunk_lr_scale
     weight_decay: float = 0.05
     momentum: float = 0.9
     nesterov: bool = True
-    scheduler: Literal["cosine", "step", "onecycle", "plateau", "none"] = "cosine"
-    warmup_epochs: float = 0.0
+    scheduler: Literal["cosine", "tanh", "poly", "step", "plateau", "onecycle", "none"] = "cosine"
+    warmup_epochs: float = 0.0                # linear warm-up from min_lr (cosine, tanh, poly, step)
     step_size: int = 10
     gamma: float = 0.1
     plateau_patience: int = 1                 # scheduler plateau: validations without improvement before a cut
     min_lr: float = 1e-6
+    # fine-tuning a pretrained trunk (train/optim.py): the trunk's LR as a fraction of the heads'; layer-wise decay
+    # (each trunk layer's LR is layer_decay times the next deeper one's; the heads keep the full LR); epochs with the
+    # trunk frozen (heads only, its batch-norm statistics kept) before the whole net trains
+    trunk_lr_scale: float = 1.0
+    layer_decay: float | None = None
+    freeze_trunk_epochs: int = 0
     amp: Literal["auto", "fp16", "bf16", "off"] = "auto"
     channels_last: bool = True
     grad_clip: float | None = None

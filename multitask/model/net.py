@@ -23,10 +23,8 @@ from torch import nn
 
 from ..heads import HeadSpec, years_key
 from ..utils.errors import UserError, short_error
+from .normalization import IMAGENET_MEAN, IMAGENET_STD, resolve_normalization
 from .weights import load_strict, load_trunk_weights
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class MultiHeadNet(nn.Module):
@@ -115,11 +113,13 @@ class YearsHead(nn.Module):
 
 
 def create_model(cfg, heads: Sequence[HeadSpec] | None = None) -> MultiHeadNet:
-    """The model a config describes; heads default to the heads that train (cfg.trained_heads())."""
+    """The model a config describes; heads default to the heads that train (cfg.trained_heads()). data.mean/std
+    `auto` resolve as normalization.py says (a training pins them in its config first)."""
     m = cfg.model
+    norm = resolve_normalization(cfg)
     return MultiHeadNet(backbone=m.backbone, heads=list(heads) if heads is not None else cfg.trained_heads(),
                         pretrained=m.pretrained, drop_rate=m.drop_rate, drop_path_rate=m.drop_path_rate,
-                        mean=cfg.data.mean, std=cfg.data.std)
+                        mean=norm.mean, std=norm.std)
 
 
 # --------------------------------------------------------------------------------------------- trunk

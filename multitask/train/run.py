@@ -26,6 +26,7 @@ import torch
 from ..config import Config, from_dict
 from ..model.losses import HeadLoss
 from ..model.net import check_backbone
+from ..model.normalization import pin_normalization
 from ..runs.checkpoint import checkpoint_config, load_checkpoint
 from ..runs.locks import RunDirLock
 from ..runs.resume import load_for_resume
@@ -82,6 +83,7 @@ def preflight(cfg: Config) -> None:
     if isinstance(weights, str) and weights.strip() and not Path(weights).expanduser().is_file():
         raise UserError(f"model.pretrained: weights file not found: {weights}; give an existing .pth/.safetensors "
                         f"file, true (timm hub) or false")
+    pin_normalization(cfg)   # data.mean/std auto -> numbers before a resume compares the config with its checkpoint
 
 
 def run_training(cfg: Config, *, resume: str | None = None, all_folds: bool = False,
@@ -141,6 +143,7 @@ def fit(cfg: Config, run_dir: Path, info: DistInfo = DistInfo(), ckpt: dict | No
     """Train one run into `run_dir` (from `ckpt` when resuming); returns the best epoch's metrics. `teacher`: what
     train.distill learns from (multitask.infer.teacher.teacher_for(cfg))."""
     run_dir = Path(run_dir)
+    normalization = pin_normalization(cfg)   # what the run saves; `why` goes into its header
     device = pick_device(cfg.train.device, local_rank=info.local_rank, key="train.device")
     seed_everything(cfg.seed + info.rank, cfg.deterministic)
     if info.is_main:
@@ -161,7 +164,7 @@ def fit(cfg: Config, run_dir: Path, info: DistInfo = DistInfo(), ckpt: dict | No
     try:
         trainer = Trainer(cfg=cfg, run_dir=run_dir, info=info, precision=resolve_precision(cfg.train.amp, device),
                           tracker=tracker, callbacks=[*callbacks, *([SharedCores(share)] if share else [])],
-                          teacher=teacher)
+                          teacher=teacher, notes=[normalization.describe(cfg.data.image_size)])
         return trainer.fit(ckpt)
     finally:
         if share is not None:

@@ -22,7 +22,7 @@ from ..model.weighting import GradContext
 from ..runs.checkpoint import FORMAT, VERSION, rng_state, set_rng_state
 from ..utils.devices import Precision
 from .mixing import BatchMixer
-from .optim import build_optimizer, build_scheduler
+from .optim import LrSchedule, build_optimizer, build_schedule
 
 # the counters a checkpoint's "state" entry holds (a plain dict there, so older checkpoints keep loading)
 COUNTERS = ("epoch", "step", "batch_in_epoch", "best", "bad_epochs", "epoch_partial")
@@ -34,7 +34,7 @@ class TrainState:
     model: MultiHeadNet
     criterion: MultiTaskCriterion
     optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau
+    scheduler: LrSchedule
     scaler: torch.amp.GradScaler
     mixer: BatchMixer
     ema: object | None = None            # timm ModelEmaV3, whose .module is the averaged copy
@@ -60,12 +60,12 @@ class TrainState:
                                        cagrad_c=t.cagrad_c,
                                        distill=(t.distill.alpha, t.distill.temperature) if t.distill.teachers
                                        else None).to(device)
-        optimizer = build_optimizer([model, criterion], t)
+        optimizer = build_optimizer(model, criterion, t)
         ema = None
         if t.ema.enabled:
             ema = ModelEmaV3(model, decay=t.ema.decay, use_warmup=True)
         return cls(cfg=cfg, model=model, criterion=criterion, optimizer=optimizer,
-                   scheduler=build_scheduler(optimizer, t, steps_per_epoch),
+                   scheduler=build_schedule(optimizer, t, steps_per_epoch),
                    scaler=torch.amp.GradScaler(device.type, enabled=precision.scaler),
                    mixer=BatchMixer(train=t, seed=seed), ema=ema)
 
@@ -76,6 +76,23 @@ class TrainState:
     @property
     def eval_model(self) -> torch.nn.Module:
         return self.ema.module if self.ema is not None else self.model
+
+    def trunk_frozen(self, epoch: int) -> bool:
+        """`train.freeze_trunk_epochs`: the first epochs train the heads alone."""
+        return epoch < self.cfg.train.freeze_trunk_epochs
+
+    def freeze_trunk(self, frozen: bool) -> None:
+        """Heads only (frozen) or the whole net. Frozen trunk parameters need no gradient, so autograd stops at the
+        heads (cheaper steps) and the optimizer skips them (no update, no weight decay, no moments yet: Adam's
+        moments and bias correction start at the unfreeze); its batch norms stay in eval mode (see `train_mode`)."""
+        for param in self.model.trunk.parameters():
+            param.requires_grad_(not frozen)
+
+    def train_mode(self, epoch: int) -> None:
+        """model.train(), with a frozen trunk's batch-norm statistics (and dropout) kept as loaded."""
+        self.model.train()
+        if self.trunk_frozen(epoch):
+            self.model.trunk.eval()
 
     def counters(self) -> dict:
         return {k: getattr(self, k) for k in COUNTERS}

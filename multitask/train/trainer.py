@@ -31,6 +31,7 @@ from ..utils.distributed import DistInfo, barrier
 from ..utils.errors import UserError
 from .callbacks import Callback, CallbackList
 from .distill import Teacher, attach_teacher
+from .optim import group_lrs
 from .state import TrainState, counters_finished
 from .validate import evaluate, log_confusions, source_metrics, write_oof, write_teacher_table
 
@@ -45,7 +46,8 @@ class Trainer:
     """The loop around one TrainState: data and loaders, epochs, steps, validation, checkpoints, callbacks."""
 
     def __init__(self, *, cfg: Config, run_dir: Path, info: DistInfo, precision: Precision, tracker: Tracker,
-                 callbacks: Iterable[Callback] = (), teacher: Teacher | None = None):
+                 callbacks: Iterable[Callback] = (), teacher: Teacher | None = None, notes: Iterable[str] = ()):
+        self.notes = list(notes)   # lines for the run's header (the normalisation and where it came from)
         self.cfg, self.run_dir, self.info, self.tracker = cfg, run_dir, info, tracker
         self.teacher = teacher   # train.distill: its probabilities join the targets (distill.py)
         self.precision, self.device = precision, precision.device
@@ -102,6 +104,8 @@ class Trainer:
         cfg = self.cfg
         self.tracker.print(f"[bold]multitask[/] {cfg.name} -> {self.run_dir}  ({cfg.model.backbone}, heads "
                            f"{', '.join(h.name for h in self.heads)}, {self.device}, amp {self.precision.name})")
+        for note in self.notes:
+            self.tracker.print(note)
         if ckpt is not None and counters_finished(cfg, ckpt["state"]):
             self.tracker.print(f"nothing to train: this run already finished (epoch {ckpt['state']['epoch']} of "
                                f"{cfg.train.epochs}); raise train.epochs (or train.early_stop / train.max_steps) "
@@ -111,6 +115,7 @@ class Trainer:
         state, best_metrics, best_epoch = self.state, {}, None
         self.callbacks.on_fit_start(state)
         for epoch in range(state.epoch, cfg.train.epochs):
+            self.set_trunk_frozen(epoch)
             self.callbacks.on_epoch_start(state, epoch)
             train_metrics = self.train_epoch(epoch)
             self.callbacks.on_train_epoch_end(state, train_metrics)
@@ -126,6 +131,19 @@ class Trainer:
         self.tracker.publish_final(best_metrics, best_epoch, best_value=state.best)
         self.callbacks.on_fit_end(state, best_metrics)
         return best_metrics
+
+    def set_trunk_frozen(self, epoch: int) -> None:
+        """`train.freeze_trunk_epochs`: freeze or unfreeze the trunk at an epoch's start (the first, a resume, the
+        switch); what the weighting and DDP see follows (a DDP wrapper registers the parameters needing gradients
+        when it is built, so it is built again)."""
+        state = self.state
+        frozen = state.trunk_frozen(epoch)
+        if frozen == all(not p.requires_grad for p in state.model.trunk.parameters()):
+            return
+        state.freeze_trunk(frozen)
+        if frozen or epoch > 0:
+            self.tracker.print(f"epoch {epoch + 1}: trunk {'frozen (heads only)' if frozen else 'unfrozen'}")
+        self.attach(state)
 
     def should_stop(self) -> bool:
         """After an epoch: early stop or a callback's `state.stop` (said aloud), or the spent step budget."""
@@ -144,7 +162,7 @@ class Trainer:
         end = start + len(self.train_loader)
         losses = EpochLosses(self.heads, self.device, step=state.step, partial=state.epoch_partial if start else None)
         state.epoch_images = 0
-        self.net.train()
+        state.train_mode(epoch)
         with self.tracker.progress(len(self.train_loader), f"epoch {epoch + 1}/{cfg.train.epochs}") as bar:
             for i, (images, targets) in enumerate(self.train_loader, start=start):
                 last_micro = (i + 1) % cfg.train.accum_steps == 0 or i + 1 == end
@@ -196,11 +214,10 @@ class Trainer:
         state.scaler.step(state.optimizer)
         state.scaler.update()
         state.optimizer.zero_grad(set_to_none=True)
-        if not isinstance(state.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            state.scheduler.step()
-        if state.ema is not None:
-            state.ema.update(state.model, step=state.step)
         state.step += 1
+        state.scheduler.after_step(state.step)
+        if state.ema is not None:
+            state.ema.update(state.model, step=state.step - 1)
         state.batch_in_epoch = batches_done
 
     def step_checkpoint(self, losses: "EpochLosses", *, last_batch: bool) -> None:
@@ -221,7 +238,7 @@ class Trainer:
         metrics, improved = dict(train_metrics), False
         if (epoch + 1) % cfg.train.val_every == 0 or epoch + 1 == cfg.train.epochs:
             improved = self.validate(epoch, metrics)
-        metrics["lr"] = state.optimizer.param_groups[0]["lr"]
+        metrics.update(group_lrs(state.optimizer))
         metrics.update({f"loss_weight/{k}": v for k, v in state.criterion.effective_weights().items()})
         state.criterion.epoch_end({h.name: train_metrics[f"train/{h.name}/loss"] for h in self.heads})
         self.tracker.log_epoch(epoch + 1, metrics)
@@ -251,8 +268,7 @@ class Trainer:
             state.best, state.bad_epochs = value, 0
         else:
             state.bad_epochs += 1
-        if isinstance(state.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            state.scheduler.step(value)
+        state.scheduler.after_validation(value)
         if self.info.is_main:
             log_confusions(self.tracker, scores, cfg, epoch)
             if improved:
