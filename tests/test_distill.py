@@ -22,7 +22,7 @@ from multitask.infer.teacher_cache import file_digest
 from multitask.metrics.table import read_table
 from multitask.model.distill import distill_kl, teacher_key
 from multitask.model.losses import MultiTaskCriterion
-from multitask.runs.checkpoint import load_checkpoint
+from multitask.runs.checkpoint import load_checkpoint, save_checkpoint
 from multitask.train.run import run_training
 
 QUICKSTART = "configs/quickstart.yaml"
@@ -170,6 +170,68 @@ def test_specialists_teach_each_head_they_predict(tiny_cfg, tmp_path):
         key = teacher_key(head)
         assert targets[key].shape == (len(frame), len(cfg.heads[head].classes)) and not np.isnan(targets[key]).any()
         np.testing.assert_allclose(targets[key], by_one[key], atol=1e-6)
+
+
+def damage(path: Path, how: str) -> None:
+    """Rewrite a stored teacher cache file the way `how` names."""
+    if how in ("truncated", "empty"):
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2] if how == "truncated" else b"")
+        return
+    with np.load(path) as stored:
+        arrays = {name: stored[name] for name in stored.files}
+    name = next(n for n in arrays if n != "__keys__")
+    values = arrays[name].astype(np.float32)
+    if how == "rows":
+        values = values[:-1]
+    elif how == "width":
+        values = np.concatenate([values, np.zeros((len(values), 1), np.float32)], axis=1)
+    elif how == "nan":
+        values[0, 0] = np.nan
+    elif how == "outside":
+        values[0, :2] = [1.5, -0.5]
+        values[0, 2:] = 0
+    elif how == "sum":
+        values[0] *= 0.5
+    arrays[name] = values
+    np.savez(path, **arrays)
+
+
+@pytest.mark.parametrize("how", ["truncated", "empty", "rows", "width", "nan", "outside", "sum"])
+def test_a_damaged_teacher_cache_is_computed_again_and_said_so(how, tiny_cfg, tmp_path):
+    teacher = make_ckpt(tmp_path / "teacher.pt")
+    cfg = student(tiny_cfg, teacher, "train.distill.tta=[identity]")
+    _, frame = rows_and_folds(cfg)
+    first = teacher_for(cfg).targets(cfg, frame, log=lambda line: None)
+    (file,) = (Path(cfg.data.cache_dir) / "teachers").glob("*.npz")
+    damage(file, how)
+    lines = []
+    again = teacher_for(cfg)
+    second = again.targets(cfg, frame, log=lines.append)
+    assert again.stats["computed"] == len(frame)   # nothing trusted from the damaged file
+    warned = [line for line in lines if "teacher cache" in line]
+    assert len(warned) == 1 and str(file) in warned[0] and "computing" in warned[0], lines
+    for key in first:
+        np.testing.assert_allclose(second[key], first[key], atol=1e-6)
+    third = teacher_for(cfg)   # the file was written whole again
+    third.targets(cfg, frame, log=lines.append)
+    assert third.stats == {"computed": 0, "cached": len(frame)}
+
+
+def test_a_teacher_that_gives_nan_is_named_and_no_out_of_fold_advice(synth_root, tmp_path, capsys):
+    teacher = make_ckpt(tmp_path / "teacher.pt")
+    ckpt = load_checkpoint(teacher)
+    for key in ckpt["model"]:
+        if key.startswith("heads.mask"):
+            ckpt["model"][key] = torch.full_like(ckpt["model"][key], float("nan"))
+    save_checkpoint(teacher, ckpt)
+    code = main(["distill", "--teacher", str(teacher), "--config", QUICKSTART,
+                 *tiny_overrides(synth_root, tmp_path, "train.distill.tta=[identity]")])
+    line = error_line(capsys)
+    assert code == 2
+    assert str(teacher) in line and "non-finite" in line and "out_of_fold" not in line, line
+    assert not (tmp_path / "runs").exists()
+    assert not list((tmp_path / "cache" / "teachers").glob("*.npz"))   # nothing stored from it
 
 
 # --------------------------------------------------------------------------------------------------- the run
