@@ -318,7 +318,11 @@ def test_ddp_distillation_on_two_cpu_processes(kfold_teacher, synth_root, tmp_pa
 
 
 # --------------------------------------------------------------------------------------------------- bad input
-@pytest.mark.parametrize("case", ["missing", "heads", "classes", "alpha", "temperature"])
+OTHER_AGES = {"bins": ["heads.age.bins=[30,58]"], "eval_bins": ["heads.age.eval_bins=[30,58]"],
+              "years_range": ["heads.age.target=years", "heads.age.years_range=[0,90]"]}
+
+
+@pytest.mark.parametrize("case", ["missing", "heads", "classes", "alpha", "temperature", *OTHER_AGES])
 def test_bad_teacher_input_is_one_line_and_exit_2(case, synth_root, tmp_path, capsys):
     teacher = tmp_path / "teacher.pt"
     extra = []
@@ -326,6 +330,9 @@ def test_bad_teacher_input_is_one_line_and_exit_2(case, synth_root, tmp_path, ca
         make_ckpt(teacher, overrides=["train.heads=[mask]"])
     elif case == "classes":
         make_ckpt(teacher, overrides=["heads.gender.classes=[m,f,x]"])
+    elif case in OTHER_AGES:   # the same class names over other ages: KL targets that mean something else
+        make_ckpt(teacher, overrides=OTHER_AGES[case])
+        extra = ["heads.age.target=years"] if case == "years_range" else []
     elif case != "missing":
         make_ckpt(teacher)
         extra = ["train.distill.alpha=1.5"] if case == "alpha" else ["train.distill.temperature=0"]
@@ -335,6 +342,9 @@ def test_bad_teacher_input_is_one_line_and_exit_2(case, synth_root, tmp_path, ca
     assert code == 2
     expected = {"missing": "checkpoint not found", "heads": "no teacher checkpoint has a head 'gender'",
                 "classes": "head 'gender' has classes", "alpha": "train.distill.alpha: 1.5 is out of range",
-                "temperature": "train.distill.temperature: 0.0 is out of range"}[case]
+                "temperature": "train.distill.temperature: 0.0 is out of range",
+                "bins": "head 'age' has bins [30, 58], the student [30, 60]",
+                "eval_bins": "head 'age' has eval_bins [30, 58], the student [30, 60]",
+                "years_range": "head 'age' has years_range [0, 90], the student [0, 100]"}[case]
     assert expected in line, line
     assert not (tmp_path / "runs").exists()   # refused before any run dir

@@ -79,10 +79,16 @@ class EnsembleTeacher:
                                 f"predict {', '.join(theirs)}); some member must predict every head the student "
                                 f"trains")
             for m in having:
-                classes = next(list(h.classes) for h in m.expanded_heads() if h.name == head.name)
-                if classes != list(head.classes):
-                    raise UserError(f"train.distill.teachers: {m.path} head '{head.name}' has classes {classes}, "
-                                    f"the student {list(head.classes)}; they must be the same")
+                theirs = next(h for h in m.expanded_heads() if h.name == head.name)
+                if list(theirs.classes) != list(head.classes):
+                    raise UserError(f"train.distill.teachers: {m.path} head '{head.name}' has classes "
+                                    f"{list(theirs.classes)}, the student {list(head.classes)}; they must be the same")
+                key, mine, other = next(((k, a, b) for k, a, b in class_meaning(head, theirs) if a != b),
+                                        (None, None, None))
+                if key is not None:
+                    raise UserError(f"train.distill.teachers: {m.path} head '{head.name}' has {key} {_shown(other)}, "
+                                    f"the student {_shown(mine)}: the same class names would mean other ages; train "
+                                    f"the student with the teacher's heads.{head.name}.{key} or use another teacher")
 
     def record(self, cfg: Config) -> None:
         """train.distill.checkpoints = {checkpoint: sha256}; a run that recorded others (a resume, a copied config)
@@ -200,6 +206,19 @@ class EnsembleTeacher:
             where += ("in fold (train.distill.out_of_fold=false): every member speaks for every image, also where it "
                       "trained on it (probabilities close to the labels there: less to learn)")
         return where + f"; {computed:,} image-model pairs computed, {cached:,} from the cache"
+
+
+def class_meaning(student: HeadSpec, teacher: HeadSpec) -> list[tuple[str, object, object]]:
+    """(key, student's, teacher's) of what gives a head's classes their meaning beyond their names: the edges that
+    bin ages into them (training and scoring), and, both being years heads, the years their distribution spans."""
+    pairs = [("bins", student.bins, teacher.bins), ("eval_bins", student.eval_bins, teacher.eval_bins)]
+    if student.target == "years" and teacher.target == "years":
+        pairs.append(("years_range", list(student.years_range), list(teacher.years_range)))
+    return [(key, None if a is None else list(a), None if b is None else list(b)) for key, a, b in pairs]
+
+
+def _shown(values: list | None) -> str:
+    return "none" if values is None else "[" + ", ".join(f"{v:g}" for v in values) + "]"
 
 
 def output_widths(member: Member) -> dict[str, int]:
