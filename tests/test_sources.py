@@ -268,6 +268,19 @@ def test_two_sources_named_alike_in_a_file_and_years_that_disagree_are_one_line(
         "but column age says" in line
 
 
+@pytest.mark.parametrize("value", ["nan", "\u0664\u0665", "-5", "1e300"])
+def test_bad_years_in_a_source_are_one_line_naming_the_row_before_any_run_dir(value, synth_root, extra, tmp_path,
+                                                                              capsys):
+    table = pd.read_csv(extra / "years_only.csv", dtype=str)
+    table.loc[3, "age_years"] = value
+    table.to_csv(tmp_path / "bad.csv", index=False)
+    assert main(["train", "--config", CONFIG, *tiny_overrides(synth_root, tmp_path),
+                 *sources(synth_root, tmp_path, manifest="bad.csv")]) == 2
+    line = error_line(capsys)
+    assert line.startswith(f"{tmp_path / 'bad.csv'} line 5, column age_years: ") and value in line, line
+    assert not (tmp_path / "runs").exists()
+
+
 @pytest.mark.slow
 def test_ddp_ranks_train_one_mixed_epoch(synth_root, extra, tmp_path):
     import subprocess
