@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from helpers import error_line, make_ckpt, predict, tiny_overrides
+from helpers import TINY_IMAGES, error_line, image_count, make_ckpt, predict, tiny_overrides
 
 from multitask.cli import main
 from multitask.config import load_config
@@ -298,6 +298,21 @@ def test_unlabelled_photos_learn_from_the_teacher_alone(kfold_teacher, synth_roo
     assert f"fold 0/4: {84 + count} train" in out   # the photos train, none validates
     # no member trained on them: the whole ensemble speaks for every photo
     assert f"out of fold: {112 + count} of {112 + count} images have a member" in out
+
+
+def test_unlabelled_over_the_training_folder_or_twice_leaks_nothing(synth_root, tmp_path, capsys):
+    """The training photos again as unlabelled ones would put every validation image into training (through the
+    teacher); a folder given twice would count twice: both are dropped, and the data summary says how many."""
+    teacher = make_ckpt(tmp_path / "teacher.pt")
+    photos = synth_root / "eval" / "images"
+    count = image_count(photos)
+    overrides = tiny_overrides(synth_root, tmp_path, "train.distill.tta=[identity]", "train.max_steps=1")
+    assert main(["distill", "--config", QUICKSTART, "--name", "unl", *overrides, "--teacher", str(teacher),
+                 "--unlabelled", str(synth_root / "train" / "images"), str(photos), str(photos)]) == 0
+    out = capsys.readouterr().out
+    assert (f"data: dropped {TINY_IMAGES + count} repeated image row(s): {count} exact repeat(s) (the same photo, "
+            f"labels and fold), {TINY_IMAGES} unlabelled copy(ies) of labelled photos") in out, out
+    assert f"fold 0/4: {84 + count} train / 28 val images" in out   # each eval photo once, no validation image
 
 
 @pytest.mark.slow

@@ -12,7 +12,8 @@ different heads merge by concatenating their CSVs. A head's column holds classes
 `<head>_years` column (age_years), binned by the head's `bins` for a class head and learnt as years by a years head;
 where a row has both, they must agree (the years binned by eval_bins give its class). Years are ASCII decimal
 numbers inside the head's `years_range` (blank: unknown); any other cell is refused naming its line.
-`group` (person id) keeps one person's photos in one fold; without it every row is its own group.
+`group` (person id) keeps one person's photos in one fold; without it every row is its own group (a path listed
+again: its first row's).
 Other columns are kept as metadata (reports can slice by them).
 """
 from __future__ import annotations
@@ -41,11 +42,14 @@ def read_manifest(csv_path: str | os.PathLike, heads: Mapping[str, HeadSpec]) ->
     if table.empty:
         raise UserError(f"{csv_path}: no rows; expected one image per row")
     out = pd.DataFrame({"path": _paths(csv_path, table["path"])})
+    # a row without a group is its own person; a path listed again is the person of its first row (one fold)
+    first = out["path"].map({p: i for i, p in reversed(list(enumerate(out["path"])))})
+    own = "row" + first.astype(str)
     if "group" in table.columns:
         groups = table["group"].str.strip()
-        out["group"] = groups.where(groups != "", pd.Series([f"row{i}" for i in range(len(table))]))
+        out["group"] = groups.where(groups != "", own)
     else:
-        out["group"] = [f"row{i}" for i in range(len(table))]
+        out["group"] = own
     by_source: dict[str, list[HeadSpec]] = defaultdict(list)
     for spec in heads.values():
         if not spec.derive:  # derived heads (composite) have no column of their own
