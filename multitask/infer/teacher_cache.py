@@ -107,12 +107,13 @@ def read_checked(path: Path, widths: dict[str, int]) -> tuple[dict[str, int], di
             names = set(stored.files)
             if KEYS not in names:
                 raise DamagedCache("no image keys")
-            keys = stored[KEYS].tolist()
+            keys = stored[KEYS]
             arrays = {name: stored[name] for name in names - {KEYS}}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile) as err:
         raise DamagedCache(f"unreadable: {type(err).__name__}") from None
-    if not isinstance(keys, list) or len(set(keys)) != len(keys):
+    if keys.ndim != 1 or keys.dtype.kind != "U" or len(np.unique(keys)) != len(keys):
         raise DamagedCache("its image keys are not a list of distinct names")
+    keys = keys.tolist()
     if set(arrays) != set(widths):
         raise DamagedCache(f"outputs {sorted(arrays)}, the member gives {sorted(widths)}")
     for name, values in arrays.items():
