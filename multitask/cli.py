@@ -65,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--fold", type=int, help="validation fold (data.fold)")
     train.add_argument("--folds", help="'all' trains one sub-run per fold")
     train.add_argument("--resume", help="checkpoint (.pt) or run dir to continue")
+    train.add_argument("--resume-anyway", action="store_true", help="with --resume: go on although the data (files, "
+                       "people, folds or labels) changed since the checkpoint was saved")
     train.add_argument("--name", help="run name (runs/<name>/<n>)")
     train.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
     train.add_argument("overrides", nargs="*", help="key=value config overrides")
@@ -178,7 +180,9 @@ def _train(args) -> int:
         cfg = config_for_resume(args.resume, overrides)
     else:
         cfg = load_config(args.config, overrides)   # before torch is imported: a config typo fails in a second
-    return _run_training(cfg, resume=args.resume, all_folds=args.folds == "all")
+    if args.resume_anyway and not args.resume:
+        raise UserError("--resume-anyway: only with --resume (it lets a resume go on with changed data)")
+    return _run_training(cfg, resume=args.resume, all_folds=args.folds == "all", resume_anyway=args.resume_anyway)
 
 
 def _run_training(cfg, **options) -> int:

@@ -56,7 +56,8 @@ def make_ckpt(path: Path, *, backbone="test_resnet", size=(32, 32), seed=0, over
                 module.running_mean.uniform_(-0.2, 0.2)
                 module.running_var.uniform_(0.5, 2.0)
         for head in model.heads.values():
-            head[-1].weight.mul_(20)
+            if isinstance(head, torch.nn.Sequential):   # a years head keeps its own spread
+                head[-1].weight.mul_(20)
     save_checkpoint(path, {"format": "multitask-checkpoint", "version": 1, "config": to_dict(cfg),
                            "trained_heads": [h.name for h in cfg.trained_heads()], "epoch": 1, "step": 1,
                            "metric": {"name": "x", "value": 0.0}, "model": model.state_dict(), "ema": None})

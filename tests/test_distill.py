@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from helpers import error_line, make_ckpt, predict, tiny_overrides
+from helpers import TINY_IMAGES, error_line, image_count, make_ckpt, predict, tiny_overrides
 
 from multitask.cli import main
 from multitask.config import load_config
@@ -22,7 +22,7 @@ from multitask.infer.teacher_cache import file_digest
 from multitask.metrics.table import read_table
 from multitask.model.distill import distill_kl, teacher_key
 from multitask.model.losses import MultiTaskCriterion
-from multitask.runs.checkpoint import load_checkpoint
+from multitask.runs.checkpoint import load_checkpoint, save_checkpoint
 from multitask.train.run import run_training
 
 QUICKSTART = "configs/quickstart.yaml"
@@ -172,6 +172,68 @@ def test_specialists_teach_each_head_they_predict(tiny_cfg, tmp_path):
         np.testing.assert_allclose(targets[key], by_one[key], atol=1e-6)
 
 
+def damage(path: Path, how: str) -> None:
+    """Rewrite a stored teacher cache file the way `how` names."""
+    if how in ("truncated", "empty"):
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2] if how == "truncated" else b"")
+        return
+    with np.load(path) as stored:
+        arrays = {name: stored[name] for name in stored.files}
+    name = next(n for n in arrays if n != "__keys__")
+    values = arrays[name].astype(np.float32)
+    if how == "rows":
+        values = values[:-1]
+    elif how == "width":
+        values = np.concatenate([values, np.zeros((len(values), 1), np.float32)], axis=1)
+    elif how == "nan":
+        values[0, 0] = np.nan
+    elif how == "outside":
+        values[0, :2] = [1.5, -0.5]
+        values[0, 2:] = 0
+    elif how == "sum":
+        values[0] *= 0.5
+    arrays[name] = values
+    np.savez(path, **arrays)
+
+
+@pytest.mark.parametrize("how", ["truncated", "empty", "rows", "width", "nan", "outside", "sum"])
+def test_a_damaged_teacher_cache_is_computed_again_and_said_so(how, tiny_cfg, tmp_path):
+    teacher = make_ckpt(tmp_path / "teacher.pt")
+    cfg = student(tiny_cfg, teacher, "train.distill.tta=[identity]")
+    _, frame = rows_and_folds(cfg)
+    first = teacher_for(cfg).targets(cfg, frame, log=lambda line: None)
+    (file,) = (Path(cfg.data.cache_dir) / "teachers").glob("*.npz")
+    damage(file, how)
+    lines = []
+    again = teacher_for(cfg)
+    second = again.targets(cfg, frame, log=lines.append)
+    assert again.stats["computed"] == len(frame)   # nothing trusted from the damaged file
+    warned = [line for line in lines if "teacher cache" in line]
+    assert len(warned) == 1 and str(file) in warned[0] and "computing" in warned[0], lines
+    for key in first:
+        np.testing.assert_allclose(second[key], first[key], atol=1e-6)
+    third = teacher_for(cfg)   # the file was written whole again
+    third.targets(cfg, frame, log=lines.append)
+    assert third.stats == {"computed": 0, "cached": len(frame)}
+
+
+def test_a_teacher_that_gives_nan_is_named_and_no_out_of_fold_advice(synth_root, tmp_path, capsys):
+    teacher = make_ckpt(tmp_path / "teacher.pt")
+    ckpt = load_checkpoint(teacher)
+    for key in ckpt["model"]:
+        if key.startswith("heads.mask"):
+            ckpt["model"][key] = torch.full_like(ckpt["model"][key], float("nan"))
+    save_checkpoint(teacher, ckpt)
+    code = main(["distill", "--teacher", str(teacher), "--config", QUICKSTART,
+                 *tiny_overrides(synth_root, tmp_path, "train.distill.tta=[identity]")])
+    line = error_line(capsys)
+    assert code == 2
+    assert str(teacher) in line and "non-finite" in line and "out_of_fold" not in line, line
+    assert not (tmp_path / "runs").exists()
+    assert not list((tmp_path / "cache" / "teachers").glob("*.npz"))   # nothing stored from it
+
+
 # --------------------------------------------------------------------------------------------------- the run
 def test_distill_trains_an_ordinary_run_with_agreement_and_a_teacher_report(kfold_teacher, synth_root, tmp_path,
                                                                            capsys):
@@ -238,6 +300,21 @@ def test_unlabelled_photos_learn_from_the_teacher_alone(kfold_teacher, synth_roo
     assert f"out of fold: {112 + count} of {112 + count} images have a member" in out
 
 
+def test_unlabelled_over_the_training_folder_or_twice_leaks_nothing(synth_root, tmp_path, capsys):
+    """The training photos again as unlabelled ones would put every validation image into training (through the
+    teacher); a folder given twice would count twice: both are dropped, and the data summary says how many."""
+    teacher = make_ckpt(tmp_path / "teacher.pt")
+    photos = synth_root / "eval" / "images"
+    count = image_count(photos)
+    overrides = tiny_overrides(synth_root, tmp_path, "train.distill.tta=[identity]", "train.max_steps=1")
+    assert main(["distill", "--config", QUICKSTART, "--name", "unl", *overrides, "--teacher", str(teacher),
+                 "--unlabelled", str(synth_root / "train" / "images"), str(photos), str(photos)]) == 0
+    out = capsys.readouterr().out
+    assert (f"data: dropped {TINY_IMAGES + count} repeated image row(s): {count} exact repeat(s) (the same photo, "
+            f"labels and fold), {TINY_IMAGES} unlabelled copy(ies) of labelled photos") in out, out
+    assert f"fold 0/4: {84 + count} train / 28 val images" in out   # each eval photo once, no validation image
+
+
 @pytest.mark.slow
 def test_ddp_distillation_on_two_cpu_processes(kfold_teacher, synth_root, tmp_path):
     """Rank 0 computes the teacher's probabilities into the cache, rank 1 reads them; the weighting reduces
@@ -256,7 +333,11 @@ def test_ddp_distillation_on_two_cpu_processes(kfold_teacher, synth_root, tmp_pa
 
 
 # --------------------------------------------------------------------------------------------------- bad input
-@pytest.mark.parametrize("case", ["missing", "heads", "classes", "alpha", "temperature"])
+OTHER_AGES = {"bins": ["heads.age.bins=[30,58]"], "eval_bins": ["heads.age.eval_bins=[30,58]"],
+              "years_range": ["heads.age.target=years", "heads.age.years_range=[0,90]"]}
+
+
+@pytest.mark.parametrize("case", ["missing", "heads", "classes", "alpha", "temperature", *OTHER_AGES])
 def test_bad_teacher_input_is_one_line_and_exit_2(case, synth_root, tmp_path, capsys):
     teacher = tmp_path / "teacher.pt"
     extra = []
@@ -264,6 +345,9 @@ def test_bad_teacher_input_is_one_line_and_exit_2(case, synth_root, tmp_path, ca
         make_ckpt(teacher, overrides=["train.heads=[mask]"])
     elif case == "classes":
         make_ckpt(teacher, overrides=["heads.gender.classes=[m,f,x]"])
+    elif case in OTHER_AGES:   # the same class names over other ages: KL targets that mean something else
+        make_ckpt(teacher, overrides=OTHER_AGES[case])
+        extra = ["heads.age.target=years"] if case == "years_range" else []
     elif case != "missing":
         make_ckpt(teacher)
         extra = ["train.distill.alpha=1.5"] if case == "alpha" else ["train.distill.temperature=0"]
@@ -273,6 +357,9 @@ def test_bad_teacher_input_is_one_line_and_exit_2(case, synth_root, tmp_path, ca
     assert code == 2
     expected = {"missing": "checkpoint not found", "heads": "no teacher checkpoint has a head 'gender'",
                 "classes": "head 'gender' has classes", "alpha": "train.distill.alpha: 1.5 is out of range",
-                "temperature": "train.distill.temperature: 0.0 is out of range"}[case]
+                "temperature": "train.distill.temperature: 0.0 is out of range",
+                "bins": "head 'age' has bins [30, 58], the student [30, 60]",
+                "eval_bins": "head 'age' has eval_bins [30, 58], the student [30, 60]",
+                "years_range": "head 'age' has years_range [0, 90], the student [0, 100]"}[case]
     assert expected in line, line
     assert not (tmp_path / "runs").exists()   # refused before any run dir

@@ -75,6 +75,25 @@ def test_age_in_years_is_rejected_not_binned(folder, heads):
         read_manifest(_write(folder, "path,age\na.jpg,45\n"), heads)
 
 
+@pytest.mark.parametrize("value", ["nan", "abc", "\u0664\u0665", "\u00b25", "inf", "-5", "1e300", "101", "1_0"])
+def test_bad_years_name_their_own_row_and_value(folder, heads, value):
+    """Another row's valid years around the bad one: the message names the bad row and its value, not the first."""
+    csv = _write(folder, f"path,age_years\na.jpg,51\nb.png,{value}\nsub/c.jpg,30\n")
+    with pytest.raises(UserError) as err:
+        read_manifest(csv, heads)
+    message = str(err.value)
+    assert message.startswith(f"{csv} line 3, column age_years: ") and value in message and "51" not in message
+    hint = "is not a number of years" if value in ("nan", "abc", "\u0664\u0665", "\u00b25", "1_0", "inf") else \
+        "is outside heads.age.years_range [0, 100]"
+    assert hint in message, message
+
+
+def test_years_inside_the_range_are_numbers_and_blank_is_unknown(folder, heads):
+    frame = read_manifest(_write(folder, "path,age_years\na.jpg,51\nb.png,\nsub/c.jpg,100.0\n"), heads)
+    assert frame["age_years"].tolist()[::2] == [51.0, 100.0] and np.isnan(frame["age_years"][1])
+    assert label_array(heads["age"], frame, heads).tolist() == [1, -1, 2]
+
+
 def test_missing_image_and_missing_path_column(folder, heads):
     with pytest.raises(UserError, match=r"manifest.csv line 3: image not found: gone.jpg"):
         read_manifest(_write(folder, "path,mask\na.jpg,wear\ngone.jpg,wear\n"), heads)

@@ -268,6 +268,61 @@ def test_two_sources_named_alike_in_a_file_and_years_that_disagree_are_one_line(
         "but column age says" in line
 
 
+@pytest.mark.parametrize("value", ["nan", "\u0664\u0665", "-5", "1e300"])
+def test_bad_years_in_a_source_are_one_line_naming_the_row_before_any_run_dir(value, synth_root, extra, tmp_path,
+                                                                              capsys):
+    table = pd.read_csv(extra / "years_only.csv", dtype=str)
+    table.loc[3, "age_years"] = value
+    table.to_csv(tmp_path / "bad.csv", index=False)
+    assert main(["train", "--config", CONFIG, *tiny_overrides(synth_root, tmp_path),
+                 *sources(synth_root, tmp_path, manifest="bad.csv")]) == 2
+    line = error_line(capsys)
+    assert line.startswith(f"{tmp_path / 'bad.csv'} line 5, column age_years: ") and value in line, line
+    assert not (tmp_path / "runs").exists()
+
+
+# --------------------------------------------------------------------------------------------------- leaks
+def test_exact_repeats_are_dropped_once_and_counted_in_the_data_summary(tiny_cfg, synth_root, extra, tmp_path):
+    """Every row of a manifest again, half through symlinks: the same photo, labels and group, kept once."""
+    table = pd.read_csv(extra / "extra.csv", dtype=str)
+    again = table.copy()
+    for i in range(0, len(again), 2):
+        link = tmp_path / "links" / f"{i}.jpg"
+        link.parent.mkdir(exist_ok=True)
+        link.symlink_to(again.loc[i, "path"])
+        again.loc[i, "path"] = str(link)
+    pd.concat([table, again]).to_csv(tmp_path / "twice.csv", index=False)
+    lines = []
+    data = prepare_data(tiny_cfg(*sources(synth_root, tmp_path, manifest="twice.csv")), log=lines.append)
+    assert (data.frame["source"] == "extra").sum() == len(table)
+    assert len(data.sources[1].frame) == len(table) and data.frame["path"].is_unique
+    assert f"data: dropped {len(table)} repeated image row(s): {len(table)} exact repeat(s)" in "\n".join(lines)
+
+
+def test_a_photo_under_two_groups_is_refused_with_an_example_and_the_count(synth_root, extra, tmp_path, capsys):
+    table = pd.read_csv(extra / "extra.csv", dtype=str)
+    again = table.assign(group="again" + table["group"])   # the same photos as other people: other folds
+    pd.concat([table, again]).to_csv(tmp_path / "groups.csv", index=False)
+    assert main(["train", "--config", CONFIG, *tiny_overrides(synth_root, tmp_path),
+                 *sources(synth_root, tmp_path, manifest="groups.csv")]) == 2
+    line = error_line(capsys)
+    found = __import__("re").match(r"data: (\d+) image\(s\) are listed in more than one fold", line)
+    assert found and 0 < int(found.group(1)) <= len(table), line
+    assert str(synth_root / "eval" / "images") in line and "source extra (group extra:again" in line
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_second_source_over_the_training_images_is_refused(synth_root, tmp_path, capsys):
+    photos = sorted((synth_root / "train" / "images").rglob("*.jpg"))
+    pd.DataFrame({"path": photos, "gender": "female"}).to_csv(tmp_path / "same.csv", index=False)
+    assert main(["train", "--config", CONFIG, *tiny_overrides(synth_root, tmp_path),
+                 *sources(synth_root, tmp_path, "data.sources.extra.val=false", manifest="same.csv")]) == 2
+    line = error_line(capsys)
+    assert line.startswith(f"data: {TINY_IMAGES} image(s) are listed in more than one fold") and \
+        "source extra (group " in line and "training only)" in line, line
+    assert not (tmp_path / "runs").exists()
+
+
 @pytest.mark.slow
 def test_ddp_ranks_train_one_mixed_epoch(synth_root, extra, tmp_path):
     import subprocess

@@ -93,6 +93,33 @@ def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tiny_cfg, weigh
                                                               .tolist())
 
 
+def test_a_resume_on_changed_labels_is_refused_unless_resume_anyway(synth_root, tmp_path, capsys):
+    """The checkpoint keeps a fingerprint of each source's files, people, folds and labels: one label edited in a
+    manifest stops `--resume` in one line; --resume-anyway goes on and says so."""
+    gt = pd.read_csv(synth_root / "eval" / "gt.csv", dtype=str)
+    table = pd.DataFrame({"path": [str(synth_root / "eval" / "images" / i) for i in gt["ImageID"]],
+                          "mask": gt["mask"], "gender": gt["gender"], "age": gt["age"], "group": gt["group"]})
+    table.to_csv(tmp_path / "m.csv", index=False)
+    assert main(["train", "--config", "configs/quickstart.yaml", "data.sources.m.kind=manifest",
+                 f"data.sources.m.path={tmp_path / 'm.csv'}",
+                 *tiny_overrides(synth_root, tmp_path, "train.epochs=2", "train.max_steps=1")]) == 0
+    run_dir = next((tmp_path / "runs" / "quickstart").iterdir())
+    assert set(load_checkpoint(run_dir / "last.pt")["data"]) == {"m"}
+    table.loc[5, "gender"] = "female" if table.loc[5, "gender"] == "male" else "male"
+    table.to_csv(tmp_path / "m.csv", index=False)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run_dir), "train.max_steps=null"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert f"the data changed since this run was saved (source m: the same {len(table)} images, and its files, " \
+        f"people, folds or labels differ); resume on the same data, start a new run, or pass --resume-anyway" in err
+    assert load_checkpoint(run_dir / "last.pt")["epoch"] == 1   # untouched
+    assert main(["train", "--resume", str(run_dir), "--resume-anyway", "train.max_steps=null"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("resumed on other data than this run was saved with (--resume-anyway): source m: ") == 1
+    assert load_checkpoint(run_dir / "last.pt")["epoch"] == 2
+
+
 def test_train_state_round_trips_through_its_state_dict(tiny_cfg):
     cfg = tiny_cfg("train.loss_weighting=uncertainty", "train.ema.enabled=true", "train.max_steps=2")
     run_dir = run_training(cfg)

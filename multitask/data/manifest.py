@@ -10,13 +10,17 @@
 means unlabelled. A head column the CSV lacks leaves that head unlabelled for every row, so sets labelled for
 different heads merge by concatenating their CSVs. A head's column holds classes, never years: ages in years go in a
 `<head>_years` column (age_years), binned by the head's `bins` for a class head and learnt as years by a years head;
-where a row has both, they must agree (the years binned by eval_bins give its class).
-`group` (person id) keeps one person's photos in one fold; without it every row is its own group.
+where a row has both, they must agree (the years binned by eval_bins give its class). Years are ASCII decimal
+numbers inside the head's `years_range` (blank: unknown); any other cell is refused naming its line.
+`group` (person id) keeps one person's photos in one fold; without it every row is its own group (a path listed
+again: its first row's).
 Other columns are kept as metadata (reports can slice by them).
 """
 from __future__ import annotations
 
+import math
 import os
+import re
 from collections import defaultdict
 from pathlib import Path
 from typing import Mapping
@@ -38,11 +42,14 @@ def read_manifest(csv_path: str | os.PathLike, heads: Mapping[str, HeadSpec]) ->
     if table.empty:
         raise UserError(f"{csv_path}: no rows; expected one image per row")
     out = pd.DataFrame({"path": _paths(csv_path, table["path"])})
+    # a row without a group is its own person; a path listed again is the person of its first row (one fold)
+    first = out["path"].map({p: i for i, p in reversed(list(enumerate(out["path"])))})
+    own = "row" + first.astype(str)
     if "group" in table.columns:
         groups = table["group"].str.strip()
-        out["group"] = groups.where(groups != "", pd.Series([f"row{i}" for i in range(len(table))]))
+        out["group"] = groups.where(groups != "", own)
     else:
-        out["group"] = [f"row{i}" for i in range(len(table))]
+        out["group"] = own
     by_source: dict[str, list[HeadSpec]] = defaultdict(list)
     for spec in heads.values():
         if not spec.derive:  # derived heads (composite) have no column of their own
@@ -50,6 +57,9 @@ def read_manifest(csv_path: str | os.PathLike, heads: Mapping[str, HeadSpec]) ->
     for source, specs in by_source.items():
         if source in table.columns:
             out[source] = _labels(csv_path, source, table[source], specs)
+        column = years_source(specs[0])
+        if column in table.columns:
+            out[column] = _years(csv_path, column, table[column], specs)
     for column in table.columns:
         if column not in out.columns:
             out[column] = _metadata(table[column])
@@ -65,9 +75,6 @@ def _check_years_agree(csv_path: Path, frame: pd.DataFrame, spec: HeadSpec) -> N
     edges = spec.eval_bins or spec.bins
     if spec.derive or edges is None or column not in frame.columns or spec.source not in frame.columns:
         return
-    if not pd.api.types.is_numeric_dtype(frame[column]):
-        bad = frame[column].astype(str).str.strip()
-        raise UserError(f"{csv_path}: column {column}: {bad[bad != ''].iloc[0]!r} is not a number of years")
     years = frame[column].to_numpy(dtype=float)
     classes = np.array([class_index(spec, v) for v in frame[spec.source]])
     both = np.isfinite(years) & (classes != UNLABELLED)
@@ -118,6 +125,32 @@ def _labels(csv_path: Path, column: str, values: pd.Series, specs: list[HeadSpec
         else:  # several heads read this column with different classes: keep the raw value, each head re-reads it
             out.append(None if indices[0] == UNLABELLED else value.strip())
     return pd.Series(out, dtype=object)
+
+
+# a decimal number in ASCII digits: float() would also read '٤٥', 'nan', 'inf' or '1_0', which no age column means
+YEARS_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
+def _years(csv_path: Path, column: str, values: pd.Series, specs: list[HeadSpec]) -> pd.Series:
+    """A `<head>_years` column as float years (NaN where blank); a cell that is not a decimal number, or years
+    outside a head's years_range, is one line naming its row and value."""
+    out = np.full(len(values), np.nan)
+    for row, text in enumerate(values):
+        text = text.strip()
+        if not text:
+            continue
+        where = f"{csv_path} line {row + 2}, column {column}"
+        if not YEARS_NUMBER.fullmatch(text):
+            raise UserError(f"{where}: {text!r} is not a number of years; expected a decimal number such as 45 or "
+                            f"45.5 (ASCII digits), or blank for unknown")
+        years = float(text)
+        for spec in specs:
+            low, high = spec.years_range
+            if not (math.isfinite(years) and low <= years <= high):
+                raise UserError(f"{where}: {text} years is outside heads.{spec.name}.years_range [{low}, {high}]; "
+                                f"fix the row, leave it blank for unknown, or widen heads.{spec.name}.years_range")
+        out[row] = years
+    return pd.Series(out)
 
 
 def _metadata(column: pd.Series) -> pd.Series:

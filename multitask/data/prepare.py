@@ -19,6 +19,7 @@ from ..heads import UNLABELLED, years_array
 from ..utils.errors import UserError
 from .dataset import MultiTaskDataset, SourceRows
 from .faces import FacePlan
+from .fingerprint import fingerprint_of
 from .sampling import SeededView, epoch_counts
 from .sources import Source, prepare_pixels, rows_and_folds, source_labels, summary_line
 from .splits import split_indices
@@ -37,6 +38,7 @@ class TrainingData:
     class_counts: dict[str, np.ndarray]       # on the training split
     sources: list[Source] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    fingerprint: dict = field(default_factory=dict)   # fingerprint.py: what the run trains on, for its checkpoints
 
     @property
     def faces(self) -> FacePlan | None:
@@ -89,7 +91,7 @@ def prepare_data(cfg: Config, *, log: Callable[[str], None] = print) -> Training
     val_set = SeededView(datasets(sources, val_labels, cfg, train=False))
     result = TrainingData(frame=frame, train_idx=train_idx, val_idx=val_idx, train_set=train_set, val_set=val_set,
                           train_labels=train_labels, val_labels=val_labels, class_counts=class_counts,
-                          sources=sources)
+                          sources=sources, fingerprint=fingerprint_of(sources, frame, train_labels))
     counts = dict(zip([s.name for s in sources], epoch_counts(result)))
     for source in sources:
         result.notes += source.notes

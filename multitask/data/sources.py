@@ -24,6 +24,7 @@ from .competition import read_competition
 from .faces import Cropper, FacePlan, make_cropper
 from .inputs import read_inputs
 from .manifest import read_manifest
+from .repeats import repeated_rows
 from .splits import assign_folds
 from .synthetic import ensure_synthetic
 
@@ -89,11 +90,24 @@ def read_source(name: str, source: SourceConfig, cfg: Config) -> Source:
 
 def rows_and_folds(cfg: Config) -> tuple[list[Source], pd.DataFrame]:
     """The sources and every row of them with its `source` and `fold` (-1: training only): the split a run trains
-    on, known before a pixel is decoded."""
+    on, known before a pixel is decoded. A photo listed twice is refused across folds or dropped as a repeat
+    (repeats.py: one line, in the first source's notes, says how many); a source left without rows (an unlabelled
+    folder that only repeated training photos) is left out."""
     sources = read_sources(cfg)
     frame = pd.concat([s.frame for s in sources], ignore_index=True)
     frame["fold"] = source_folds(sources, cfg)
-    return sources, frame
+    unlabelled = np.concatenate([np.full(len(s.frame), s.cfg.kind == "images") for s in sources])
+    keep, note = repeated_rows(frame, source_labels(sources, cfg, eval=False), unlabelled=unlabelled)
+    if note is None:
+        return sources, frame
+    start = 0
+    for source in sources:
+        part = keep[start:start + len(source.frame)]
+        start += len(part)
+        source.frame = source.frame[part].reset_index(drop=True)
+    sources = [s for s in sources if len(s.frame)]
+    sources[0].notes.append(note)
+    return sources, frame[keep].reset_index(drop=True)
 
 
 # ----------------------------------------------------------------------------------------------- labels and folds

@@ -34,7 +34,7 @@ from ..utils.devices import pick_device, resolve_precision
 from ..utils.errors import UserError
 from .ensemble import Member, combine, load_ensemble, merge_over, predicted
 from .forward import RunSettings, member_croppers, run_members
-from .teacher_cache import MemberCache, file_digest
+from .teacher_cache import DamagedCache, MemberCache, file_digest
 from .tta import resolve_merge, resolve_views
 
 
@@ -79,10 +79,16 @@ class EnsembleTeacher:
                                 f"predict {', '.join(theirs)}); some member must predict every head the student "
                                 f"trains")
             for m in having:
-                classes = next(list(h.classes) for h in m.expanded_heads() if h.name == head.name)
-                if classes != list(head.classes):
-                    raise UserError(f"train.distill.teachers: {m.path} head '{head.name}' has classes {classes}, "
-                                    f"the student {list(head.classes)}; they must be the same")
+                theirs = next(h for h in m.expanded_heads() if h.name == head.name)
+                if list(theirs.classes) != list(head.classes):
+                    raise UserError(f"train.distill.teachers: {m.path} head '{head.name}' has classes "
+                                    f"{list(theirs.classes)}, the student {list(head.classes)}; they must be the same")
+                key, mine, other = next(((k, a, b) for k, a, b in class_meaning(head, theirs) if a != b),
+                                        (None, None, None))
+                if key is not None:
+                    raise UserError(f"train.distill.teachers: {m.path} head '{head.name}' has {key} {_shown(other)}, "
+                                    f"the student {_shown(mine)}: the same class names would mean other ages; train "
+                                    f"the student with the teacher's heads.{head.name}.{key} or use another teacher")
 
     def record(self, cfg: Config) -> None:
         """train.distill.checkpoints = {checkpoint: sha256}; a run that recorded others (a resume, a copied config)
@@ -102,7 +108,7 @@ class EnsembleTeacher:
         member has one on the student's year grid); NaN rows where no member may speak for the image."""
         paths = [os.path.realpath(p) for p in frame["path"]]
         allowed, trained = self.allowed(paths)
-        per_member = [self.member_probs(m, sorted({p for p, ok in zip(paths, allowed[:, k]) if ok}), cfg)
+        per_member = [self.member_probs(m, sorted({p for p, ok in zip(paths, allowed[:, k]) if ok}), cfg, log)
                       for k, m in enumerate(self.members)]
         heads = cfg.trained_heads()
         out = {teacher_key(h.name): np.full((len(paths), h.num_classes), np.nan, np.float32) for h in heads}
@@ -138,19 +144,26 @@ class EnsembleTeacher:
             return np.ones((len(paths), len(self.members)), dtype=bool), trained
         return ~trained, trained
 
-    def member_probs(self, member: Member, paths: list[str], cfg: Config) -> tuple[dict[str, np.ndarray], dict]:
+    def member_probs(self, member: Member, paths: list[str], cfg: Config,
+                     log: Callable[[str], None] = print) -> tuple[dict[str, np.ndarray], dict]:
         """({output: (len(paths), C)}, {path: row}) for `paths`, from the cache or computed (then stored)."""
         precision = self.settings.precision
         setting = f"{','.join(self.views)}|{self.distill.merge}|{precision.name}|{self.settings.device.type}"
-        cache = MemberCache.open(cfg.data.cache_dir, member_digest=self.digests[str(member.path)], setting=setting)
+        cache = MemberCache.open(cfg.data.cache_dir, member_digest=self.digests[str(member.path)], setting=setting,
+                                 widths=output_widths(member), log=log)
         todo = cache.missing(paths)
         if todo:
             # quiet: the training already said how the face boxes of these photos came out
             croppers = member_croppers([member], todo, workers=max(1, self.settings.workers),
                                        cache_dir=cfg.data.cache_dir, console=Console(quiet=True))
             with torch.inference_mode():
-                cache.add(todo, run_members([member], todo, views=self.views, merge=self.merge,
-                                            settings=self.settings, croppers=croppers)[0])
+                probs = run_members([member], todo, views=self.views, merge=self.merge, settings=self.settings,
+                                    croppers=croppers)[0]
+            try:
+                cache.add(todo, probs)
+            except DamagedCache as err:
+                raise UserError(f"train.distill.teachers: {member.path} gives no probabilities on these images "
+                                f"({err}); its weights are broken: retrain it or leave it out") from None
         self.stats["computed"] += len(todo)
         self.stats["cached"] += len(paths) - len(todo)
         return cache.get(paths) if paths else {}, {p: i for i, p in enumerate(paths)}
@@ -193,6 +206,26 @@ class EnsembleTeacher:
             where += ("in fold (train.distill.out_of_fold=false): every member speaks for every image, also where it "
                       "trained on it (probabilities close to the labels there: less to learn)")
         return where + f"; {computed:,} image-model pairs computed, {cached:,} from the cache"
+
+
+def class_meaning(student: HeadSpec, teacher: HeadSpec) -> list[tuple[str, object, object]]:
+    """(key, student's, teacher's) of what gives a head's classes their meaning beyond their names: the edges that
+    bin ages into them (training and scoring), and, both being years heads, the years their distribution spans."""
+    pairs = [("bins", student.bins, teacher.bins), ("eval_bins", student.eval_bins, teacher.eval_bins)]
+    if student.target == "years" and teacher.target == "years":
+        pairs.append(("years_range", list(student.years_range), list(teacher.years_range)))
+    return [(key, None if a is None else list(a), None if b is None else list(b)) for key, a, b in pairs]
+
+
+def _shown(values: list | None) -> str:
+    return "none" if values is None else "[" + ", ".join(f"{v:g}" for v in values) + "]"
+
+
+def output_widths(member: Member) -> dict[str, int]:
+    """{output: classes} of what the member gives: each head's classes, a years head's year grid."""
+    widths = {h.name: h.num_classes for h in member.heads}
+    widths.update({years_key(h.name): len(h.year_grid()) for h in member.heads if h.target == "years"})
+    return {name: widths[name] for name in member.model.outputs}
 
 
 def trained_on(member: Member) -> set[str]:

@@ -7,7 +7,7 @@
 Payload (the engine fills it; everything is plain data so weights_only=True can read it):
     format, version, config (config.to_dict), trained_heads, epoch (finished), step, metric {name, value},
     model, ema, optimizer, scheduler, scaler, criterion (state dicts or None), rng (rng_state()),
-    tracker {wandb_id, ...}, best.
+    tracker {wandb_id, ...}, best, data (the data fingerprint a resume checks: data/fingerprint.py).
 """
 from __future__ import annotations
 

@@ -8,16 +8,31 @@ import fnmatch
 from pathlib import Path
 
 from ..config import Config, from_dict, to_dict
+from ..data.fingerprint import data_fingerprint, fingerprint_change
 from ..utils.errors import UserError
 from .checkpoint import RESUME_ENTRIES, check_entries, checkpoint_config, load_checkpoint
 
 
-def load_for_resume(path: Path, cfg: Config) -> dict:
-    """The checkpoint to continue from, once its heads and the config's changes pass the resume rules."""
+def load_for_resume(path: Path, cfg: Config, *, other_data: bool = False) -> dict:
+    """The checkpoint to continue from, once its heads, the config's changes and (unless `other_data`: the CLI's
+    --resume-anyway) the data it trained on pass the resume rules."""
     ckpt = load_checkpoint(path)
     check_resume_heads(ckpt, cfg, path)
     check_resume_overrides(ckpt["config"], cfg, path)
+    if not other_data:
+        check_resume_data(ckpt, cfg, path)
     return ckpt
+
+
+def check_resume_data(ckpt: dict, cfg: Config, path: Path) -> None:
+    """Refuse to go on with data other than the run trained on (files, people, folds, labels: data/fingerprint.py);
+    a checkpoint from before fingerprints has nothing to compare."""
+    if not ckpt.get("data"):
+        return
+    changed = fingerprint_change(ckpt["data"], data_fingerprint(cfg))
+    if changed:
+        raise UserError(f"--resume {path}: the data changed since this run was saved ({changed}); resume on the "
+                        f"same data, start a new run, or pass --resume-anyway to go on with the data as it is now")
 
 
 def check_resume_heads(ckpt: dict, cfg: Config, path: Path) -> None:

@@ -47,9 +47,11 @@ def attach_teacher(data: TrainingData, cfg: Config, teacher: Teacher | None, log
     for h in cfg.trained_heads():
         have = np.isfinite(targets[teacher_key(h.name)][rows]).all(1)
         if not have.any():
+            why = ("out of fold, every member trained on all of them; set train.distill.out_of_fold=false or give "
+                   "a teacher trained on other folds") if cfg.train.distill.out_of_fold else \
+                "no member gives finite probabilities for it; retrain the teacher or leave out the member"
             raise UserError(f"train.distill: the teacher speaks for none of the {len(rows)} training images for head "
-                            f"{h.name} (out of fold, every member trained on all of them); set "
-                            f"train.distill.out_of_fold=false or give a teacher trained on other folds")
+                            f"{h.name} ({why})")
     add_targets(data, cfg, targets)
 
 

@@ -87,8 +87,10 @@ def preflight(cfg: Config) -> None:
 
 
 def run_training(cfg: Config, *, resume: str | None = None, all_folds: bool = False,
-                 after: AfterTraining | None = None, teacher: Teacher | None = None) -> Path:
-    """Train one run (or every fold); with `resume`, continue from its last.pt (a k-fold dir: every fold's).
+                 after: AfterTraining | None = None, teacher: Teacher | None = None,
+                 resume_anyway: bool = False) -> Path:
+    """Train one run (or every fold); with `resume`, continue from its last.pt (a k-fold dir: every fold's), on
+    the data it trained on (`resume_anyway`: on the data as it is now, said in one line).
     `after(cfg, run_dir)` runs on rank 0 once every fold is trained (the k-fold parent's merged oof.csv is there)."""
     info = init_distributed(cfg.train.device)
     fresh: Path | None = None   # a run dir made by this call: removed again when it stops before any save
@@ -109,9 +111,10 @@ def run_training(cfg: Config, *, resume: str | None = None, all_folds: bool = Fa
                 run_dir = fresh = broadcast_object(make_run_dir(cfg) if info.is_main else None, info)
         lock = RunDirLock(run_dir).acquire() if info.is_main else None
         if all_folds:
-            train_folds(cfg, run_dir, info, resume=bool(resume), teacher=teacher)
+            train_folds(cfg, run_dir, info, resume=bool(resume), teacher=teacher, resume_anyway=resume_anyway)
         else:
-            fit(cfg, run_dir, info, load_for_resume(path, cfg) if path is not None else None, teacher=teacher)
+            ckpt = load_for_resume(path, cfg, other_data=resume_anyway) if path is not None else None
+            fit(cfg, run_dir, info, ckpt, teacher=teacher)
         if info.is_main and after is not None:
             after(cfg, run_dir)
         return run_dir
@@ -125,7 +128,8 @@ def run_training(cfg: Config, *, resume: str | None = None, all_folds: bool = Fa
         cleanup(info)
 
 
-def train_folds(cfg: Config, parent: Path, info: DistInfo, *, resume: bool, teacher: Teacher | None = None) -> None:
+def train_folds(cfg: Config, parent: Path, info: DistInfo, *, resume: bool, teacher: Teacher | None = None,
+                resume_anyway: bool = False) -> None:
     """Every fold into parent/fold<k>, then their OOF merged into parent/oof.csv. On resume, a fold with a last.pt
     continues and one without starts (again) from scratch."""
     for fold in range(cfg.data.n_folds):
@@ -133,7 +137,8 @@ def train_folds(cfg: Config, parent: Path, info: DistInfo, *, resume: bool, teac
         fold_cfg.data.fold = fold
         fold_dir = fold_run_dir(parent, fold)
         last = find_checkpoint(fold_dir, want="last") if resume and fold_dir.is_dir() else None
-        fit(fold_cfg, fold_dir, info, load_for_resume(last, fold_cfg) if last is not None else None, teacher=teacher)
+        ckpt = load_for_resume(last, fold_cfg, other_data=resume_anyway) if last is not None else None
+        fit(fold_cfg, fold_dir, info, ckpt, teacher=teacher)
     if info.is_main:
         merge_fold_oof(parent, cfg.data.n_folds)
 

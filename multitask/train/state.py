@@ -45,6 +45,7 @@ class TrainState:
     bad_epochs: int = 0                  # validations since `best` last improved
     epoch_partial: dict | None = None    # a mid-epoch checkpoint's loss sums so far: the epoch's means cover all
     wandb_id: str | None = None          # so a resumed run continues the same wandb run
+    data: dict | None = None             # the data's fingerprint (data/fingerprint.py): a resume checks it
     stop: str | None = None              # not saved: a reason to end after this epoch (early stop, a callback)
     epoch_images: int = 0                # not saved: images this rank trained on in the current epoch
 
@@ -114,6 +115,7 @@ class TrainState:
             "model": self.model.state_dict(),
             "ema": self.ema.module.state_dict() if self.ema is not None else None,
             "best": self.best,
+            "data": self.data,
         }
         if resumable:
             payload.update({

@@ -21,6 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..config import Config, save_config
 from ..data.faces import write_plan
+from ..data.fingerprint import fingerprint_change
 from ..data.prepare import prepare_data
 from ..data.sampling import make_loader, train_sampler, val_sampler
 from ..runs.checkpoint import save_checkpoint
@@ -75,10 +76,15 @@ class Trainer:
         state = TrainState.create(
             cfg, precision=self.precision, class_counts=self.data.class_counts, seed=cfg.seed + info.rank,
             steps_per_epoch=math.ceil(len(self.sampler) / cfg.train.batch_size / cfg.train.accum_steps))
+        state.data = self.data.fingerprint
         if ckpt is not None:
             state.load_state_dict(ckpt)
             self.tracker.print(f"resumed from epoch {state.epoch} step {state.step} "
                                f"(batch {state.batch_in_epoch} of the epoch)")
+            changed = fingerprint_change(ckpt.get("data"), state.data)
+            if changed:   # only --resume-anyway gets here (runs/resume.py refuses otherwise)
+                self.tracker.out.warn(f"resumed on other data than this run was saved with (--resume-anyway): "
+                                      f"{changed}")
         pin, workers = self.device.type == "cuda", cfg.data.num_workers
         self.train_loader = make_loader(self.data.train_set, self.sampler, batch_size=cfg.train.batch_size,
                                         workers=workers, train=True, pin_memory=pin)
