@@ -26,6 +26,7 @@ from ..utils.errors import UserError
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 AUTO = "auto"
+SCRATCH = "ImageNet's (a trunk trained from scratch)"
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ def resolve_normalization(cfg) -> Normalization:
     if weights is not None:
         w_mean, w_std, why, size = weights
     else:
-        w_mean, w_std, why, size = IMAGENET_MEAN, IMAGENET_STD, "ImageNet's (a trunk trained from scratch)", None
+        w_mean, w_std, why, size = IMAGENET_MEAN, IMAGENET_STD, SCRATCH, None
     set_mean, set_std = mean != AUTO, std != AUTO
     if set_mean and set_std:
         why = "set in the config"
@@ -86,6 +87,8 @@ def pin_normalization(cfg) -> Normalization:
     if weights is not None and not norm.mismatch:
         return Normalization(mean=norm.mean, std=norm.std, why=weights[2], native_size=weights[3],
                              expected=norm.expected)
+    if weights is None and (norm.mean, norm.std) == (IMAGENET_MEAN, IMAGENET_STD):
+        return Normalization(mean=norm.mean, std=norm.std, why=SCRATCH)
     return norm
 
 
