@@ -10,8 +10,9 @@ from helpers import error_line, make_ckpt
 
 from multitask.analysis.cam import BAND, feature_layer, head_maps
 from multitask.analysis.report.build import build_report
+from multitask.analysis.report.cam import input_box
 from multitask.cli import main
-from multitask.data.faces import detect_faces
+from multitask.data.faces import Cropper, Face, detect_faces
 from multitask.heads import HeadSpec
 from multitask.model.net import MultiHeadNet
 from multitask.runs.run_dir import OOF
@@ -131,3 +132,29 @@ def test_cam_photos_0_leaves_the_section_out(tiny_cfg, tmp_path):
     out = build_report(run_dir=run_dir, cam_photos=0)
     assert "cam" not in json.loads((out / "report.json").read_text())
     assert "Where each head looks" not in (out / "report.html").read_text()
+
+
+def test_a_two_source_run_is_explained_per_source(tiny_cfg, synth_root, tmp_path):
+    """Each row cut as its own source's photos were (comp: centre crop, extra: whole), shares per source."""
+    gt = pd.read_csv(synth_root / "eval" / "gt.csv", dtype=str)
+    manifest = tmp_path / "extra.csv"
+    pd.DataFrame({"path": [str(synth_root / "eval" / "images" / i) for i in gt["ImageID"]], "mask": gt["mask"],
+                  "gender": gt["gender"], "age": gt["age"], "group": gt["group"]}).to_csv(manifest, index=False)
+    run_dir = run_training(tiny_cfg("data.image_size=[64,64]", "data.sources.comp.kind=competition",
+                                    f"data.sources.comp.root={synth_root}", "data.sources.comp.crop=center",
+                                    "data.sources.extra.kind=manifest", f"data.sources.extra.path={manifest}"))
+    cache = tmp_path / "faces"
+    detect_faces(pd.read_csv(run_dir / OOF)["path"].tolist(), cache_dir=cache, workers=1,
+                 detector_factory=BoxedDetector)
+    numbers = json.loads((build_report(run_dir=run_dir, cam_photos=8, cache_dir=cache) / "report.json").read_text())
+    mask = numbers["cam"]["heads"]["mask"]
+    assert set(mask["sources"]) == {"comp", "extra"} and mask["with_face"] == 8
+    assert all(0 < c["outside_face"] < 1 for s in mask["sources"].values() for c in s.values() if c["with_face"])
+
+
+def test_the_face_box_is_moved_into_the_frame_the_model_saw():
+    face = Face(height=40, width=32, box=(0.25, 0.25, 0.75, 0.75))      # pixels x 8..24, y 10..30
+    crop = Cropper(mode="center", margin=0.0, aspect=1.0)                # region y 7..33, x 3..29 of the photo
+    assert crop.region(0, 40, 32) == (7, 33, 3, 29)
+    assert input_box(face, crop, 0) == pytest.approx((5 / 26, 3 / 26, 21 / 26, 23 / 26), abs=1e-4)
+    assert input_box(face, None, 0) == face.box and input_box(Face(40, 32, None), crop, 0) is None

@@ -161,9 +161,19 @@ def unit(cam: np.ndarray) -> np.ndarray:
     return cam / total if total > 0 else cam
 
 
-def overlay(image: np.ndarray, cam: np.ndarray) -> np.ndarray:
-    """The map (0..1) as a heat map over the image (H, W, 3 uint8 RGB, the model's input), RGB uint8."""
-    return show_cam_on_image(image.astype(np.float32) / 255, cam, use_rgb=True, image_weight=0.55)
+def overlay(image: np.ndarray, cam: np.ndarray, box=None) -> np.ndarray:
+    """The map (0..1) as a heat map over the image (H, W, 3 uint8 RGB, the model's input), RGB uint8; the face `box`
+    (relative, None: none) framed white."""
+    shown = show_cam_on_image(image.astype(np.float32) / 255, cam, use_rgb=True, image_weight=0.55)
+    return framed(shown, box)
+
+
+def framed(image: np.ndarray, box) -> np.ndarray:
+    if box is not None:
+        h, w = image.shape[:2]
+        x0, y0, x1, y1 = (int(round(v * s)) for v, s in zip(box, (w, h, w, h)))
+        cv2.rectangle(image, (x0, y0), (max(x0, x1 - 1), max(y0, y1 - 1)), (255, 255, 255), 1)
+    return image
 
 
 SHOW = 256   # an explained photo is enlarged by a whole factor until its longer side is about this many pixels
@@ -173,16 +183,11 @@ def show_scale(size: tuple[int, int]) -> int:
     return max(1, SHOW // max(size))
 
 
-def overlay_png(image: np.ndarray, cam: np.ndarray, caption: str = "", *, scale: int = 1, box=None) -> bytes:
-    """PNG of overlay(), enlarged `scale` times, the face `box` (relative, None: none) framed white, with `caption`
-    in a white band above it (none when empty)."""
+def overlay_png(image: np.ndarray, cam: np.ndarray, caption: str = "", *, scale: int = 1) -> bytes:
+    """PNG of overlay(), enlarged `scale` times, with `caption` in a white band above it (none when empty)."""
     shown = overlay(image, cam)
     if scale > 1:
         shown = cv2.resize(shown, (shown.shape[1] * scale, shown.shape[0] * scale), interpolation=cv2.INTER_CUBIC)
-    if box is not None:
-        h, w = shown.shape[:2]
-        x0, y0, x1, y1 = (int(round(v * s)) for v, s in zip(box, (w, h, w, h)))
-        cv2.rectangle(shown, (x0, y0), (max(x0, x1 - 1), max(y0, y1 - 1)), (255, 255, 255), 1)
     if caption:
         shown = np.vstack([caption_band(caption, shown.shape[1]), shown])
     ok, encoded = cv2.imencode(".png", cv2.cvtColor(shown, cv2.COLOR_RGB2BGR))

@@ -2,7 +2,7 @@
 
 Per head, on at most --cam-photos of its labelled validation photos (its most confident errors and most confident
 right answers per class first, then photos spread over each true class), each map of the decided class:
-- the maps over the photos of those two galleries (what the head looked at when it erred, and when it was right);
+- the maps over the photos of those two grids (what the head looked at when it erred, and when it was right);
 - the mean map per true class, each photo's map first moved so that its face box lands on the middle half of the
   frame (photos without a face box are left out of that mean; with none at all, the maps are averaged as they are);
 - per class, the share of the map's mass outside the face box: a head that decides from the background, the hair or
@@ -32,9 +32,9 @@ from ...utils.devices import pick_device
 from ...utils.errors import UserError
 from ...utils.io import write_bytes
 from ...utils.progress import Progress
-from ..cam import CANONICAL_FACE, aligned, feature_layer, head_maps, model_inputs, overlay_png, share_outside, unit
+from ..cam import CANONICAL_FACE, aligned, feature_layer, head_maps, model_inputs, overlay, share_outside, unit
 from . import figures as figs
-from .html import Section, Tile
+from .html import Section
 from .predictions import Predictions, slugify
 
 PHOTOS = 32                  # --cam-photos: maps per head by default
@@ -304,12 +304,15 @@ def head_part(section: Section, p: Predictions, head: HeadSpec, chosen: Chosen, 
         names if many else [""], CANONICAL_FACE, f"{head.name}: mean map per true class"),
         caption="Each photo's map moved so that its face box lands on the dashed box, then averaged (photos "
                 "without a face box are left out; a panel without a dashed box averages the maps as they are).")
-    for name, picked, caption in (("wrong", chosen.wrong, "Its most confident errors: the map of the wrong class."),
-                                  ("right", chosen.right, "Its most confident right answers, per class.")):
-        tiles = [tile(p, head, r, found.images[r], maps[r], found.boxes.get(r), shares.get(r))
-                 for r in picked if r in maps]
-        if tiles:
-            sub.gallery(f"{slugify(head.name)}_cam_{name}", tiles, caption=caption)
+    for name, picked, title in (("wrong", chosen.wrong, "most confident errors: the map of the wrong class"),
+                                ("right", chosen.right, "most confident right answers, per class")):
+        picked = [r for r in picked if r in maps]
+        if picked:
+            sub.figure(f"{slugify(head.name)}_cam_{name}", figs.crop_grid(
+                [overlay(found.images[r], maps[r], found.boxes.get(r)) for r in picked],
+                [tile_title(p, head, r, shares.get(r)) for r in picked],
+                [int(p.targets[head.name][r]) != int(p.decided(head.name)[r]) for r in picked],
+                f"{head.name}: {title}"), caption=f"{head.name}: its {title} (framed red: wrong; the face box white).")
     return numbers
 
 
@@ -332,11 +335,8 @@ def mean_map(label: str, rows: list[int], maps: dict, found: Found) -> tuple[str
     return f"{label} (n={len(rows)}, no face box)", np.mean([unit(maps[r]) for r in rows], axis=0), False
 
 
-def tile(p: Predictions, head: HeadSpec, row: int, image: np.ndarray, cam: np.ndarray, box,
-         share: float | None) -> Tile:
+def tile_title(p: Predictions, head: HeadSpec, row: int, share: float | None) -> str:
     true, decided = int(p.targets[head.name][row]), int(p.decided(head.name)[row])
-    confidence = float(p.probs[head.name][row].max())
     where = f"{share:.0%} outside face" if share is not None and np.isfinite(share) else "no face box"
-    return Tile(overlay_png(image, cam, box=box), [str(p.table["image_id"].iloc[row]), f"true {head.classes[true]}",
-                                                   f"pred {head.classes[decided]} {confidence:.2f}", where],
-                bad=true != decided)
+    return (f"{Path(str(p.table['image_id'].iloc[row])).name[-16:]}\ntrue {head.classes[true]}\n"
+            f"pred {head.classes[decided]} {float(p.probs[head.name][row].max()):.2f}\n{where}")
