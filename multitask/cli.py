@@ -1,4 +1,4 @@
-"""Command line: `multitask {train,distill,predict,export,report,synth,sweep,compare,tune-decisions,config show}`.
+"""Command line: `multitask {train,distill,predict,export,report,explain,synth,sweep,compare,tune-decisions,config}`.
 
     multitask synth --out data/synthetic --people 60 --size 96x128
     multitask train --config configs/quickstart.yaml --heads mask,gender,age train.epochs=3
@@ -7,6 +7,7 @@
         --gt data/synthetic/eval/gt.csv
     multitask export runs/quickstart/1 --format onnx
     multitask report runs/quickstart/1
+    multitask explain --ckpt runs/quickstart/1 photo.jpg --out out/explain
     multitask config show --config configs/quickstart.yaml train.epochs=3
     multitask sweep --config configs/quickstart.yaml --space configs/sweeps/optimizer.yaml --trials 20
     multitask compare runs/quickstart/1 runs/quickstart_single18/1
@@ -133,7 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", help="output folder (default: <run_dir>/report or next to --pred)")
     rep.add_argument("--data", help="data root for raw ages and thumbnails when not recorded")
     rep.add_argument("--log", default="", help="also push to trackers: wandb,tensorboard")
+    rep.add_argument("--cam-photos", type=int, help="class activation maps of a run dir's model: photos per head "
+                     "(default 32; 0: no \"Where each head looks\" section)")
+    rep.add_argument("--cache-dir", help="where face boxes are stored (default .cache/images)")
     rep.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
+    add_explain_parser(sub)
 
     syn = sub.add_parser("synth", help="write a synthetic data set in the competition layout", **_help("synth"))
     syn.add_argument("--out", required=True)
@@ -241,7 +246,29 @@ def _report(args) -> int:
     if not args.run_dir and not args.pred:
         raise UserError("report: give a run dir, or --pred predictions.csv --gt gt.csv")
     build_report(run_dir=args.run_dir, pred=args.pred, gt=args.gt, out=args.out, data=args.data,
-                 log=[s for s in args.log.split(",") if s])
+                 log=[s for s in args.log.split(",") if s], cam_photos=args.cam_photos, cache_dir=args.cache_dir)
+    return 0
+
+
+def add_explain_parser(sub) -> None:
+    exp = sub.add_parser("explain", help="where each head looks: class activation maps over photos as predict cuts "
+                         "them -> a PNG per photo and head", **_help("explain"))
+    exp.add_argument("--ckpt", required=True, help="checkpoint (.pt), run dir or safetensors export folder")
+    exp.add_argument("photos", nargs="+", help="photos or folders of photos")
+    exp.add_argument("--out", required=True, help="output folder")
+    exp.add_argument("--head", help="one head (default: every head)")
+    exp.add_argument("--method", default="gradcam", choices=["gradcam", "gradcam++", "eigencam"],
+                     help="eigencam is the trunk's first principal component: the same map for every head")
+    exp.add_argument("--source", help="cut the photos as this training source's were (as predict --source)")
+    exp.add_argument("--cache-dir", help="where face boxes are stored (default .cache/images)")
+    exp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
+
+
+def _explain(args) -> int:
+    from .analysis.explain import run_explain  # lazy: `--help` stays instant
+
+    run_explain(ckpt=args.ckpt, photos=args.photos, out=args.out, head=args.head, method=args.method,
+                source=args.source, cache_dir=args.cache_dir)
     return 0
 
 
@@ -260,8 +287,7 @@ def _synth(args) -> int:
 
     from .data.synthetic import write_synthetic
 
-    width, height = args.size
-    summary = write_synthetic(args.out, people=args.people, width=width, height=height, seed=args.seed,
+    summary = write_synthetic(args.out, people=args.people, width=args.size[0], height=args.size[1], seed=args.seed,
                               eval_people=args.eval_people)
     Console().print(f"[green]wrote[/] {summary['images']} images of {summary['people']} people and "
                     f"{summary['eval_images']} eval images to {args.out}")
@@ -342,7 +368,8 @@ def _tune_decisions(args) -> int:
 
 
 COMMANDS = {"train": _train, "distill": _distill, "predict": _predict, "export": _export, "report": _report,
-            "synth": _synth, "sweep": _sweep, "compare": _compare, "config": _config, "tune-decisions": _tune_decisions}
+            "explain": _explain, "synth": _synth, "sweep": _sweep, "compare": _compare, "config": _config,
+            "tune-decisions": _tune_decisions}
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:

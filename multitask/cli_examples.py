@@ -32,7 +32,12 @@ EXAMPLES = {
     "report": """
   multitask report runs/quickstart/1
   multitask report --pred out/quickstart/predictions.csv --gt data/synthetic/eval/gt.csv
-  multitask report runs/quickstart/1 --data data/synthetic --log tensorboard,wandb""",
+  multitask report runs/quickstart/1 --data data/synthetic --log tensorboard,wandb
+  multitask report runs/quickstart/1 --cam-photos 64            # maps of 64 photos per head (0: none)""",
+    "explain": """
+  multitask explain --ckpt runs/quickstart/1 data/synthetic/eval/images --out out/explain
+      -> out/explain/<photo>_<head>.png per photo and head, and explain.csv (class, probability)
+  multitask explain --ckpt runs/quickstart/1/best.pt photo.jpg --head mask --method gradcam++ --out out/explain""",
     "synth": """
   multitask synth --out data/synthetic
   multitask synth --out data/small --people 20 --eval-people 8 --size 64x80 --seed 1""",

@@ -10,7 +10,8 @@ import yaml
 from multitask.cli import EXAMPLES, main
 from multitask.config import load_config, to_dict
 
-COMMANDS = [["train"], ["predict"], ["report"], ["synth"], ["config"], ["config", "show"], ["tune-decisions"], []]
+COMMANDS = [["train"], ["predict"], ["report"], ["explain"], ["synth"], ["config"], ["config", "show"],
+            ["tune-decisions"], []]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "multitask")

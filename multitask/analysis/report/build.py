@@ -13,6 +13,7 @@ skipped and named in the page, so a report always comes out.
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 from pathlib import Path
@@ -26,6 +27,8 @@ from ...utils.text import fmt
 from . import figures as figs
 from .age import analyse_age
 from .breakdowns import analyse_breakdowns
+from .cam import PHOTOS as CAM_PHOTOS
+from .cam import analyse_cams
 from .composite import analyse_composite
 from .crops import analyse_crops
 from .heads import analyse_head
@@ -41,8 +44,14 @@ TRACKERS = ("wandb", "tensorboard")
 
 
 # ----------------------------------------------------------------------------------------------------- entry point
-def build_report(*, run_dir=None, pred=None, gt=None, out=None, data=None, log=()) -> Path:
-    """Analyse one predictions table and write the report folder; returns the folder."""
+def build_report(*, run_dir=None, pred=None, gt=None, out=None, data=None, log=(), cam_photos: int | None = None,
+                 cache_dir=None) -> Path:
+    """Analyse one predictions table and write the report folder; returns the folder. `cam_photos`: class
+    activation maps of that many photos per head (a run dir's report; 0: none; None: CAM_PHOTOS); `cache_dir`: the
+    face-box store."""
+    cam_photos = CAM_PHOTOS if cam_photos is None else cam_photos
+    if cam_photos < 0:
+        raise UserError(f"--cam-photos: expected 0 (no maps) or more photos per head, got {cam_photos}")
     unknown = [t for t in log if t not in TRACKERS]
     if unknown:
         raise UserError(f"--log {','.join(log)}: unknown tracker(s) {', '.join(unknown)}; "
@@ -53,7 +62,8 @@ def build_report(*, run_dir=None, pred=None, gt=None, out=None, data=None, log=(
     # relative image paths: against the working folder, then the data root, then the table's own folder
     thumbs = figs.Thumbnails(roots=(*((data,) if data else ()), p.source.parent))
     crops_of = Path(run_dir) if run_dir and not pred else None   # data.crop: what the model saw
-    numbers, sections = analyse(p, thumbs, crops_of)
+    cams = functools.partial(analyse_cams, out=out, thumbs=thumbs, photos=cam_photos, cache_dir=cache_dir)
+    numbers, sections = analyse(p, thumbs, crops_of, cams=cams)
     title = "Error report: " + (f"{crops_of.resolve().parent.name}/{crops_of.resolve().name}" if crops_of
                                 else p.source.name)
     write_report(out, title, f"{len(p.table):,} images from {p.source}", sections, numbers)
@@ -64,10 +74,11 @@ def build_report(*, run_dir=None, pred=None, gt=None, out=None, data=None, log=(
     return out
 
 
-def analyse(p: Predictions, thumbs, run_dir: Path | None) -> tuple[dict, list[Section]]:
+def analyse(p: Predictions, thumbs, run_dir: Path | None, *, cams=None) -> tuple[dict, list[Section]]:
     """(report.json's numbers, the page's sections): summary, each head, composite, age, breakdowns, label issues,
-    crops and the student against its teacher (a run dir's), and what was skipped. The suggested label fixes travel
-    as numbers["label_issues"]["table"]."""
+    crops, where each head looks (`cams(p, run_dir)`: analyse_cams with its options) and the student against its
+    teacher (a run dir's), and what was skipped. The suggested label fixes travel as
+    numbers["label_issues"]["table"]."""
     numbers: dict = {"source": str(p.source), "images": len(p.table), "heads": {}, "skipped": p.notes}
     sections = [summary := Section(id="summary", title="Summary")]
     analyses = [(f"heads/{h.name}", lambda h=h: analyse_head(p, h, thumbs)) for h in p.heads]
@@ -76,6 +87,8 @@ def analyse(p: Predictions, thumbs, run_dir: Path | None) -> tuple[dict, list[Se
                  ("label_issues", lambda: analyse_label_issues(p, thumbs))]
     if run_dir is not None:
         analyses.append(("crops", lambda: analyse_crops(run_dir, p.table["path"].astype(str).tolist(), thumbs)))
+        if cams is not None:
+            analyses.append(("cam", lambda: cams(p, run_dir)))
         analyses.append(("teacher", lambda: analyse_teacher(p, run_dir)))
     for key, run in analyses:
         result = run()

@@ -15,6 +15,7 @@ from pathlib import Path
 import cv2
 import matplotlib
 import numpy as np
+from matplotlib.patches import Rectangle
 
 from ...metrics.figures import BLUE, GREY, RED, figure, to_png
 
@@ -222,5 +223,34 @@ def crop_grid(images: list[np.ndarray], titles: list[str], marked: list[bool], t
         for spine in ax.spines.values():
             spine.set_color(RED if marked[k] else GREY)
             spine.set_linewidth(3 if marked[k] else 0.5)
+    fig.suptitle(title, fontsize=9)
+    return to_png(fig)
+
+
+def cam_means_figure(grid: list[list[tuple[str, np.ndarray | None, bool]]], rows: list[str], face: tuple,
+                     title: str) -> bytes:
+    """Mean class activation maps: a row per source, a column per class; (panel title, map or None, aligned by
+    face boxes) each; an aligned panel shows where the faces were moved to (`face`, relative) as a dashed box."""
+    n_rows, n_cols = len(grid), max(len(r) for r in grid)
+    shape = next((m.shape for r in grid for _, m, _ in r if m is not None), (1, 1))
+    fig, axes = figure(n_rows, n_cols, figsize=(1.9 * n_cols + 0.6, 1.9 * n_rows * shape[0] / shape[1] + 0.7),
+                       squeeze=False)
+    for i, row in enumerate(grid):
+        for j, ax in enumerate(axes[i]):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j >= len(row) or row[j][1] is None:
+                ax.set_title(row[j][0] if j < len(row) else "", fontsize=8)
+                ax.set_frame_on(False)
+                continue
+            label, mean, aligned = row[j]
+            h, w = mean.shape
+            ax.imshow(mean, cmap="jet", interpolation="bilinear")
+            if aligned:
+                x0, y0, x1, y1 = face
+                ax.add_patch(Rectangle((x0 * w - 0.5, y0 * h - 0.5), (x1 - x0) * w, (y1 - y0) * h, fill=False,
+                                       edgecolor="white", lw=1.2, ls="--"))
+            ax.set_title(label, fontsize=8)
+        axes[i][0].set_ylabel(rows[i], fontsize=8)
     fig.suptitle(title, fontsize=9)
     return to_png(fig)
