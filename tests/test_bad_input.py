@@ -327,7 +327,7 @@ def test_no_traceback_without_debug_and_one_with_it(tmp_path):
         assert debug.returncode == 1
         assert debug.stderr.startswith("Traceback (most recent call last)")
         assert debug.stderr.strip().splitlines()[-1].startswith(
-            "multitask.config.load.ConfigError: configs/quickstart.yaml: unknown key 'train.epoch'")
+            "multitask.config.build.ConfigError: configs/quickstart.yaml: unknown key 'train.epoch'")
 
 
 # ----------------------------------------------------------------------------------------------- the red-team pass
