@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from ..utils.io import write_text
+from ..utils.io import MAX_DEPTH, write_text
 from .build import ConfigError, build_section
 from .schema import Config, default_heads
 from .validate import finalize
@@ -35,6 +35,18 @@ class UniqueKeyLoader(yaml.SafeLoader):
                                                         key_node.start_mark)
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+    def compose_node(self, parent, index):
+        """Refuses nesting deeper than any config needs, before PyYAML's recursive composer hits Python's recursion
+        limit (a file nested 5,000 levels would end in a RecursionError)."""
+        self.depth = getattr(self, "depth", 0) + 1
+        try:
+            if self.depth > MAX_DEPTH:
+                raise yaml.composer.ComposerError(None, None, f"nested more than {MAX_DEPTH} levels deep; no config "
+                                                  f"nests that deep", self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
 
 
 # PyYAML reads YAML 1.1, where a float needs a dot: `lr: 1e-3` would be the string '1e-3'. Everyone writes it (and
