@@ -58,7 +58,10 @@ def find_parser() -> argparse.ArgumentParser:
     raise LookupError("multitask.cli: no build_parser() found in the module or its submodules")
 
 
-def subcommands(parser: argparse.ArgumentParser, prefix: str = "multitask") -> list[tuple[str, str, argparse.ArgumentParser]]:
+Command = tuple[str, str, argparse.ArgumentParser]
+
+
+def subcommands(parser: argparse.ArgumentParser, prefix: str = "multitask") -> list[Command]:
     """(full command, one-line help, parser) of the parser and every sub-command under it, depth first."""
     found = [(prefix, parser.description or "", parser)]
     for action in parser._actions:
@@ -121,12 +124,14 @@ def _comments(cls: type) -> dict[str, str]:
     end of its line, and the indented comment lines that continue it."""
     source = textwrap.dedent(inspect.getsource(cls))
     lines = source.splitlines()
-    comments: dict[int, tuple[int, str, bool]] = {}   # line -> (column, text, alone on its line)
+    comments: dict[int, tuple[int, str, bool, bool]] = {}   # line -> (column, text, alone, continued)
     for tok in tokenize.generate_tokens(io.StringIO(source).readline):
         if tok.type == tokenize.COMMENT:
             row, col = tok.start
             alone = not lines[row - 1][:col].strip()
-            comments[row] = (col, tok.string.lstrip("#").strip(), alone)
+            # a comment that continues the one above it is indented past its `#` (`#      more words`)
+            continued = alone and (col > 0 and re.match(r"#\s{2,}", tok.string) is not None)
+            comments[row] = (col, tok.string.lstrip("#").strip(), alone, continued)
     names = {f.name for f in dataclasses.fields(cls)}
     found: dict[str, str] = {}
     for row, line in enumerate(lines, 1):
@@ -135,13 +140,13 @@ def _comments(cls: type) -> dict[str, str]:
             continue
         indent, parts = len(match.group(1)), []
         above = row - 1
-        while above in comments and comments[above][2] and comments[above][0] == indent:
+        while above in comments and comments[above][2] and not comments[above][3] and comments[above][0] == indent:
             parts.insert(0, comments[above][1])
             above -= 1
         if row in comments and not comments[row][2]:
             parts.append(comments[row][1])
             below = row + 1
-            while below in comments and comments[below][2] and comments[below][0] > indent:
+            while below in comments and (comments[below][3] or comments[below][2] and comments[below][0] > indent):
                 parts.append(comments[below][1])
                 below += 1
         found[match.group(2)] = " ".join(p for p in parts if p)
@@ -209,8 +214,7 @@ UTF-8. Overrides on the command line use the same dotted keys: `train.epochs=3 "
 def config_reference() -> str:
     out = [CONFIG_INTRO]
     for prefix, cls in config_sections():
-        title = prefix.rstrip(".") or "top level"
-        out += [f"## {title}", ""]
+        out += [f"## `{prefix.rstrip('.')}`" if prefix else "## Top level", ""]
         doc = inspect.getdoc(cls) or ""
         if doc and not doc.startswith(f"{cls.__name__}("):   # a dataclass without a docstring gets its signature
             out += [md(doc.split("\n\n")[0] if cls.__name__ == "Config" else doc), ""]
@@ -274,7 +278,8 @@ def generated_pages() -> dict[str, str]:
 # ------------------------------------------------------------------------------------------------------ mkdocs hooks
 def on_config(config):
     """Fills the nav's `API` entry (a placeholder in mkdocs.yml) with one page per subpackage."""
-    api = [{"Overview": "reference/api/index.md"}, *({f"multitask.{n}": f"reference/api/{n}.md"} for n in subpackages())]
+    pages = ({f"multitask.{name}": f"reference/api/{name}.md"} for name in subpackages())
+    api = [{"Overview": "reference/api/index.md"}, *pages]
 
     def fill(items):
         for item in items or []:
