@@ -29,6 +29,7 @@ import textwrap
 
 from .cli_examples import EXAMPLES
 from .utils.errors import UserError, one_line
+from .utils.signals import TERMINATED_EXIT, Terminated, sigterm_as_interrupt
 
 EXPORT_HELP = """Export a checkpoint for deployment without this package.
 
@@ -391,7 +392,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     debug = getattr(args, "debug", False) or os.environ.get("MULTITASK_DEBUG") == "1"
     try:
-        return COMMANDS[args.command](args)
+        with sigterm_as_interrupt():   # a scheduler's or `timeout`'s stop ends like Ctrl-C: cleaned up, resumable
+            return COMMANDS[args.command](args)
+    except Terminated:
+        print("terminated", file=sys.stderr)
+        return TERMINATED_EXIT
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -3,7 +3,8 @@
     from multitask.config import load_config
     cfg = load_config("configs/quickstart.yaml", ["train.epochs=3"])
 """
-from .load import ConfigError, finalize, from_dict, load_config, read_yaml, save_config, suggest, to_dict
+from .build import ConfigError, suggest
+from .load import from_dict, load_config, read_yaml, save_config, to_dict
 from .schema import (
     AugmentConfig,
     Config,
@@ -18,6 +19,7 @@ from .schema import (
     WandbConfig,
     default_heads,
 )
+from .validate import finalize
 
 __all__ = ["AugmentConfig", "Config", "ConfigError", "DataConfig", "DistillConfig", "EMAConfig", "ModelConfig",
            "SourceConfig", "SynthConfig", "TrackingConfig", "TrainConfig", "WandbConfig", "default_heads", "finalize",

@@ -8,7 +8,7 @@ import difflib
 
 from timm.optim import list_optimizers
 
-from .errors import ConfigError
+from .build import ConfigError
 
 EXAMPLES = "adamw, sgd, momentum, lamb, lion, adan, nadamw"
 
