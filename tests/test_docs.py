@@ -135,14 +135,16 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     return parse(argv) if callable(parse) else cli.build_parser().parse_args(argv)
 
 
-def test_readme_commands_parse_with_the_real_parser():
-    commands = _code_commands((ROOT / "README.md").read_text())
-    assert len(commands) >= 6
+@pytest.mark.parametrize("doc", _doc_files(), ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_documented_commands_parse_with_the_real_parser(doc):
+    commands = _code_commands(doc.read_text())
+    if doc.name == "README.md":
+        assert len(commands) >= 6
     for command in commands:
         try:
             args = _parse(shlex.split(command)[1:])
         except SystemExit:
-            pytest.fail(f"README command does not parse: {command}")
+            pytest.fail(f"{doc.relative_to(ROOT)}: a command does not parse: {command}")
         assert args.command in command
 
 
