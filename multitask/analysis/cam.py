@@ -144,6 +144,13 @@ def share_outside(cam: np.ndarray, box) -> float:
     return 1.0 - float(cam[y0:y1, x0:x1].sum()) / total
 
 
+def area_outside(box) -> float:
+    """The share of the frame outside `box` (relative x0, y0, x1, y1): what a map spread evenly would put there, the
+    bar a head's share is read against (a face crop with margins leaves most of the frame outside the face box)."""
+    x0, y0, x1, y1 = (min(1.0, max(0.0, v)) for v in box)
+    return 1.0 - max(0.0, x1 - x0) * max(0.0, y1 - y0)
+
+
 def aligned(cam: np.ndarray, box) -> np.ndarray:
     """The map moved and scaled so that `box` (relative) lands on CANONICAL_FACE, as a unit-mass map of the same
     size (what falls outside the frame is dropped): maps of different photos then average face on face."""

@@ -32,7 +32,17 @@ from ...utils.devices import pick_device
 from ...utils.errors import UserError
 from ...utils.io import write_bytes
 from ...utils.progress import Progress
-from ..cam import CANONICAL_FACE, aligned, feature_layer, head_maps, model_inputs, overlay, share_outside, unit
+from ..cam import (
+    CANONICAL_FACE,
+    aligned,
+    area_outside,
+    feature_layer,
+    head_maps,
+    model_inputs,
+    overlay,
+    share_outside,
+    unit,
+)
 from . import figures as figs
 from .html import Section
 from .predictions import Predictions, slugify
@@ -283,22 +293,27 @@ def head_part(section: Section, p: Predictions, head: HeadSpec, chosen: Chosen, 
     names = list(dict.fromkeys(sources[rows].tolist()))
     groups = {(s, c): [r for r in rows if sources[r] == s and y[r] == k] for s in names
               for k, c in enumerate(head.classes)}
-    numbers = {**stats(rows, shares, maps), "classes": {c: stats([r for r in rows if y[r] == k], shares, maps)
-                                                  for k, c in enumerate(head.classes)}}
+    numbers = {**stats(rows, shares, maps, found),
+               "classes": {c: stats([r for r in rows if y[r] == k], shares, maps, found)
+                           for k, c in enumerate(head.classes)}}
     if len(names) > 1:
-        numbers["sources"] = {s: {c: stats(groups[(s, c)], shares, maps) for c in head.classes} for s in names}
+        numbers["sources"] = {s: {c: stats(groups[(s, c)], shares, maps, found) for c in head.classes}
+                              for s in names}
     overall, empty = numbers["outside_face"], numbers["empty_maps"]
-    said = (f"{overall:.0%} of the map's mass falls outside the face box" if np.isfinite(overall) else
+    said = (f"{overall:.0%} of the map's mass falls outside the face box ({numbers['area_outside']:.0%} would, spread "
+            f"evenly)" if np.isfinite(overall) else
             "no share outside the face: " + ("no face box was found in any of them" if not shares else
                                               "every map with a face box is empty"))
     sub.text(f"{len(rows)} photos, {len(shares)} with a face box, {empty} empty map(s): {said}.")
     many = len(names) > 1
     sub.table([*(["source"] if many else []), "true class", "photos", "with a face box", "empty maps",
-               "share outside the face box"],
-              [[*([s] if many else []), c, len(g), (v := stats(g, shares, maps))["with_face"], v["empty_maps"],
-                v["outside_face"]] for (s, c), g in groups.items() if g],
+               "share outside the face box", "spread evenly"],
+              [[*([s] if many else []), c, len(g), (v := stats(g, shares, maps, found))["with_face"],
+                v["empty_maps"], v["outside_face"], v["area_outside"]] for (s, c), g in groups.items() if g],
               caption="the share of each map's mass outside the face box, averaged over the photos with a face box "
-                      "(an empty map: no evidence for the decided class anywhere, so no share)")
+                      "(an empty map: no evidence for the decided class anywhere, so no share), and what a map "
+                      "spread evenly over the frame would put there: a share well below it is a head looking at "
+                      "the face")
     sub.figure(f"{slugify(head.name)}_cam_means", figs.cam_means_figure(
         [[mean_map(c, groups[(s, c)], maps, found) for c in head.classes] for s in names],
         names if many else [""], CANONICAL_FACE, f"{head.name}: mean map per true class"),
@@ -316,13 +331,15 @@ def head_part(section: Section, p: Predictions, head: HeadSpec, chosen: Chosen, 
     return numbers
 
 
-def stats(rows: list[int], shares: dict[int, float], maps: dict[int, np.ndarray]) -> dict:
+def stats(rows: list[int], shares: dict[int, float], maps: dict[int, np.ndarray], found: Found) -> dict:
     """Photos, those with a face box, empty maps (grad-cam found no evidence for the class: all of it negative, cut
-    by its ReLU) and the mean share outside the face box over the photos with a box and a map."""
-    values = [shares[r] for r in rows if r in shares and np.isfinite(shares[r])]
+    by its ReLU), the mean share outside the face box over the photos with a box and a map, and the mean share of
+    their frames outside the box (what maps spread evenly would give)."""
+    kept = [r for r in rows if r in shares and np.isfinite(shares[r])]
     return {"photos": len(rows), "with_face": sum(r in shares for r in rows),
             "empty_maps": sum(float(maps[r].sum()) <= 0 for r in rows),
-            "outside_face": float(np.mean(values)) if values else float("nan")}
+            "outside_face": float(np.mean([shares[r] for r in kept])) if kept else float("nan"),
+            "area_outside": float(np.mean([area_outside(found.boxes[r]) for r in kept])) if kept else float("nan")}
 
 
 def mean_map(label: str, rows: list[int], maps: dict, found: Found) -> tuple[str, np.ndarray | None, bool]:
