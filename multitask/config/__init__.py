@@ -3,7 +3,11 @@
     from multitask.config import load_config
     cfg = load_config("configs/quickstart.yaml", ["train.epochs=3"])
 """
-from .load import ConfigError, finalize, from_dict, load_config, read_yaml, save_config, suggest, to_dict
+from .checks import finalize
+from .choices import register_choice
+from .coerce import suggest
+from .errors import ConfigError
+from .load import from_dict, load_config, read_yaml, save_config, to_dict
 from .schema import (
     AugmentConfig,
     Config,
@@ -21,4 +25,4 @@ from .schema import (
 
 __all__ = ["AugmentConfig", "Config", "ConfigError", "DataConfig", "DistillConfig", "EMAConfig", "ModelConfig",
            "SourceConfig", "SynthConfig", "TrackingConfig", "TrainConfig", "WandbConfig", "default_heads", "finalize",
-           "from_dict", "load_config", "read_yaml", "save_config", "suggest", "to_dict"]
+           "from_dict", "load_config", "read_yaml", "register_choice", "save_config", "suggest", "to_dict"]

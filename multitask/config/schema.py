@@ -220,6 +220,7 @@ class TrackingConfig:
     csv: bool = True
     progress: bool = True
     confusion_every: int = 1                  # epochs between confusion-matrix figures
+    sinks: list[str] = field(default_factory=list)   # more sinks by registered name (multitask.tracking.register_sink)
 
 
 @dataclass

@@ -35,7 +35,7 @@ from ..runs.run_dir import CONFIG, METRICS
 from ..utils.progress import Progress
 from .console import ConsoleOut
 from .csv_log import CsvLog
-from .sink import Sink, Tables
+from .sink import SINKS, Sink, Tables
 from .tensorboard import TensorBoardSink
 from .wandb_sink import WandbSink, wandb_run_id
 
@@ -59,7 +59,8 @@ class Tracker:
         if cfg.tracking.tensorboard:
             self._sinks.append(TensorBoardSink.open(self.run_dir, cfg, self.out.warn))
         self.wandb = WandbSink.open(self.run_dir, cfg, warn=self.out.warn, resume_id=resume_id, job_type=job_type)
-        self._sinks = [s for s in [*self._sinks, self.wandb, *sinks] if s is not None]
+        named = [SINKS[name](self.run_dir, cfg) for name in cfg.tracking.sinks]   # registered: register_sink
+        self._sinks = [s for s in [*self._sinks, self.wandb, *named, *sinks] if s is not None]
 
     @classmethod
     def for_report(cls, run_dir: str | Path, *, sinks, console: Console | None = None) -> "Tracker":
@@ -68,6 +69,7 @@ class Tracker:
         whatever the training used: a report never waits on a network; `wandb sync` uploads it later."""
         run_dir = Path(run_dir)
         flags = [f"tracking.tensorboard={'tensorboard' in sinks}", "tracking.csv=false", "tracking.progress=false",
+                 "tracking.sinks=[]",
                  f"tracking.wandb.mode={'offline' if 'wandb' in sinks else 'disabled'}"]
         saved = run_dir / CONFIG
         try:
