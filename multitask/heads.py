@@ -96,8 +96,8 @@ class HeadSpec:
                     raise ValueError(
                         f"heads.{self.name}.{key}: {self.num_classes} classes need {self.num_classes - 1} edges, "
                         f"got {list(edges)}")
-                if list(edges) != sorted(edges):
-                    raise ValueError(f"heads.{self.name}.{key}: edges must increase, got {list(edges)}")
+                if any(b <= a for a, b in zip(edges, edges[1:])):   # an edge twice: a class no value falls in
+                    raise ValueError(f"heads.{self.name}.{key}: edges must strictly increase, got {list(edges)}")
         if isinstance(self.class_weights, str) and self.class_weights != "auto":
             raise ValueError(f"heads.{self.name}.class_weights: expected 'auto' or a list, got {self.class_weights!r}")
         if isinstance(self.class_weights, list) and len(self.class_weights) != self.num_classes:

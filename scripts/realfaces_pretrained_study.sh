@@ -13,6 +13,9 @@
 #   lite2        lite0's recipe on the ImageNet EfficientNet-Lite2 trunk
 #   faceres      lite0's recipe on the face-trained MobileNetV1 (identity, then age and gender): its file wants
 #                ImageNet's mean/std, which timm's pretrained_cfg for mobilenetv1_100 does not say, so they are set
+#   mask_lite0   a mask specialist: configs/realmask_only_cpu.yaml (the real mask photos alone, 10 epochs) on the
+#                pretrained Lite0 with lite0's fine-tuning settings; scored on the held-out real masks only (not a
+#                default row; `predict --ckpt runs/pt_lite0/1 runs/pt_mask_lite0/1` merges it into a recipe run)
 # Each run is scored on the 1400 eval photos (out/<prefix>_<row>) and its mask head on the held-out real mask photos
 # (out/<prefix>_<row>_realmask); `multitask compare` gives every paired difference against the first row with its
 # 95 % interval, resampling people (eval) or source images (real masks). Train times go to out/<prefix>_times.txt.
@@ -43,7 +46,8 @@ train() {   # row, then config and overrides
         /usr/bin/time -o "out/${PREFIX}_times.txt" -a -f "$row: trained in %e s" \
             multitask train "$@" ${SEED:+"seed=$SEED"} "name=${PREFIX}_$row"
     fi
-    multitask predict --ckpt "runs/${PREFIX}_$row/1" --data "$DATA" --gt "$DATA/eval/gt.csv" --out "out/${PREFIX}_$row"
+    [[ $row == mask_* ]] ||   # a mask specialist has no composite to score on the eval photos
+        multitask predict --ckpt "runs/${PREFIX}_$row/1" --data "$DATA" --gt "$DATA/eval/gt.csv" --out "out/${PREFIX}_$row"
     multitask predict --ckpt "runs/${PREFIX}_$row/1" --data "$SHARED/realmask-dev/holdout.csv" \
         --out "out/${PREFIX}_${row}_realmask"
 }
@@ -65,6 +69,10 @@ for row in $ROWS; do
         faceres)     train $row "${RECIPE[@]}" model.backbone=mobilenetv1_100 \
                          "model.pretrained=$WEIGHTS/mobilenetv1_100.faceres.safetensors" \
                          "data.mean=[0.485,0.456,0.406]" "data.std=[0.229,0.224,0.225]" ;;
+        mask_lite0)  train $row --config configs/realmask_only_cpu.yaml \
+                         "data.sources.realmask.path=$SHARED/realmask-dev/train.csv" "${LITE0[@]}" \
+                         model.backbone=tf_efficientnet_lite0 data.mean=auto data.std=auto train.lr=0.001 \
+                         train.trunk_lr_scale=0.5 train.freeze_trunk_epochs=1 ;;
         *) echo "unknown row $row" >&2; exit 2 ;;
     esac
 done

@@ -328,7 +328,7 @@ def test_no_traceback_without_debug_and_one_with_it(tmp_path):
         assert debug.returncode == 1
         assert debug.stderr.startswith("Traceback (most recent call last)")
         assert debug.stderr.strip().splitlines()[-1].startswith(
-            "multitask.config.load.ConfigError: configs/quickstart.yaml: unknown key 'train.epoch'")
+            "multitask.config.build.ConfigError: configs/quickstart.yaml: unknown key 'train.epoch'")
 
 
 # ----------------------------------------------------------------------------------------------- the red-team pass
@@ -627,6 +627,73 @@ RED_TEAM = {
                                    "{first} (6)"),
 }
 KEEPS_ITS_RUN = {"disk full in torch's writer"}   # failed after its first checkpoint: the run stays to resume
+
+
+# round 4: run names that escape output_dir, over-deep YAML, messages that named the wrong thing, edges and heads
+# given twice. Each is refused from the config alone: nothing is written anywhere, not even output_dir.
+def _escaping_name(t: _Setup, name: str, command: str = "train") -> list[str]:
+    out = [f"output_dir={t.tmp / 'a' / 'b' / 'runs'}"]
+    if command == "distill":
+        return ["distill", "--teacher", str(t.trained), "--config", CONFIG, "--name", name, *_base(t.root, t.tmp), *out]
+    return t.train(*out, f"name={name}")
+
+
+def _nothing_written(t: _Setup, out: str, caught) -> None:
+    assert not (t.tmp / "a").exists() and not (t.tmp / "abs").exists() and not (t.tmp / "runs").exists()
+
+
+def _deep_yaml(t: _Setup, levels: int, block: bool = False) -> list[str]:
+    path = t.tmp / "deep.yaml"
+    path.write_text("".join(f"{'  ' * i}k{i}:\n" for i in range(levels)) if block else
+                    "train: " + "[" * levels + "]" * levels + "\n")
+    return ["train", "--config", str(path), *_base(t.root, t.tmp)]
+
+
+def _manifest_row_with_an_extra_field(t: _Setup) -> list[str]:
+    root, first = t.data()
+    rows = [f"{p},wear,female,<30,p1" for p in sorted(first.glob("*.jpg"))]
+    rows[0] += ",male"   # one field more than the header: pandas took the first column for an index
+    (t.tmp / "merged.csv").write_text("path,mask,gender,age,group\n" + "\n".join(rows) + "\n")
+    return t.train("data.source=manifest", f"data.manifest={t.tmp / 'merged.csv'}")
+
+
+def _output_dir_in_the_data(t: _Setup) -> list[str]:
+    root, _ = t.data()
+    return t.train(f"data.root={root}", f"output_dir={root / 'train' / 'images' / 'runs'}")
+
+
+def _data_folder_untouched(t: _Setup, out: str, caught) -> None:
+    assert not (t.tmp / "data" / "train" / "images" / "runs").exists()
+
+
+RED_TEAM.update({
+    "name=../../escape": Case(lambda t: _escaping_name(t, "../../escape"), 2, "name: '../../escape' is not a run "
+                              "name; give a relative path without '..'", _nothing_written),
+    "name=..": Case(lambda t: _escaping_name(t, ".."), 2, "name: '..' is not a run name", _nothing_written),
+    "name=/abs/path": Case(lambda t: _escaping_name(t, str(t.tmp / "abs")), 2, "/abs' is not a run name",
+                           _nothing_written),
+    "distill --name ..": Case(lambda t: _escaping_name(t, "..", "distill"), 2, "name: '..' is not a run name",
+                              _nothing_written),
+    "YAML nested 5,000 levels": Case(lambda t: _deep_yaml(t, 5_000), 2, "deep.yaml line 1: not valid YAML (nested "
+                                     "more than 32 levels deep"),
+    "YAML nested 100,000 levels": Case(lambda t: _deep_yaml(t, 100_000), 2, "nested more than 32 levels deep"),
+    "YAML mappings nested 5,000 levels": Case(lambda t: _deep_yaml(t, 5_000, block=True), 2, "deep.yaml line 32: "
+                                              "not valid YAML (nested more than 32 levels deep"),
+    "manifest row with an extra field": Case(_manifest_row_with_an_extra_field, 2, "merged.csv line 2: 6 fields, but "
+                                             "the header has 5 (path, mask, gender, age, group); quote a value"),
+    "train.distill.temperature=1e30": Case(lambda t: t.train(f"train.distill.teachers=[{t.trained}]",
+                                                             "train.distill.temperature=1e30"), 2,
+                                           "train.distill.temperature: 1e+30 is out of range; expected in [0.1, 100]"),
+    "train.distill.temperature=1e-300": Case(lambda t: t.train(f"train.distill.teachers=[{t.trained}]",
+                                                               "train.distill.temperature=1e-300"), 2,
+                                             "train.distill.temperature: 1e-300 is out of range"),
+    "output_dir inside the data": Case(_output_dir_in_the_data, 2, "train/images/runs is inside ",
+                                       _data_folder_untouched),
+    "heads.age.bins=[30,30]": Case(lambda t: t.train("heads.age.bins=[30,30]"), 2, "heads.age.bins: edges must "
+                                   "strictly increase, got [30.0, 30.0]"),
+    "composite=[mask,mask]": Case(lambda t: t.train("composite=[mask,mask]"), 2, "composite: ['mask', 'mask'] names a "
+                                  "head twice"),
+})
 
 
 @pytest.mark.parametrize("case", list(RED_TEAM))

@@ -297,3 +297,22 @@ def test_torch_runs_one_thread_only_while_every_member_is_onnx():
     assert torch.get_num_threads() == before
     with backends.glue_threads([Onnx(), Torch()]):
         assert torch.get_num_threads() == before
+
+
+def test_an_onnx_model_is_known_by_its_content_whatever_its_name(made, tmp_path, capsys):
+    """`export --out model` (no .onnx) writes an ONNX file: predict runs it on onnxruntime as it would model.onnx,
+    and export takes it for what it is; a checkpoint or a torn ONNX file is not taken for one."""
+    named = tmp_path / "model"
+    assert main(["export", str(made["small"]), "--out", str(named)]) == 0
+    shutil.copyfile(named, tmp_path / "model.onnx")
+    for ckpt in (named, tmp_path / "model.onnx"):
+        predict(ckpts=[ckpt], data=made["data"], out=tmp_path / f"out-{ckpt.name}", **FAST)
+    submissions = [(tmp_path / f"out-{name}" / "submission.csv").read_text() for name in ("model", "model.onnx")]
+    assert submissions[0] == submissions[1]
+    capsys.readouterr()
+    assert main(["export", str(named)]) == 2
+    assert error_line(capsys).endswith("model is already an ONNX model; export from its checkpoint (.pt) or run dir")
+    torn = tmp_path / "torn"
+    torn.write_bytes(named.read_bytes()[:-100])
+    assert export_onnx.is_onnx(named) and not export_onnx.is_onnx(torn)
+    assert not export_onnx.is_onnx(made["small"]) and not export_onnx.is_onnx(made["st"])

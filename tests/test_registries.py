@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from multitask.cli import build_parser
 from multitask.config import ConfigError, TrainConfig, load_config
-from multitask.config.choices import choices
+from multitask.config.registered import choices
 from multitask.config.schema import DistillConfig
 from multitask.heads import LOSS_NAMES, YEAR_LOSS_NAMES
 from multitask.infer.tta import MERGES

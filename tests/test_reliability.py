@@ -170,6 +170,39 @@ def test_sigkill_inside_a_checkpoint_save_keeps_the_previous_one(reference, synt
     _assert_same_end(run_dir, reference)
 
 
+@pytest.mark.slow
+def test_sigterm_mid_epoch_ends_like_ctrl_c_and_the_run_resumes_like_an_uninterrupted_one(reference, synth_root,
+                                                                                          tmp_path):
+    """What a scheduler, `timeout` or `docker stop` sends: the same clean end as Ctrl-C (no .lock left, exit 143),
+    with the last finished epoch's last.pt to resume from."""
+    args = ["train", "--config", CONFIG, *_overrides(synth_root, tmp_path, "runs")]
+    child = Child(tmp_path, "park-at-forward", 8, args, "terminated")   # 2nd batch of epoch 2
+    child.wait_for_marker()
+    os.kill(child.proc.pid, signal.SIGTERM)
+    assert child.wait() == 128 + signal.SIGTERM, child.log()
+    assert child.err.read_text() == "terminated\n"
+    run_dir = _run_dir(tmp_path / "runs")
+    assert not (run_dir / ".lock").exists() and not list(run_dir.glob(".*.tmp"))
+    last = load_checkpoint(run_dir / "last.pt")
+    assert (last["epoch"], last["step"], last["state"]["batch_in_epoch"]) == (1, 6, 0)
+
+    resumed = Child(tmp_path, "plain", 0, ["train", "--resume", str(run_dir)], "resumed")
+    assert resumed.wait() == 0, resumed.log()
+    assert "resumed from epoch 1 step 6" in resumed.out.read_text()
+    _assert_same_end(run_dir, reference)
+
+
+@pytest.mark.slow
+def test_sigterm_before_the_first_checkpoint_leaves_no_run_dir(synth_root, tmp_path):
+    args = ["train", "--config", CONFIG, *_overrides(synth_root, tmp_path, "runs")]
+    child = Child(tmp_path, "park-at-forward", 2, args, "terminated")   # nothing saved yet
+    child.wait_for_marker()
+    os.kill(child.proc.pid, signal.SIGTERM)
+    assert child.wait() == 128 + signal.SIGTERM, child.log()
+    assert child.err.read_text() == "terminated\n"
+    assert not (tmp_path / "runs").exists()   # as after Ctrl-C: nothing half-made, not even runs/<name>/
+
+
 # ------------------------------------------------------------------------------------------------ in-process faults
 def _tiny(root, tmp_path, *extra) -> list[str]:
     return ["train", "--config", CONFIG, *_overrides(root, tmp_path, "runs", "train.epochs=1",

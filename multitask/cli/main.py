@@ -25,6 +25,7 @@ import os
 import sys
 
 from ..utils.errors import UserError, one_line
+from ..utils.signals import TERMINATED_EXIT, Terminated, sigterm_as_interrupt
 from . import analysis, infer, tools, train
 from .common import help_for
 
@@ -65,7 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     debug = getattr(args, "debug", False) or os.environ.get("MULTITASK_DEBUG") == "1"
     try:
-        return COMMANDS[args.command](args)
+        with sigterm_as_interrupt():   # a scheduler's or `timeout`'s stop ends like Ctrl-C: cleaned up, resumable
+            return COMMANDS[args.command](args)
+    except Terminated:
+        print("terminated", file=sys.stderr)
+        return TERMINATED_EXIT
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -3,11 +3,9 @@
     from multitask.config import load_config
     cfg = load_config("configs/quickstart.yaml", ["train.epochs=3"])
 """
-from .checks import finalize
-from .choices import register_choice
-from .coerce import suggest
-from .errors import ConfigError
+from .build import ConfigError, suggest
 from .load import from_dict, load_config, read_yaml, save_config, to_dict
+from .registered import register_choice
 from .schema import (
     AugmentConfig,
     Config,
@@ -22,6 +20,7 @@ from .schema import (
     WandbConfig,
     default_heads,
 )
+from .validate import finalize
 
 __all__ = ["AugmentConfig", "Config", "ConfigError", "DataConfig", "DistillConfig", "EMAConfig", "ModelConfig",
            "SourceConfig", "SynthConfig", "TrackingConfig", "TrainConfig", "WandbConfig", "default_heads", "finalize",

@@ -2,8 +2,9 @@
 
     cfg = load_config("configs/quickstart.yaml", ["train.epochs=3", "heads.age.bins=[30,58]"])
 
-Reading YAML and overrides is here; typing each value is coerce.py's, the checks across keys checks.py's. The
-resolved config (`to_dict(cfg)`) is what a run saves next to its checkpoints.
+Unknown keys, wrong types and invalid choices raise `ConfigError` naming the key, the file and the nearest valid names
+(config/build.py); values that must agree with each other are checked by config/validate.py's `finalize`.
+The resolved config (`to_dict(cfg)`) is what a run saves next to its checkpoints.
 """
 from __future__ import annotations
 
@@ -15,11 +16,10 @@ from typing import Any
 
 import yaml
 
-from ..utils.io import write_text
-from .checks import check_registered, finalize
-from .coerce import build
-from .errors import ConfigError
+from ..utils.io import MAX_DEPTH, write_text
+from .build import ConfigError, build_section
 from .schema import Config, default_heads
+from .validate import check_registered, finalize
 
 
 class UniqueKeyLoader(yaml.SafeLoader):
@@ -35,6 +35,18 @@ class UniqueKeyLoader(yaml.SafeLoader):
                                                         key_node.start_mark)
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+    def compose_node(self, parent, index):
+        """Refuses nesting deeper than any config needs, before PyYAML's recursive composer hits Python's recursion
+        limit (a file nested 5,000 levels would end in a RecursionError)."""
+        self.depth = getattr(self, "depth", 0) + 1
+        try:
+            if self.depth > MAX_DEPTH:
+                raise yaml.composer.ComposerError(None, None, f"nested more than {MAX_DEPTH} levels deep; no config "
+                                                  f"nests that deep", self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
 
 
 # PyYAML reads YAML 1.1, where a float needs a dot: `lr: 1e-3` would be the string '1e-3'. Everyone writes it (and
@@ -73,30 +85,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
                         for n, h in default_heads().items()}
     for item in overrides or []:
         _apply_override(raw, item)
-    cfg = build(Config, raw, "", where)
+    cfg = build_section(Config, raw, "", where)
     cfg.config_path = str(path) if path else None
     check_registered(finalize(cfg, where), where)
     return cfg
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 
 
 def _apply_override(raw: dict, item: str) -> None:
@@ -118,16 +110,6 @@ def _apply_override(raw: dict, item: str) -> None:
     node[parts[-1]] = value
 
 
-
-
-
-
-
-
-
-
-
-
 def to_dict(cfg) -> dict:
     """Plain data (YAML/JSON-safe) for saving next to a run and inside checkpoints."""
     return dataclasses.asdict(cfg)
@@ -141,7 +123,7 @@ def from_dict(raw: dict, where: str = "<checkpoint>", overrides: list[str] | Non
         spec.pop("name", None)
     for item in overrides or ():
         _apply_override(raw, item)
-    return finalize(build(Config, raw, "", where), where)
+    return finalize(build_section(Config, raw, "", where), where)
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

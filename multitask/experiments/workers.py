@@ -21,6 +21,7 @@ from rich.console import Console
 
 from ..data.prepare import prepare_data
 from ..utils.errors import UserError, one_line
+from ..utils.signals import TERMINATED_EXIT, Terminated, sigterm_as_interrupt
 from .space import check_space
 from .study import Sweep, check_study, counted, open_study, reap_local, requeue_interrupted, shown, storage_errors
 from .summary import summarise, trial_line, trial_rows, write_trials_csv
@@ -111,8 +112,10 @@ def main(argv: list[str]) -> int:
     """A --jobs worker: the sweep's fields as JSON and the worker's number."""
     try:
         sweep = Sweep(**json.loads(argv[0]))
-        with storage_errors(sweep):
+        with sigterm_as_interrupt(), storage_errors(sweep):   # a stopped worker records its trial as interrupted
             work(sweep, worker=int(argv[1]))
+    except Terminated:
+        return TERMINATED_EXIT
     except KeyboardInterrupt:
         return 130
     except Exception as err:   # the parent's terminal shows it, one line as anywhere else

@@ -27,7 +27,16 @@ from ..utils.errors import UserError
 from ..utils.io import write_bytes
 from .load import load_torch
 from .manifest import INPUT_NAME, build_manifest
-from .onnx import DEFAULT_OPSET, OnnxModel, ProbabilityNet, check_opset, onnx_bytes, onnx_session, with_metadata
+from .onnx import (
+    DEFAULT_OPSET,
+    OnnxModel,
+    ProbabilityNet,
+    check_opset,
+    is_onnx,
+    onnx_bytes,
+    onnx_session,
+    with_metadata,
+)
 from .parity import PARITY_IMAGES, PARITY_MAX_DELTA, PARITY_MIN_AGREEMENT, PLAIN, parity, parity_line, sample_images
 from .quantize import Scorer, export_int8
 from .safetensors import write_safetensors
@@ -124,7 +133,7 @@ def _check_options(*, fmt, opset, batch, quantize, data, scored, calibration) ->
 
 def _single_source(ckpt) -> Path:
     path = Path(ckpt).expanduser()
-    if path.suffix.lower() == ".onnx":
+    if path.suffix.lower() == ".onnx" or is_onnx(path):
         raise UserError(f"{path} is already an ONNX model; export from its checkpoint (.pt) or run dir")
     found = resolve_checkpoints([str(path)])   # a file, a run dir's best.pt, a safetensors folder, k-fold folds
     if len(found) != 1:

@@ -235,6 +235,49 @@ class OnnxModel:
         return [np.concatenate(outs) for outs in zip(*parts)]
 
 
+# ModelProto's top-level fields (onnx.proto): number -> wire type (0: varint, 2: length-delimited). ir_version (1)
+# and graph (7) are in every model.
+MODEL_PROTO_FIELDS = {1: 0, 2: 2, 3: 2, 4: 2, 5: 0, 6: 2, 7: 2, 8: 2, 14: 2, 20: 2, 25: 2, 26: 2}
+MAX_TOP_FIELDS = 100_000   # a real model has a dozen; a crafted file of tiny fields is not read for long
+
+
+def is_onnx(path) -> bool:
+    """Whether a file is an ONNX model by its content, whatever its name (`export --out model` writes no suffix):
+    its top-level protobuf fields are all ModelProto's, ir_version and a graph among them, and they end exactly at
+    the end of the file. A torch checkpoint fails at its first byte (a zip's 'P', a pickle's 0x80). Only tags and
+    lengths are read: the graph is skipped, not parsed."""
+    try:
+        size = Path(path).stat().st_size
+        with open(path, "rb") as f:
+            seen: set[int] = set()
+            for _ in range(MAX_TOP_FIELDS):
+                if f.tell() >= size:
+                    break
+                tag = _varint(f)
+                number, wire = tag >> 3, tag & 7
+                if MODEL_PROTO_FIELDS.get(number) != wire:
+                    return False
+                value = _varint(f)   # the field's value (varint) or its length (length-delimited)
+                if wire == 2:
+                    f.seek(value, 1)
+                seen.add(number)
+            return f.tell() == size and {1, 7} <= seen
+    except (OSError, ValueError):
+        return False
+
+
+def _varint(f) -> int:
+    value = 0
+    for shift in range(0, 70, 7):
+        byte = f.read(1)
+        if not byte:
+            raise ValueError("ends inside a varint")
+        value |= (byte[0] & 0x7F) << shift
+        if byte[0] < 0x80:
+            return value
+    raise ValueError("varint longer than 10 bytes")
+
+
 def load_onnx(path: Path, *, device: torch.device = torch.device("cpu")) -> tuple[OnnxModel, Config]:
     if not path.is_file():
         raise UserError(f"ONNX model not found: {path}")

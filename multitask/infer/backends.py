@@ -24,7 +24,7 @@ import torch
 from ..config.trust import embedded
 from ..export.load import load_torch
 from ..export.manifest import build_manifest
-from ..export.onnx import OnnxModel, load_onnx, onnx_bytes, onnx_session
+from ..export.onnx import OnnxModel, is_onnx, load_onnx, onnx_bytes, onnx_session
 from ..heads import HeadSpec, output_keys
 from ..model.net import MultiHeadNet
 from ..utils.errors import UserError
@@ -71,13 +71,13 @@ def load_model(path, *, backend: str = "auto", device: torch.device = torch.devi
     """(TorchModel or OnnxModel, Config) for a checkpoint file, a safetensors export folder or an .onnx file; the
     config is the file's with every path to write at its default (config/trust.py: a file never steers writes).
 
-    backend auto: .onnx files run on onnxruntime, the rest on PyTorch; onnxruntime: PyTorch sources are exported
-    in memory first; torch: an .onnx file is an error (its graph cannot run in PyTorch).
+    backend auto: ONNX models (by suffix or by content) run on onnxruntime, the rest on PyTorch; onnxruntime: PyTorch
+    sources are exported in memory first; torch: an ONNX model is an error (its graph cannot run in PyTorch).
     """
     if backend not in BACKENDS:
         raise UserError(f"--backend: unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
     path = Path(path)
-    if path.suffix.lower() == ".onnx":
+    if path.suffix.lower() == ".onnx" or is_onnx(path):   # by content too: an export may be named anything
         if backend == "torch":
             raise UserError(f"--backend torch: {path} is an ONNX model; run it with --backend onnxruntime (or auto)")
         model, cfg = load_onnx(path, device=device)

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config.choices import register_choice
+from ..config.registered import register_choice
 from ..heads import LOSS_NAMES, UNLABELLED, YEAR_LOSS_NAMES, HeadSpec, years_key
 from ..utils.errors import UserError
 from .distill import distill_kl, teacher_key

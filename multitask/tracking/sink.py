@@ -18,7 +18,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from ..config.choices import register_choice
+from ..config.registered import register_choice
 
 Tables = Mapping[str, tuple[Sequence[str], Sequence[Sequence]]]
 

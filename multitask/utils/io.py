@@ -21,12 +21,14 @@ the cause and whether the previous file survived.
 from __future__ import annotations
 
 import contextlib
+import csv
 import errno
 import fcntl
 import json
 import os
 import resource
 import tempfile
+import warnings
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator
 
@@ -173,10 +175,34 @@ def check_depth(data: Any, *, where: str) -> None:
 
 def read_csv_text(path: str | os.PathLike, where: str | None = None) -> pd.DataFrame:
     """A CSV as stripped-header text columns; an unreadable file is one UserError line naming `where` (default: the
-    path). The readers of competition folders, manifests and ground truth all start here."""
+    path). The readers of competition folders, manifests and ground truth all start here.
+
+    index_col=False: where every row has one field more than the header, pandas would otherwise take the first
+    column for the index and shift every value one column left (a manifest's `male` read as its path); such a row
+    is named instead, as one in the middle of the file is."""
+    where = where or str(path)
     try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise UserError(f"{where or path}: not a readable CSV ({str(err).splitlines()[0]})") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pd.errors.ParserWarning)   # pandas' word for fields it would drop
+            table = pd.read_csv(path, dtype=str, keep_default_na=False, index_col=False)
+    except (pd.errors.ParserError, pd.errors.ParserWarning, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise UserError(_longer_row(path, where) or f"{where}: not a readable CSV ({str(err).splitlines()[0]})") \
+            from None
     table.columns = [c.strip() for c in table.columns]
     return table
+
+
+def _longer_row(path: str | os.PathLike, where: str) -> str | None:
+    """The message for the CSV's first row with more fields than its header, or None."""
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            reader = csv.reader(f)
+            header = next(reader, [])
+            for row in reader:
+                if len(row) > len(header):
+                    return (f"{where} line {reader.line_num}: {len(row)} fields, but the header has {len(header)} "
+                            f"({', '.join(h.strip() for h in header)}); quote a value that holds a comma, or remove "
+                            f"the extra field")
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return None
+    return None

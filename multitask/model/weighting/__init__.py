@@ -6,7 +6,7 @@
     pcgrad       projects away conflicting components of the heads' trunk gradients (Yu et al. 2020)
     cagrad       conflict-averse trunk gradient near the mean gradient (Liu et al. 2021)
 """
-from ...config.choices import register_choice
+from ...config.registered import register_choice
 from .base import GradContext, Weighting
 from .cagrad import CAGrad
 from .dwa import DynamicWeightAverage

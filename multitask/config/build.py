@@ -1,8 +1,9 @@
-"""Typed reading: plain data (YAML) into the schema's dataclasses, each value checked against its type; unknown keys,
-wrong types and invalid choices (a `Literal`, or a name a plugin registered) in one `ConfigError` line naming the key
-and the nearest valid names.
+"""Typed building: plain data (a YAML mapping, a checkpoint's config) -> the schema's dataclasses, one key at a time.
 
-    cfg = build(Config, {"train": {"epochs": 3}}, "", where="configs/x.yaml")
+    cfg = build_section(Config, raw, "", "configs/quickstart.yaml")
+
+Unknown keys, wrong types and invalid choices raise `ConfigError` naming the key, the file and the nearest valid names;
+cross-field rules are config/validate.py's.
 """
 from __future__ import annotations
 
@@ -13,8 +14,12 @@ import types
 import typing
 from typing import Any, Literal, Union
 
-from .choices import choices
-from .errors import ConfigError
+from ..utils.errors import UserError
+from .registered import choices
+
+
+class ConfigError(UserError):
+    """A bad config value; the message is one line for a person."""
 
 
 def suggest(name: str, choices) -> str:
@@ -23,7 +28,7 @@ def suggest(name: str, choices) -> str:
     return f" (did you mean {', '.join(near)}?)" if near else ""
 
 
-def build(cls, raw: Any, prefix: str, where: str):
+def build_section(cls, raw: Any, prefix: str, where: str):
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -43,7 +48,7 @@ def _coerce(tp, value, key: str, where: str):
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if dataclasses.is_dataclass(tp):
-        return build(tp, value, key + ".", where)
+        return build_section(tp, value, key + ".", where)
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
             return None
@@ -122,4 +127,3 @@ def _type_name(tp) -> str:
         return "one of " + ", ".join(map(str, typing.get_args(tp)))
     return {bool: "true/false", int: "an integer", float: "a number", str: "a string",
             type(None): "null"}.get(tp, getattr(tp, "__name__", str(tp)))
-

@@ -1,17 +1,19 @@
-"""The checks across keys that a single key's type cannot express, run on every config once it is read (a file,
-overrides, a checkpoint's): ranges, heads, sources, registered names, distillation. One `ConfigError` line each.
+"""Cross-field checks of a built config, the ones a single key's type cannot express: `finalize(cfg, where)`.
 
-    cfg = finalize(cfg, where="configs/x.yaml")
+    cfg = finalize(build_section(Config, raw, "", where), where)   # one ConfigError line naming key, value and fix
+
+Everything here needs only the config (no data read, no model built), so a bad value fails before a run dir exists.
 """
 from __future__ import annotations
 
 import dataclasses
 import re
+from pathlib import Path, PurePath
 
 from ..heads import LOSS_NAMES, YEAR_LOSS_NAMES, resolve_heads
-from .choices import check_optimizer, choices
-from .coerce import build, suggest
-from .errors import ConfigError
+from .build import ConfigError, build_section, suggest
+from .choices import check_optimizer
+from .registered import choices
 from .schema import AugmentConfig, Config
 
 
@@ -24,8 +26,9 @@ def finalize(cfg: Config, where: str = "<config>") -> Config:
     if cfg.train.heads is not None and not cfg.train.heads:
         raise ConfigError(f"{where}: train.heads: empty list; name at least one head ({', '.join(cfg.heads)}), "
                           f"or null for every head")
-    if cfg.train.heads and len(set(cfg.train.heads)) != len(cfg.train.heads):
-        raise ConfigError(f"{where}: train.heads: {cfg.train.heads} names a head twice")
+    for key, names in (("train.heads", cfg.train.heads or []), ("composite", cfg.composite)):
+        if len(set(names)) != len(names):
+            raise ConfigError(f"{where}: {key}: {names} names a head twice; name each head once")
     for key, names in (("train.heads", cfg.train.heads or []), ("composite", cfg.composite)):
         for n in names:
             if n not in cfg.heads:
@@ -54,7 +57,37 @@ def finalize(cfg: Config, where: str = "<config>") -> Config:
     check_optimizer(cfg.train.optimizer, where)
     check_sources(cfg, where)
     check_distill(cfg, where)
+    check_run_paths(cfg, where)
     return cfg
+
+
+def check_run_paths(cfg: Config, where: str) -> None:
+    """`name` and `output_dir`: the run dirs (output_dir/<name>/<n>) stay inside output_dir, and output_dir outside
+    every folder a source lists its images from, where the run's own folders would be read as data."""
+    name = cfg.name
+    parts = PurePath(name).parts
+    if (not name.strip() or "\0" in name or PurePath(name).is_absolute() or ".." in parts
+            or all(p == "." for p in parts)):
+        raise ConfigError(f"{where}: name: {name!r} is not a run name; give a relative path without '..' (runs go in "
+                          f"output_dir/<name>/<n>), e.g. quickstart or lr/3e-4")
+    out = Path(cfg.output_dir).expanduser().resolve()
+    for source_name, source in cfg.data.resolved_sources().items():
+        for folder in _listed_folders(source):
+            if folder.expanduser().resolve() in (out, *out.parents):
+                raise ConfigError(f"{where}: output_dir: {cfg.output_dir} is inside {folder}, where source "
+                                  f"{source_name} finds its images (its run folders would be read as data); choose "
+                                  f"an output_dir outside it")
+
+
+def _listed_folders(source) -> list[Path]:
+    """Folders whose every entry a source reads as data: a competition root's person folders (ROOT/train/images, or
+    ROOT/images when ROOT is the train/ folder), an images source's folder (all photos below it). A manifest lists
+    its images by name."""
+    if source.kind == "competition":
+        return [Path(source.root) / "train" / "images", Path(source.root) / "images"]
+    if source.kind == "images" and not str(source.path).lower().endswith(".csv"):
+        return [Path(source.path)]
+    return []
 
 
 def check_registered(cfg: Config, where: str) -> None:
@@ -86,13 +119,8 @@ def check_distill(cfg: Config, where: str) -> None:
 
 # a side beyond this is a typo or a crafted file: [30000, 30000] would take 2.5 GiB per decoded image
 MAX_SIDE = 4096
-
-
 RESERVED = {"composite", "mean", "loss", "lr"}   # metric keys: val/<source>/... must not read as another metric
-
-
 SOURCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
-
 
 
 def check_sources(cfg: Config, where: str) -> None:
@@ -150,7 +178,8 @@ def check_source_drawing(cfg: Config, name: str, source, where: str) -> None:
         raise ConfigError(f"{where}: {key}.balance: '{source.balance}' is not a head this source labels"
                           f"{suggest(source.balance, labelled)}; it labels: {', '.join(labelled) or 'none'}")
     if source.augment:   # unknown keys and wrong types, named in full
-        build(AugmentConfig, {**dataclasses.asdict(cfg.data.augment), **source.augment}, f"{key}.augment.", where)
+        merged = {**dataclasses.asdict(cfg.data.augment), **source.augment}
+        build_section(AugmentConfig, merged, f"{key}.augment.", where)
 
 
 _OFF_WHEN_NULL = {"train.save_every_steps", "train.max_steps", "train.early_stop", "data.limit", "train.grad_clip"}
@@ -171,7 +200,10 @@ def _lower_bounds(cfg: Config) -> list[tuple[str, float | None, float]]:
 # every float is finite (checked when read); these must also lie in a range, or they fail mid-run (lr 0 divides by
 # zero in the schedule) or train something nobody meant (a negative weight decay, a dropout of 1)
 _RULES = {"> 0": lambda v: v > 0, ">= 0": lambda v: v >= 0, "in [0, 1]": lambda v: 0 <= v <= 1,
-          "in [0, 1)": lambda v: 0 <= v < 1, "in (0, 1]": lambda v: 0 < v <= 1}
+          "in [0, 1)": lambda v: 0 <= v < 1, "in (0, 1]": lambda v: 0 < v <= 1,
+          # a distillation temperature: distillation uses 1 to 20; far outside, the softened distributions are one-hot
+          # or flat and T^2 * KL overflows (1e30) or divides log-probabilities into infinities (1e-300)
+          "in [0.1, 100]": lambda v: 0.1 <= v <= 100}
 
 
 def _float_ranges(cfg: Config) -> list[tuple[str, float | None, str]]:
@@ -186,7 +218,7 @@ def _float_ranges(cfg: Config) -> list[tuple[str, float | None, str]]:
               ("train.mix_prob", t.mix_prob, "in [0, 1]"), ("train.ema.decay", t.ema.decay, "in [0, 1]"),
               ("model.drop_rate", m.drop_rate, "in [0, 1)"), ("model.drop_path_rate", m.drop_path_rate, "in [0, 1)"),
               ("train.distill.alpha", t.distill.alpha, "in [0, 1]"),
-              ("train.distill.temperature", t.distill.temperature, "> 0")]
+              ("train.distill.temperature", t.distill.temperature, "in [0.1, 100]")]
     for name in ("hflip", "shift_scale_rotate", "color_jitter", "coarse_dropout"):
         checks.append((f"data.augment.{name}", getattr(d.augment, name), "in [0, 1]"))
     checks += [(f"data.augment.crop_scale[{i}]", v, "in (0, 1]") for i, v in enumerate(d.augment.crop_scale)]
@@ -204,4 +236,3 @@ def _float_ranges(cfg: Config) -> list[tuple[str, float | None, str]]:
         if isinstance(h.class_weights, list):
             checks += [(f"{key}.class_weights[{i}]", v, ">= 0") for i, v in enumerate(h.class_weights)]
     return checks
-
