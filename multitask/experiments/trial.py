@@ -13,6 +13,7 @@ import optuna
 import pandas as pd
 
 from ..config import to_dict
+from ..runs.checkpoint import load_checkpoint
 from ..runs.run_dir import METRICS, find_checkpoint
 from ..train.callbacks import Callback
 from ..train.run import run_training
@@ -67,9 +68,11 @@ def run_trial(sweep: Sweep, trial, *, quiet: bool) -> float:
     pruning = OptunaPruning(trial, monitor, replay=run_dir if resumed else None)
     where = {"resume": str(last)} if resumed else {"run_dir": run_dir}
     run_training(cfg, **where, callbacks=[pruning])
-    if pruning.value is None:
+    # a resumed trial that had finished training trains nothing (no hook runs): its checkpoint holds its best
+    value = pruning.value if pruning.value is not None or not resumed else load_checkpoint(last).get("best")
+    if value is None:
         raise UserError(f"{monitor} was never validated (train.val_every > train.epochs?)")
-    return pruning.value
+    return float(value)
 
 
 def replay_history(trial, run_dir: Path, monitor: str, *, upto: int) -> None:
