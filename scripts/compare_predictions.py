@@ -1,5 +1,5 @@
 """`multitask compare` as a script: macro F1 with bootstrap intervals and paired differences of several runs or
-predictions.csv files on the same images (multitask/compare.py does the work).
+predictions.csv files on the same images (multitask/analysis/compare.py does the work).
 
     python scripts/compare_predictions.py out/a/predictions.csv out/b/predictions.csv --names a,b
     python scripts/compare_predictions.py runs/quickstart/1 runs/quickstart_single18/1 --out out/compare

@@ -1,4 +1,5 @@
-"""Ensemble + TTA inference; the same as `multitask predict` (see multitask/predict.py for the options).
+"""Ensemble + TTA inference; the same as `multitask predict` (`multitask predict --help` lists the
+options).
 
     python scripts/infer_ensemble.py --ckpt runs/a/1 runs/b/1 --data data/mask/eval --out out/ --tta identity,hflip
 """

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The real-photo recipe's ablation (README, "Real photos"): the same data, fold, seed and budget for every row.
+# The real-photo recipe's ablation (docs/studies/real-photo-recipe.md): the same data, fold, seed and budget
+# for every row.
 #   whole_cls    whole photo, 3-class age head            (the old realfaces recipe)
 #   whole_years  whole photo, years age head
 #   face_cls     face crop,   3-class age head

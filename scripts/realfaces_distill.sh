@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The distillation measurement of README "Distillation": a 5-fold teacher of the real-photo recipe, the same
+# The distillation measurement of docs/studies/distillation.md: a 5-fold teacher of the real-photo recipe, the same
 # student trained alone and distilled (out of fold, and in fold), all scored on the eval photos, then compared
 # (paired bootstrap over people) and the inference speed of teacher vs student.
 #   python ../shared/tools/make_realfaces.py --faces ../shared/data/utkface-dev --out data/realfaces \

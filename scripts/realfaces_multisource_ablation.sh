@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Several data sources on real photos (README, "Several data sources in one run"): the same data, fold, seed and
+# Several data sources on real photos (docs/studies/multi-source.md): the same data, fold, seed and
 # budget for every row; only the sources change.
 #   alone        configs/realfaces_cpu.yaml: the competition-layout photos only (face crop, years age head)
 #   realmask     + real mask photos (realmask-dev/train.csv, mask labels only, not cropped again)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fine-tuning pretrained trunks on real photos (README, "Fine-tuning a pretrained trunk"): the multi-source data, fold,
+# Fine-tuning pretrained trunks on real photos (docs/studies/pretrained-trunks.md): the multi-source data, fold,
 # seed and scoring of realfaces_multisource_cpu.yaml for every row; only the trunk and how it is fine-tuned change.
 #   scratch      configs/realfaces_multisource_cpu.yaml: resnet18 from scratch, 10 epochs, lr 2e-3 (the baseline)
 #   lite0_plain  that recipe with nothing changed but the trunk: ImageNet EfficientNet-Lite0, its normalisation

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# What a mask specialist learns from the real mask photos alone (README, "On real photos: what the extra sources
-# did"): configs/realmask_only_cpu.yaml (mask head only, realmask-dev/train.csv drawn class-balanced, 10 epochs) and
-# one lever at a time on it. Each row is scored on its own validation fold (val/composite/f1, in the run's
-# metrics.csv) and on the 192 held-out real mask photos (out/<prefix>_<row>: realmask-dev/holdout.csv).
+# What a mask specialist learns from the real mask photos alone (docs/studies/multi-source.md):
+# configs/realmask_only_cpu.yaml (mask head only, realmask-dev/train.csv drawn class-balanced, 10 epochs) and one lever
+# at a time on it. Each row is scored on its own validation fold (val/composite/f1, in the run's metrics.csv)
+# and on the 192 held-out real mask photos (out/<prefix>_<row>: realmask-dev/holdout.csv).
 #   base    the config as shipped
 #   e30     30 epochs instead of 10
 #   mix     mixup 0.2 / cutmix 1.0 on half the batches

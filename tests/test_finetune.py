@@ -148,3 +148,14 @@ def test_weights_of_another_backbone_are_one_line_exit_2(synth_root, tmp_path, c
     line = error_line(capsys)
     assert line.startswith(f"model.pretrained: {LITE0} does not fit backbone 'tf_efficientnet_lite2'")
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("*.pt"))
+
+
+@pytest.mark.parametrize("weighting", ["pcgrad", "cagrad"])
+def test_gradient_level_weightings_train_the_heads_while_the_trunk_is_frozen(tiny_cfg, tmp_path, weighting):
+    """With the trunk frozen there is no shared gradient to combine: the heads' own backward alone, then the whole
+    net with the weighting as usual."""
+    snaps = Snapshots()
+    fit(tiny_cfg(f"train.loss_weighting={weighting}", "train.freeze_trunk_epochs=1", "train.epochs=2"),
+        tmp_path / "run", callbacks=[snaps])
+    start, one, two = snaps.seen
+    assert not _changed(start, one, "trunk.") and _changed(start, one, "heads.") and _changed(one, two, "trunk.")

@@ -32,9 +32,12 @@ class GradientWeighting(Weighting):
     def backward(self, losses: dict[str, Tensor], ctx: GradContext) -> Tensor:
         w = self.weights()
         scaled = [ctx.scaler.scale(w[k] * losses[n] / ctx.accum) for k, n in enumerate(self.names)]
-        rows = [flatten(torch.autograd.grad(loss, ctx.shared, retain_graph=True, allow_unused=True), ctx.shared)
-                for loss in scaled]
-        grads = torch.stack(rows)
+        if ctx.shared:
+            rows = [flatten(torch.autograd.grad(loss, ctx.shared, retain_graph=True, allow_unused=True), ctx.shared)
+                    for loss in scaled]
+            grads = torch.stack(rows)
+        else:   # a frozen trunk (train.freeze_trunk_epochs): nothing shared to combine, the heads' backward alone
+            grads = scaled[0].new_zeros((len(scaled), 0), dtype=torch.float32)
         self._grads = grads if self._grads is None else self._grads + grads
         if ctx.task:
             torch.autograd.backward(sum(scaled), inputs=ctx.task)
@@ -45,7 +48,8 @@ class GradientWeighting(Weighting):
         grads, self._grads = self._grads, None
         if ctx.world_size > 1:
             grads = _all_reduce_mean(grads, ctx)
-        write_grads(self.combine_grads(grads), ctx.shared)
+        if ctx.shared:
+            write_grads(self.combine_grads(grads), ctx.shared)
         self.steps += 1
 
     def combine_grads(self, grads: Tensor) -> Tensor:
