@@ -3,17 +3,20 @@
 One subpackage per stage; an import only ever points down this list (the layers contract in pyproject.toml, checked
 by `lint-imports` in CI):
 
-    cli.py            argparse and dispatch; each command imports what it runs, so `--help` is instant
+    cli/              argparse and dispatch, one module per command group; each command imports what it runs, so
+                      `--help` is instant
     experiments/      sweeps: the Optuna study, one trial, the --jobs workers, the search space, the summary
-    analysis/         compare (paired bootstrap differences), tune (fitting decisions.json), report/ (the error report)
+    analysis/         compare (paired bootstrap differences), report/ (the error report), explain (activation maps)
+    train/            run_training, the one assembly of a training (teacher, run dir, folds, fit, decisions), for
+                      the CLI, sweep trials and Python alike; Trainer, TrainState, callbacks, validation, optimizers,
+                      MixUp/CutMix, distillation (the teacher: predict's ensemble on the training images, cached)
     infer/            predict as a pipeline: ensemble, forward (every member under every TTA view), merge, decide,
-                      write, score; the PyTorch / onnxruntime backends; a distilled run's teacher (cached)
-    export/ train/    export: the model file formats (manifest, ONNX, safetensors, int8) and `multitask export`.
-                      train: Trainer, TrainState, callbacks, validation, optimizers, MixUp/CutMix, run_training,
-                      distillation (what the loop asks of a teacher; the teacher is built in infer/, handed down)
-    tracking/         the Tracker fanning out to its sinks (TensorBoard, wandb), metrics.csv and the console
-    runs/             what a run leaves on disk: every file name, run and fold dirs, checkpoints, decisions.json,
-                      resume rules, the run-dir lock
+                      write, score; the PyTorch / onnxruntime backends
+    export/           the model file formats (manifest, ONNX, safetensors, int8) and `multitask export`
+    tracking/         the Tracker fanning out to its sinks (TensorBoard, wandb, a caller's own), metrics.csv and the
+    decisions/        console. decisions: fitting class offsets on a run's OOF, applying them, decisions.json
+    runs/             what a run leaves on disk: every file name, run and fold dirs, checkpoints, resume rules, the
+                      run-dir lock
     model/ metrics/   model: the timm trunk with one head per task, losses (+ the distillation KL), weightings,
                       weights from files.
     data/             metrics: the epoch accumulator, stats (bootstrap, the one macro F1), the predictions table,
@@ -25,7 +28,7 @@ by `lint-imports` in CI):
 
 The data flow: a config (config/) names the data (data/) and the model (model/); train/ fits it, logging through
 tracking/ into a run dir (runs/); infer/ reads run dirs or exports (export/) and writes predictions (metrics/'s table);
-analysis/ reads those tables; experiments/ runs many trainings; cli.py is the door to all of them.
+analysis/ reads those tables; experiments/ runs many trainings; cli/ is the door to all of them.
 """
 
 __version__ = "0.1.0"

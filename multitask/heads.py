@@ -24,6 +24,7 @@ YEARS_COLUMN_SUFFIX = "_years"   # a manifest's age_years: ages in years for the
 # loss names that learn from the year target (implemented in losses.YEAR_LOSSES); a years head without one gets
 # DEFAULT_YEARS_LOSS added to its mix, so `heads.age.target=years` alone makes the head learn from years
 YEAR_LOSS_NAMES = ("ldl", "l1_years")
+LOSS_NAMES = ("ce", "focal", "f1")   # the class losses (losses.LOSSES); plugins add theirs with register_loss
 DEFAULT_YEARS_LOSS = {"ldl": 1.0}
 
 

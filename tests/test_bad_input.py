@@ -211,8 +211,9 @@ CONFIG_CASES = {
                                               "'many'"),
     "out of range": (["train.batch_size=0"], "configs/quickstart.yaml: train.batch_size: 0 is too small; expected "
                                              ">= 1"),
-    "unknown loss": (["heads.age.loss={focall: 1.0}"], "heads.age.loss: unknown loss 'focall' (did you mean focal?); "
-                                                       "valid: ce, focal, f1"),
+    "unknown loss": (["heads.age.loss={focall: 1.0}"], "configs/quickstart.yaml: heads.age.loss: unknown loss 'focall' "
+                                                       "(did you mean focal?); choose from ce, focal, f1, ldl, "
+                                                       "l1_years"),
     "unknown backbone": (["model.backbone=resnet181"], "model.backbone: unknown timm model 'resnet181'; close "
                                                        "matches: resnet18"),
     "unknown scheduler": (["train.scheduler=cosin"], "configs/quickstart.yaml: train.scheduler: invalid choice "

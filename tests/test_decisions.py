@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 from helpers import FAST, make_ckpt, predict, predicted
 
-from multitask.analysis import tune as decisions
 from multitask.cli import main
 from multitask.config import load_config
 from multitask.data.ground_truth import read_gt
 from multitask.data.synthetic import write_synthetic
+from multitask.decisions import fit as decisions
 from multitask.metrics.table import build_table
 from multitask.utils.io import write_csv
 
@@ -72,10 +72,10 @@ def test_tune_decisions_cli_writes_decisions_json(tmp_path, capsys):
 
 
 def test_train_fits_decisions_at_the_end(tiny_cfg, capsys):
-    from multitask.analysis.tune import after_training
+    from multitask.decisions.fit import after_training
     from multitask.train.run import run_training
 
-    run = run_training(tiny_cfg("train.max_steps=1"), after=after_training)   # what `multitask train` passes
+    run = run_training(tiny_cfg("train.max_steps=1"))   # every caller's training fits them
     doc = json.loads((run / "decisions.json").read_text())
     assert set(doc["offsets"]) == {"mask", "gender", "age"} and isinstance(doc["applied"], bool)
     assert "decisions: composite F1 on OOF" in capsys.readouterr().out

@@ -17,13 +17,13 @@ from multitask.cli import main
 from multitask.config import load_config
 from multitask.data.sources import rows_and_folds
 from multitask.heads import HeadSpec, years_key
-from multitask.infer.teacher import teacher_for
-from multitask.infer.teacher_cache import file_digest
 from multitask.metrics.table import read_table
 from multitask.model.distill import distill_kl, teacher_key
 from multitask.model.losses import MultiTaskCriterion
 from multitask.runs.checkpoint import load_checkpoint, save_checkpoint
 from multitask.train.run import run_training
+from multitask.train.teacher import teacher_for
+from multitask.train.teacher_cache import file_digest
 
 QUICKSTART = "configs/quickstart.yaml"
 
@@ -268,9 +268,9 @@ def test_resume_of_a_distilled_run_is_bit_exact(kfold_teacher, tiny_cfg, synth_r
     overrides = ("deterministic=true", "train.epochs=2", "train.amp=off", "train.mixup=0.2", "train.mix_prob=0.5",
                  "train.ema.enabled=true", "train.accum_steps=2", "train.loss_weighting=pcgrad")
     full_cfg = student(tiny_cfg, kfold_teacher, *overrides, "name=full")
-    full = run_training(full_cfg, teacher=teacher_for(full_cfg))
+    full = run_training(full_cfg)
     cut_cfg = student(tiny_cfg, kfold_teacher, *overrides, "train.max_steps=3")   # 84 images: 6 batches, 3 steps
-    first = run_training(cut_cfg, teacher=teacher_for(cut_cfg))
+    first = run_training(cut_cfg)
     assert load_checkpoint(first / "last.pt")["epoch"] == 1
     # as `multitask train --resume` does it: the config (with the teacher's digests) from the checkpoint
     assert main(["train", "--resume", str(first), "train.max_steps=null"]) == 0

@@ -25,8 +25,8 @@ from multitask.config import load_config
 from multitask.data.ground_truth import read_gt
 from multitask.data.images import read_image, resize
 from multitask.data.synthetic import write_synthetic
+from multitask.decisions.apply import average_offsets
 from multitask.heads import HeadSpec, composite_encode, expand_derived, member_joint
-from multitask.infer.decide import average_offsets
 from multitask.infer.ensemble import Member, combine
 from multitask.infer.tta import MERGES, VIEWS, merge_gmean, merge_mean, merge_vote, resolve_merge, resolve_views
 from multitask.metrics.table import composite_prediction

@@ -298,8 +298,8 @@ def test_after_tuned_decisions_the_report_scores_each_head_as_compare_does(tmp_p
     """A run whose decisions moved labels off the argmax: the report's per-head and composite F1 are those of the
     decided labels (pred/<head>, pred/composite), exactly compare's, and not the argmax's."""
     from multitask.analysis.compare import load_item
+    from multitask.decisions.apply import decide
     from multitask.heads import composite_encode
-    from multitask.infer.decide import decide
     from multitask.metrics.intervals import score_intervals
 
     heads = mask_heads()

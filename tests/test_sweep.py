@@ -1,4 +1,5 @@
 """Sweeps: the space file, a tiny study end to end, resume after a kill, two workers on one study, wandb sweeps."""
+import json
 import os
 import signal
 import sqlite3
@@ -168,6 +169,16 @@ def test_sweep_of_four_trials_writes_its_outputs_and_best_yaml_trains(tiny, tmp_
     assert len(pd.read_csv(out / "trials.csv")) == 4
     run_sweep(Sweep(config=QUICKSTART, space_path=space, trials=5, overrides=tiny))
     assert len(pd.read_csv(out / "trials.csv")) == 5
+
+
+def test_a_trial_is_trained_as_any_training_with_its_decisions(tiny, tmp_path):
+    """A trial runs through run_training: train.decisions auto fits decisions.json in its run dir."""
+    space = write(tmp_path / "s.yaml", "params:\n  train.lr: {low: 1.0e-4, high: 1.0e-2, log: true}\n"
+                  "fixed:\n  train.max_steps: 1\n")
+    out = run_sweep(Sweep(config=QUICKSTART, space_path=space, trials=1, overrides=tiny, pruner="none", seed=0))
+    assert pd.read_csv(out / "trials.csv")["state"].tolist() == ["COMPLETE"]
+    doc = json.loads((out / "0" / "decisions.json").read_text())
+    assert set(doc["offsets"]) == {"mask", "gender", "age"} and doc["source"]["table"] == "oof.csv"
 
 
 @pytest.mark.slow

@@ -11,8 +11,8 @@ import pytest
 import torch
 from helpers import TINY_IMAGES, tb_scalars, tiny_overrides, wandb_history
 
-from multitask.analysis.tune import after_training
 from multitask.cli import main
+from multitask.config import load_config
 from multitask.runs.checkpoint import load_checkpoint
 from multitask.runs.run_dir import find_decisions
 from multitask.train.callbacks import Callback
@@ -48,6 +48,27 @@ def test_one_epoch_writes_the_run_dir_with_every_tracker(tiny_cfg, tmp_path):
     oof = pd.read_csv(run_dir / "oof.csv")
     assert {"prob/mask/wear", "true/age", "pred/composite", "true/composite", "age_years", "group"} <= set(oof)
     assert oof[["prob/age/<30", "prob/age/30-59", "prob/age/>=60"]].sum(1).round(4).eq(1).all()
+
+
+def test_run_training_from_python_is_what_multitask_train_does(synth_root, tmp_path):
+    """One assembly for every caller: the same files (decisions.json too) and the same metrics to the last digit."""
+    overrides = tiny_overrides(synth_root, tmp_path, "deterministic=true", "train.epochs=2", "train.max_steps=4")
+    assert main(["train", "--config", "configs/quickstart.yaml", *overrides, "name=cli"]) == 0
+    python = run_training(load_config("configs/quickstart.yaml", [*overrides, "name=python"]))
+    cli = tmp_path / "runs" / "cli" / "1"
+    assert python == tmp_path / "runs" / "python" / "1"
+    assert run_files(python) == run_files(cli) and "decisions.json" in run_files(cli)
+    a, b = pd.read_csv(cli / "metrics.csv"), pd.read_csv(python / "metrics.csv")
+    timed = [c for c in a if c.startswith("time/") or c.endswith("_per_s") or c.endswith("_s")]
+    pd.testing.assert_frame_equal(a.drop(columns=timed), b.drop(columns=timed), check_exact=True)
+    assert (cli / "oof.csv").read_text() == (python / "oof.csv").read_text()
+    assert (cli / "decisions.json").read_text() == (python / "decisions.json").read_text()
+
+
+def run_files(run_dir: Path) -> set[str]:
+    """A run dir's files by relative path; TensorBoard's event files are named after the host and the clock."""
+    return {str(p.relative_to(run_dir)) if "tfevents" not in p.name else str(p.parent.relative_to(run_dir))
+            for p in run_dir.rglob("*") if p.is_file()}
 
 
 def test_heads_flag_trains_a_single_head(tiny_cfg, tmp_path, synth_root):
@@ -194,7 +215,7 @@ def test_competition_options_run_together(tiny_cfg):
 
 def test_all_folds_makes_one_sub_run_per_fold_and_merges_oof(tiny_cfg):
     cfg = tiny_cfg("data.n_folds=2", "train.max_steps=1")
-    parent = run_training(cfg, all_folds=True, after=after_training)
+    parent = run_training(cfg, all_folds=True)
     assert (parent / "fold0" / "best.pt").is_file() and (parent / "fold1" / "best.pt").is_file()
     oof = pd.read_csv(parent / "oof.csv")
     assert sorted(oof["fold"].unique()) == [0, 1]

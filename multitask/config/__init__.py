@@ -5,6 +5,7 @@
 """
 from .build import ConfigError, suggest
 from .load import from_dict, load_config, read_yaml, save_config, to_dict
+from .registered import register_choice
 from .schema import (
     AugmentConfig,
     Config,
@@ -23,4 +24,4 @@ from .validate import finalize
 
 __all__ = ["AugmentConfig", "Config", "ConfigError", "DataConfig", "DistillConfig", "EMAConfig", "ModelConfig",
            "SourceConfig", "SynthConfig", "TrackingConfig", "TrainConfig", "WandbConfig", "default_heads", "finalize",
-           "from_dict", "load_config", "read_yaml", "save_config", "suggest", "to_dict"]
+           "from_dict", "load_config", "read_yaml", "register_choice", "save_config", "suggest", "to_dict"]

@@ -15,6 +15,7 @@ import typing
 from typing import Any, Literal, Union
 
 from ..utils.errors import UserError
+from .registered import choices
 
 
 class ConfigError(UserError):
@@ -60,10 +61,11 @@ def _coerce(tp, value, key: str, where: str):
     if origin is Literal:
         if isinstance(value, bool):  # YAML 1.1 reads a bare off/on/no/yes as a boolean
             value = {False: "off", True: "on"}[value] if ({"off", "on"} & set(args)) else value
-        if value not in args:
-            choices = [str(a) for a in args]
-            raise ConfigError(f"{where}: {key}: invalid choice {value!r}{suggest(str(value), choices)}; "
-                              f"choose from {', '.join(choices)}")
+        valid = choices(key, args)   # the schema's names, then those plugins registered
+        if value not in valid:
+            names = [str(a) for a in valid]
+            raise ConfigError(f"{where}: {key}: invalid choice {value!r}{suggest(str(value), names)}; "
+                              f"choose from {', '.join(names)}")
         return value
     if origin is list:
         if not isinstance(value, (list, tuple)):

@@ -19,7 +19,7 @@ import yaml
 from ..utils.io import MAX_DEPTH, write_text
 from .build import ConfigError, build_section
 from .schema import Config, default_heads
-from .validate import finalize
+from .validate import check_registered, finalize
 
 
 class UniqueKeyLoader(yaml.SafeLoader):
@@ -87,7 +87,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         _apply_override(raw, item)
     cfg = build_section(Config, raw, "", where)
     cfg.config_path = str(path) if path else None
-    return finalize(cfg, where)
+    check_registered(finalize(cfg, where), where)
+    return cfg
 
 
 def _apply_override(raw: dict, item: str) -> None:

@@ -197,7 +197,7 @@ class TrainConfig:
     # CPU intra-op threads: auto = this machine's cores shared among the multitask processes running now
     # (utils/cpu_share.py: two trainings at once each take half; with deterministic: true, torch's own count), or N
     cpu_threads: Union[Literal["auto"], int] = "auto"
-    decisions: Literal["auto", "off"] = "auto"  # auto: fit tuned decisions (decisions.py) on the OOF at the end
+    decisions: Literal["auto", "off"] = "auto"  # auto: fit tuned decisions (decisions/fit.py) on the OOF at the end
     distill: DistillConfig = field(default_factory=DistillConfig)
 
 
@@ -220,6 +220,7 @@ class TrackingConfig:
     csv: bool = True
     progress: bool = True
     confusion_every: int = 1                  # epochs between confusion-matrix figures
+    sinks: list[str] = field(default_factory=list)   # more sinks by registered name (multitask.tracking.register_sink)
 
 
 @dataclass

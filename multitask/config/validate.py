@@ -10,9 +10,10 @@ import dataclasses
 import re
 from pathlib import Path, PurePath
 
-from ..heads import resolve_heads
+from ..heads import LOSS_NAMES, YEAR_LOSS_NAMES, resolve_heads
 from .build import ConfigError, build_section, suggest
 from .choices import check_optimizer
+from .registered import choices
 from .schema import AugmentConfig, Config
 
 
@@ -87,6 +88,22 @@ def _listed_folders(source) -> list[Path]:
     if source.kind == "images" and not str(source.path).lower().endswith(".csv"):
         return [Path(source.path)]
     return []
+
+
+def check_registered(cfg: Config, where: str) -> None:
+    """Names whose choices are a registry's: every head's losses, tracking.sinks. For configs people write (files,
+    overrides), not for a checkpoint's: predict reads a run trained with a plugin loss without that plugin."""
+    losses = choices("loss", (*LOSS_NAMES, *YEAR_LOSS_NAMES))
+    for head in cfg.heads.values():
+        for name in head.loss:
+            if name not in losses:
+                raise ConfigError(f"{where}: heads.{head.name}.loss: unknown loss '{name}'{suggest(name, losses)}; "
+                                  f"choose from {', '.join(losses)}")
+    sinks = choices("tracking.sinks")
+    for name in cfg.tracking.sinks:
+        if name not in sinks:
+            raise ConfigError(f"{where}: tracking.sinks: unknown sink '{name}'{suggest(name, sinks)}; "
+                              f"registered: {', '.join(sinks) or 'none'} (multitask.tracking.register_sink)")
 
 
 def check_distill(cfg: Config, where: str) -> None:

@@ -1,5 +1,5 @@
-"""One trial of a sweep: sample its values, build and check its config, train it (or resume it) in its own run dir,
-report each validation to the pruner.
+"""One trial of a sweep: sample its values, build and check its config, train it (or resume it) in its own run dir
+as any training is run (run_training: teacher, lock, decisions.json), report each validation to the pruner.
 
     value = run_trial(sweep, trial, quiet=False)      # the objective: train.monitor at the best epoch
 """
@@ -13,20 +13,30 @@ import optuna
 import pandas as pd
 
 from ..config import to_dict
-from ..infer.teacher import teacher_for
-from ..runs.resume import load_for_resume
+from ..runs.checkpoint import load_checkpoint
 from ..runs.run_dir import METRICS, find_checkpoint
 from ..train.callbacks import Callback
-from ..train.run import fit
+from ..train.run import run_training
 from ..utils.errors import UserError, one_line
 from .study import Sweep, storage_failure
 
 
 class OptunaPruning(Callback):
-    """Reports the monitored metric after each validation; raises TrialPruned when the pruner says so."""
+    """Reports the monitored metric after each validation; raises TrialPruned when the pruner says so. A resumed
+    trial first reports its earlier epochs again (`replay`: its run dir); at the end, `value` is the objective."""
 
-    def __init__(self, trial, monitor: str):
-        self.trial, self.monitor = trial, monitor
+    def __init__(self, trial, monitor: str, replay: Path | None = None):
+        self.trial, self.monitor, self.replay = trial, monitor, replay
+        self.value: float | None = None
+
+    def on_fit_start(self, state):
+        if self.replay is not None:
+            replay_history(self.trial, self.replay, self.monitor, upto=state.epoch)
+
+    def on_fit_end(self, state, best_metrics):
+        # this process's best epoch, else the best a resumed trial had reached before (it trained no further)
+        best = best_metrics.get(self.monitor, state.best)
+        self.value = None if best is None else float(best)
 
     def on_epoch_end(self, state, metrics):
         if self.monitor not in metrics:   # no validation this epoch (train.val_every)
@@ -50,20 +60,19 @@ def run_trial(sweep: Sweep, trial, *, quiet: bool) -> float:
     cfg.tracking.wandb.name = cfg.tracking.wandb.name or f"{sweep.name}/trial{trial.number}"
     if quiet:
         cfg.tracking.progress = False    # parallel progress bars would garble one terminal
-    teacher = teacher_for(cfg)   # train.distill: records the teacher's digests in cfg, before a resume compares it
-    run_dir, ckpt = sweep.dir / str(trial.number), None
     resume = trial.user_attrs.get("resume_dir")
     last = find_checkpoint(Path(resume), want="last") if resume else None
-    if last is not None and trial.user_attrs.get("resume_host") == socket.gethostname():
-        run_dir, ckpt = last.parent, load_for_resume(last, cfg)
-        replay_history(trial, run_dir, monitor, upto=ckpt["epoch"])
+    resumed = last is not None and trial.user_attrs.get("resume_host") == socket.gethostname()
+    run_dir = last.parent if resumed else sweep.dir / str(trial.number)
     trial.set_user_attr("run_dir", str(run_dir))
-    best = fit(cfg, run_dir, ckpt=ckpt, callbacks=[OptunaPruning(trial, monitor)], teacher=teacher)
-    if monitor in best:
-        return float(best[monitor])
-    if ckpt is not None and ckpt.get("best") is not None:   # resumed a trial that had finished training
-        return float(ckpt["best"])
-    raise UserError(f"{monitor} was never validated (train.val_every > train.epochs?)")
+    pruning = OptunaPruning(trial, monitor, replay=run_dir if resumed else None)
+    where = {"resume": str(last)} if resumed else {"run_dir": run_dir}
+    run_training(cfg, **where, callbacks=[pruning])
+    # a resumed trial that had finished training trains nothing (no hook runs): its checkpoint holds its best
+    value = pruning.value if pruning.value is not None or not resumed else load_checkpoint(last).get("best")
+    if value is None:
+        raise UserError(f"{monitor} was never validated (train.val_every > train.epochs?)")
+    return float(value)
 
 
 def replay_history(trial, run_dir: Path, monitor: str, *, upto: int) -> None:

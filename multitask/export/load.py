@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..config import Config
+from ..decisions import file as decisions
 from ..model.net import MultiHeadNet
-from ..runs import decisions
 from ..runs.checkpoint import load_checkpoint, model_from_checkpoint
 from ..runs.run_dir import find_decisions, is_export_folder
 from .safetensors import load_safetensors

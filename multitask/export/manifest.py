@@ -19,9 +19,9 @@ import torch
 from .. import __version__
 from ..config import Config, from_dict, to_dict
 from ..data.faces import detector_id
+from ..decisions import file as decisions
 from ..heads import HeadSpec, composite_class_names, expand_heads, years_key
 from ..model.net import MultiHeadNet
-from ..runs import decisions
 from ..runs.checkpoint import check_format
 from ..utils.errors import UserError
 

@@ -21,14 +21,14 @@ import numpy as np
 import torch
 
 from ..config import Config, suggest
+from ..decisions.apply import average_offsets, describe
+from ..decisions.file import for_heads, named
+from ..decisions.file import read as read_decisions
 from ..export.onnx import OnnxModel
 from ..heads import HeadSpec, expand_derived, expand_heads, expected_years, member_joint, years_key
-from ..runs.decisions import for_heads, named
-from ..runs.decisions import read as read_decisions
 from ..runs.run_dir import resolve_checkpoints
 from ..utils.errors import UserError
 from .backends import TorchModel, load_model
-from .decide import average_offsets, describe
 
 
 @dataclass

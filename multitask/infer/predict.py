@@ -11,7 +11,7 @@
 A pipeline of steps, each a function of what the last one made: `load` (the ensemble, its heads and decisions, the
 inputs and their truth: everything that can fail before a forward pass), `forward` (forward.py: every member under
 every TTA view), `merge` (over views, then members, per head), `decide` (argmax of log p + each head's tuned offsets;
-decide.py), `write` (submission.csv, predictions.csv) and `score` (with --gt, or a labelled manifest as --data:
+decisions/apply.py), `write` (submission.csv, predictions.csv) and `score` (with --gt, or a labelled manifest as --data:
 every macro F1 with its 95% bootstrap interval, resampling people when the truth names them, from the table in
 memory; scores.json).
 
@@ -45,6 +45,7 @@ from rich.table import Table
 from .. import __version__
 from ..data.ground_truth import GroundTruth, read_gt
 from ..data.inputs import Inputs, manifest_truth, read_inputs
+from ..decisions.apply import decide, decide_joint
 from ..heads import HeadSpec, composite_encode
 from ..metrics.intervals import pairs_of, score_intervals
 from ..metrics.stats import head_scores, macro_f1
@@ -54,7 +55,6 @@ from ..utils.devices import pick_device, resolve_precision
 from ..utils.errors import UserError
 from ..utils.io import write_csv, write_json
 from .backends import glue_threads
-from .decide import decide, decide_joint
 from .ensemble import (
     Member,
     check_joint,

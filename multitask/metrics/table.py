@@ -5,7 +5,7 @@ One self-describing CSV: every column name says what it holds, so a reader needs
     image_id, path, group            identity (group = person id where known)
     prob/<head>/<class>              probability of each class of each head
     pred/<head>, true/<head>         class indices (-1 = unlabelled / unknown); pred is the decided class (argmax,
-                                     or with tuned decisions argmax of log p + offsets: decisions.py)
+                                     or with tuned decisions argmax of log p + offsets: decisions/)
     pred/<head>/years                a years head's (target: years) expected age in years, sum of year x p
     pred/composite, true/composite   the composite label over the composite heads (the 18 classes)
     composite/heads                  the composite's heads in order, e.g. mask,gender,age (the first one counts most)

@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..heads import UNLABELLED, YEAR_LOSS_NAMES, HeadSpec, years_key
+from ..config.registered import register_choice
+from ..heads import LOSS_NAMES, UNLABELLED, YEAR_LOSS_NAMES, HeadSpec, years_key
 from ..utils.errors import UserError
 from .distill import distill_kl, teacher_key
 from .weighting import WEIGHTINGS
@@ -87,6 +88,22 @@ def soft_f1(logits: Tensor, target: Tensor, *, spec: HeadSpec, class_weights: Te
 
 
 LOSSES: dict[str, LossFn] = {"ce": cross_entropy, "focal": focal, "f1": soft_f1}
+assert tuple(LOSSES) == LOSS_NAMES, "heads.LOSS_NAMES lists the class losses by name"
+
+
+def register_loss(name: str, fn: LossFn, *, years: bool = False) -> None:
+    """Make `name` a loss every head's mix may choose (`heads.<head>.loss: {name: share}`), validated as the
+    built-in ones are.
+
+    Args:
+        name: the name configs use; a built-in name cannot be taken.
+        fn: a class loss `fn(logits, target, *, spec, class_weights=None) -> scalar Tensor` over labelled rows (the
+            -1 rows are dropped before it is called), or with `years`, `fn(year_logits, years, *, spec)`.
+        years: a loss on a years head's year logits and ages in years (as ldl, l1_years)."""
+    if name in LOSS_NAMES or name in YEAR_LOSS_NAMES:
+        raise ValueError(f"register_loss: '{name}' is a built-in loss")
+    register_choice("loss", name)
+    (YEAR_LOSSES if years else LOSSES)[name] = fn
 
 
 # ------------------------------------------------------------------------------------------------- year losses

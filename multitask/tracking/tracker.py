@@ -22,7 +22,7 @@ DDP ranks pass enabled=False and every method becomes a no-op.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping
+from typing import Iterable, Mapping
 
 import cv2
 import numpy as np
@@ -35,14 +35,15 @@ from ..runs.run_dir import CONFIG, METRICS
 from ..utils.progress import Progress
 from .console import ConsoleOut
 from .csv_log import CsvLog
-from .sink import Sink, Tables
+from .sink import SINKS, Sink, Tables
 from .tensorboard import TensorBoardSink
 from .wandb_sink import WandbSink, wandb_run_id
 
 
 class Tracker:
     def __init__(self, *, run_dir: str | Path, cfg, enabled: bool = True, resume_id: str | None = None,
-                 console: Console | None = None, job_type: str = "train"):
+                 console: Console | None = None, job_type: str = "train", sinks: Iterable[Sink] = ()):
+        """`sinks`: more destinations beside the config's (TensorBoard, wandb): a caller's own Sink instances."""
         self.run_dir, self.cfg, self.enabled = Path(run_dir), cfg, enabled
         self.out = ConsoleOut(console, enabled=enabled, progress=cfg.tracking.progress)
         self.csv: CsvLog | None = None
@@ -58,7 +59,8 @@ class Tracker:
         if cfg.tracking.tensorboard:
             self._sinks.append(TensorBoardSink.open(self.run_dir, cfg, self.out.warn))
         self.wandb = WandbSink.open(self.run_dir, cfg, warn=self.out.warn, resume_id=resume_id, job_type=job_type)
-        self._sinks = [s for s in [*self._sinks, self.wandb] if s is not None]
+        named = [SINKS[name](self.run_dir, cfg) for name in cfg.tracking.sinks]   # registered: register_sink
+        self._sinks = [s for s in [*self._sinks, self.wandb, *named, *sinks] if s is not None]
 
     @classmethod
     def for_report(cls, run_dir: str | Path, *, sinks, console: Console | None = None) -> "Tracker":
@@ -67,6 +69,7 @@ class Tracker:
         whatever the training used: a report never waits on a network; `wandb sync` uploads it later."""
         run_dir = Path(run_dir)
         flags = [f"tracking.tensorboard={'tensorboard' in sinks}", "tracking.csv=false", "tracking.progress=false",
+                 "tracking.sinks=[]",
                  f"tracking.wandb.mode={'offline' if 'wandb' in sinks else 'disabled'}"]
         saved = run_dir / CONFIG
         try:

@@ -1,6 +1,8 @@
-"""Training: `fit` one run, `run_training` (run dir, lock, folds, resume), `Callback` hooks into the loop.
+"""Training: `run_training` (the one assembly of a training: teacher, run dir, lock, folds, resume, fit,
+decisions), `fit` one run into a folder, `Callback` hooks into the loop, a caller's own sinks.
 
-    from multitask.train import Callback, fit
+    from multitask.train import Callback, fit, run_training
+    run_dir = run_training(cfg, callbacks=[MyCallback()], sinks=[MySink()])
     best = fit(cfg, "runs/mine/1", callbacks=[MyCallback()])
 """
 from .callbacks import Callback

@@ -1,6 +1,6 @@
 """Training from a teacher (train.distill): what the loop asks of one, and what it measures against it.
 
-    fit(cfg, run_dir, teacher=teacher)   # infer/teacher.py builds it from train.distill.teachers
+    fit(cfg, run_dir, teacher=teacher)   # teacher.py builds it from train.distill.teachers (fit does, if not given)
 
 The teacher's probabilities join every row's targets once, before the first epoch (`attach_teacher`); the loss
 (model/distill.py, in MultiTaskCriterion) then reads them from each batch, so sampling, MixUp, accumulation, DDP
@@ -34,8 +34,8 @@ def attach_teacher(data: TrainingData, cfg: Config, teacher: Teacher | None, log
     if not cfg.train.distill.teachers:
         return
     if teacher is None:
-        raise UserError("train.distill.teachers is set but no teacher was given to fit(); build it with "
-                        "multitask.infer.teacher.teacher_for(cfg) (the CLI does)")
+        raise UserError("train.distill.teachers is set but no teacher was given to the Trainer; build "
+                        "it with multitask.train.teacher.teacher_for(cfg) (fit and run_training do)")
     # the teacher's forward passes (a loader draws a seed) must not move the run's random streams: a run is the same
     # whether its teacher's probabilities were computed now or read from the cache
     numpy_state, python_state = np.random.get_state(), random.getstate()

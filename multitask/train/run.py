@@ -1,4 +1,4 @@
-"""Training entry points: one run, every fold, or a resume, each in its own locked run dir.
+"""A training, whoever starts it: one run, every fold, or a resume, each in its own locked run dir.
 
     multitask train --config configs/quickstart.yaml
     multitask train --config configs/mask_effnet_b0_multihead.yaml --heads mask,gender,age --folds all
@@ -6,24 +6,28 @@
     torchrun --nproc_per_node=2 -m multitask train --config ...     # DDP (NCCL on GPU, gloo on CPU)
 
     from multitask.train import fit, run_training
-    best = fit(cfg, "runs/mine/1", callbacks=[MyCallback()])        # one run into a folder of your choice
-    run_dir = run_training(cfg, after=my_hook)                      # what `multitask train` does
+    run_dir = run_training(cfg)                                     # what `multitask train` does, the same run dir
+    run_dir = run_training(cfg, run_dir="runs/mine/1", callbacks=[MyCallback()], sinks=[MySink()])
+    best = fit(cfg, "runs/mine/1")                                  # the loop alone: no lock, folds or decisions
 
-`fit` builds a `Trainer` (trainer.py) around one `TrainState` (state.py: model, EMA, optimizer, scheduler, scaler,
-criterion, mixer, counters; its state_dict is the checkpoint). `run_training` adds the run dir, its lock, the folds,
-and `after(cfg, run_dir)` once training is done (the CLI fits tuned decisions there, on the whole run's OOF).
+`run_training` is the one assembly of a training, for the CLI, sweep trials and Python callers alike: the checks,
+the teacher (train.distill), the run dir and its lock, the folds, `fit` for each, and then, on rank 0, the tuned
+decisions (train.decisions: auto) on the whole run's OOF. `fit` builds a `Trainer` (trainer.py) around one
+`TrainState` (state.py: model, EMA, optimizer, scheduler, scaler, criterion, mixer, counters; its state_dict is the
+checkpoint).
 """
 from __future__ import annotations
 
 import copy
 import random
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Iterable
 
 import numpy as np
 import torch
 
 from ..config import Config, from_dict
+from ..decisions.fit import after_training
 from ..model.losses import HeadLoss
 from ..model.net import check_backbone
 from ..model.normalization import pin_normalization
@@ -42,6 +46,7 @@ from ..runs.run_dir import (
     resolve_resume,
     run_base,
 )
+from ..tracking.sink import Sink
 from ..tracking.tracker import Tracker
 from ..utils.cpu_share import CpuShare
 from ..utils.devices import pick_device, resolve_precision
@@ -49,10 +54,9 @@ from ..utils.distributed import DistInfo, broadcast_object, cleanup, init_distri
 from ..utils.errors import UserError
 from .callbacks import Callback, SharedCores
 from .distill import Teacher
+from .teacher import teacher_for
 from .trainer import Trainer, TrainingStopped
 from .validate import check_monitor
-
-AfterTraining = Callable[[Config, Path], None]
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -86,37 +90,36 @@ def preflight(cfg: Config) -> None:
     pin_normalization(cfg)   # data.mean/std auto -> numbers before a resume compares the config with its checkpoint
 
 
-def run_training(cfg: Config, *, resume: str | None = None, all_folds: bool = False,
-                 after: AfterTraining | None = None, teacher: Teacher | None = None,
-                 resume_anyway: bool = False) -> Path:
-    """Train one run (or every fold); with `resume`, continue from its last.pt (a k-fold dir: every fold's), on
-    the data it trained on (`resume_anyway`: on the data as it is now, said in one line).
-    `after(cfg, run_dir)` runs on rank 0 once every fold is trained (the k-fold parent's merged oof.csv is there)."""
+def run_training(cfg: Config, *, resume: str | None = None, all_folds: bool = False, resume_anyway: bool = False,
+                 run_dir: str | Path | None = None, callbacks: Iterable[Callback] = (),
+                 sinks: Iterable[Sink] = ()) -> Path:
+    """Train one run (or every fold) and return its run dir: a new runs/<name>/<n>, or `run_dir` when given (a
+    sweep trial's). With `resume`, continue from its last.pt (a k-fold dir: every fold's), on the data it trained on
+    (`resume_anyway`: on the data as it is now, said in one line). Once every fold is trained, rank 0 fits
+    decisions.json on the run's OOF (the k-fold parent's merged oof.csv) unless train.decisions is off."""
     info = init_distributed(cfg.train.device)
     fresh: Path | None = None   # a run dir made by this call: removed again when it stops before any save
     made: list[Path] = []       # the folders above it that this call made (runs/<name>/): removed with it if empty
     lock: RunDirLock | None = None   # one training process per run dir (rank 0 holds it for the job)
+    options = dict(callbacks=list(callbacks), sinks=list(sinks))
     try:
         preflight(cfg)
-        if resume and not all_folds:
-            path = resolve_resume(resume)
-            run_dir = path.parent
-        else:
-            run_dir, path = (Path(resume) if resume else None), None
-            if run_dir is not None and not run_dir.is_dir():
-                raise UserError(f"--resume {resume} --folds all: expected the k-fold run dir (holding fold0/, "
-                                f"fold1/, ...)")
-            if run_dir is None:
-                made = missing_folders(run_base(cfg)) if info.is_main else []
-                run_dir = fresh = broadcast_object(make_run_dir(cfg) if info.is_main else None, info)
+        teacher = teacher_for(cfg)   # records the teachers' digests in cfg, before a resume compares it
+        run_dir, path = _run_dir(cfg, info, resume=resume, all_folds=all_folds, given=run_dir)
+        if resume is None and run_dir is None:
+            made = missing_folders(run_base(cfg)) if info.is_main else []
+            run_dir = fresh = broadcast_object(make_run_dir(cfg) if info.is_main else None, info)
+        if info.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)   # a given run dir (a sweep trial's) may not exist yet
         lock = RunDirLock(run_dir).acquire() if info.is_main else None
         if all_folds:
-            train_folds(cfg, run_dir, info, resume=bool(resume), teacher=teacher, resume_anyway=resume_anyway)
+            train_folds(cfg, run_dir, info, resume=bool(resume), teacher=teacher, resume_anyway=resume_anyway,
+                        **options)
         else:
             ckpt = load_for_resume(path, cfg, other_data=resume_anyway) if path is not None else None
-            fit(cfg, run_dir, info, ckpt, teacher=teacher)
-        if info.is_main and after is not None:
-            after(cfg, run_dir)
+            fit(cfg, run_dir, info, ckpt, teacher=teacher, **options)
+        if info.is_main:
+            after_training(cfg, run_dir)
         return run_dir
     except BaseException as err:   # whatever stopped it (bad input, a bug, Ctrl-C); a NaN stop keeps its run to inspect
         if fresh is not None and info.is_main and not isinstance(err, TrainingStopped):
@@ -128,8 +131,25 @@ def run_training(cfg: Config, *, resume: str | None = None, all_folds: bool = Fa
         cleanup(info)
 
 
+def _run_dir(cfg: Config, info: DistInfo, *, resume: str | None, all_folds: bool,
+             given: str | Path | None) -> tuple[Path | None, Path | None]:
+    """(run dir, checkpoint to resume): the resumed run's, the given one, or (None, None) for a new run dir."""
+    if resume and given is not None:
+        raise UserError(f"run_training: give resume ({resume}) or run_dir ({given}), not both (a resume trains "
+                        f"in its own run dir)")
+    if resume and not all_folds:
+        path = resolve_resume(resume)
+        return path.parent, path
+    if resume:
+        if not Path(resume).is_dir():
+            raise UserError(f"--resume {resume} --folds all: expected the k-fold run dir (holding fold0/, "
+                            f"fold1/, ...)")
+        return Path(resume), None
+    return (Path(given), None) if given is not None else (None, None)
+
+
 def train_folds(cfg: Config, parent: Path, info: DistInfo, *, resume: bool, teacher: Teacher | None = None,
-                resume_anyway: bool = False) -> None:
+                resume_anyway: bool = False, **options) -> None:
     """Every fold into parent/fold<k>, then their OOF merged into parent/oof.csv. On resume, a fold with a last.pt
     continues and one without starts (again) from scratch."""
     for fold in range(cfg.data.n_folds):
@@ -138,22 +158,27 @@ def train_folds(cfg: Config, parent: Path, info: DistInfo, *, resume: bool, teac
         fold_dir = fold_run_dir(parent, fold)
         last = find_checkpoint(fold_dir, want="last") if resume and fold_dir.is_dir() else None
         ckpt = load_for_resume(last, fold_cfg, other_data=resume_anyway) if last is not None else None
-        fit(fold_cfg, fold_dir, info, ckpt, teacher=teacher)
+        fit(fold_cfg, fold_dir, info, ckpt, teacher=teacher, **options)
     if info.is_main:
         merge_fold_oof(parent, cfg.data.n_folds)
 
 
-def fit(cfg: Config, run_dir: Path, info: DistInfo = DistInfo(), ckpt: dict | None = None,
-        callbacks: Iterable[Callback] = (), teacher: Teacher | None = None) -> dict:
-    """Train one run into `run_dir` (from `ckpt` when resuming); returns the best epoch's metrics. `teacher`: what
-    train.distill learns from (multitask.infer.teacher.teacher_for(cfg))."""
+def fit(cfg: Config, run_dir: str | Path, info: DistInfo = DistInfo(), ckpt: dict | None = None,
+        callbacks: Iterable[Callback] = (), teacher: Teacher | None = None, sinks: Iterable[Sink] = ()) -> dict:
+    """Train one run into `run_dir` (from `ckpt` when resuming); returns the best epoch's metrics.
+
+    Args:
+        callbacks: hooks into the loop (train/callbacks.py).
+        teacher: what train.distill learns from; default: built from train.distill.teachers (teacher_for).
+        sinks: more places every logged metric goes, beside the config's trackers (tracking/sink.py)."""
     run_dir = Path(run_dir)
+    teacher = teacher if teacher is not None else teacher_for(cfg)
     normalization = pin_normalization(cfg)   # what the run saves; `why` goes into its header
     device = pick_device(cfg.train.device, local_rank=info.local_rank, key="train.device")
     seed_everything(cfg.seed + info.rank, cfg.deterministic)
     if info.is_main:
         check_writable(run_dir)   # now, not at the end of the first epoch
-    tracker = Tracker(run_dir=run_dir, cfg=cfg, enabled=info.is_main,
+    tracker = Tracker(run_dir=run_dir, cfg=cfg, enabled=info.is_main, sinks=sinks,
                       resume_id=(ckpt or {}).get("tracker", {}).get("wandb_id"))
     if ckpt is not None and info.is_main:
         removed = remove_stale_temp_files(run_dir)

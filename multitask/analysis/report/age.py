@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ...decisions.apply import apply_offsets, log_probabilities
 from ...heads import UNLABELLED, HeadSpec, composite_decode, composite_encode
-from ...infer.decide import apply_offsets, log_probabilities
 from ...metrics.stats import macro_f1
 from ...metrics.table import years_column
 from . import figures as figs

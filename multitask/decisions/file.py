@@ -2,7 +2,7 @@
 
     doc = read(path)                                     # checked: {"offsets": {head: {class: number}}, ...}
     offsets = for_heads(doc, heads, where=str(path))     # {head: (C,) array} in each head's class order
-    write(run_dir, doc)                                  # analysis/tune.py fits the document
+    write(run_dir, doc)                                  # fit.py fits the document
 
 A document that is not `applied` (the guard refused its fit) gives no offsets: the plain argmax.
 """
@@ -15,9 +15,9 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ..heads import HeadSpec
+from ..runs.run_dir import DECISIONS
 from ..utils.errors import UserError
 from ..utils.io import read_json, write_json
-from .run_dir import DECISIONS
 
 FORMAT, VERSION = "multitask-decisions", 1
 MODES = ("auto", "off")

@@ -31,19 +31,18 @@ from rich.console import Console
 from rich.table import Table
 
 from ..heads import HeadSpec, composite_encode
-from ..infer.decide import apply_offsets, log_probabilities
 from ..metrics.intervals import groups_of
 from ..metrics.stats import group_draws, macro_f1, on_draws, percentile_interval
 from ..metrics.table import load_table
-from ..runs.decisions import FORMAT, VERSION, named, write
 from ..runs.run_dir import OOF
 from ..utils.errors import UserError
+from .apply import apply_offsets, log_probabilities
+from .file import FORMAT, VERSION, named, write
 
 GRID_MIN, GRID_MAX, GRID_STEP = -2.0, 2.0, 0.1
 ROUNDS, PARTS, DRAWS, SEED = 3, 2, 1000, 0
 
 
-# --------------------------------------------------------------------------------------------------- applying
 # --------------------------------------------------------------------------------------------------- fitting
 class Problem:
     """An OOF table as the search sees it: each tuned head's log-probabilities, the truth, and the objective (the
@@ -211,8 +210,8 @@ def _round(value):
 
 # --------------------------------------------------------------------------------------------------- run dirs
 def after_training(cfg, run_dir: Path) -> None:
-    """train.decisions auto: fit decisions.json on the run's OOF once training is done (one line printed); what
-    `multitask train` passes to run_training. A table that cannot be tuned (no labelled row, one person) is a note,
+    """train.decisions auto: fit decisions.json on the run's OOF once training is done (one line printed), as
+    run_training does for every caller. A table that cannot be tuned (no labelled row, one person) is a note,
     not a failed training."""
     if cfg.train.decisions == "off" or not (Path(run_dir) / OOF).is_file():
         return

@@ -4,7 +4,7 @@
     labels = decide(probs, heads, offsets)                             # {head: (N,)}: predict, the report
     code = decide_joint(joint, composite, offsets)                     # predict --joint
 
-Offsets come from decisions.json (runs/decisions.py; fitted by analysis/tune.py) and only move decided labels:
+Offsets come from decisions.json (file.py; fitted by fit.py) and only move decided labels:
 probabilities stay what the model said. A head without offsets, or with all zeros, is the plain argmax.
 """
 from __future__ import annotations

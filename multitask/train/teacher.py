@@ -29,13 +29,13 @@ from rich.console import Console
 from ..config import Config, DataConfig, DistillConfig
 from ..data.sources import rows_and_folds
 from ..heads import HeadSpec, years_key
+from ..infer.ensemble import Member, combine, load_ensemble, merge_over, predicted
+from ..infer.forward import RunSettings, member_croppers, run_members
+from ..infer.tta import resolve_merge, resolve_views
 from ..model.distill import teacher_key
 from ..utils.devices import pick_device, resolve_precision
 from ..utils.errors import UserError
-from .ensemble import Member, combine, load_ensemble, merge_over, predicted
-from .forward import RunSettings, member_croppers, run_members
 from .teacher_cache import DamagedCache, MemberCache, file_digest
-from .tta import resolve_merge, resolve_views
 
 
 def teacher_for(cfg: Config) -> "EnsembleTeacher | None":

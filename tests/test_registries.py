@@ -1,0 +1,102 @@
+"""Registries are the one source of choices, and a way in from outside: a loss, a weighting and a sink defined here,
+registered, chosen by name in a config, validated as the built-in ones are, and trained with."""
+import typing
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from multitask.cli import build_parser
+from multitask.config import ConfigError, TrainConfig, load_config
+from multitask.config.registered import choices
+from multitask.config.schema import DistillConfig
+from multitask.heads import LOSS_NAMES, YEAR_LOSS_NAMES
+from multitask.infer.tta import MERGES
+from multitask.model.losses import LOSSES, YEAR_LOSSES, register_loss
+from multitask.model.weighting import WEIGHTINGS, Static, register_weighting
+from multitask.tracking import SINKS, Sink, register_sink
+from multitask.train import run_training
+from multitask.train.optim import SCHEDULES
+
+QUICKSTART = "configs/quickstart.yaml"
+
+
+def literal(cls, key: str) -> tuple:
+    tp = typing.get_type_hints(cls)[key]
+    return typing.get_args(tp)
+
+
+def test_every_schema_choice_list_is_its_registry():
+    """The schema's Literal lists the built-in names; with the registered ones they are the registry's keys."""
+    assert tuple(WEIGHTINGS) == tuple(choices("train.loss_weighting", literal(TrainConfig, "loss_weighting")))
+    assert set(LOSSES) | set(YEAR_LOSSES) == set(choices("loss", (*LOSS_NAMES, *YEAR_LOSS_NAMES)))
+    assert literal(TrainConfig, "scheduler") == SCHEDULES
+    assert literal(DistillConfig, "merge") == tuple(MERGES)
+    assert set(SINKS) == set(choices("tracking.sinks"))
+    predict = build_parser()._subparsers._group_actions[0].choices["predict"]
+    merge = next(a for a in predict._actions if a.dest == "merge")
+    assert tuple(merge.choices) == tuple(MERGES)
+
+
+class Recorder(Sink):
+    """Every epoch's metrics as the Tracker fans them out (the epoch rows carry an `epoch` value)."""
+    name = "recorder"
+
+    def __init__(self):
+        self.epochs: list[dict[str, float]] = []
+        self.closed = False
+
+    def log_scalars(self, values, step):
+        if "epoch" in values:
+            self.epochs.append(dict(values))
+
+    def close(self, exit_code=0):
+        self.closed = True
+
+
+CALLS = {"loss": 0}
+
+
+def smooth_l1_on_probabilities(logits, target, *, spec, class_weights=None):
+    """A loss written outside the package: smooth L1 between the class probabilities and the one-hot target."""
+    CALLS["loss"] += 1
+    onehot = F.one_hot(target, spec.num_classes).float()
+    return F.smooth_l1_loss(logits.float().softmax(1), onehot)
+
+
+def test_a_plugged_in_loss_and_sink_are_chosen_by_name_and_train(tiny_cfg):
+    with pytest.raises(ConfigError, match="unknown loss 'plugin_l1'"):
+        tiny_cfg("heads.mask.loss={plugin_l1: 1.0}")
+    with pytest.raises(ConfigError, match="unknown sink 'recorder'"):
+        tiny_cfg("tracking.sinks=[recorder]")
+    named: list[Recorder] = []
+    register_loss("plugin_l1", smooth_l1_on_probabilities)
+    register_sink("recorder", lambda run_dir, cfg: named.append(Recorder()) or named[-1])
+    given = Recorder()
+    cfg = tiny_cfg("heads.mask.loss={plugin_l1: 0.5, ce: 0.5}", "tracking.sinks=[recorder]", "train.epochs=2",
+                   "train.decisions=off")
+    run_dir = run_training(cfg, sinks=[given])
+    assert CALLS["loss"] > 0 and (run_dir / "best.pt").is_file()
+    assert len(named) == 1
+    for sink in (named[0], given):   # every epoch's metrics, as metrics.csv has them
+        assert [row["epoch"] for row in sink.epochs] == [1.0, 2.0] and sink.closed
+        assert all({"train/mask/loss", "val/mask/f1", "val/composite/f1"} <= set(row) for row in sink.epochs)
+
+
+class HalfStatic(Static):
+    """A weighting written outside the package: the static sum, halved."""
+
+    def combine(self, losses):
+        return super().combine(losses) * 0.5
+
+
+def test_a_plugged_in_weighting_is_a_choice_of_train_loss_weighting(tiny_cfg):
+    with pytest.raises(ConfigError, match="invalid choice 'half_static'"):
+        load_config(QUICKSTART, ["train.loss_weighting=half_static"])
+    register_weighting("half_static", HalfStatic)
+    assert load_config(QUICKSTART, ["train.loss_weighting=half_static"]).train.loss_weighting == "half_static"
+    with pytest.raises(ValueError, match="taken"):
+        register_weighting("static", HalfStatic)
+    with pytest.raises(TypeError):
+        register_weighting("not_a_weighting", object)
+    assert isinstance(WEIGHTINGS["half_static"](heads=tiny_cfg().trained_heads()), torch.nn.Module)
