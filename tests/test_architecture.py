@@ -1,6 +1,7 @@
 """The package's shape holds: stages layered without cycles, modules and functions small enough to read whole, and
 no function-local import of the package outside the CLI (cli/) (where it keeps `--help` instant)."""
 import ast
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -73,3 +74,12 @@ def test_public_entry_points_import_from_their_documented_places():
     from multitask.train import Callback, fit, run_training
 
     assert callable(load_config) and callable(fit) and callable(run_training) and isinstance(Callback, type)
+
+
+def test_the_validation_key_rule_has_one_owner():
+    """`val/<key>` and `val/<source>/<key>` are spelled in config/metric_names.py alone: the schema's monitored
+    metric, the trainer's keys, the console and wandb's summaries cannot drift apart."""
+    owner = PACKAGE / "config" / "metric_names.py"
+    spelled = [f"{p.relative_to(PACKAGE)}:{n}" for p in sources() if p != owner
+               for n, line in enumerate(p.read_text().splitlines(), 1) if re.search(r"""f["']val/\{""", line)]
+    assert not spelled, spelled

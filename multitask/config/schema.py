@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Union
 
 from ..heads import HeadSpec
+from .metric_names import scored_sources, val_key
 
 
 def default_heads() -> dict[str, HeadSpec]:
@@ -257,5 +258,5 @@ class Config:
         name, first = next(iter(sources.items()))
         labelled = first.heads is None or set(self.composite) <= set(first.heads) or (
             derived and any(h.derive == self.composite and h.name in first.heads for h in self.trained_heads()))
-        prefix = "val/" if len(sources) == 1 else f"val/{name}/"
-        return prefix + ("composite/f1" if self.composite and (direct or derived) and labelled else "mean/f1")
+        key = "composite/f1" if self.composite and (direct or derived) and labelled else "mean/f1"
+        return val_key(key, name if scored_sources(sources) else None)

@@ -14,6 +14,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from ..config.metric_names import val_key
 from ..utils.progress import Progress
 
 
@@ -50,17 +51,17 @@ class ConsoleOut:
         for column in ("head", "loss tr/val", "acc", "F1", "best", "per-class F1"):
             table.add_column(column, justify="left" if column in ("head", "per-class F1") else "right",
                              no_wrap=column != "per-class F1")
-        rows = list(heads) + (["composite"] if any(k.startswith("val/composite/") for k in metrics) else [])
+        rows = list(heads) + (["composite"] if any(k.startswith(val_key("composite/")) for k in metrics) else [])
         rows += [f"{source}/{head}" for source in sources for head in [*heads, "composite"]
-                 if f"val/{source}/{head}/f1" in metrics]
-        for head in rows:
-            f1_cell, best_cell = self._f1_cells(head, metrics.get(f"val/{head}/f1"), epoch)
+                 if val_key(f"{head}/f1", source) in metrics]
+        for head in rows:   # a source's row reads its keys as val/<source>/<head>/... = val/<row>/...
+            f1_cell, best_cell = self._f1_cells(head, metrics.get(val_key(f"{head}/f1")), epoch)
             losses = "/".join(_num(metrics.get(f"{split}/{head}/loss")) or "-" for split in ("train", "val"))
             losses = "" if head == "composite" or "/" in head else losses   # no loss of its own: composite, sources
-            table.add_row(head, losses, _num(metrics.get(f"val/{head}/acc")), f1_cell, best_cell,
+            table.add_row(head, losses, _num(metrics.get(val_key(f"{head}/acc"))), f1_cell, best_cell,
                           _per_class(metrics, head))
         extra = [f"{k} {metrics[k]:.4g}" for k in ("train/loss", "val/loss", "val/mean/f1", "lr") if k in metrics]
-        agree = [f"{h} {metrics[f'val/{h}/agreement']:.2f}" for h in heads if f"val/{h}/agreement" in metrics]
+        agree = [f"{h} {metrics[val_key(f'{h}/agreement')]:.2f}" for h in heads if val_key(f"{h}/agreement") in metrics]
         extra += [f"teacher agreement {' '.join(agree)}"] if agree else []   # a distilled run
         table.caption = "  ".join(extra) + ("  (* best so far)" if extra else "* best so far")
         table.caption_justify = "left"
@@ -84,7 +85,7 @@ def _num(value) -> str:
 
 
 def _per_class(metrics: dict[str, float], head: str) -> str:
-    prefix = f"val/{head}/f1_"
+    prefix = val_key(f"{head}/f1_")
     scores = [(k[len(prefix):], v) for k, v in metrics.items() if k.startswith(prefix)]
     if len(scores) > 6:  # e.g. the 18 composite classes: the worst one says more than a wall of numbers
         name, value = min(scores, key=lambda s: s[1])

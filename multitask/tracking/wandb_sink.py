@@ -17,6 +17,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from ..config import to_dict
+from ..config.metric_names import scored_sources, val_key
 from ..runs.run_dir import BEST, OOF, WANDB, kfold_parent
 from ..utils.errors import short_error
 from .sink import Sink, Tables
@@ -169,16 +170,16 @@ def define_metrics(run, cfg) -> None:
     value, so run tables and wandb sweeps rank runs by their best epoch."""
     run.define_metric("epoch", hidden=True)
     run.define_metric("*", step_metric="epoch")
-    sources = list(cfg.data.resolved_sources())
+    sources = scored_sources(cfg.data.resolved_sources())
     names = [h.name for h in cfg.trained_heads()] + ["composite", "mean"]
     for head in names:
-        for source in sources if len(sources) > 1 else []:   # each source's own validation scores
-            run.define_metric(f"val/{source}/{head}/f1", summary="max")
-        run.define_metric(f"val/{head}/f1", summary="max")
-        run.define_metric(f"val/{head}/acc", summary="max")
-        run.define_metric(f"val/{head}/loss", summary="min")
+        for source in sources:   # each source's own validation scores
+            run.define_metric(val_key(f"{head}/f1", source), summary="max")
+        run.define_metric(val_key(f"{head}/f1"), summary="max")
+        run.define_metric(val_key(f"{head}/acc"), summary="max")
+        run.define_metric(val_key(f"{head}/loss"), summary="min")
         run.define_metric(f"train/{head}/loss", summary="min")
-    for key in ("val/loss", "train/loss"):
+    for key in (val_key("loss"), "train/loss"):
         run.define_metric(key, summary="min")
 
 

@@ -20,6 +20,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from ..config import Config, save_config
+from ..config.metric_names import scored_sources
 from ..data.faces import write_plan
 from ..data.fingerprint import fingerprint_change
 from ..data.prepare import prepare_data
@@ -249,7 +250,7 @@ class Trainer:
         state.criterion.epoch_end({h.name: train_metrics[f"train/{h.name}/loss"] for h in self.heads})
         self.tracker.log_epoch(epoch + 1, metrics)
         self.tracker.epoch_table(epoch + 1, metrics, [h.name for h in self.heads],
-                                 sources=[s.name for s in self.data.sources] if len(self.data.sources) > 1 else [])
+                                 sources=scored_sources(s.name for s in self.data.sources))
         if self.info.is_main:
             if improved:
                 self.save(self.run_dir / BEST, resumable=False)

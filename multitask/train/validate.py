@@ -14,6 +14,7 @@ import torch
 import torch.distributed as dist
 
 from ..config import Config, suggest
+from ..config.metric_names import scored_sources, val_key
 from ..data.prepare import TrainingData
 from ..heads import expand_derived, expand_targets, years_source
 from ..metrics.accumulator import MetricAccumulator, metric_names
@@ -58,8 +59,8 @@ def evaluate(model, loader, criterion, heads, cfg: Config, precision: Precision)
         dist.all_reduce(counts)
     scores.sync()
     losses = (sums / counts.clamp(min=1)).tolist()
-    metrics = {f"val/{k}": v for k, v in {**scores.compute(), **agreement.compute()}.items()}
-    metrics.update({f"val/{h.name}/loss": losses[k] for k, h in enumerate(heads)})
+    metrics = {val_key(k): v for k, v in {**scores.compute(), **agreement.compute()}.items()}
+    metrics.update({val_key(f"{h.name}/loss"): losses[k] for k, h in enumerate(heads)})
     model.train(was_training)
     return metrics, scores
 
@@ -70,10 +71,9 @@ def val_metric_names(cfg: Config) -> list[str]:
     trainer checks the monitored value again at the first validation."""
     heads = cfg.trained_heads()
     keys = metric_names(heads, cfg.composite_heads())
-    names = [f"val/{k}" for k in keys + agreement_names(cfg)] + [f"val/{h.name}/loss" for h in heads]
+    names = [val_key(k) for k in keys + agreement_names(cfg)] + [val_key(f"{h.name}/loss") for h in heads]
     sources = cfg.data.resolved_sources()
-    if len(sources) > 1:
-        names += [f"val/{name}/{k}" for name, source in sources.items() if source.val for k in keys]
+    names += [val_key(k, name) for name in scored_sources(sources) if sources[name].val for k in keys]
     return names
 
 
@@ -104,12 +104,12 @@ def val_row_order(data: TrainingData, info: DistInfo) -> np.ndarray:
 def source_metrics(scores: MetricAccumulator, data: TrainingData, info: DistInfo) -> dict[str, float]:
     """val/<source>/<key> for every source with validation rows, when the run has several: each head's metrics on
     the rows the source labels, the composite where it labels every composite head, its mean F1."""
-    if len(data.sources) < 2:
+    if not scored_sources(s.name for s in data.sources):
         return {}
     out = {}
     for name, rows in data.source_rows(val_row_order(data, info)).items():
         if len(rows):
-            out.update({f"val/{name}/{k}": v for k, v in scores.subset(rows).compute().items()})
+            out.update({val_key(k, name): v for k, v in scores.subset(rows).compute().items()})
     return out
 
 
