@@ -98,11 +98,6 @@ class HeadSpec:
                         f"got {list(edges)}")
                 if any(b <= a for a, b in zip(edges, edges[1:])):   # an edge twice: a class no value falls in
                     raise ValueError(f"heads.{self.name}.{key}: edges must strictly increase, got {list(edges)}")
-        if isinstance(self.class_weights, str) and self.class_weights != "auto":
-            raise ValueError(f"heads.{self.name}.class_weights: expected 'auto' or a list, got {self.class_weights!r}")
-        if isinstance(self.class_weights, list) and len(self.class_weights) != self.num_classes:
-            raise ValueError(f"heads.{self.name}.class_weights: need {self.num_classes} values, "
-                             f"got {len(self.class_weights)}")
         if not self.loss or any(v < 0 for v in self.loss.values()):
             raise ValueError(f"heads.{self.name}.loss: need at least one loss with a share >= 0, got {self.loss}")
         if self.target == "years":
@@ -125,8 +120,6 @@ class HeadSpec:
         if empty:
             raise ValueError(f"{key}.years_range: {list(low_high)} holds no whole year of class(es) "
                              f"{', '.join(empty)} (bins {list(self.bins)}); widen the range")
-        if not self.years_sigma > 0:
-            raise ValueError(f"{key}.years_sigma: {self.years_sigma} is out of range; expected > 0")
 
 
 # ----------------------------------------------------------------------------------------------------- composite

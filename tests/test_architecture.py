@@ -83,3 +83,17 @@ def test_the_validation_key_rule_has_one_owner():
     spelled = [f"{p.relative_to(PACKAGE)}:{n}" for p in sources() if p != owner
                for n, line in enumerate(p.read_text().splitlines(), 1) if re.search(r"""f["']val/\{""", line)]
     assert not spelled, spelled
+
+
+def test_config_values_are_validated_at_the_config_boundary_alone():
+    """class_weights, cagrad_c, dwa_temperature and years_sigma are checked by config/validate.py, once: no other module
+    raises about their form or range (class_weights 'auto' without counts is a data check, not the value's)."""
+    keys = re.compile(r"\.(cagrad_c|dwa_temperature|years_sigma):|class_weights: (expected|need)")
+    raised = []
+    for path in sources():
+        if path == PACKAGE / "config" / "validate.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Raise) and keys.search(ast.unparse(node)):
+                raised.append(f"{path.relative_to(PACKAGE)}:{node.lineno}")
+    assert not raised, raised

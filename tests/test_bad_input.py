@@ -227,6 +227,20 @@ CONFIG_CASES = {
     "skip without cache": (["data.on_bad_image=skip", "data.cache=false"], "configs/quickstart.yaml: "
                                                                            "data.on_bad_image=skip needs "
                                                                            "data.cache=true"),
+    # checked once, at the config: the losses and weightings take them as given
+    "class weights by a word": (["heads.age.class_weights=balanced"], "configs/quickstart.yaml: "
+                                "heads.age.class_weights: expected 'auto' or a list, got 'balanced'"),
+    "class weights too few": (["heads.age.class_weights=[1, 2]"], "configs/quickstart.yaml: heads.age.class_weights: "
+                                                                  "need 3 values, got 2"),
+    "negative class weight": (["heads.age.class_weights=[1, -2, 1]"], "configs/quickstart.yaml: "
+                                                                      "heads.age.class_weights[1]: -2.0 is out of "
+                                                                      "range; expected >= 0"),
+    "negative cagrad_c": (["train.loss_weighting=cagrad", "train.cagrad_c=-0.5"], "configs/quickstart.yaml: "
+                                                                                  "train.cagrad_c: -0.5 is out of "
+                                                                                  "range; expected >= 0"),
+    "zero dwa temperature": (["train.loss_weighting=dwa", "train.dwa_temperature=0"], "configs/quickstart.yaml: "
+                                                                                     "train.dwa_temperature: 0.0 is "
+                                                                                     "out of range; expected > 0"),
 }
 
 

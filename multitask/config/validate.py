@@ -23,6 +23,7 @@ def finalize(cfg: Config, where: str = "<config>") -> Config:
         cfg.heads = resolve_heads(cfg.heads)
     except ValueError as err:
         raise ConfigError(f"{where}: {err}") from None
+    check_class_weights(cfg, where)
     if cfg.train.heads is not None and not cfg.train.heads:
         raise ConfigError(f"{where}: train.heads: empty list; name at least one head ({', '.join(cfg.heads)}), "
                           f"or null for every head")
@@ -59,6 +60,17 @@ def finalize(cfg: Config, where: str = "<config>") -> Config:
     check_distill(cfg, where)
     check_run_paths(cfg, where)
     return cfg
+
+
+def check_class_weights(cfg: Config, where: str) -> None:
+    """Each head's class_weights: 'auto', or one weight per class (each >= 0: `_float_ranges`)."""
+    for name, h in cfg.heads.items():
+        if isinstance(h.class_weights, str) and h.class_weights != "auto":
+            raise ConfigError(f"{where}: heads.{name}.class_weights: expected 'auto' or a list, "
+                              f"got {h.class_weights!r}")
+        if isinstance(h.class_weights, list) and len(h.class_weights) != h.num_classes:
+            raise ConfigError(f"{where}: heads.{name}.class_weights: need {h.num_classes} values, "
+                              f"got {len(h.class_weights)}")
 
 
 def check_run_paths(cfg: Config, where: str) -> None:

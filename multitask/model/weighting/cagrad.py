@@ -7,7 +7,6 @@ from scipy.optimize import minimize
 from torch import Tensor
 
 from ...heads import HeadSpec
-from ...utils.errors import UserError
 from .gradient import GradientWeighting
 
 
@@ -23,8 +22,6 @@ class CAGrad(GradientWeighting):
 
     def __init__(self, *, heads: list[HeadSpec], cagrad_c: float = 0.4, **_):
         super().__init__(heads=heads)
-        if not 0 <= cagrad_c < float("inf"):
-            raise UserError(f"train.cagrad_c: must be a finite number >= 0, got {cagrad_c}")
         self.c = cagrad_c
 
     def combine_grads(self, grads: Tensor) -> Tensor:

@@ -5,7 +5,6 @@ import torch
 from torch import Tensor
 
 from ...heads import HeadSpec
-from ...utils.errors import UserError
 from .base import Weighting
 
 
@@ -18,8 +17,6 @@ class DynamicWeightAverage(Weighting):
 
     def __init__(self, *, heads: list[HeadSpec], temperature: float = 2.0, **_):
         super().__init__(heads=heads)
-        if temperature <= 0:
-            raise UserError(f"train.dwa_temperature: must be > 0, got {temperature}")
         self.temperature = temperature
         self.register_buffer("history", torch.zeros(2, len(heads)))   # rows: epoch t-2, epoch t-1
         self.register_buffer("epochs_seen", torch.zeros((), dtype=torch.long))
