@@ -97,3 +97,14 @@ def test_config_values_are_validated_at_the_config_boundary_alone():
             if isinstance(node, ast.Raise) and keys.search(ast.unparse(node)):
                 raised.append(f"{path.relative_to(PACKAGE)}:{node.lineno}")
     assert not raised, raised
+
+
+def test_croppers_and_face_plans_are_built_in_data_crops_alone():
+    """Training, predict, export, the report and explain get their Cropper from data/crops.py (make_cropper), so
+    one rule says which source's crop applies and a photo is cut the same way everywhere."""
+    owners = {PACKAGE / "data" / "crops.py", PACKAGE / "data" / "faces.py"}
+    built = [f"{p.relative_to(PACKAGE)}:{node.lineno}" for p in sources() if p not in owners
+             for node in ast.walk(ast.parse(p.read_text()))
+             if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None))
+             in ("Cropper", "plan_faces", "cropper_for", "inference_source")]
+    assert not built, built

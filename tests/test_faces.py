@@ -135,3 +135,20 @@ def test_predict_feeds_each_checkpoint_its_training_crop(mode, tmp_path, monkeyp
     a, b = (pd.read_csv(tmp_path / d / "predictions.csv") for d in "ab")
     probs = [c for c in a.columns if c.startswith("prob/")]
     assert probs and np.allclose(a[probs].to_numpy(), b[probs].to_numpy(), atol=1e-6)
+
+
+def test_one_rule_picks_the_crop_and_one_function_builds_the_cropper():
+    """A run's source is cut as its own; a new photo as the named source's, else the first's; an unknown name is a
+    KeyError. make_cropper: none -> no cropper; face -> the photos' plan."""
+    from multitask.config import load_config
+    from multitask.data.crops import make_cropper, source_crop
+
+    cfg = load_config(None, ["data.sources={main: {kind: competition, root: a}, "
+                             "faces: {kind: competition, root: b, crop: face, crop_margin: 0.2}}"])
+    assert source_crop(cfg.data).crop == "none" and source_crop(cfg.data, "faces").crop_margin == 0.2
+    with pytest.raises(KeyError):
+        source_crop(cfg.data, "other")
+    assert make_cropper(source_crop(cfg.data), (64, 48)) == (None, None)
+    faces_found = [faces.Face(600, 400, (0.2, 0.2, 0.6, 0.6)), faces.Face(600, 400, None)]
+    crop, plan = make_cropper(source_crop(cfg.data, "faces"), (64, 48), faces=faces_found)
+    assert plan.source == ["face", "fallback"] and crop.margin == 0.2 and crop.aspect == 64 / 48

@@ -112,12 +112,6 @@ class DataConfig:
         """The augmentation a source's training images get: data.augment with the source's own keys over it."""
         return dataclasses.replace(self.augment, **(source.augment or {}))
 
-    def inference_source(self, name: str | None = None) -> SourceConfig:
-        """The source whose crop predict and an export apply to new photos: the first one (the main data), or the
-        one named (predict --source; a KeyError when the run has none of that name)."""
-        sources = self.resolved_sources()
-        return sources[name] if name is not None else next(iter(sources.values()))
-
     def _filled(self, source: SourceConfig) -> SourceConfig:
         if source.kind == "images":   # unlabelled: labels no head, never validated on
             source = dataclasses.replace(source, heads=[], val=False)

@@ -330,22 +330,3 @@ def read_pixels(path: str, height: int, width: int, crop: Cropper | None = None,
     if crop is None:
         return resize(read_image(path, at_least=(height, width)), height, width)
     return resize(np.ascontiguousarray(crop(index, read_image(path))), height, width)
-
-
-def cropper_for(crop, image_size, plan: FacePlan | None) -> Cropper | None:
-    """The Cropper of `crop` (anything with .crop and .crop_margin: a source's resolved config, a DataConfig) at
-    the model's image_size; None for crop: none; face mode takes the photos' FacePlan."""
-    if crop.crop == "none":
-        return None
-    height, width = image_size
-    anchors = plan.anchors if crop.crop == "face" else None
-    return Cropper(mode=crop.crop, margin=crop.crop_margin, aspect=height / width, anchors=anchors)
-
-
-def make_cropper(crop, image_size, paths: list[str], *, cache_dir=None, workers: int = 2,
-                 progress=None) -> tuple[Cropper | None, FacePlan | None]:
-    """The Cropper of `crop` over these photos, and the face plan it used (face mode only)."""
-    plan = None
-    if crop.crop == "face":
-        plan = plan_faces(detect_faces(paths, cache_dir=cache_dir, workers=workers, progress=progress))
-    return cropper_for(crop, image_size, plan), plan

@@ -21,7 +21,8 @@ from ..utils.errors import UserError
 from ..utils.progress import Progress
 from .cache import ImageCache
 from .competition import read_competition
-from .faces import Cropper, FacePlan, make_cropper
+from .crops import make_cropper
+from .faces import Cropper, FacePlan
 from .inputs import read_inputs
 from .manifest import read_manifest
 from .repeats import repeated_rows
@@ -166,8 +167,8 @@ def prepare_pixels(source: Source, cfg: Config) -> None:
     workers = max(1, data.num_workers)
     if source.cfg.crop != "none":
         with Progress("face boxes", stderr=True, transient=True) as bar:
-            source.crop, source.faces = make_cropper(source.cfg, data.image_size, paths, cache_dir=data.cache_dir,
-                                                     workers=workers, progress=bar.report)
+            source.crop, source.faces = make_cropper(source.cfg, data.image_size, paths=paths,
+                                                     cache_dir=data.cache_dir, workers=workers, progress=bar.report)
         if source.faces is not None:
             source.notes.append(source.faces.summary())
     if data.cache:

@@ -18,6 +18,7 @@ import torch
 
 from .. import __version__
 from ..config import Config, from_dict, to_dict
+from ..data.crops import source_crop
 from ..data.faces import detector_id
 from ..decisions import file as decisions
 from ..heads import HeadSpec, composite_class_names, expand_heads, years_key
@@ -40,7 +41,7 @@ def output_heads(net: MultiHeadNet, cfg: Config) -> tuple[list[HeadSpec], list[H
 def crop_settings(cfg: Config) -> dict | None:
     """What predict cuts from each photo before the model's resize (data/faces.py): None for the whole photo; the
     ONNX graph takes the cut image, so a runtime outside this package must apply it itself."""
-    crop = cfg.data.inference_source()   # a run of several sources: its first (main) source's crop
+    crop = source_crop(cfg.data)   # a run of several sources: its first (main) source's crop
     if crop.crop == "none":
         return None
     settings = {"mode": crop.crop, "margin": crop.crop_margin}

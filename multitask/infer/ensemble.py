@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ..config import Config, suggest
+from ..data.crops import source_crop
 from ..decisions.apply import average_offsets, describe
 from ..decisions.file import for_heads, named
 from ..decisions.file import read as read_decisions
@@ -48,7 +49,7 @@ class Member:
     def crop_cfg(self):
         """The crop the member applies to new photos: its first source's, or the one `source` names (none for
         checkpoints older than crops)."""
-        return self.cfg.data.inference_source(self.source)
+        return source_crop(self.cfg.data, self.source)
 
     @property
     def crop(self) -> str:

@@ -16,7 +16,8 @@ from rich.console import Console
 from torch.utils.data import DataLoader, Dataset
 
 from ..config import DataConfig
-from ..data.faces import Cropper, cropper_for, detect_faces, plan_faces
+from ..data.crops import face_plan, make_cropper
+from ..data.faces import Cropper
 from ..data.images import read_image, resize
 from ..utils.devices import Precision
 from ..utils.errors import UserError
@@ -49,9 +50,9 @@ def member_croppers(members: list[Member], paths: list[str], *, workers: int = 2
     if face:
         store = cache_dir if cache_dir is not None else DataConfig().cache_dir
         with Progress("face boxes", stderr=True, transient=True) as bar:
-            plan = plan_faces(detect_faces(paths, cache_dir=store, workers=workers, progress=bar.report))
+            plan = face_plan(paths, cache_dir=store, workers=workers, progress=bar.report)
         (console or Console()).print(plan.summary(), markup=False)
-    return [cropper_for(m.crop_cfg, m.cfg.data.image_size, plan) for m in members]
+    return [make_cropper(m.crop_cfg, m.cfg.data.image_size, plan=plan)[0] for m in members]
 
 
 class DecodedImages(Dataset):

@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 from ...config import DataConfig
-from ...data.faces import Face, clean_box, cropper_for, detect_faces, plan_faces
+from ...data.crops import make_cropper, source_crop
+from ...data.faces import Face, clean_box, detect_faces
 from ...heads import UNLABELLED, HeadSpec
 from ...infer.ensemble import Member, load_ensemble
 from ...runs.run_dir import FOLD_DIR, resolve_checkpoints
@@ -182,11 +183,11 @@ def read_inputs(p: Predictions, rows: list[int], member: Member, thumbs, found: 
              else [""] * len(rows))
     for name in dict.fromkeys(names):
         at = [k for k, n in enumerate(names) if n == name]
-        spec = specs.get(name, member.crop_cfg)
+        spec = source_crop(member.cfg.data, name) if name in specs else member.crop_cfg   # a new photo: predict's
         if spec.crop == "face" and faces is None:
             raise UserError(f"source {name or 'main'} is cut by its face box, and the face boxes are unavailable")
         mine = [faces[k] for k in at] if faces is not None else [None] * len(at)
-        cropper = cropper_for(spec, member.size, plan_faces(mine) if spec.crop == "face" else None)
+        cropper, _ = make_cropper(spec, member.size, faces=mine)
         images, errors = model_inputs([paths[k] for k in at], member.size, cropper)
         for j, k in enumerate(at):
             if errors[j]:

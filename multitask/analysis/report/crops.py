@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from ...config import load_config
-from ...data.faces import cropper_for, read_pixels, read_plan
+from ...data.crops import make_cropper, source_crop
+from ...data.faces import read_pixels, read_plan
 from ...runs.run_dir import CONFIG, CROPS
 from ...utils.errors import UserError
 from . import figures as figs
@@ -31,10 +32,10 @@ def analyse_crops(run_dir: Path, paths: list[str], thumbs: figs.Thumbnails) -> t
         data = load_config(run_dir / CONFIG).data
     except UserError:
         return None
-    cropped = next(((name, s) for name, s in data.resolved_sources().items() if s.crop != "none"), None)
-    if cropped is None:
+    name = next((name for name, s in data.resolved_sources().items() if s.crop != "none"), None)
+    if name is None:
         return None
-    name, spec = cropped
+    spec = source_crop(data, name)   # the photos shown are that source's, cut as its own
     section = Section(id="crops", title="Crops")
     plan = None
     if spec.crop == "face":
@@ -42,7 +43,7 @@ def analyse_crops(run_dir: Path, paths: list[str], thumbs: figs.Thumbnails) -> t
             section.note(f"no {CROPS} in {run_dir}: the run did not record its face boxes")
             return {"mode": spec.crop}, section
         paths, plan = read_plan(run_dir / CROPS)
-    crop = cropper_for(spec, data.image_size, plan)
+    crop, _ = make_cropper(spec, data.image_size, plan=plan)
     source = plan.source if plan is not None else ["center"] * len(paths)
     fallback = [i for i, s in enumerate(source) if s in FALLBACKS]
     numbers = {"mode": spec.crop, "margin": spec.crop_margin, "photos": len(paths), "source": name,
