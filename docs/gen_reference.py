@@ -194,7 +194,7 @@ def config_sections() -> list[tuple[str, type]]:
 
 CONFIG_INTRO = """# Config reference
 
-Generated from the schema dataclasses in `multitask/config/schema.py` (and `HeadSpec` in `multitask/heads.py`)
+Generated from the schema dataclasses in `multitask/config/schema.py` (and `HeadSpec` in `multitask/heads/spec.py`)
 when the site is built: every key, its type, its default and the comment written beside it in the code.
 `multitask config show [--config C] [key=value ...]` prints a resolved config as YAML, every key with its value and
 `# default: X` where it differs; the output loads back as the same config (`multitask train --config shown.yaml`).

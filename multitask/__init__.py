@@ -23,8 +23,9 @@ by `lint-imports` in CI):
                       intervals, the confusion figure. data: sources (competition folders, manifests, synthetic faces),
                       splits by person, the decode-once cache, face crops, transforms, predict's inputs, ground truth
     config/           the typed schema, loading YAML with a.b=value overrides, `config show`
-    utils/ heads.py   utils: errors, the one atomic I/O, parsing, devices and precision, DDP, progress, text.
-                      heads: HeadSpec, the composite label's arithmetic, derived heads
+    utils/ heads/     utils: errors, the one atomic I/O, parsing, devices and precision, DDP, progress, text.
+                      heads: HeadSpec (spec), the composite label's arithmetic and joint maths (composite),
+                      reading labels (labels)
 
 The data flow: a config (config/) names the data (data/) and the model (model/); train/ fits it, logging through
 tracking/ into a run dir (runs/); infer/ reads run dirs or exports (export/) and writes predictions (metrics/'s table);

@@ -1,6 +1,7 @@
 """The package's shape holds: stages layered without cycles, modules and functions small enough to read whole, and
 no function-local import of the package outside the CLI (cli/) (where it keeps `--help` instant)."""
 import ast
+import importlib
 import re
 import shutil
 import subprocess
@@ -108,3 +109,20 @@ def test_croppers_and_face_plans_are_built_in_data_crops_alone():
              if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None))
              in ("Cropper", "plan_faces", "cropper_for", "inference_source")]
     assert not built, built
+
+
+def test_heads_split_into_the_spec_the_composite_maths_and_label_reading():
+    """heads/spec.py (what a head is) depends on neither the composite maths nor label reading; the package still
+    answers every name its modules define, so `from multitask.heads import ...` works as before the split."""
+    import multitask.heads as heads
+
+    graph = grimp.build_graph("multitask", include_external_packages=False)
+    assert graph.find_modules_directly_imported_by("multitask.heads.spec") == set()
+    assert "multitask.heads.spec" in graph.find_modules_directly_imported_by("multitask.heads.composite")
+    for part in ("spec", "composite", "labels"):
+        module = importlib.import_module(f"multitask.heads.{part}")
+        own = [n for n, v in vars(module).items() if not n.startswith("_") and getattr(v, "__module__", None)
+               == module.__name__ and n != "annotations"]
+        assert own and set(own) <= set(heads.__all__), (part, set(own) - set(heads.__all__))
+    assert heads.HeadSpec.__module__ == "multitask.heads.spec"
+    assert heads.composite_encode.__module__ == "multitask.heads.composite"
