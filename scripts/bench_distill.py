@@ -27,7 +27,7 @@ def photos(data: str, count: int, folder: Path) -> Path:
     import pandas as pd
 
     from multitask.config import default_heads
-    from multitask.data.inputs import read_inputs
+    from multitask.data import read_inputs
 
     frame = read_inputs(data, default_heads()).frame.head(count)
     path = folder / "photos.csv"
@@ -49,7 +49,7 @@ def main() -> None:
 
     from rich.console import Console
 
-    from multitask.infer.predict import PredictOptions, run_predict
+    from multitask.infer import PredictOptions, run_predict
 
     quiet = Console(quiet=True)
     with tempfile.TemporaryDirectory() as tmp:

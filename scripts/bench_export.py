@@ -25,7 +25,7 @@ from bench_train import machine, parse_size  # noqa: E402
 
 
 def ort_rate(model_bytes: bytes, images: np.ndarray, runs: int = 5) -> float:
-    from multitask.infer.backends import onnx_session
+    from multitask.export import onnx_session
 
     session = onnx_session(model_bytes)
     feed = {session.get_inputs()[0].name: images}
@@ -57,10 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dynamic-int8", action="store_true")
     args = p.parse_args(argv)
     from multitask.config import load_config
-    from multitask.export.onnx import ProbabilityNet, onnx_bytes
-    from multitask.export.parity import synthetic_faces
-    from multitask.infer.backends import onnx_session
-    from multitask.model.net import create_model
+    from multitask.export import ProbabilityNet, onnx_bytes, onnx_session, synthetic_faces
+    from multitask.model import create_model
 
     print(f"machine: {machine()}")
     print(f"{'model':24s} {'exporter':12s} {'export s':>8s} {'max |dprob|':>11s} {'ort img/s':>9s}", flush=True)

@@ -35,8 +35,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
 
-    from multitask.data.cache import ImageCache
-    from multitask.data.faces import Cropper, detect_faces, plan_faces
+    from multitask.data import Cropper, ImageCache, detect_faces, plan_faces
 
     paths = sorted(str(p) for p in Path(args.photos).rglob("*")   # hidden files (._x.jpg) are skipped as training does
                    if p.suffix.lower() in (".jpg", ".jpeg", ".png") and not p.name.startswith("."))

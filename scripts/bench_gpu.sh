@@ -46,8 +46,7 @@ import torch
 sys.path[:0] = [os.getcwd(), os.path.join(os.getcwd(), "scripts")]
 from bench_train import model_steps, sync  # noqa: E402  (the same model-only steps as bench_train's ceiling)
 from multitask.config import load_config  # noqa: E402
-from multitask.utils.devices import pick_device  # noqa: E402
-from multitask.utils.errors import UserError  # noqa: E402
+from multitask.utils import UserError, pick_device  # noqa: E402
 
 dry, compile_too = os.environ["DRY"] == "1", os.environ["COMPILE"] == "1"
 try:

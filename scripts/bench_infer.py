@@ -38,8 +38,8 @@ from bench_train import STEMS_PER_PERSON, machine, parse_size, proc_status, rese
 
 def make_checkpoint(path: Path, *, model: str, size: tuple[int, int], amp: str) -> Path:
     from multitask.config import load_config, to_dict
-    from multitask.model.net import create_model
-    from multitask.runs.checkpoint import FORMAT, VERSION, save_checkpoint
+    from multitask.model import create_model
+    from multitask.runs import FORMAT, VERSION, save_checkpoint
 
     cfg = load_config(None, [f"model.backbone={model}", f"data.image_size=[{size[0]},{size[1]}]",
                              f"train.amp={amp}"])
@@ -53,8 +53,8 @@ def make_checkpoint(path: Path, *, model: str, size: tuple[int, int], amp: str) 
 
 def phase_ceiling(ckpt: Path, *, batch: int, views: int, images: int, amp: str, warmup: int = 2) -> float:
     """Forward images/s of the bare model on one random batch, `views` passes per batch."""
-    from multitask.runs.checkpoint import load_checkpoint, model_from_checkpoint
-    from multitask.utils.devices import resolve_precision
+    from multitask.runs import load_checkpoint, model_from_checkpoint
+    from multitask.utils import resolve_precision
 
     model, cfg = model_from_checkpoint(load_checkpoint(ckpt))
     model = model.to(memory_format=torch.channels_last).eval()
@@ -77,7 +77,7 @@ def phase_ceiling(ckpt: Path, *, batch: int, views: int, images: int, amp: str, 
 
 def phase_ort(model_path: Path, *, batch: int, views: int, images: int, warmup: int = 2) -> float:
     """Forward images/s of an onnxruntime session on one random uint8 batch, `views` runs per batch."""
-    from multitask.infer.backends import onnx_session
+    from multitask.export import onnx_session
 
     session = onnx_session(model_path)
     name = session.get_inputs()[0].name
@@ -95,7 +95,7 @@ def phase_ort(model_path: Path, *, batch: int, views: int, images: int, warmup: 
 def phase_predict(ckpt: Path, root: Path, work: Path, *, batch: int, workers: int, tta: list[str], amp: str) -> dict:
     from rich.console import Console
 
-    from multitask.infer.predict import PredictOptions, run_predict
+    from multitask.infer import PredictOptions, run_predict
 
     quiet = Console(file=open(os.devnull, "w"))
     with tempfile.TemporaryDirectory(dir=work) as out:
@@ -107,7 +107,7 @@ def export_onnx(ckpt: Path, root: Path) -> dict[str, Path]:
     """fp32 and int8 .onnx next to the checkpoint (int8 calibrated on the eval photos)."""
     from rich.console import Console
 
-    from multitask.export.command import run_export
+    from multitask.export import run_export
 
     quiet = Console(file=open(os.devnull, "w"))
     paths = {"fp32": ckpt.with_suffix(".onnx"), "int8": ckpt.with_suffix(".int8.onnx")}
@@ -143,7 +143,7 @@ RATIOS = [("predict", "ceiling"), ("ort", "ceiling"), ("ort", "fp32ceiling"), ("
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from multitask.infer.tta import resolve_views, view_count
+    from multitask.infer import resolve_views, view_count
 
     tta = resolve_views(args.tta.split(","))
     views = view_count(tta)

@@ -41,8 +41,8 @@ def optimizer_pair():
     from timm.optim import create_optimizer_v2
 
     from multitask.config import load_config
-    from multitask.model.net import create_model
-    from multitask.train.optim import build_optimizer
+    from multitask.model import create_model
+    from multitask.train import build_optimizer
 
     torch.manual_seed(0)
     cfg = load_config(None, ["model.backbone=resnet18"])
@@ -59,7 +59,7 @@ def optimizer_pair():
 def decode_pairs(work: Path):
     from bench_train import synthetic_root
 
-    from multitask.data.images import read_image, resize
+    from multitask.data import read_image, resize
 
     root = synthetic_root(work, 2)
     path = sorted((root / "train" / "images").rglob("*.jpg"))[0]
@@ -72,7 +72,7 @@ def decode_pairs(work: Path):
 
 def seeding_pair():
     from multitask.config import DataConfig
-    from multitask.data.transforms import build_transforms
+    from multitask.data import build_transforms
 
     cfg = DataConfig(image_size=[96, 72])
     cfg.augment.color_jitter = 0.5

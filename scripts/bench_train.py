@@ -69,7 +69,7 @@ def parse_size(text: str) -> tuple[int, int]:
 def synthetic_root(work: Path, people: int, *, width: int = SOURCE_WIDTH, height: int = SOURCE_HEIGHT) -> Path:
     """The synthetic competition set for `people` people at width x height, written once and reused."""
     from multitask.config import SynthConfig
-    from multitask.data.synthetic import ensure_synthetic
+    from multitask.data import ensure_synthetic
 
     root = work / f"synthetic-{width}x{height}-p{people}-s0"
     start = time.perf_counter()
@@ -158,9 +158,9 @@ def model_steps(cfg, device: torch.device, *, baseline: bool = False, compile_mo
     """
     import timm
 
-    from multitask.model.net import create_model
-    from multitask.train.optim import build_optimizer
-    from multitask.utils.devices import resolve_precision
+    from multitask.model import create_model
+    from multitask.train import build_optimizer
+    from multitask.utils import resolve_precision
 
     torch.manual_seed(0)
     height, width = cfg.data.image_size
@@ -242,7 +242,7 @@ def run_profile(cfg, args) -> None:
 
 def epoch_timer():
     """A training callback that records (images, seconds) of each epoch's training loop, validation excluded."""
-    from multitask.train.callbacks import Callback
+    from multitask.train import Callback
 
     class EpochTimer(Callback):
         timings: list[tuple[int, float]] = []
@@ -273,8 +273,7 @@ def phase_baseline(cfg, args, images: int) -> float:
     from torch.utils.data import DataLoader, Dataset
     from torchvision import transforms as T
 
-    from multitask.data.sources import rows_and_folds
-    from multitask.data.splits import split_indices
+    from multitask.data import rows_and_folds, split_indices
     from multitask.heads import composite_encode, label_array
 
     _, frame = rows_and_folds(cfg)
@@ -327,8 +326,7 @@ def memory_one(args, rows: int) -> dict:
     No training: this isolates what the data path holds in memory as the data set grows.
     """
     from multitask.config import load_config
-    from multitask.data.prepare import prepare_data
-    from multitask.data.sampling import make_loader, train_sampler
+    from multitask.data import make_loader, prepare_data, train_sampler
 
     work = Path(args.work)
     distinct = min(rows, 2000)

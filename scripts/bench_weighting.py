@@ -26,10 +26,8 @@ from bench_train import machine, parse_size  # noqa: E402
 
 def make_trainer(method: str, args):
     from multitask.config import load_config
-    from multitask.train.state import TrainState
-    from multitask.train.trainer import EpochLosses, Trainer
-    from multitask.utils.devices import resolve_precision
-    from multitask.utils.distributed import DistInfo
+    from multitask.train import EpochLosses, Trainer, TrainState
+    from multitask.utils import DistInfo, resolve_precision
 
     height, width = args.size
     cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml", [

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from multitask.runs.checkpoint import load_checkpoint
+from multitask.runs import load_checkpoint
 
 
 def curve(run: Path, metric: str) -> list[tuple[int, float, float]]:

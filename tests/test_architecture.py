@@ -126,3 +126,35 @@ def test_heads_split_into_the_spec_the_composite_maths_and_label_reading():
         assert own and set(own) <= set(heads.__all__), (part, set(own) - set(heads.__all__))
     assert heads.HeadSpec.__module__ == "multitask.heads.spec"
     assert heads.composite_encode.__module__ == "multitask.heads.composite"
+
+
+def test_scripts_import_only_the_public_names_of_each_subpackage():
+    """scripts/ (benchmarks, wrappers) are the package's first outside users: each name they import from multitask
+    is in its subpackage's `__all__`, so the internals stay free to move."""
+    scripts = sorted((PACKAGE.parent / "scripts").glob("*.py"))
+    assert scripts
+    internal = []
+    for path in scripts:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                internal += [f"{path.name}:{node.lineno} import {a.name}" for a in node.names
+                             if a.name.startswith("multitask.")]
+            if not isinstance(node, ast.ImportFrom) or not (node.module or "").startswith("multitask"):
+                continue
+            package = node.module.split(".")
+            if len(package) != 2:   # `from multitask import x` or `from multitask.a.b import x`: not a public face
+                internal.append(f"{path.name}:{node.lineno} from {node.module}")
+                continue
+            public = importlib.import_module(node.module).__all__
+            internal += [f"{path.name}:{node.lineno} {node.module}.{a.name}" for a in node.names
+                         if a.name not in public]
+    assert not internal, internal
+
+
+def test_every_subpackage_names_its_public_face():
+    for init in sorted(PACKAGE.glob("*/__init__.py")):
+        module = importlib.import_module(f"multitask.{init.parent.name}")
+        names = getattr(module, "__all__", None)
+        assert names, f"{init.relative_to(PACKAGE)}: no __all__"
+        missing = [n for n in names if not hasattr(module, n)]
+        assert not missing, (init.parent.name, missing)

@@ -4,8 +4,8 @@
     register_weighting("mine", MyWeighting)   # train.loss_weighting: mine
 """
 from .losses import LOSSES, HeadLoss, MultiTaskCriterion, register_loss
-from .net import MultiHeadNet
+from .net import MultiHeadNet, create_model
 from .weighting import WEIGHTINGS, GradContext, Weighting, register_weighting
 
 __all__ = ["LOSSES", "WEIGHTINGS", "GradContext", "HeadLoss", "MultiHeadNet", "MultiTaskCriterion", "Weighting",
-           "register_loss", "register_weighting"]
+           "create_model", "register_loss", "register_weighting"]

@@ -6,6 +6,9 @@ decisions), `fit` one run into a folder, `Callback` hooks into the loop, a calle
     best = fit(cfg, "runs/mine/1", callbacks=[MyCallback()])
 """
 from .callbacks import Callback
+from .optim import build_optimizer
 from .run import fit, run_training
+from .state import TrainState
+from .trainer import EpochLosses, Trainer
 
-__all__ = ["Callback", "fit", "run_training"]
+__all__ = ["Callback", "EpochLosses", "TrainState", "Trainer", "build_optimizer", "fit", "run_training"]
