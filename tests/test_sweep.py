@@ -310,6 +310,15 @@ def test_an_interrupted_trial_is_run_again_with_its_parameters(tiny, tmp_path, m
     assert rows.loc[1, "train.lr"] == pytest.approx(rows.loc[0, "train.lr"])
 
 
+def test_a_worker_process_starts_from_the_package_entry_without_warnings():
+    """The command spawn_worker runs loads the workers module once (no runpy warning about a module imported before
+    it runs) and reports a bad argument as one line."""
+    done = subprocess.run([sys.executable, "-W", "error", "-m", "multitask.experiments", "{}", "1"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and done.stderr.startswith("error: sweep worker 1: "), done.stderr[-2000:]
+    assert "Warning" not in done.stderr
+
+
 @pytest.mark.slow
 def test_two_workers_fill_one_study(tiny, tmp_path):
     """A --jobs worker process (the command run_sweep spawns) and this process run trials of one SQLite study at

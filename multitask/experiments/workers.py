@@ -1,7 +1,7 @@
 """The workers of a sweep: this process, and with --jobs J the J-1 others it starts on this machine.
 
     run_sweep(sweep)                    # `multitask sweep`: check the space, run the workers, summarise
-    python -m multitask.experiments.workers '{"config": ...}' 1     # what run_sweep starts for worker 1
+    python -m multitask.experiments '{"config": ...}' 1     # what run_sweep starts for worker 1 (__main__.py)
 
 A --jobs worker gets the sweep's own fields as JSON (Sweep.arguments), not a command line rebuilt by hand: it runs
 trials only; the parent summarises.
@@ -104,8 +104,8 @@ def spawn_worker(sweep: Sweep, k: int) -> subprocess.Popen:
     package_root = str(Path(__file__).resolve().parents[2])   # the folder holding this multitask, installed or not
     env["PYTHONPATH"] = os.pathsep.join([package_root, *filter(None, [env.get("PYTHONPATH")])])
     time.sleep(0.1 * k)   # stagger the first SQLite writes a little
-    return subprocess.Popen([sys.executable, "-m", "multitask.experiments.workers", json.dumps(sweep.arguments()),
-                             str(k)], env=env)
+    return subprocess.Popen([sys.executable, "-m", "multitask.experiments", json.dumps(sweep.arguments()), str(k)],
+                            env=env)
 
 
 def main(argv: list[str]) -> int:
@@ -122,7 +122,3 @@ def main(argv: list[str]) -> int:
         print(f"error: sweep worker {argv[1]}: {one_line(err)}", file=sys.stderr)
         return 2 if isinstance(err, (UserError, OSError)) else 1
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))
