@@ -73,11 +73,4 @@ for row in $ROWS; do
     esac
 done
 
-[ "$(wc -w <<< "$ROWS")" -ge 2 ] || exit 0   # one row: nothing to compare it with
-tables() { local suffix=$1; shift; for row in "$@"; do printf 'out/%s_%s%s/predictions.csv ' "$PREFIX" "$row" "$suffix"; done; }
-names() { local IFS=,; echo "$*"; }
-# eval photos: people are resampled by gender, race and age in years (the eval gt has no person column)
-multitask compare $(tables "" $ROWS) --names "$(names $ROWS)" --out "out/${PREFIX}_compare_eval" \
-    --group-by true/gender,race,age_years
-# held-out real mask photos: holdout.csv's group column is the source image
-multitask compare $(tables _realmask $ROWS) --names "$(names $ROWS)" --out "out/${PREFIX}_compare_realmask"
+bash scripts/study_compare.sh "$PREFIX" $ROWS   # out/<prefix>_compare_{eval,realmask}

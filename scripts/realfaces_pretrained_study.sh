@@ -12,7 +12,10 @@
 #   size160      lite0 at 160x120 instead of 128x96
 #   lite2        lite0's recipe on the ImageNet EfficientNet-Lite2 trunk
 #   faceres      lite0's recipe on the face-trained MobileNetV1 (identity, then age and gender): its file wants
-#                ImageNet's mean/std, which timm's pretrained_cfg for mobilenetv1_100 does not say, so they are set
+#                ImageNet's mean/std, which timm's pretrained_cfg for mobilenetv1_100 does not say, so they are set;
+#                its batch norms are folded into the convolutions (identity statistics), so they stay as loaded
+#                (train.freeze_bn), and no epoch is frozen: its pooled features are ~40x smaller than Lite0's, so
+#                heads alone barely move in one epoch
 #   mask_lite0   a mask specialist: configs/realmask_only_cpu.yaml (the real mask photos alone, 10 epochs) on the
 #                pretrained Lite0 with lite0's fine-tuning settings; scored on the held-out real masks only (not a
 #                default row; `predict --ckpt runs/pt_lite0/1 runs/pt_mask_lite0/1` merges it into a recipe run)
@@ -68,7 +71,8 @@ for row in $ROWS; do
                          "model.pretrained=$WEIGHTS/tf_efficientnet_lite2.imagenet.safetensors" ;;
         faceres)     train $row "${RECIPE[@]}" model.backbone=mobilenetv1_100 \
                          "model.pretrained=$WEIGHTS/mobilenetv1_100.faceres.safetensors" \
-                         "data.mean=[0.485,0.456,0.406]" "data.std=[0.229,0.224,0.225]" ;;
+                         "data.mean=[0.485,0.456,0.406]" "data.std=[0.229,0.224,0.225]" train.freeze_bn=true \
+                         train.freeze_trunk_epochs=0 ;;
         mask_lite0)  train $row --config configs/realmask_only_cpu.yaml \
                          "data.sources.realmask.path=$SHARED/realmask-dev/train.csv" "${LITE0[@]}" \
                          model.backbone=tf_efficientnet_lite0 data.mean=auto data.std=auto train.lr=0.001 \
@@ -77,11 +81,4 @@ for row in $ROWS; do
     esac
 done
 
-[ "$(wc -w <<< "$ROWS")" -ge 2 ] || exit 0   # one row: nothing to compare it with
-tables() { local suffix=$1; shift; for row in "$@"; do printf 'out/%s_%s%s/predictions.csv ' "$PREFIX" "$row" "$suffix"; done; }
-names() { local IFS=,; echo "$*"; }
-# eval photos: people are resampled by gender, race and age in years (the eval gt has no person column)
-multitask compare $(tables "" $ROWS) --names "$(names $ROWS)" --out "out/${PREFIX}_compare_eval" \
-    --group-by true/gender,race,age_years
-# held-out real mask photos: holdout.csv's group column is the source image
-multitask compare $(tables _realmask $ROWS) --names "$(names $ROWS)" --out "out/${PREFIX}_compare_realmask"
+bash scripts/study_compare.sh "$PREFIX" $ROWS   # out/<prefix>_compare_{eval,realmask}

@@ -159,3 +159,15 @@ def test_gradient_level_weightings_train_the_heads_while_the_trunk_is_frozen(tin
         tmp_path / "run", callbacks=[snaps])
     start, one, two = snaps.seen
     assert not _changed(start, one, "trunk.") and _changed(start, one, "heads.") and _changed(one, two, "trunk.")
+
+
+def test_freeze_bn_keeps_the_trunks_statistics_while_its_weights_train(tiny_cfg, tmp_path):
+    """Weights with batch norm folded into the convolutions carry identity statistics: train-mode batch norm would
+    swap them for batch statistics and change the function the trunk computes."""
+    snaps = Snapshots()
+    fit(tiny_cfg(f"model.pretrained={_trunk_file(tmp_path)}", "train.freeze_bn=true"), tmp_path / "run",
+        callbacks=[snaps])
+    start, one = snaps.seen
+    moved = _changed(start, one, "trunk.")
+    assert not [k for k in moved if k.endswith(("running_mean", "running_var"))]
+    assert any(k.endswith("conv1.weight") for k in moved) and any(k.endswith("bn1.weight") for k in moved)

@@ -59,10 +59,10 @@ def test_adam_family_is_fused_and_steps_like_the_per_parameter_loop(name):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)     # ... as the per-parameter loop does
 
 
-@pytest.mark.parametrize("nesterov", [True, False])
-def test_sgd_keeps_its_momentum_settings(nesterov):
-    opt = build_optimizer(_model(), None, TrainConfig(optimizer="sgd", lr=0.1, momentum=0.8, nesterov=nesterov))
-    assert opt.defaults["momentum"] == 0.8 and opt.defaults["nesterov"] is nesterov
+@pytest.mark.parametrize("nesterov,momentum", [(True, 0.8), (False, 0.8), (True, 0.0)])
+def test_sgd_keeps_its_momentum_settings(nesterov, momentum):
+    opt = build_optimizer(_model(), None, TrainConfig(optimizer="sgd", lr=0.1, momentum=momentum, nesterov=nesterov))
+    assert opt.defaults["momentum"] == momentum and opt.defaults["nesterov"] is (nesterov and momentum > 0)
 
 
 @pytest.mark.parametrize("name", ["lamb", "lion", "nadamw"])

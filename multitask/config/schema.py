@@ -171,6 +171,7 @@ class TrainConfig:
     trunk_lr_scale: float = 1.0
     layer_decay: float | None = None
     freeze_trunk_epochs: int = 0
+    freeze_bn: bool = False                   # the trunk's batch-norm statistics stay as loaded (BN-folded weights)
     amp: Literal["auto", "fp16", "bf16", "off"] = "auto"
     channels_last: bool = True
     grad_clip: float | None = None

@@ -19,8 +19,7 @@ parameter is on a device that has it: on CPU torch otherwise steps parameter by 
 from __future__ import annotations
 
 import torch
-from timm.optim import create_optimizer_v2
-from timm.optim._param_groups import param_groups_layer_decay, param_groups_weight_decay
+from timm.optim import create_optimizer_v2, param_groups_layer_decay, param_groups_weight_decay
 from timm.scheduler import create_scheduler_v2
 from torch import nn
 
@@ -59,8 +58,8 @@ def build_optimizer(model: nn.Module, criterion: nn.Module | None, train: TrainC
     check_optimizer(train.optimizer)
     groups = param_groups(model, criterion, train)
     name = train.optimizer.lower()
-    if name == "sgd" and not train.nesterov:
-        name = "momentum"   # timm: sgd is Nesterov momentum, momentum is plain
+    if name == "sgd" and not (train.nesterov and train.momentum > 0):
+        name = "momentum"   # timm: sgd is Nesterov momentum (which needs a momentum), momentum is plain
     extra = {}
     if name in FUSED:
         devices = {p.device.type for g in groups for p in g["params"]}
@@ -107,8 +106,11 @@ class LrSchedule:
         return {"name": self.name, "impl": self.impl.state_dict() if self.impl is not None else None}
 
     def load_state_dict(self, state: dict) -> None:
-        if state.get("name") != self.name:
-            raise UserError(f"the checkpoint's LR schedule is {state.get('name')!r}, the config's {self.name!r}")
+        if "name" not in state:   # torch's LambdaLR state, from before the schedules were timm's
+            raise UserError("the checkpoint's LR schedule was saved by an older multitask and cannot be restored; "
+                            "start a new run (its best.pt can be model.pretrained)")
+        if state["name"] != self.name:
+            raise UserError(f"the checkpoint's LR schedule is {state['name']!r}, the config's {self.name!r}")
         if self.impl is not None:
             self.impl.load_state_dict(state["impl"])
 

@@ -90,10 +90,17 @@ class TrainState:
             param.requires_grad_(not frozen)
 
     def train_mode(self, epoch: int) -> None:
-        """model.train(), with a frozen trunk's batch-norm statistics (and dropout) kept as loaded."""
+        """model.train(), with a frozen trunk's batch-norm statistics (and dropout) kept as loaded; with
+        `train.freeze_bn` the trunk's batch norms keep their loaded statistics the whole run (their scale and shift
+        still learn): weights with batch norm folded into the convolutions carry identity statistics, which batch
+        statistics in train mode would replace, and small batches give noisy ones."""
         self.model.train()
         if self.trunk_frozen(epoch):
             self.model.trunk.eval()
+        elif self.cfg.train.freeze_bn:
+            for module in self.model.trunk.modules():
+                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                    module.eval()
 
     def counters(self) -> dict:
         return {k: getattr(self, k) for k in COUNTERS}
