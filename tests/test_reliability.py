@@ -132,6 +132,17 @@ def reference(synth_root, tmp_path_factory):
     return _run_dir(tmp / "runs")
 
 
+def _resumes_from_epoch_1_like_an_uninterrupted_run(run_dir: Path, reference, tmp_path: Path) -> None:
+    """A run stopped in epoch 2: its last.pt is the last finished epoch, loadable, and a resume from it ends where
+    the uninterrupted reference did."""
+    last = load_checkpoint(run_dir / "last.pt")
+    assert (last["epoch"], last["step"], last["state"]["batch_in_epoch"]) == (1, 6, 0)
+    resumed = Child(tmp_path, "plain", 0, ["train", "--resume", str(run_dir)], "resumed")
+    assert resumed.wait() == 0, resumed.log()
+    assert "resumed from epoch 1 step 6" in resumed.out.read_text()
+    _assert_same_end(run_dir, reference)
+
+
 @pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_ends_like_an_uninterrupted_run(reference, synth_root, tmp_path):
     args = ["train", "--config", CONFIG, *_overrides(synth_root, tmp_path, "runs")]
@@ -139,14 +150,7 @@ def test_sigkill_mid_epoch_then_resume_ends_like_an_uninterrupted_run(reference,
     child.wait_for_marker()
     os.kill(child.proc.pid, signal.SIGKILL)
     assert child.wait() == -signal.SIGKILL
-    run_dir = _run_dir(tmp_path / "runs")
-    last = load_checkpoint(run_dir / "last.pt")   # the last finished epoch, loadable
-    assert (last["epoch"], last["step"], last["state"]["batch_in_epoch"]) == (1, 6, 0)
-
-    resumed = Child(tmp_path, "plain", 0, ["train", "--resume", str(run_dir)], "resumed")
-    assert resumed.wait() == 0, resumed.log()
-    assert "resumed from epoch 1 step 6" in resumed.out.read_text()
-    _assert_same_end(run_dir, reference)
+    _resumes_from_epoch_1_like_an_uninterrupted_run(_run_dir(tmp_path / "runs"), reference, tmp_path)
 
 
 @pytest.mark.slow
@@ -183,13 +187,7 @@ def test_sigterm_mid_epoch_ends_like_ctrl_c_and_the_run_resumes_like_an_uninterr
     assert child.err.read_text() == "terminated\n"
     run_dir = _run_dir(tmp_path / "runs")
     assert not (run_dir / ".lock").exists() and not list(run_dir.glob(".*.tmp"))
-    last = load_checkpoint(run_dir / "last.pt")
-    assert (last["epoch"], last["step"], last["state"]["batch_in_epoch"]) == (1, 6, 0)
-
-    resumed = Child(tmp_path, "plain", 0, ["train", "--resume", str(run_dir)], "resumed")
-    assert resumed.wait() == 0, resumed.log()
-    assert "resumed from epoch 1 step 6" in resumed.out.read_text()
-    _assert_same_end(run_dir, reference)
+    _resumes_from_epoch_1_like_an_uninterrupted_run(run_dir, reference, tmp_path)
 
 
 @pytest.mark.slow
