@@ -39,32 +39,24 @@ UTK=(data.sources.utk_extra.kind=manifest "data.sources.utk_extra.path=$SHARED/u
 BALANCED=(data.sources.realmask.balance=mask data.sources.realmask.augment.shift_scale_rotate=0.5
           data.sources.realmask.augment.color_jitter=0.5)
 
-train() {   # row, then config and overrides
-    local row=$1; shift
-    if [ ! -f "runs/${PREFIX}_$row/1/best.pt" ]; then
-        /usr/bin/time -f "$row: trained in %e s" multitask train "$@" ${SEED:+"seed=$SEED"} "name=${PREFIX}_$row"
-    fi
-    multitask predict --ckpt "runs/${PREFIX}_$row/1" --data "$DATA" --gt "$DATA/eval/gt.csv" --out "out/${PREFIX}_$row"
-    multitask predict --ckpt "runs/${PREFIX}_$row/1" --data "$SHARED/realmask-dev/holdout.csv" \
-        --out "out/${PREFIX}_${row}_realmask"
-}
+. scripts/study_lib.sh   # study_row, study_compare
 
 for row in $ROWS; do
     case $row in
-        alone)     train $row --config configs/realfaces_cpu.yaml "data.root=$DATA" ;;
-        realmask)  train $row --config configs/realfaces_cpu.yaml "${COMPETITION[@]}" "${REALMASK[@]}" ;;
-        realmask_bal) train $row --config configs/realfaces_cpu.yaml "${COMPETITION[@]}" "${REALMASK[@]}" \
+        alone)     study_row $row --config configs/realfaces_cpu.yaml "data.root=$DATA" ;;
+        realmask)  study_row $row --config configs/realfaces_cpu.yaml "${COMPETITION[@]}" "${REALMASK[@]}" ;;
+        realmask_bal) study_row $row --config configs/realfaces_cpu.yaml "${COMPETITION[@]}" "${REALMASK[@]}" \
                        "${BALANCED[@]}" ;;
-        utk)       train $row --config configs/realfaces_cpu.yaml "${COMPETITION[@]}" "${UTK[@]}" \
+        utk)       study_row $row --config configs/realfaces_cpu.yaml "${COMPETITION[@]}" "${UTK[@]}" \
                        data.sources.utk_extra.crop=face ;;
-        utk_whole) train $row --config configs/realfaces_cpu.yaml "${COMPETITION[@]}" "${UTK[@]}" \
+        utk_whole) study_row $row --config configs/realfaces_cpu.yaml "${COMPETITION[@]}" "${UTK[@]}" \
                        data.sources.utk_extra.crop=none ;;
-        both_manifest) train $row --config configs/realfaces_cpu.yaml "${COMPETITION[@]}" "${REALMASK[@]}" \
+        both_manifest) study_row $row --config configs/realfaces_cpu.yaml "${COMPETITION[@]}" "${REALMASK[@]}" \
                        "${UTK[@]}" data.sources.utk_extra.crop=face ;;
-        both)      train $row --config configs/realfaces_multisource_cpu.yaml "data.sources.competition.root=$DATA" \
+        both)      study_row $row --config configs/realfaces_multisource_cpu.yaml "data.sources.competition.root=$DATA" \
                        "data.sources.realmask.path=$SHARED/realmask-dev/train.csv" \
                        "data.sources.utk_painted.root=$PAINTED" ;;
-        both_rmaug) train $row --config configs/realfaces_multisource_cpu.yaml "data.sources.competition.root=$DATA" \
+        both_rmaug) study_row $row --config configs/realfaces_multisource_cpu.yaml "data.sources.competition.root=$DATA" \
                        "data.sources.realmask.path=$SHARED/realmask-dev/train.csv" \
                        "data.sources.utk_painted.root=$PAINTED" data.sources.realmask.share=0.25 \
                        data.sources.utk_painted.share=0.3 data.sources.realmask.augment.coarse_dropout=0.3 \
@@ -73,4 +65,4 @@ for row in $ROWS; do
     esac
 done
 
-bash scripts/study_compare.sh "$PREFIX" $ROWS   # out/<prefix>_compare_{eval,realmask}
+study_compare $ROWS   # out/<prefix>_compare_{eval,realmask}

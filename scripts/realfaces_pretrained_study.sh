@@ -41,39 +41,28 @@ SOURCES=("data.sources.competition.root=$DATA" "data.sources.realmask.path=$SHAR
          "data.sources.utk_painted.root=$PAINTED")
 LITE0=("model.pretrained=$WEIGHTS/tf_efficientnet_lite0.imagenet.safetensors")
 RECIPE=(--config configs/realfaces_pretrained_cpu.yaml "${SOURCES[@]}" "${LITE0[@]}")
-mkdir -p out
 
-train() {   # row, then config and overrides
-    local row=$1; shift
-    if [ ! -f "runs/${PREFIX}_$row/1/best.pt" ]; then
-        /usr/bin/time -o "out/${PREFIX}_times.txt" -a -f "$row: trained in %e s" \
-            multitask train "$@" ${SEED:+"seed=$SEED"} "name=${PREFIX}_$row"
-    fi
-    [[ $row == mask_* ]] ||   # a mask specialist has no composite to score on the eval photos
-        multitask predict --ckpt "runs/${PREFIX}_$row/1" --data "$DATA" --gt "$DATA/eval/gt.csv" --out "out/${PREFIX}_$row"
-    multitask predict --ckpt "runs/${PREFIX}_$row/1" --data "$SHARED/realmask-dev/holdout.csv" \
-        --out "out/${PREFIX}_${row}_realmask"
-}
+. scripts/study_lib.sh   # study_row, study_compare
 
 for row in $ROWS; do
     case $row in
-        scratch)     train $row --config configs/realfaces_multisource_cpu.yaml "${SOURCES[@]}" ;;
-        lite0_plain) train $row --config configs/realfaces_multisource_cpu.yaml "${SOURCES[@]}" "${LITE0[@]}" \
+        scratch)     study_row $row --config configs/realfaces_multisource_cpu.yaml "${SOURCES[@]}" ;;
+        lite0_plain) study_row $row --config configs/realfaces_multisource_cpu.yaml "${SOURCES[@]}" "${LITE0[@]}" \
                          model.backbone=tf_efficientnet_lite0 data.mean=auto data.std=auto train.lr=0.001 ;;
-        lite0)       train $row "${RECIPE[@]}" ;;
-        freeze0)     train $row "${RECIPE[@]}" train.freeze_trunk_epochs=0 ;;
-        freeze2)     train $row "${RECIPE[@]}" train.freeze_trunk_epochs=2 ;;
-        scale1)      train $row "${RECIPE[@]}" train.trunk_lr_scale=1.0 ;;
-        scale02)     train $row "${RECIPE[@]}" train.trunk_lr_scale=0.2 ;;
-        ld08)        train $row "${RECIPE[@]}" train.layer_decay=0.8 ;;
-        size160)     train $row "${RECIPE[@]}" "data.image_size=[160,120]" ;;
-        lite2)       train $row "${RECIPE[@]}" model.backbone=tf_efficientnet_lite2 \
+        lite0)       study_row $row "${RECIPE[@]}" ;;
+        freeze0)     study_row $row "${RECIPE[@]}" train.freeze_trunk_epochs=0 ;;
+        freeze2)     study_row $row "${RECIPE[@]}" train.freeze_trunk_epochs=2 ;;
+        scale1)      study_row $row "${RECIPE[@]}" train.trunk_lr_scale=1.0 ;;
+        scale02)     study_row $row "${RECIPE[@]}" train.trunk_lr_scale=0.2 ;;
+        ld08)        study_row $row "${RECIPE[@]}" train.layer_decay=0.8 ;;
+        size160)     study_row $row "${RECIPE[@]}" "data.image_size=[160,120]" ;;
+        lite2)       study_row $row "${RECIPE[@]}" model.backbone=tf_efficientnet_lite2 \
                          "model.pretrained=$WEIGHTS/tf_efficientnet_lite2.imagenet.safetensors" ;;
-        faceres)     train $row "${RECIPE[@]}" model.backbone=mobilenetv1_100 \
+        faceres)     study_row $row "${RECIPE[@]}" model.backbone=mobilenetv1_100 \
                          "model.pretrained=$WEIGHTS/mobilenetv1_100.faceres.safetensors" \
                          "data.mean=[0.485,0.456,0.406]" "data.std=[0.229,0.224,0.225]" train.freeze_bn=true \
                          train.freeze_trunk_epochs=0 ;;
-        mask_lite0)  train $row --config configs/realmask_only_cpu.yaml \
+        mask_lite0)  study_row $row --config configs/realmask_only_cpu.yaml \
                          "data.sources.realmask.path=$SHARED/realmask-dev/train.csv" "${LITE0[@]}" \
                          model.backbone=tf_efficientnet_lite0 data.mean=auto data.std=auto train.lr=0.001 \
                          train.trunk_lr_scale=0.5 train.freeze_trunk_epochs=1 ;;
@@ -81,4 +70,4 @@ for row in $ROWS; do
     esac
 done
 
-bash scripts/study_compare.sh "$PREFIX" $ROWS   # out/<prefix>_compare_{eval,realmask}
+study_compare $ROWS   # out/<prefix>_compare_{eval,realmask}
