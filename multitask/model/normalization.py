@@ -66,9 +66,11 @@ def resolve_normalization(cfg) -> Normalization:
     else:
         w_mean, w_std, why, size = IMAGENET_MEAN, IMAGENET_STD, SCRATCH, None
     set_mean, set_std = mean != AUTO, std != AUTO
-    if set_mean and set_std:
+    # numbers equal to the source's (a config pinned by an earlier call, or written out by hand) keep naming it
+    same = lambda given, default: all(abs(float(a) - b) <= 1e-6 for a, b in zip(given, default))  # noqa: E731
+    if set_mean and set_std and not (same(mean, w_mean) and same(std, w_std)):
         why = "set in the config"
-    elif set_mean or set_std:
+    elif set_mean != set_std:
         why = f"{'data.mean' if set_mean else 'data.std'} set in the config, the other {why}"
     return Normalization(mean=tuple(float(v) for v in (mean if set_mean else w_mean)),
                          std=tuple(float(v) for v in (std if set_std else w_std)), why=why, native_size=size,
@@ -79,16 +81,7 @@ def pin_normalization(cfg) -> Normalization:
     """Replace `auto` in data.mean / data.std by the resolved numbers (in place), so the config a run saves, its
     checkpoints and its exports carry them; idempotent. Returns the resolution (its `why` for the header)."""
     norm = resolve_normalization(cfg)
-    if cfg.data.mean == AUTO or cfg.data.std == AUTO:
-        cfg.data.mean, cfg.data.std = list(norm.mean), list(norm.std)
-        return norm
-    # already numbers (set, or pinned by an earlier call): say where they match, as the first call would have
-    weights = _weights_normalization(cfg.model.backbone, cfg.model.pretrained)
-    if weights is not None and not norm.mismatch:
-        return Normalization(mean=norm.mean, std=norm.std, why=weights[2], native_size=weights[3],
-                             expected=norm.expected)
-    if weights is None and (norm.mean, norm.std) == (IMAGENET_MEAN, IMAGENET_STD):
-        return Normalization(mean=norm.mean, std=norm.std, why=SCRATCH)
+    cfg.data.mean, cfg.data.std = list(norm.mean), list(norm.std)
     return norm
 
 
