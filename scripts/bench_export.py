@@ -4,7 +4,7 @@
     python scripts/bench_export.py --models resnet18 --size 224 --dynamic-int8
 
 For each trunk (a freshly initialised multi-head model: weights do not change the figures) and each torch.onnx
-exporter (torchscript, dynamo): the seconds `multitask.export.onnx.onnx_bytes` takes, max |delta prob| against PyTorch
+exporter (torchscript, dynamo): the seconds `multitask.formats.onnx.onnx_bytes` takes, max |delta prob| against PyTorch
 fp32 on 64 synthetic faces, and the onnxruntime fp32 forward img/s on one batch. --dynamic-int8 adds onnxruntime's
 dynamic quantisation of the torchscript export (the mode `multitask export` does not offer) and its img/s.
 """
@@ -25,7 +25,7 @@ from bench_train import machine, parse_size  # noqa: E402
 
 
 def ort_rate(model_bytes: bytes, images: np.ndarray, runs: int = 5) -> float:
-    from multitask.export import onnx_session
+    from multitask.formats import onnx_session
 
     session = onnx_session(model_bytes)
     feed = {session.get_inputs()[0].name: images}
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dynamic-int8", action="store_true")
     args = p.parse_args(argv)
     from multitask.config import load_config
-    from multitask.export import ProbabilityNet, onnx_bytes, onnx_session, synthetic_faces
+    from multitask.formats import ProbabilityNet, onnx_bytes, onnx_session, synthetic_faces
     from multitask.model import create_model
 
     print(f"machine: {machine()}")

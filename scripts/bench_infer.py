@@ -11,7 +11,7 @@
   predict  `multitask.infer.predict.run_predict` on the synthetic eval set (photos at the real 384x512): reading and
            decoding every JPEG, resizing, the loader, every TTA view, softmax and merging, submission.csv and
            predictions.csv. Its own timer covers the inference loop (decode included, model loading excluded).
-With --onnx (the checkpoint exported once by `multitask.export.command.run_export`; int8 calibrated on the eval photos):
+With --onnx (the checkpoint exported once by `multitask.export.run_export`; int8 calibrated on the eval photos):
   fp32ceiling   the ceiling without autocast (PyTorch fp32, channels_last)
   ort, ort_int8 model-only onnxruntime session runs on one random uint8 batch (softmax included, in the graph)
   predict_ort, predict_int8   `run_predict` on the .onnx files: the predict phase through onnxruntime
@@ -77,7 +77,7 @@ def phase_ceiling(ckpt: Path, *, batch: int, views: int, images: int, amp: str, 
 
 def phase_ort(model_path: Path, *, batch: int, views: int, images: int, warmup: int = 2) -> float:
     """Forward images/s of an onnxruntime session on one random uint8 batch, `views` runs per batch."""
-    from multitask.export import onnx_session
+    from multitask.formats import onnx_session
 
     session = onnx_session(model_path)
     name = session.get_inputs()[0].name

@@ -4,7 +4,6 @@ The exported model must say what PyTorch says: same probabilities (fp32, |delta|
 submission.csv through predict, alone or mixed into an ensemble; bad files end in one line and exit code 2.
 """
 import copy
-import functools
 import json
 import pickle
 import shutil
@@ -22,12 +21,11 @@ from multitask.cli import main  # noqa: E402
 from multitask.config import to_dict  # noqa: E402
 from multitask.data.synthetic import write_synthetic  # noqa: E402
 from multitask.export import command as export  # noqa: E402
-from multitask.export import onnx as export_onnx  # noqa: E402
-from multitask.export.manifest import METADATA_KEY  # noqa: E402
-from multitask.export.parity import synthetic_faces  # noqa: E402
+from multitask.formats import onnx as export_onnx  # noqa: E402
+from multitask.formats.manifest import METADATA_KEY  # noqa: E402
+from multitask.formats.parity import synthetic_faces  # noqa: E402
 from multitask.heads import joint_probabilities  # noqa: E402
 from multitask.infer import backends  # noqa: E402
-from multitask.infer.predict import score_models  # noqa: E402
 from multitask.runs.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint  # noqa: E402
 from multitask.utils.errors import UserError  # noqa: E402
 
@@ -195,8 +193,7 @@ def export_decisions(tmp_path):
 
 @pytest.mark.slow
 def test_int8_quantisation_reports_its_f1_delta(made, tmp_path):
-    score = functools.partial(score_models, data=made["data"], gt=made["gt"])   # what the CLI passes for --gt
-    result = export.run_export(ckpt=made["small"], fmt="onnx", quantize="int8", data=made["data"], score=score,
+    result = export.run_export(ckpt=made["small"], fmt="onnx", quantize="int8", data=made["data"], gt=made["gt"],
                                calibration=made["data"] / "train" / "images", out=tmp_path / "q.onnx")
     assert (tmp_path / "q.onnx").stat().st_size < 0.4 * made["onnx"].stat().st_size   # same trunk, int8 weights
     assert manifest_of(tmp_path / "q.onnx")["quantization"]["mode"] == "int8"

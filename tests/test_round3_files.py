@@ -19,7 +19,7 @@ from multitask.analysis.compare import compare
 from multitask.cli import main
 from multitask.data.synthetic import write_synthetic
 from multitask.export import command as export
-from multitask.export.manifest import METADATA_KEY
+from multitask.formats.manifest import METADATA_KEY
 from multitask.metrics.stats import MAX_DRAWS, group_draws
 from multitask.utils.io import write_csv
 

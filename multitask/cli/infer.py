@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import functools
 
 from .common import help_for
 
@@ -73,14 +72,11 @@ def predict(args) -> int:
 
 
 def export(args) -> int:
-    from ..export.command import run_export  # lazy: `--help` stays instant
-    from ..infer.predict import score_models
+    from ..export import run_export  # lazy: `--help` stays instant
 
-    # the int8 model is scored by predict's pipeline, which sits above export: handed down from here
-    score = functools.partial(score_models, data=args.data, gt=args.gt) if args.gt else None
     run_export(ckpt=args.ckpt, fmt=args.format, out=args.out, opset=args.opset, batch=args.batch,
                quantize=args.quantize, data=args.data, calibration=args.calibration, exporter=args.exporter,
-               score=score)
+               gt=args.gt)
     return 0
 
 

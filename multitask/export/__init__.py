@@ -1,16 +1,9 @@
-"""Model formats: the manifest a saved model carries, ONNX (with its onnxruntime session), safetensors and int8,
-parity checks against the checkpoint, and `multitask export`.
+"""`multitask export`: a trained model written as ONNX (optionally int8, scored against fp32 with predict's
+pipeline) or safetensors, checked for parity before anything is written. The formats are multitask.formats'.
 
     run_export(ckpt="runs/quickstart/1", out="exports/quickstart")
-    session = onnx_session("exports/quickstart/model.onnx")
 """
-from .command import run_export
-from .manifest import build_manifest, read_manifest
-from .onnx import OnnxModel, ProbabilityNet, load_onnx, onnx_bytes, onnx_session
-from .parity import parity, synthetic_faces
-from .quantize import export_int8
-from .safetensors import load_safetensors, write_safetensors
+from .command import default_out, export_checked, run_export
+from .int8 import export_int8
 
-__all__ = ["OnnxModel", "ProbabilityNet", "build_manifest", "export_int8", "load_onnx", "load_safetensors",
-           "onnx_bytes", "onnx_session", "parity", "read_manifest", "run_export", "synthetic_faces",
-           "write_safetensors"]
+__all__ = ["default_out", "export_checked", "export_int8", "run_export"]

@@ -6,11 +6,12 @@
     multitask export runs/quickstart/1 --format safetensors --out deploy/quickstart
     multitask predict --ckpt runs/quickstart/1/best.onnx deploy/quickstart --data photos/ --out out/
 
-Both formats carry one manifest (manifest.py). Every ONNX export is passed through onnx.checker and compared with
-PyTorch (fp32 eager) on a real batch before the file is written (parity.py): max |delta prob| over every output and
-argmax agreement per output. Above PARITY_MAX_DELTA or below PARITY_MIN_AGREEMENT the export stops and writes
-nothing. `--quantize int8` (quantize.py) is onnxruntime's static quantisation, calibrated on --calibration (default
---data): its parity is reported, not gated. The exporters are onnx.py's.
+The formats themselves live in multitask.formats, which inference loads through; this command sits above
+inference so that `--gt` scores with predict's own pipeline. Both formats carry one manifest (formats/manifest.py).
+Every ONNX export is passed through onnx.checker and compared with PyTorch (fp32 eager) on a real batch before the
+file is written (formats/parity.py): max |delta prob| over every output and argmax agreement per output. Above
+PARITY_MAX_DELTA or below PARITY_MIN_AGREEMENT the export stops and writes nothing. `--quantize int8` (int8.py) is
+onnxruntime's static quantisation, calibrated on --calibration (default --data): its parity is reported, not gated.
 """
 from __future__ import annotations
 
@@ -21,13 +22,9 @@ import numpy as np
 from rich.console import Console
 
 from ..config import Config
-from ..model.net import MultiHeadNet
-from ..runs.run_dir import EXPORT_CONFIG, EXPORT_WEIGHTS, resolve_checkpoints
-from ..utils.errors import UserError
-from ..utils.io import write_bytes
-from .load import load_torch
-from .manifest import INPUT_NAME, build_manifest
-from .onnx import (
+from ..formats.load import load_torch
+from ..formats.manifest import INPUT_NAME, build_manifest
+from ..formats.onnx import (
     DEFAULT_OPSET,
     OnnxModel,
     ProbabilityNet,
@@ -37,9 +34,21 @@ from .onnx import (
     onnx_session,
     with_metadata,
 )
-from .parity import PARITY_IMAGES, PARITY_MAX_DELTA, PARITY_MIN_AGREEMENT, PLAIN, parity, parity_line, sample_images
-from .quantize import Scorer, export_int8
-from .safetensors import write_safetensors
+from ..formats.parity import (
+    PARITY_IMAGES,
+    PARITY_MAX_DELTA,
+    PARITY_MIN_AGREEMENT,
+    PLAIN,
+    parity,
+    parity_line,
+    sample_images,
+)
+from ..formats.safetensors import write_safetensors
+from ..model.net import MultiHeadNet
+from ..runs.run_dir import EXPORT_CONFIG, EXPORT_WEIGHTS, resolve_checkpoints
+from ..utils.errors import UserError
+from ..utils.io import write_bytes
+from .int8 import export_int8
 
 
 def default_out(source: Path, fmt: str, quantize: str | None) -> Path:
@@ -53,11 +62,11 @@ def default_out(source: Path, fmt: str, quantize: str | None) -> Path:
 # --------------------------------------------------------------------------------------------------- command
 def run_export(*, ckpt, fmt: str = "onnx", out=None, opset: int | None = None, batch: str | int = "dynamic",
                quantize: str | None = None, data=None, calibration=None, exporter: str = "torchscript",
-               score: Scorer | None = None, console: Console | None = None) -> dict:
+               gt=None, console: Console | None = None) -> dict:
     """Export one checkpoint (file, run dir or safetensors folder); returns what was written and the parity.
-    `score`: how to score the fp32 and int8 models on --data against --gt (the CLI passes predict's)."""
+    `gt`: score the fp32 and int8 models on `data` against it (predict's pipeline; --quantize int8 only)."""
     console, start = console or Console(), time.perf_counter()
-    fixed = _check_options(fmt=fmt, opset=opset, batch=batch, quantize=quantize, data=data, scored=score is not None,
+    fixed = _check_options(fmt=fmt, opset=opset, batch=batch, quantize=quantize, data=data, scored=gt is not None,
                            calibration=calibration)
     source = _single_source(ckpt)
     net, cfg, extras = load_torch(source)
@@ -79,7 +88,7 @@ def run_export(*, ckpt, fmt: str = "onnx", out=None, opset: int | None = None, b
                                          console=console)
     if quantize:
         model_bytes = export_int8(net, cfg, manifest, model_bytes, calibration=calibration or data, data=data,
-                                  score=score, result=result, console=console)
+                                  gt=gt, result=result, console=console)
     write_bytes(out, model_bytes, what="export")
     del result["parity_images"]
     result.update(out=str(out), format=fmt, seconds=time.perf_counter() - start)

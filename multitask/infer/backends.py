@@ -22,9 +22,9 @@ from pathlib import Path
 import torch
 
 from ..config.trust import embedded
-from ..export.load import load_torch
-from ..export.manifest import build_manifest
-from ..export.onnx import OnnxModel, is_onnx, load_onnx, onnx_bytes, onnx_session
+from ..formats.load import load_torch
+from ..formats.manifest import build_manifest
+from ..formats.onnx import OnnxModel, is_onnx, load_onnx, onnx_bytes, onnx_session
 from ..heads import HeadSpec, output_keys
 from ..model.net import MultiHeadNet
 from ..utils.errors import UserError

@@ -25,7 +25,7 @@ from ..data.crops import source_crop
 from ..decisions.apply import average_offsets, describe
 from ..decisions.file import for_heads, named
 from ..decisions.file import read as read_decisions
-from ..export.onnx import OnnxModel
+from ..formats.onnx import OnnxModel
 from ..heads import HeadSpec, expand_derived, expand_heads, expected_years, member_joint, years_key
 from ..runs.run_dir import resolve_checkpoints
 from ..utils.errors import UserError
