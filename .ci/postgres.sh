@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# A PostgreSQL server on loopback for the sweep tests (tests/test_sweep_postgres.py): installs Debian's postgresql
+# A PostgreSQL server on loopback for the sweep tests (tests/e2e/test_sweep_postgres.py): installs Debian's postgresql
 # when missing, starts its cluster, makes a user and a database, and prints the line that exports their URL:
 #
 #     eval "$(sudo .ci/postgres.sh)"          # or as root: eval "$(.ci/postgres.sh)"
-#     pytest tests/test_sweep_postgres.py
+#     pytest tests/e2e/test_sweep_postgres.py
 #
 # Safe to run again with the server up (it only checks). Progress goes to stderr, so stdout is just the export line;
 # the password is a throwaway one for a loopback-only test server (MULTITASK_PG_PASSWORD sets another: URL-safe

@@ -1,7 +1,7 @@
 """The reference pages, made from the live code every time the site is built, so they cannot go stale.
 
 An mkdocs hook (`hooks:` in mkdocs.yml): `on_files` adds the generated pages to the site, `on_config` adds one API
-page per subpackage to the nav. tests/test_docs.py calls the same functions without building the site.
+page per subpackage to the nav. tests/unit/test_docs.py calls the same functions without building the site.
 
     reference/cli.md      every command, argument, default and example, from the argparse parser of `multitask.cli`
     reference/config.md   every config key with its type, default and the comment beside it in config/schema.py

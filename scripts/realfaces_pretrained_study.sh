@@ -16,6 +16,9 @@
 #                its batch norms are folded into the convolutions (identity statistics), so they stay as loaded
 #                (train.freeze_bn), and no epoch is frozen: its pooled features are ~40x smaller than Lite0's, so
 #                heads alone barely move in one epoch
+#   ens          the faceres and lite0 runs as one ensemble under hflip TTA (nothing trained: run both rows first)
+#   distil       lite0's recipe distilled from that ensemble (train.distill defaults: alpha 0.7, T 2, hflip TTA):
+#                one Lite0 at one model's cost of inference
 #   mask_lite0   a mask specialist: configs/realmask_only_cpu.yaml (the real mask photos alone, 10 epochs) on the
 #                pretrained Lite0 with lite0's fine-tuning settings; scored on the held-out real masks only (not a
 #                default row; `predict --ckpt runs/pt_lite0/1 runs/pt_mask_lite0/1` merges it into a recipe run)
@@ -62,6 +65,9 @@ for row in $ROWS; do
                          "model.pretrained=$WEIGHTS/mobilenetv1_100.faceres.safetensors" \
                          "data.mean=[0.485,0.456,0.406]" "data.std=[0.229,0.224,0.225]" train.freeze_bn=true \
                          train.freeze_trunk_epochs=0 ;;
+        ens)         study_ensemble $row faceres lite0 ;;
+        distil)      study_row $row "${RECIPE[@]}" \
+                         "train.distill.teachers=[runs/${PREFIX}_faceres/1,runs/${PREFIX}_lite0/1]" ;;
         mask_lite0)  study_row $row --config configs/realmask_only_cpu.yaml \
                          "data.sources.realmask.path=$SHARED/realmask-dev/train.csv" "${LITE0[@]}" \
                          model.backbone=tf_efficientnet_lite0 data.mean=auto data.std=auto train.lr=0.001 \

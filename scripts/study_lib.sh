@@ -4,6 +4,8 @@
 #   study_row ROW ARGS...       train runs/<prefix>_<row> (unless its best.pt exists; the time is appended to
 #                               out/<prefix>_times.txt and printed), then score it on the eval photos and on the
 #                               held-out real mask photos (a mask_* specialist row: the real masks only)
+#   study_ensemble ROW MEMBER... score the trained rows MEMBER... as one ensemble under hflip TTA (predict's mean of
+#                               probabilities), as row ROW: nothing is trained
 #   study_compare ROW...        every row against the first: out/<prefix>_compare_{eval,realmask}
 
 study_row() {
@@ -17,6 +19,15 @@ study_row() {
     [[ $row == mask_* ]] ||   # a mask specialist has no composite to score on the eval photos
         multitask predict --ckpt "runs/${PREFIX}_$row/1" --data "$DATA" --gt "$DATA/eval/gt.csv" --out "out/${PREFIX}_$row"
     multitask predict --ckpt "runs/${PREFIX}_$row/1" --data "$SHARED/realmask-dev/holdout.csv" \
+        --out "out/${PREFIX}_${row}_realmask"
+}
+
+study_ensemble() {
+    local row=$1 member ckpts=(); shift
+    for member in "$@"; do ckpts+=("runs/${PREFIX}_$member/1"); done
+    multitask predict --ckpt "${ckpts[@]}" --tta identity,hflip --data "$DATA" --gt "$DATA/eval/gt.csv" \
+        --out "out/${PREFIX}_$row"
+    multitask predict --ckpt "${ckpts[@]}" --tta identity,hflip --data "$SHARED/realmask-dev/holdout.csv" \
         --out "out/${PREFIX}_${row}_realmask"
 }
 

@@ -1,4 +1,5 @@
-"""Shared fixtures: one tiny synthetic data set per session and a fast CPU config for training tests."""
+"""Every shared fixture, for tests/unit and tests/e2e alike: the tiny synthetic data sets of the session, a fast CPU
+config for training tests, and wandb calls recorded instead of sent (helpers.py holds the shared functions)."""
 import os
 
 import pytest
@@ -27,6 +28,16 @@ def synth_root(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("synth")
     write_synthetic(root, people=TINY_PEOPLE, width=32, height=40, seed=0)
+    return root
+
+
+@pytest.fixture(scope="session")
+def two_people(tmp_path_factory):
+    """A second, smaller synthetic set: 2 people, 14 eval photos (32x40), for predict tests; read, never written."""
+    from multitask.data.synthetic import write_synthetic
+
+    root = tmp_path_factory.mktemp("two_people")
+    write_synthetic(root, people=2, width=32, height=40, seed=3)
     return root
 
 

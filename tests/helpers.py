@@ -3,22 +3,48 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from wandb_record import logged
 
 from multitask.config import load_config, to_dict
 from multitask.data.synthetic_faces import STEMS
+from multitask.heads import HeadSpec
 from multitask.infer.predict import PredictOptions, run_predict
 from multitask.metrics.table import read_table
 from multitask.model.net import create_model
 from multitask.runs.checkpoint import save_checkpoint
 
+REPO = Path(__file__).resolve().parents[1]   # the checkout: configs/, and ../shared beside it
+QUICKSTART = str(REPO / "configs" / "quickstart.yaml")
+LR_SPACE = "params:\n  train.lr: {low: 1e-4, high: 1e-2, log: true}\n"   # a one-key sweep space
 TINY_PEOPLE = 16                          # the session's synthetic set (conftest.synth_root): 16 people,
 TINY_IMAGES = TINY_PEOPLE * len(STEMS)    # each with the competition's 7 photos
 SINGLE18 = ["heads.class18.derive=[mask,gender,age]", "train.heads=[class18]",
             "heads.class18.classes=[" + ",".join(f"c{i}" for i in range(18)) + "]"]
 FAST = dict(batch_size=8, workers=0, device="cpu", amp="off")
+
+
+def mask_heads() -> list[HeadSpec]:
+    """The competition's three heads, as a config's defaults make them."""
+    return [HeadSpec(classes=["wear", "incorrect", "not_wear"], name="mask"),
+            HeadSpec(classes=["male", "female"], name="gender"),
+            HeadSpec(classes=["<30", "30-59", ">=60"], name="age", bins=[30, 60], eval_bins=[30, 60])]
+
+
+def random_batches(heads, n=60, batches=3, seed=0, unlabelled=None) -> list[tuple[dict, dict]]:
+    """(logits, targets) batches of random numbers for `heads`; `unlabelled`: {head: share of rows set to -1}."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(batches):
+        logits = {h.name: torch.from_numpy(rng.normal(size=(n, h.num_classes))).float() for h in heads}
+        targets = {h.name: torch.from_numpy(rng.integers(0, h.num_classes, n)) for h in heads}
+        if unlabelled:
+            for name, frac in unlabelled.items():
+                targets[name][torch.from_numpy(rng.random(n) < frac)] = -1
+        out.append((logits, targets))
+    return out
 
 
 def predict(*, console=None, **options) -> dict:
@@ -35,6 +61,30 @@ def tiny_overrides(root, tmp_path, *extra, runs: str = "runs", cache: str = "cac
             "data.n_folds=4", f"data.cache_dir={tmp_path / cache}", f"output_dir={tmp_path / runs}", "train.epochs=1",
             "train.batch_size=16", "model.backbone=test_resnet", "tracking.wandb.mode=disabled",
             "tracking.progress=false", "tracking.confusion_every=0", "seed=0", *extra]
+
+
+class Commands:
+    """Command lines for tiny runs: the session's tiny data (`root`) and a test's folder (`tmp`), without TensorBoard;
+    `sweep` writes its space file there."""
+
+    def __init__(self, root: Path, tmp: Path):
+        self.root, self.tmp = root, tmp
+        self.tiny = tiny_overrides(root, tmp, "tracking.tensorboard=false")
+
+    def space(self, text: str, name: str = "space.yaml") -> str:
+        path = self.tmp / name
+        path.write_text(text)
+        return str(path)
+
+    def sweep(self, space_text: str, *extra: str, name: str = "space.yaml") -> list[str]:
+        return ["sweep", "--config", QUICKSTART, "--space", self.space(space_text, name), "--trials", "1", *extra,
+                *self.tiny]
+
+    def compare_same(self) -> list[str]:
+        run = self.tmp / "run"
+        run.mkdir()
+        (run / "oof.csv").write_text("image_id\n")
+        return ["compare", str(run), str(run)]
 
 
 def error_line(capsys) -> str:
@@ -87,6 +137,14 @@ def tb_texts(tb_dir):
     suffix = "/text_summary"
     return {tag[: -len(suffix)]: acc.Tensors(tag)[-1].tensor_proto.string_val[0].decode()
             for tag in acc.Tags()["tensors"] if tag.endswith(suffix)}
+
+
+def files_under(folder: Path, *, dirs: bool = False) -> list[str]:
+    """Every file below `folder` (and folder, with dirs=True) as a sorted relative path; [] when it does not exist:
+    what tests compare to say that nothing was written or changed."""
+    if not Path(folder).exists():
+        return []
+    return sorted(str(p.relative_to(folder)) for p in Path(folder).rglob("*") if dirs or p.is_file())
 
 
 def image_count(folder: Path) -> int:

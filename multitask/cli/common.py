@@ -27,6 +27,30 @@ def help_for(command: str, description: str | None = None) -> dict:
     return {**text, "epilog": "examples:" + EXAMPLES[command], "formatter_class": argparse.RawDescriptionHelpFormatter}
 
 
+class HelpWithChoices(argparse._HelpAction):
+    """-h/--help that also lists the names each config key takes now, plugins' included (utils/plugins.py): only
+    this help imports the config package for them, so every other --help stays instant."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from ..config.choices import choice_lists
+
+        lines = []
+        for key, names in choice_lists().items():
+            shown = "any name of timm.optim.list_optimizers(), e.g. adamw, sgd, lamb, lion" \
+                if key == "train.optimizer" else ", ".join(names) or "none registered"
+            lines.append(textwrap.fill(f"{key}: {shown}", 100, initial_indent="  ", subsequent_indent="    "))
+        parser.epilog = (f"{parser.epilog}\n\nnames a config may choose (built in, then registered by plugins: "
+                         f"MULTITASK_PLUGINS or the multitask.plugins entry points):\n" + "\n".join(lines))
+        super().__call__(parser, namespace, values, option_string)
+
+
+def with_choices_help(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """`parser` (made with add_help=False) with HelpWithChoices as its -h/--help."""
+    parser.add_argument("-h", "--help", action=HelpWithChoices, help="show this help (with the config's choices) "
+                        "and exit")
+    return parser
+
+
 def paths_and_overrides(values: list[str]) -> tuple[list[str], list[str]]:
     """(paths, key=value overrides) of a list option's values: `a.b=value` that is not an existing file."""
     is_override = lambda v: bool(re.match(r"[A-Za-z_][\w.\[\]]*=", v)) and not os.path.exists(v)  # noqa: E731

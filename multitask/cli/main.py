@@ -25,6 +25,7 @@ import os
 import sys
 
 from ..utils.errors import UserError, one_line
+from ..utils.plugins import load_plugins
 from ..utils.signals import TERMINATED_EXIT, Terminated, sigterm_as_interrupt
 from . import analysis, infer, tools, train
 from .common import help_for
@@ -63,6 +64,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:   # before parsing: a plugin's names show in --help and pass the config's checks
+        load_plugins()
+    except UserError as err:
+        print(f"error: {one_line(err)}", file=sys.stderr)
+        return 2
     args = parse(argv)
     debug = getattr(args, "debug", False) or os.environ.get("MULTITASK_DEBUG") == "1"
     try:

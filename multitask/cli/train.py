@@ -4,12 +4,12 @@ from __future__ import annotations
 import argparse
 
 from ..utils.errors import UserError
-from .common import help_for, paths_and_overrides
+from .common import help_for, paths_and_overrides, with_choices_help
 
 
 def add_train_parser(sub) -> None:
-    train = sub.add_parser("train", help="train a multi-head model", **help_for("train", "Train a multi-head model. "
-                           "Trailing key=value pairs override the config (e.g. train.epochs=3)."))
+    train = with_choices_help(sub.add_parser("train", help="train a multi-head model", add_help=False, **help_for(
+        "train", "Train a multi-head model. Trailing key=value pairs override the config (e.g. train.epochs=3).")))
     train.add_argument("--config", "-c", help="YAML config (see configs/)")
     train.add_argument("--heads", help="comma-separated heads to train, e.g. mask,gender,age or age")
     train.add_argument("--fold", type=int, help="validation fold (data.fold)")
@@ -23,10 +23,11 @@ def add_train_parser(sub) -> None:
 
 
 def add_distill_parser(sub) -> None:
-    distill = sub.add_parser("distill", help="train one student on a teacher ensemble's per-head probabilities",
-                             **help_for("distill", "Train a student (an ordinary run) on a teacher ensemble's per-head "
-                                     "probabilities beside its labels: train.distill in the config, the teachers "
-                                     "given here. Trailing key=value pairs override the config."))
+    distill = with_choices_help(sub.add_parser(
+        "distill", help="train one student on a teacher ensemble's per-head probabilities", add_help=False,
+        **help_for("distill", "Train a student (an ordinary run) on a teacher ensemble's per-head probabilities "
+                   "beside its labels: train.distill in the config, the teachers given here. Trailing key=value "
+                   "pairs override the config.")))
     distill.add_argument("--teacher", nargs="+", required=True, help="teacher checkpoints, run dirs or k-fold dirs")
     distill.add_argument("--config", "-c", required=True, help="the student's YAML config")
     distill.add_argument("--unlabelled", nargs="+", default=[], help="folders or CSVs of photos without labels: "
@@ -83,9 +84,10 @@ def distill(args) -> int:
 
 
 def add_sweep_parser(sub) -> None:
-    sw = sub.add_parser("sweep", help="hyper-parameter sweep (Optuna): trials as ordinary run dirs", **help_for(
-        "sweep", "Hyper-parameter sweep on Optuna. Trailing key=value pairs override the base config for every "
-        "trial."))
+    sw = with_choices_help(sub.add_parser(
+        "sweep", help="hyper-parameter sweep (Optuna): trials as ordinary run dirs", add_help=False, **help_for(
+            "sweep", "Hyper-parameter sweep on Optuna. Trailing key=value pairs override the base config for every "
+            "trial.")))
     sw.add_argument("--config", "-c", required=True, help="base YAML config")
     sw.add_argument("--space", required=True, help="search space YAML (see configs/sweeps/)")
     sw.add_argument("--trials", type=int, required=True, help="the study's size: trials finished or running")

@@ -10,10 +10,9 @@ import dataclasses
 import re
 from pathlib import Path, PurePath
 
-from ..heads import LOSS_NAMES, YEAR_LOSS_NAMES, resolve_heads
+from ..heads import resolve_heads
 from .build import ConfigError, build_section, suggest
-from .choices import check_optimizer
-from .registered import choices
+from .choices import check_optimizer, loss_choices, sink_choices
 from .schema import AugmentConfig, Config
 
 
@@ -105,13 +104,13 @@ def _listed_folders(source) -> list[Path]:
 def check_registered(cfg: Config, where: str) -> None:
     """Names whose choices are a registry's: every head's losses, tracking.sinks. For configs people write (files,
     overrides), not for a checkpoint's: predict reads a run trained with a plugin loss without that plugin."""
-    losses = choices("loss", (*LOSS_NAMES, *YEAR_LOSS_NAMES))
+    losses = loss_choices()
     for head in cfg.heads.values():
         for name in head.loss:
             if name not in losses:
                 raise ConfigError(f"{where}: heads.{head.name}.loss: unknown loss '{name}'{suggest(name, losses)}; "
                                   f"choose from {', '.join(losses)}")
-    sinks = choices("tracking.sinks")
+    sinks = sink_choices()
     for name in cfg.tracking.sinks:
         if name not in sinks:
             raise ConfigError(f"{where}: tracking.sinks: unknown sink '{name}'{suggest(name, sinks)}; "

@@ -21,6 +21,7 @@ from rich.console import Console
 
 from ..data.prepare import prepare_data
 from ..utils.errors import UserError, one_line
+from ..utils.plugins import load_plugins
 from ..utils.signals import TERMINATED_EXIT, Terminated, sigterm_as_interrupt
 from .space import check_space
 from .study import Sweep, check_study, counted, open_study, reap_local, requeue_interrupted, shown, storage_errors
@@ -111,6 +112,7 @@ def spawn_worker(sweep: Sweep, k: int) -> subprocess.Popen:
 def main(argv: list[str]) -> int:
     """A --jobs worker: the sweep's fields as JSON and the worker's number."""
     try:
+        load_plugins()   # the parent's plugins (entry points, MULTITASK_PLUGINS) register here as well
         sweep = Sweep(**json.loads(argv[0]))
         with sigterm_as_interrupt(), storage_errors(sweep):   # a stopped worker records its trial as interrupted
             work(sweep, worker=int(argv[1]))

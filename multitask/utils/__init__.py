@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from .errors import UserError, one_line, short_error
 from .io import atomic_write, read_json, write_bytes, write_csv, write_json, write_text, write_with
 from .parsing import whole_number
+from .plugins import load_plugins
 from .progress import Progress
 from .quiet import silenced
 from .signals import Terminated, sigterm_as_interrupt
@@ -37,6 +38,6 @@ def __getattr__(name: str):
 
 
 __all__ = ["CpuShare", "DistInfo", "Precision", "Progress", "Terminated", "UserError", "atomic_write", "barrier",
-           "fmt", "init_distributed", "md_table", "one_line", "pick_device", "read_json", "resolve_precision",
-           "short_error", "sigterm_as_interrupt", "silenced", "whole_number", "write_bytes", "write_csv",
-           "write_json", "write_text", "write_with"]
+           "fmt", "init_distributed", "load_plugins", "md_table", "one_line", "pick_device", "read_json",
+           "resolve_precision", "short_error", "sigterm_as_interrupt", "silenced", "whole_number", "write_bytes",
+           "write_csv", "write_json", "write_text", "write_with"]

@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import predict
+from helpers import REPO, predict
 
 from multitask.cli import main
 from multitask.data import faces
@@ -15,7 +15,7 @@ from multitask.data.cache import ImageCache
 from multitask.data.faces import Cropper, crop_region, detect_faces, plan_faces
 from multitask.utils.errors import UserError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO
 SHARED = ROOT.parent / "shared"
 UTK = SHARED / "data" / "utkface-dev"
 FAST = dict(batch_size=8, workers=0, device="cpu", amp="off")

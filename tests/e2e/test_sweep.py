@@ -14,19 +14,18 @@ import yaml
 
 optuna = pytest.importorskip("optuna")
 
-from helpers import tiny_overrides  # noqa: E402
+from helpers import LR_SPACE, QUICKSTART, REPO, Commands, error_line, tiny_overrides  # noqa: E402
 
 from multitask.cli import main  # noqa: E402
 from multitask.config import load_config  # noqa: E402
 from multitask.config.show import flow_yaml  # noqa: E402
 from multitask.experiments.space import check_space, load_space  # noqa: E402
-from multitask.experiments.study import Sweep  # noqa: E402
+from multitask.experiments.study import Sweep, check_study, open_study, shown  # noqa: E402
 from multitask.experiments.summary import plot_importances  # noqa: E402
 from multitask.experiments.workers import run_sweep  # noqa: E402
 from multitask.utils.errors import UserError  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-QUICKSTART = str(ROOT / "configs" / "quickstart.yaml")
+ROOT = REPO
 
 
 @pytest.fixture()
@@ -401,3 +400,76 @@ def test_wandb_sweep_arguments_parse_into_valid_configs():
     # the shipped Optuna spaces pass their own check
     for space in ("age_head.yaml", "optimizer.yaml", "realfaces_recipe.yaml"):
         check_space(load_space(ROOT / "configs" / "sweeps" / space), lambda o: _preflight(load_config(QUICKSTART, o)))
+
+
+def test_a_study_refuses_another_space_or_config_up_front(synth_root, tmp_path, capsys):
+    t = Commands(synth_root, tmp_path)
+    sweep = Sweep(config=QUICKSTART, space_path=t.space(LR_SPACE), trials=1, overrides=t.tiny)
+    study, _ = open_study(sweep)
+    check_study(study, sweep, sweep.build([]))          # a new study: stamped
+    check_study(study, sweep, sweep.build([]))          # the same config and space: fine
+    elsewhere = Sweep(config=QUICKSTART, space_path=sweep.space_path, trials=1, storage=sweep.storage,
+                      overrides=[*t.tiny, "data.num_workers=1", f"data.cache_dir={tmp_path / 'other'}"])
+    check_study(study, elsewhere, elsewhere.build([]))   # where the data and cache live is not what trains
+    other_space = "params:\n  train.lr: {low: 1e-4, high: 1e-1, log: true}\n"
+    for argv, fragment in [(t.sweep(other_space, name="other.yaml"), "space param train.lr: "),
+                           ([*t.sweep(LR_SPACE), "train.batch_size=8"], "config train.batch_size: 16 then, 8 now")]:
+        assert main(argv) == 2
+        message = error_line(capsys)
+        assert message.startswith(f"--name quickstart: the study in {sweep.storage} was made with another base "
+                                  f"config or space (") and fragment in message, message
+    assert study.trials == []   # refused before any trial
+
+
+# the test asks for trials by hand (study.ask), outside Study.optimize, which is what Optuna's heartbeat warns about
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
+def test_a_rerun_with_the_same_seed_draws_new_points(synth_root, tmp_path):
+    t = Commands(synth_root, tmp_path)
+    space = t.space("params:\n  train.lr: {low: 1e-4, high: 1e-2, log: true}\n"
+                    "  train.scheduler: {choices: [cosine, step, plateau]}\n")
+    drawn = []
+    for run in range(3):   # the same command three times, one trial each
+        sweep = Sweep(config=QUICKSTART, space_path=space, trials=run + 1, overrides=t.tiny, seed=7)
+        study, _ = open_study(sweep)
+        trial = study.ask()
+        drawn.append(sweep.space.sample(trial)["train.lr"])
+        study.tell(trial, 0.5)
+    assert len(set(drawn)) == 3, drawn
+    again = Sweep(config=QUICKSTART, space_path=space, trials=1, overrides=t.tiny, seed=7, name="fresh")
+    study, _ = open_study(again)
+    assert again.space.sample(study.ask())["train.lr"] == drawn[0]   # still reproducible from the seed
+
+
+def test_storage_urls_are_shown_without_their_password():
+    assert shown("postgresql://user:pw@db.example/sweeps") == "postgresql://user:***@db.example/sweeps"
+    assert shown("postgresql+psycopg2://u:p%40ss:x@h:5432/db?sslmode=require") == \
+        "postgresql+psycopg2://u:***@h:5432/db?sslmode=require"
+    assert shown("postgresql://user@db/sweeps") == "postgresql://user@db/sweeps"
+    assert shown("sqlite:////tmp/x/study.db") == "sqlite:////tmp/x/study.db"
+
+
+@pytest.mark.slow
+def test_file_size_limit_on_the_study_database_is_one_line(synth_root, tmp_path):
+    """The study exists and is larger than the file-size limit (ulimit -f) set next: its next write fails (optuna's
+    StorageInternalError), and the sweep ends with one line naming the database and the limit, exit 2."""
+    t = Commands(synth_root, tmp_path)
+    argv = t.sweep(LR_SPACE, "--pruner", "none")
+    script = ("import json, os, resource, sys\n"
+              "from multitask.cli import main\n"
+              "from multitask.experiments.study import Sweep, open_study\n"
+              "argv = json.loads(sys.argv[1])\n"
+              "sweep = Sweep(config=argv[2], space_path=argv[4], trials=1, overrides=argv[9:])\n"
+              "open_study(sweep)\n"
+              "assert os.path.getsize(sweep.dir / 'study.db') > 30000\n"
+              "resource.setrlimit(resource.RLIMIT_FSIZE, (30000, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))\n"
+              "sys.exit(main(argv))\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", script, json.dumps(argv)], capture_output=True, text=True,
+                          timeout=300, cwd=tmp_path, env=env)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    study_db = tmp_path / "runs" / "quickstart" / "sweep" / "study.db"
+    assert lines[0].startswith(f"error: the study database sqlite:///{study_db} could not be written: File too "
+                               f"large (the file-size limit, ulimit -f, is 30000 bytes); the trials it holds are "
+                               f"kept"), lines[0]

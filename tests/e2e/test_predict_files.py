@@ -35,14 +35,13 @@ class OneFace:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(two_people, tmp_path_factory):
     base = tmp_path_factory.mktemp("round3")
-    write_synthetic(base / "data", people=2, width=32, height=40, seed=3)   # 14 eval images of 2 people
     photos = base / "photos"
     photos.mkdir()
-    for image in sorted((base / "data" / "eval" / "images").iterdir())[:3]:
+    for image in sorted((two_people / "eval" / "images").iterdir())[:3]:
         shutil.copy(image, photos / image.name)
-    return {"base": base, "data": base / "data", "photos": photos, "gt": base / "data" / "eval" / "gt.csv",
+    return {"base": base, "data": two_people, "photos": photos, "gt": two_people / "eval" / "gt.csv",
             "resnet": make_ckpt(base / "resnet.pt", seed=1)}
 
 

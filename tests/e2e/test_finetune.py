@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from helpers import error_line, tiny_overrides
+from helpers import REPO, error_line, tiny_overrides
 from safetensors.torch import save_file
 
 from multitask.cli import main
@@ -20,7 +20,7 @@ from multitask.train.callbacks import Callback
 from multitask.train.run import fit, run_training
 from multitask.utils.errors import UserError
 
-WEIGHTS = Path(__file__).resolve().parents[2] / "shared" / "weights"   # read-only, beside the checkout (and CI's)
+WEIGHTS = REPO.parent / "shared" / "weights"   # read-only, beside the checkout (and CI's)
 LITE0 = WEIGHTS / "tf_efficientnet_lite0.imagenet.safetensors"
 SHARED = [("tf_efficientnet_lite0", "tf_efficientnet_lite0.imagenet.safetensors"),
           ("tf_efficientnet_lite2", "tf_efficientnet_lite2.imagenet.safetensors"),

@@ -1,12 +1,17 @@
 """Registries are the one source of choices, and a way in from outside: a loss, a weighting and a sink defined here,
 registered, chosen by name in a config, validated as the built-in ones are, and trained with."""
+import os
+import subprocess
+import sys
 import typing
+from importlib.metadata import EntryPoint
 
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import error_line
 
-from multitask.cli import build_parser
+from multitask.cli import build_parser, main
 from multitask.config import ConfigError, TrainConfig, load_config
 from multitask.config.registered import choices
 from multitask.config.schema import DistillConfig
@@ -17,6 +22,7 @@ from multitask.model.weighting import WEIGHTINGS, Static, register_weighting
 from multitask.tracking import SINKS, Sink, register_sink
 from multitask.train import run_training
 from multitask.train.optim import SCHEDULES
+from multitask.utils import plugins
 
 QUICKSTART = "configs/quickstart.yaml"
 
@@ -100,3 +106,69 @@ def test_a_plugged_in_weighting_is_a_choice_of_train_loss_weighting(tiny_cfg):
     with pytest.raises(TypeError):
         register_weighting("not_a_weighting", object)
     assert isinstance(WEIGHTINGS["half_static"](heads=tiny_cfg().trained_heads()), torch.nn.Module)
+
+
+PLUGIN = '''
+import torch.nn.functional as F
+
+from multitask.model.losses import register_loss
+from multitask.tracking import Sink, register_sink
+
+SEEN = []
+
+
+def hinge_on_probabilities(logits, target, *, spec, class_weights=None):
+    return F.multi_margin_loss(logits.float(), target)
+
+
+class Epochs(Sink):
+    name = "epochs_seen"
+
+    def log_scalars(self, values, step):
+        if "epoch" in values:
+            SEEN.append(values["epoch"])
+
+
+register_loss("plugin_hinge", hinge_on_probabilities)
+register_sink("epochs_seen", lambda run_dir, cfg: Epochs())
+'''
+
+
+def _plugin(tmp_path, monkeypatch, text=PLUGIN, name="outside_plugin"):
+    (tmp_path / f"{name}.py").write_text(text)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("MULTITASK_PLUGINS", name)
+    return name
+
+
+def test_a_plugin_named_in_the_environment_is_in_train_help_and_trains_from_the_cli(synth_root, tmp_path, monkeypatch):
+    from helpers import tiny_overrides
+
+    _plugin(tmp_path, monkeypatch)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    shown = subprocess.run([sys.executable, "-m", "multitask", "train", "--help"], env=env, capture_output=True,
+                           text=True, timeout=120)
+    assert shown.returncode == 0, shown.stderr
+    listed = {line.split(":")[0].strip(): line for line in shown.stdout.splitlines() if line.startswith("  ")}
+    assert "plugin_hinge" in listed["heads.<head>.loss"] and "epochs_seen" in listed["tracking.sinks"]
+    assert "pcgrad" in listed["train.loss_weighting"]
+    args = ["train", "--config", QUICKSTART, *tiny_overrides(synth_root, tmp_path), "train.epochs=2",
+            "heads.mask.loss={plugin_hinge: 1.0}", "tracking.sinks=[epochs_seen]", "train.decisions=off"]
+    assert main(args) == 0
+    assert sys.modules["outside_plugin"].SEEN == [1.0, 2.0]
+
+
+def test_an_entry_point_plugin_is_loaded_once_and_a_broken_one_is_one_line(tmp_path, monkeypatch, capsys):
+    runs = tmp_path / "imported.txt"   # the plugin leaves a mark each time its module body runs
+    (tmp_path / "packaged_plugin.py").write_text(f"open({str(runs)!r}, 'a').write('x')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    points = [EntryPoint(name="packaged", value="packaged_plugin", group=plugins.GROUP)]
+    monkeypatch.setattr(plugins, "entry_points", lambda group: points if group == plugins.GROUP else [])
+    monkeypatch.delenv("MULTITASK_PLUGINS", raising=False)
+    loaded = plugins.load_plugins()
+    assert "packaged_plugin" in loaded and plugins.load_plugins() == loaded
+    assert runs.read_text() == "x"   # imported once however often it is asked for
+    _plugin(tmp_path, monkeypatch, text="raise RuntimeError('no GPU library here')\n", name="broken_plugin")
+    assert main(["config", "show", "--config", QUICKSTART]) == 2
+    line = error_line(capsys)
+    assert line.startswith("plugin broken_plugin (from MULTITASK_PLUGINS) failed to import") and "no GPU" in line

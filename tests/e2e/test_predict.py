@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from helpers import FAST, SINGLE18, image_count, make_ckpt, predict, predicted
+from helpers import FAST, REPO, SINGLE18, image_count, make_ckpt, predict, predicted
 from sklearn.metrics import f1_score
 
 from multitask.analysis.report.build import build_report
@@ -24,7 +24,6 @@ from multitask.cli import main
 from multitask.config import load_config
 from multitask.data.ground_truth import read_gt
 from multitask.data.images import read_image, resize
-from multitask.data.synthetic import write_synthetic
 from multitask.decisions.apply import average_offsets
 from multitask.heads import HeadSpec, composite_encode, expand_derived, member_joint
 from multitask.infer.ensemble import Member, combine
@@ -32,16 +31,15 @@ from multitask.infer.tta import MERGES, VIEWS, merge_gmean, merge_mean, merge_vo
 from multitask.metrics.table import composite_prediction
 from multitask.utils.errors import UserError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(two_people, tmp_path_factory):
     base = tmp_path_factory.mktemp("predict")
-    write_synthetic(base / "data", people=2, width=32, height=40, seed=3)   # 14 eval images of 2 people
     few = base / "few"                # 4 of them as a plain folder: for tests that run many models and views
     few.mkdir()
-    for image in sorted((base / "data" / "eval" / "images").iterdir())[:4]:
+    for image in sorted((two_people / "eval" / "images").iterdir())[:4]:
         shutil.copy(image, few / image.name)
-    return {"base": base, "data": base / "data", "few": few,
+    return {"base": base, "data": two_people, "few": few,
             "resnet": make_ckpt(base / "resnet.pt", seed=1),
             "effnet": make_ckpt(base / "effnet.pt", backbone="test_efficientnet", size=(40, 40), seed=2),
             "single18": make_ckpt(base / "single18.pt", seed=3, overrides=SINGLE18),

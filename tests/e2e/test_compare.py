@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import REPO, error_line
 from sklearn.metrics import f1_score
 
 from multitask.analysis.compare import compare, load_item
@@ -15,11 +16,12 @@ from multitask.cli import main
 from multitask.config import Config
 from multitask.heads import resolve_heads
 from multitask.metrics.intervals import score_intervals
+from multitask.metrics.stats import MAX_DRAWS
 from multitask.metrics.table import build_table
 from multitask.utils.errors import UserError
 from multitask.utils.io import write_csv
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO
 HEADS = resolve_heads(Config().heads)
 COMPOSITE = [HEADS[n] for n in ("mask", "gender", "age")]
 
@@ -157,3 +159,57 @@ def test_a_mask_only_manifest_scores_the_mask_head_alone(tmp_path):
     assert 0 < lo <= f1 <= hi < 1
     c = compare([path, path], names=["a", "b"], draws=50)
     assert set(c.differences["b - a"]) == {"mask"} and c.differences["b - a"]["mask"][0] == 0
+
+
+def test_huge_draws_are_refused_in_one_line_before_any_table_is_read(tmp_path, capsys):
+    a, b = crafted(5, seed=1, tmp=tmp_path)
+    assert main(["compare", str(a), str(b), "--draws", "100000000", "--out", str(tmp_path / "cmp")]) == 2
+    message = error_line(capsys)
+    assert "--draws" in message and str(MAX_DRAWS) in message and "100000000" in message
+    assert not (tmp_path / "cmp").exists()
+    assert main(["tune-decisions", str(a.parent), "--draws", "100000000"]) == 2
+    assert "--draws" in error_line(capsys)
+
+
+def _broken(tmp_path, column, value, row=3):
+    a, b = crafted(10, seed=2, tmp=tmp_path)
+    table = pd.read_csv(b)
+    table[column] = table[column].astype(object)
+    table.loc[row, column] = value
+    return a, write_csv(table, tmp_path / "broken.csv")
+
+
+@pytest.mark.parametrize("column, value, expected", [
+    ("true/gender", -5, "holds -5 (image 'img3'); expected a class index 0 to 1, or -1"),
+    ("true/mask", 1.5, "holds 1.5"),
+    ("prob/mask/wear", float("nan"), "prob/mask/wear holds nan"),
+    ("prob/mask/wear", float("inf"), "holds inf"),
+    ("prob/age/<30", 7.0, "holds 7.0 (image 'img3'); a probability is a number from 0 to 1"),
+    ("prob/age/<30", -0.2, "holds -0.2"),
+])
+def test_compare_refuses_labels_that_are_no_class_and_probabilities_that_are_none(tmp_path, capsys, column, value,
+                                                                                 expected):
+    a, broken = _broken(tmp_path, column, value)
+    assert main(["compare", str(a), str(broken), "--draws", "20", "--out", str(tmp_path / "cmp")]) == 2
+    message = error_line(capsys)
+    assert str(broken) in message and column in message and expected in message, message
+
+
+def test_compare_refuses_an_unknown_group_by_column_even_beside_a_group_column(tmp_path, capsys):
+    a, b = crafted(5, seed=3, tmp=tmp_path)
+    assert main(["compare", str(a), str(b), "--group-by", "gendr", "--draws", "20", "--out", str(tmp_path)]) == 2
+    assert "--group-by: no column 'gendr'" in error_line(capsys)
+
+
+def test_compare_says_which_head_it_left_out(tmp_path):
+    a, b = crafted(10, seed=5, tmp=tmp_path)
+    table = pd.read_csv(b)
+    unlabelled = write_csv(table.drop(columns=["true/gender"]), tmp_path / "no_gender_truth.csv")
+    c = compare([a, unlabelled], names=["a", "b"], draws=20)
+    assert "gender" not in c.differences["b - a"] and "left out gender (no truth or columns in b)" in c.note
+    composite = ("prob/gender/", "pred/gender", "true/gender", "composite/heads", "pred/composite", "true/composite")
+    fewer = write_csv(table.drop(columns=[c for c in table.columns if c.startswith(composite)]),
+                      tmp_path / "no_gender.csv")
+    c = compare([a, fewer], names=["a", "b"], draws=20)
+    assert set(c.differences["b - a"]) == {"mask", "age"}
+    assert "left out composite (no truth or columns in b), gender (no truth or columns in b)" in c.note

@@ -19,9 +19,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from helpers import TINY_IMAGES, TINY_PEOPLE, error_line, tiny_overrides
+import yaml
+from helpers import LR_SPACE, QUICKSTART, TINY_IMAGES, TINY_PEOPLE, Commands, error_line, files_under, tiny_overrides
 
 from multitask.cli import main
+from multitask.config import load_config
 from multitask.data.images import read_image
 from multitask.runs.checkpoint import FORMAT, VERSION, load_checkpoint
 
@@ -30,10 +32,6 @@ CONFIG = "configs/quickstart.yaml"
 
 def _base(root, tmp_path) -> list[str]:
     return tiny_overrides(root, tmp_path, "train.max_steps=1")
-
-
-def _files(folder: Path) -> list[str]:
-    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
 
 
 @pytest.fixture()
@@ -58,7 +56,7 @@ def _train_fails(capsys, tmp_path, args) -> str:
     message = error_line(capsys)
     assert code == 2, message
     # nothing half-written: no run dir (not even config.yaml or empty logs), no image cache or temp file
-    assert _files(tmp_path / "runs") == [] and _files(tmp_path / "cache") == []
+    assert files_under(tmp_path / "runs") == [] and files_under(tmp_path / "cache") == []
     return message
 
 
@@ -332,7 +330,7 @@ def test_no_traceback_without_debug_and_one_with_it(tmp_path):
     assert plain.returncode == 2
     assert plain.stderr == (f"error: data root not found: {tmp_path / 'nowhere'}; expected a folder holding train/ "
                             f"(and eval/)\n")
-    assert _files(tmp_path / "runs") == []
+    assert files_under(tmp_path / "runs") == []
     # --debug (before or after the subcommand) shows the traceback instead
     for flag_first in (True, False):
         args = ["train", "--config", CONFIG, "train.epoch=3"]
@@ -434,7 +432,6 @@ def _numbered_run_made(t: _Setup, out: str, caught) -> None:
 
 
 def _resumed_config_is_what_ran(t: _Setup, out: str, caught) -> None:
-    import yaml
 
     run = t.tmp / "runs" / "quickstart" / "1"
     ckpt = load_checkpoint(run / "last.pt")
@@ -445,7 +442,6 @@ def _resumed_config_is_what_ran(t: _Setup, out: str, caught) -> None:
 
 def _age_unlabelled_in_validation(t: _Setup) -> list[str]:
     """A merged manifest where only one person has an age label, and a fold whose validation people have none."""
-    from multitask.config import load_config
     from multitask.data.sources import rows_and_folds
 
     rows = []
@@ -736,7 +732,125 @@ def test_red_team_case(case, synth_root, trained, tmp_path, monkeypatch, capsys)
         assert code == spec.code and fragment in message, message
         assert "weights_only" not in message and "will likely succeed" not in message
         if argv[0] == "train" and "--resume" not in argv and case not in KEEPS_ITS_RUN:
-            assert _files(tmp_path / "runs") == []   # nothing half-made left behind, whatever stopped it
+            assert files_under(tmp_path / "runs") == []   # nothing half-made left behind, whatever stopped it
     assert {p.name: p.read_bytes() for p in trained.iterdir() if p.is_file()} == before   # the shared run is untouched
     if spec.after:
         spec.after(t, "", caught)
+
+
+def test_cli_config_error_is_one_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("model:\n  backbon: resnet18\n")
+    proc = subprocess.run([sys.executable, "-m", "multitask", "train", "--config", str(path)],
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "unknown key 'model.backbon'" in lines[0] and "Traceback" not in proc.stderr
+
+
+@pytest.fixture(scope="module")
+def resumable(synth_root, tmp_path_factory):
+    """A 1-step run that may go on (epochs 2): its last.pt is what a resume reads."""
+    tmp = tmp_path_factory.mktemp("r3resume")
+    assert main(["train", "--config", "configs/quickstart.yaml",
+                 *tiny_overrides(synth_root, tmp, "train.max_steps=1", "train.epochs=2")]) == 0
+    return next((tmp / "runs" / "quickstart").iterdir())
+
+
+@pytest.mark.parametrize("change, expected", [
+    (lambda c: c.update(version="abc"), "checkpoint version 'abc' is not a version number"),
+    (lambda c: c.pop("rng"), "the checkpoint's 'rng' entry should be a dict, found nothing"),
+    (lambda c: c.update(config="hello"), "the checkpoint's 'config' entry should be a dict, found a str"),
+    (lambda c: c["config"]["data"].update(image_size=json.loads("[" * 60 + "]" * 60)),
+     "its config: nested more than 32 levels"),
+])
+def test_a_crafted_last_pt_is_refused_before_the_run_dir_changes(resumable, tmp_path, capsys, change, expected):
+    run = tmp_path / "run"
+    shutil.copytree(resumable, run)
+    ckpt = torch.load(run / "last.pt", weights_only=True)
+    change(ckpt)
+    torch.save(ckpt, run / "last.pt")
+    before = files_under(run)
+    code = main(["train", "--resume", str(run), "train.max_steps=2"])
+    message = error_line(capsys)
+    assert code == 2 and expected in message and str(run / "last.pt") in message, message
+    assert files_under(run) == before   # no tb/ event file, no log: checked before the run dir was touched
+
+
+SECRET = "s3cr3t-pw"
+
+
+# name -> (argv builder, the fragment the one error line holds)
+ONE_LINE = {
+    # 10. a key for a head that does not exist
+    "config show heads.newhead.weight=0.5": (
+        lambda t: ["config", "show", "heads.newhead.weight=0.5"],
+        "heads.newhead: unknown head 'newhead'; configured: mask, gender, age "
+        "(a new head needs heads.newhead.classes)"),
+    "config show heads.agee.weight=0.5": (
+        lambda t: ["config", "show", "--config", QUICKSTART, "heads.agee.weight=0.5"],
+        "heads.agee: unknown head 'agee' (did you mean age"),
+    "sweep space key heads.newhead.weight": (
+        lambda t: t.sweep("params:\n  heads.newhead.weight: {low: 0.5, high: 2.0}\n"),
+        "heads.newhead.weight=0.5: "),
+    # 11. train.monitor against the metrics the heads log, before anything trains
+    "train.monitor typo": (
+        lambda t: ["train", "--config", QUICKSTART, *t.tiny, "train.monitor=val/age/f11"],
+        "train.monitor: 'val/age/f11' is not a metric this run logs (did you mean val/age/f1"),
+    "train.monitor of a head that does not train": (
+        lambda t: ["train", "--config", QUICKSTART, *t.tiny, "--heads", "age", "train.monitor=val/mask/f1"],
+        "train.monitor: 'val/mask/f1' is not a metric this run logs"),
+    "sweep choice of a never-logged monitor": (
+        lambda t: t.sweep("params:\n  train.monitor: {choices: [val/composite/f1, val/age/f1_old]}\n"),
+        "train.monitor=val/age/f1_old: train.monitor: 'val/age/f1_old' is not a metric this run logs"),
+    # 14. an in-memory SQLite study keeps nothing
+    "--storage sqlite://": (lambda t: t.sweep(LR_SPACE, "--storage", "sqlite://"),
+                            "--storage sqlite://: an in-memory SQLite database keeps no study"),
+    "--storage sqlite:///:memory:": (lambda t: t.sweep(LR_SPACE, "--storage", "sqlite:///:memory:"),
+                                     "--storage sqlite:///:memory:: an in-memory SQLite database"),
+    # 15. a refused storage: the password masked (the after-check: not echoed, no sweep folder left)
+    "--storage with a password, refused": (
+        lambda t: t.sweep(LR_SPACE, "--storage", f"postgresql://user:{SECRET}@127.0.0.1:9/db"),
+        "--storage postgresql://user:***@127.0.0.1:9/db: cannot open the study database"),
+    "--storage not parseable, with a password": (
+        lambda t: t.sweep(LR_SPACE, "--storage", f"nosuchdb://user:{SECRET}@host/db"),
+        "--storage nosuchdb://user:***@host/db: cannot open the study database"),
+    # 17. an exponent float without a dot is a number (here one out of range: it was read as a number)
+    "train.lr=-5e-4": (lambda t: ["config", "show", "train.lr=-5e-4"],
+                       "train.lr: -0.0005 is out of range; expected > 0"),
+    "sweep fixed train.lr: -1E-3": (
+        lambda t: t.sweep(LR_SPACE + "fixed:\n  train.weight_decay: -1E-3\n"),
+        "train.weight_decay: -0.001 is out of range; expected >= 0"),
+    # 22. the same table twice without --names
+    "compare RUN RUN": (lambda t: t.compare_same(), "is given twice; a table compared with itself differs by 0"),
+}
+
+
+@pytest.mark.parametrize("case", list(ONE_LINE))
+def test_one_line_refusal(case, synth_root, tmp_path, capsys):
+    build, fragment = ONE_LINE[case]
+    argv = build(Commands(synth_root, tmp_path))
+    code = main(argv)
+    message = error_line(capsys)
+    assert code == 2 and fragment in message, message
+    assert SECRET not in message
+    if argv[0] in ("train", "sweep"):   # refused before anything was made: no run dir, no runs/<name>/sweep/
+        assert files_under(tmp_path / "runs", dirs=True) == [] and files_under(tmp_path / "cache", dirs=True) == []
+
+
+def test_a_failed_train_leaves_no_empty_runs_folder(synth_root, tmp_path, capsys):
+    """The run dir is made, then the data is missing: the run dir goes, and so do runs/<name>/ and runs/ this run
+    made; folders that were there before stay."""
+    tiny = Commands(synth_root, tmp_path).tiny
+    missing = ["train", "--config", QUICKSTART, *tiny, f"data.root={tmp_path / 'nodata'}"]
+    assert main(missing) == 2
+    assert "nodata" in error_line(capsys)
+    assert not (tmp_path / "runs").exists()
+    (tmp_path / "runs" / "other").mkdir(parents=True)
+    assert main(missing) == 2
+    error_line(capsys)
+    assert files_under(tmp_path / "runs", dirs=True) == ["other"]
+    (tmp_path / "runs" / "quickstart").mkdir()   # there before (empty): not this run's to remove
+    assert main(missing) == 2
+    error_line(capsys)
+    assert files_under(tmp_path / "runs", dirs=True) == ["other", "quickstart"]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from helpers import TINY_IMAGES, tb_scalars, tiny_overrides, wandb_history
+from helpers import REPO, TINY_IMAGES, tb_scalars, tiny_overrides, wandb_history
 
 from multitask.cli import main
 from multitask.config import load_config
@@ -263,7 +263,7 @@ def test_loader_workers_start_after_opencv_was_busy_in_this_process(tmp_path):
            "data.image_size=[96,72]", "data.num_workers=2", "data.n_folds=4", f"data.cache_dir={tmp_path / 'cache'}",
            f"output_dir={tmp_path / 'runs'}", "train.epochs=1", "train.batch_size=8", "train.max_steps=3",
            "tracking.wandb.mode=disabled", "tracking.tensorboard=false", "tracking.progress=false"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, cwd=Path(__file__).parents[1])
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "wrote the synthetic data set" in proc.stdout
     last = load_checkpoint(next((tmp_path / "runs" / "quickstart").iterdir()) / "last.pt")

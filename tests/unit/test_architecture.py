@@ -5,12 +5,12 @@ import importlib
 import re
 import shutil
 import subprocess
-from pathlib import Path
 
 import grimp
 import pytest
+from helpers import REPO
 
-PACKAGE = Path(__file__).resolve().parents[1] / "multitask"
+PACKAGE = REPO / "multitask"
 MODULE_LINES, FUNCTION_LINES = 400, 60
 CLI = PACKAGE / "cli"
 
@@ -158,3 +158,21 @@ def test_every_subpackage_names_its_public_face():
         assert names, f"{init.relative_to(PACKAGE)}: no __all__"
         missing = [n for n in names if not hasattr(module, n)]
         assert not missing, (init.parent.name, missing)
+
+
+def test_unit_tests_neither_train_nor_run_a_command():
+    """tests/unit stays the fast inner loop: no module there imports what trains, predicts, exports, sweeps or runs
+    a command (those are tests/e2e's; this module only checks that those names exist), and no test module sits
+    outside the two folders."""
+    runners = {"main", "run_training", "fit", "run_predict", "predict", "run_export", "run_sweep", "run_trial"}
+    for path in sorted((REPO / "tests" / "unit").glob("test_*.py")):
+        if path.name == "test_architecture.py":
+            continue
+        reached = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in ("multitask", "helpers"):
+                reached.update(f"{node.module}.{a.name}" for a in node.names if a.name in runners)
+            elif isinstance(node, ast.Import):
+                reached.update(a.name for a in node.names if a.name in ("subprocess", "torch.multiprocessing"))
+        assert not reached, f"{path.name} imports {sorted(reached)}: it belongs in tests/e2e"
+    assert not list((REPO / "tests").glob("test_*.py")), "test modules live in tests/unit or tests/e2e"

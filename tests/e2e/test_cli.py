@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import cv2
 import pytest
 import yaml
 
@@ -59,3 +60,12 @@ def test_config_show_loads_back_as_the_same_config(config, overrides, tmp_path, 
         lines = {line.split(":")[0].strip(): line for line in text.splitlines() if not line.startswith("#")}
         assert lines["epochs"].endswith("# default: 5") and lines["amp"].startswith("  amp: 'off'")
         assert "# default" not in lines["seed"] and lines["n_folds"].rstrip() == "  n_folds: 5"
+
+
+def test_cli_synth(tmp_path, capsys):
+    from multitask.cli import main
+
+    assert main(["synth", "--out", str(tmp_path / "s"), "--people", "2", "--size", "32x40", "--seed", "1"]) == 0
+    assert "14 images of 2 people" in capsys.readouterr().out
+    assert main(["synth", "--out", str(tmp_path / "s"), "--people", "2"]) == 2
+    assert cv2.imread(str(next((tmp_path / "s" / "eval" / "images").iterdir()))).shape == (40, 32, 3)

@@ -13,9 +13,13 @@ import pytest
 import torch
 
 pytest.importorskip("onnxruntime", reason="the onnx extra is not installed: pip install -e '.[onnx]'")
+import os
+from pathlib import Path
+
 import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
-from helpers import FAST, SINGLE18, error_line, image_count, make_ckpt, predict, predicted  # noqa: E402
+import pytest
+from helpers import FAST, SINGLE18, error_line, files_under, image_count, make_ckpt, predict, predicted  # noqa: E402
 
 from multitask.cli import main  # noqa: E402
 from multitask.config import to_dict  # noqa: E402
@@ -313,3 +317,129 @@ def test_an_onnx_model_is_known_by_its_content_whatever_its_name(made, tmp_path,
     torn.write_bytes(named.read_bytes()[:-100])
     assert export_onnx.is_onnx(named) and not export_onnx.is_onnx(torn)
     assert not export_onnx.is_onnx(made["small"]) and not export_onnx.is_onnx(made["st"])
+
+
+@pytest.fixture(scope="module")
+def small_pt(tmp_path_factory):
+    return make_ckpt(tmp_path_factory.mktemp("r3export") / "small.pt")
+
+
+def test_an_opset_torch_does_not_write_is_one_line_naming_the_range(small_pt, tmp_path, capfd):
+    assert main(["export", str(small_pt), "--format", "onnx", "--opset", "99", "--out", str(tmp_path / "m.onnx")]) == 2
+    out, err = capfd.readouterr()
+    assert out == "" and err.count("\n") == 1, (out[:300], err[:300])
+    assert "--opset: 99" in err and "choose 7 to" in err and not (tmp_path / "m.onnx").exists()
+
+
+def test_an_exporter_failure_keeps_its_ir_dump_off_the_terminal(small_pt, tmp_path, capfd, monkeypatch):
+    def failing(*args, **kwargs):   # what the TorchScript exporter does: a C++ dump on fd 1, then an exception
+        os.write(1, b"Torch IR graph at exception: graph(%0 : Byte(*, 32, 32, 3)\n" * 200)
+        raise RuntimeError("Unsupported onnx_opset_version: 17")
+    monkeypatch.setattr(torch.onnx, "export", failing)
+    assert main(["export", str(small_pt), "--format", "onnx", "--out", str(tmp_path / "m.onnx")]) == 2
+    out, err = capfd.readouterr()
+    assert "Torch IR" not in out + err and err.count("\n") == 1, err
+    assert "at opset 17 (RuntimeError: Unsupported onnx_opset_version: 17)" in err and "another --opset (7 to" in err
+
+
+@pytest.fixture(scope="module")
+def exported(small_pt, tmp_path_factory):
+    """The small model as ONNX and as safetensors, and 7 eval photos to predict on."""
+    base = tmp_path_factory.mktemp("r3crafted")
+    write_synthetic(base / "data", people=1, width=32, height=32, seed=3)
+    export.run_export(ckpt=small_pt, fmt="onnx", out=base / "m.onnx")
+    export.run_export(ckpt=small_pt, fmt="safetensors", out=base / "st")
+    return base
+
+
+def _predict_fails(exported, tmp_path, capsys, ckpt, *extra) -> str:
+    out = tmp_path / "out"
+    code = main(["predict", "--ckpt", str(ckpt), "--data", str(exported / "data" / "eval" / "images"),
+                 "--out", str(out), "--device", "cpu", *extra])
+    message = error_line(capsys)
+    assert code == 2 and files_under(out) == [], message   # refused before anything was written
+    return message
+
+
+def _with_manifest(exported, tmp_path, change) -> Path:
+    """m.onnx with its manifest changed by `change(manifest)`."""
+    model = onnx.load(str(exported / "m.onnx"))
+    entry = next(p for p in model.metadata_props if p.key == METADATA_KEY)
+    entry.value = change(json.loads(entry.value))
+    path = tmp_path / "crafted.onnx"
+    onnx.save(model, str(path))
+    return path
+
+
+def _sliced_output(exported, tmp_path) -> Path:
+    """m.onnx whose age output keeps 2 of its 3 columns: the right metadata, the wrong output shape."""
+    model = onnx.load(str(exported / "m.onnx"))
+    for node in model.graph.node:
+        node.input[:] = ["age_full" if o == "age" else o for o in node.input]
+        node.output[:] = ["age_full" if o == "age" else o for o in node.output]
+    model.graph.initializer.extend([onnx.numpy_helper.from_array(np.array([v], np.int64), name)
+                                    for name, v in (("s0", 0), ("s2", 2), ("s1", 1))])
+    model.graph.node.append(onnx.helper.make_node("Slice", ["age_full", "s0", "s2", "s1"], ["age"]))
+    age = next(o for o in model.graph.output if o.name == "age")
+    age.type.tensor_type.shape.dim[1].dim_value = 2
+    path = tmp_path / "sliced.onnx"
+    onnx.save(model, str(path))
+    return path
+
+
+def test_an_onnx_graph_that_disagrees_with_its_manifest_is_refused_when_loaded(exported, tmp_path, capsys):
+    sliced = _sliced_output(exported, tmp_path)
+    message = _predict_fails(exported, tmp_path, capsys, sliced)
+    assert message.startswith(f"{sliced}: the ONNX graph's output age has shape [1, 2], but its manifest gives age 3 "
+                              f"values per image")
+
+    def bigger(manifest):
+        manifest["config"]["data"]["image_size"] = manifest["image_size"] = [48, 40]
+        manifest["input"].update(height=48, width=40)
+        return json.dumps(manifest)
+    resized = _with_manifest(exported, tmp_path, bigger)
+    message = _predict_fails(exported, tmp_path, capsys, resized)
+    assert message.startswith(f"{resized}: the ONNX graph takes tensor(uint8) ['batch', 32, 32, 3], but its "
+                              f"manifest says uint8 NHWC [batch, 48, 40, 3]")
+
+
+NESTED = "[" * 900 + "]" * 900
+
+
+@pytest.mark.parametrize("change, expected", [
+    (lambda m: json.dumps(m).replace('"name": ', f'"name": {NESTED}, "x": ', 1), "nested more than 32 levels"),
+    (lambda m: "[" * 100_000 + "]" * 100_000, "not readable JSON (maximum recursion depth"),
+    (lambda m: json.dumps(m).replace('"version": 1', '"version": ' + "9" * 5001, 1), "(4300 digits)"),
+    (lambda m: json.dumps({**m, "version": "abc"}), "export manifest version 'abc' is not a version number"),
+    (lambda m: json.dumps({**m, "version": None}), "export manifest version None is not a version number"),
+    (lambda m: json.dumps({**m, "version": [1]}), "export manifest version [1] is not a version number"),
+    (lambda m: json.dumps({**m, "config": "hello"}), 'its "config" should be the training config (a JSON object), '
+                                                     'found "hello"'),
+    (lambda m: json.dumps({k: v for k, v in m.items() if k != "config"}), 'its "config" should be the training '
+                                                                         'config (a JSON object), found null'),
+    (lambda m: json.dumps({**m, "decisions": {"applied": True, "offsets": {"age": {"<30": float("nan")}}}}),
+     "its decisions: offsets.age.<30 = nan is not a finite number"),
+])
+def test_a_crafted_manifest_is_one_line_naming_the_file_read(exported, tmp_path, capsys, change, expected):
+    """The same manifest reader for both formats: ONNX metadata and safetensors config.json."""
+    crafted_onnx = _with_manifest(exported, tmp_path, change)
+    message = _predict_fails(exported, tmp_path, capsys, crafted_onnx)
+    assert message.startswith(str(crafted_onnx)) and expected in message, message
+    folder = tmp_path / "st"
+    shutil.copytree(exported / "st", folder)
+    config = folder / "config.json"
+    config.write_text(change(json.loads(config.read_text())))
+    message = _predict_fails(exported, tmp_path, capsys, folder)
+    assert message.startswith(str(config)) and expected in message, message
+
+
+@pytest.mark.parametrize("text, expected", [
+    ('{"applied": true, "offsets": {"age": {"<30": ' + "9" * 5001 + "}}}", "(4300 digits)"),
+    ('{"applied": true, "offsets": {"age": {"<30": ' + NESTED + "}}}", "nested more than 32 levels"),
+    ('{"applied": true, "offsets": {"age": {"<30": ' + "[" * 100_000 + "]" * 100_000 + "}}}", "recursion depth"),
+])
+def test_a_crafted_decisions_json_is_one_line(exported, small_pt, tmp_path, capsys, text, expected):
+    path = tmp_path / "decisions.json"
+    path.write_text(text)
+    message = _predict_fails(exported, tmp_path, capsys, small_pt, "--decisions", str(path))
+    assert message.startswith(f"{path}: ") and expected in message, message

@@ -1,8 +1,9 @@
 """Bootstrap intervals: the fast macro F1 equals sklearn's, intervals resample whole groups and narrow with data."""
+
 import numpy as np
 from sklearn.metrics import f1_score
 
-from multitask.metrics.stats import group_draws, macro_f1, on_draws, percentile_interval
+from multitask.metrics.stats import MAX_DRAWS, group_draws, macro_f1, on_draws, percentile_interval
 
 
 def test_macro_f1_matches_sklearn_including_absent_classes():
@@ -49,3 +50,13 @@ def test_macro_f1_over_present_classes_matches_sklearns_default_macro():
     y[:5] = -1                                                   # unknown truth is left out
     keep = y >= 0
     assert macro_f1(y, p, 18, present_only=True) == f1_score(y[keep], p[keep], average="macro")
+
+
+def test_draws_are_made_in_chunks_and_equal_the_unchunked_ones():
+    groups = np.repeat(np.arange(37), 3).astype(str)
+    whole = list(group_draws(groups, draws=50, seed=4, chunk=50))
+    pieces = group_draws(groups, draws=50, seed=4, chunk=7)
+    assert len(pieces) == 50 and all((x == y).all() for x, y in zip(whole, pieces, strict=True))
+    assert all((x == y).all() for x, y in zip(pieces, pieces, strict=True))   # every pass: the same samples
+    big = group_draws(np.arange(100_000).astype(str), draws=MAX_DRAWS, seed=0)
+    assert big.chunk * 100_000 <= 2 ** 21   # memory per chunk bounded whatever the number of draws

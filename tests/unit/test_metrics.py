@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import torch
+from helpers import mask_heads, random_batches
 from sklearn.metrics import confusion_matrix, f1_score
 
 from multitask.heads import HeadSpec, composite_decode, composite_encode
@@ -8,27 +9,8 @@ from multitask.metrics.accumulator import MetricAccumulator
 from multitask.metrics.stats import head_scores
 
 
-def mask_heads():
-    return [HeadSpec(classes=["wear", "incorrect", "not_wear"], name="mask"),
-            HeadSpec(classes=["male", "female"], name="gender"),
-            HeadSpec(classes=["<30", "30-59", ">=60"], name="age")]
-
-
 def derived_head():
     return HeadSpec(classes=[f"c{i}" for i in range(18)], name="all18", derive=["mask", "gender", "age"])
-
-
-def random_batches(heads, n=60, batches=3, seed=0, unlabelled=None):
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(batches):
-        logits = {h.name: torch.from_numpy(rng.normal(size=(n, h.num_classes))).float() for h in heads}
-        targets = {h.name: torch.from_numpy(rng.integers(0, h.num_classes, n)) for h in heads}
-        if unlabelled:
-            for name, frac in unlabelled.items():
-                targets[name][torch.from_numpy(rng.random(n) < frac)] = -1
-        out.append((logits, targets))
-    return out
 
 
 def concat(batches, key, name):
@@ -180,30 +162,5 @@ def test_head_without_labels_reports_nothing_for_it():
     assert (acc.targets()["gender"] == -1).all()
 
 
-def _sync_worker(rank, world, init_file, out_dir):
-    import torch.distributed as dist
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
-        heads = mask_heads()
-        acc = MetricAccumulator(heads=heads, composite=heads)
-        logits, targets = random_batches(heads, n=20, batches=2, seed=7)[rank]   # each rank sees its own batch
-        acc.update(logits, targets)
-        acc.sync()
-        acc.sync()   # a second call must not gather twice
-        np.save(f"{out_dir}/targets{rank}.npy", acc.targets()["age"])
-        np.save(f"{out_dir}/f1_{rank}.npy", np.array(acc.compute()["composite/f1"]))
-    finally:
-        dist.destroy_process_group()
 
 
-@pytest.mark.slow
-def test_sync_gathers_all_ranks(tmp_path):
-    import torch.multiprocessing as mp
-    mp.spawn(_sync_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
-    heads = mask_heads()
-    single = MetricAccumulator(heads=heads, composite=heads)
-    for logits, targets in random_batches(heads, n=20, batches=2, seed=7):
-        single.update(logits, targets)
-    for rank in range(2):
-        np.testing.assert_array_equal(np.load(tmp_path / f"targets{rank}.npy"), single.targets()["age"])
-        assert float(np.load(tmp_path / f"f1_{rank}.npy")) == pytest.approx(single.compute()["composite/f1"])

@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import mask_heads
 from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
 
 from multitask.analysis.report.age import threshold_sweep
@@ -21,12 +22,6 @@ from multitask.utils.io import write_csv
 
 STEMS = ["mask1", "mask2", "incorrect_mask", "normal"]
 FLIPPED = 0  # row whose gender label the tests flip against a very confident prediction
-
-
-def mask_heads():
-    return [HeadSpec(classes=["wear", "incorrect", "not_wear"], name="mask"),
-            HeadSpec(classes=["male", "female"], name="gender"),
-            HeadSpec(classes=["<30", "30-59", ">=60"], name="age", bins=[30, 60], eval_bins=[30, 60])]
 
 
 def synthetic_predictions(folder, *, heads=None, n=72, seed=0, unlabelled=None, with_targets=True):

@@ -14,7 +14,6 @@ from helpers import FAST, make_ckpt, predict, predicted
 from multitask.cli import main
 from multitask.config import load_config
 from multitask.data.ground_truth import read_gt
-from multitask.data.synthetic import write_synthetic
 from multitask.decisions import fit as decisions
 from multitask.metrics.table import build_table
 from multitask.utils.io import write_csv
@@ -86,16 +85,15 @@ def test_train_fits_decisions_at_the_end(tiny_cfg, capsys):
 
 # ------------------------------------------------------------------------------------------------ predict
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(two_people, tmp_path_factory):
     base = tmp_path_factory.mktemp("decisions")
-    write_synthetic(base / "data", people=2, width=32, height=40, seed=3)   # 14 eval images of 2 people
     make_ckpt(base / "run" / "best.pt", seed=1)
     (base / "plain").mkdir()
     shutil.copy(base / "run" / "best.pt", base / "plain" / "best.pt")   # the same model without decisions
     (base / "run" / "decisions.json").write_text(json.dumps(
         {"applied": True, "offsets": {"age": {"<30": 0.0, "30-59": 0.0, ">=60": 50.0}}}))
-    return {"data": base / "data", "run": base / "run", "plain": base / "plain",
-            "gt": base / "data" / "eval" / "gt.csv"}
+    return {"data": two_people, "run": base / "run", "plain": base / "plain",
+            "gt": two_people / "eval" / "gt.csv"}
 
 
 def test_predict_applies_decisions_and_off_restores_the_argmax(world, tmp_path):

@@ -5,11 +5,12 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import REPO
 
 from multitask.data.competition import read_competition, read_eval, read_label_fixes
 from multitask.utils.errors import UserError
 
-SHIPPED_FIXES = Path(__file__).resolve().parents[1] / "configs" / "label_fixes" / "mask_competition.csv"
+SHIPPED_FIXES = REPO / "configs" / "label_fixes" / "mask_competition.csv"
 STEMS = ["mask1", "mask2", "mask3", "mask4", "mask5", "incorrect_mask", "normal"]
 
 

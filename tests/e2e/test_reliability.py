@@ -20,12 +20,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from helpers import error_line, tiny_overrides
+from helpers import REPO, error_line, tiny_overrides
 
 from multitask.cli import main
 from multitask.runs.checkpoint import load_checkpoint
 
-CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml")
+CONFIG = str(REPO / "configs" / "quickstart.yaml")
 KILL_TIMEOUT = 240   # seconds; 2 shared cores, and a child pays torch's import first
 
 WRAPPER = '''

@@ -20,7 +20,7 @@ import pytest
 optuna = pytest.importorskip("optuna")
 sqlalchemy = pytest.importorskip("sqlalchemy")
 
-from helpers import error_line, tiny_overrides  # noqa: E402
+from helpers import REPO, error_line, tiny_overrides  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
 from multitask.cli import main  # noqa: E402
@@ -28,7 +28,7 @@ from multitask.experiments.study import GRACE_ENV, Sweep, heartbeat_timing, mask
 from multitask.experiments.workers import run_sweep  # noqa: E402
 from multitask.utils.errors import UserError  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO
 QUICKSTART = str(ROOT / "configs" / "quickstart.yaml")
 URL_ENV = "MULTITASK_TEST_POSTGRES"
 GRACE = 6   # seconds: the kill test waits this long for the heartbeat to give up on the dead worker

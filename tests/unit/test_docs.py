@@ -12,12 +12,13 @@ import typing
 from pathlib import Path
 
 import pytest
+from helpers import REPO
 
 import multitask.cli as cli
 from multitask.config import schema
 from multitask.heads import HeadSpec
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO
 LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)")
 
 

@@ -173,10 +173,3 @@ def test_bad_input_is_a_user_error(tmp_path, small_set):
         write_synthetic(tmp_path / "x", people=0, width=32, height=32, seed=0)
 
 
-def test_cli_synth(tmp_path, capsys):
-    from multitask.cli import main
-
-    assert main(["synth", "--out", str(tmp_path / "s"), "--people", "2", "--size", "32x40", "--seed", "1"]) == 0
-    assert "14 images of 2 people" in capsys.readouterr().out
-    assert main(["synth", "--out", str(tmp_path / "s"), "--people", "2"]) == 2
-    assert cv2.imread(str(next((tmp_path / "s" / "eval" / "images").iterdir()))).shape == (40, 32, 3)
