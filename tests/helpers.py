@@ -87,6 +87,16 @@ class Commands:
         return ["compare", str(run), str(run)]
 
 
+class OneFaceDetector:
+    """Stands in for MTCNN: one face at a fixed place; counts its calls (class-wide: reset `calls` before use)."""
+    calls = 0
+
+    def detect_faces(self, image):
+        OneFaceDetector.calls += 1
+        h, w = image.shape[:2]
+        return [{"box": [w // 4, h // 5, w // 2, h // 2], "confidence": 0.99}]
+
+
 def error_line(capsys) -> str:
     """The one line a failed command wrote to stderr, without its `error: `: exactly one line, no traceback."""
     err = capsys.readouterr().err

@@ -28,8 +28,9 @@ def help_for(command: str, description: str | None = None) -> dict:
 
 
 class HelpWithChoices(argparse._HelpAction):
-    """-h/--help that also lists the names each config key takes now, plugins' included (utils/plugins.py): only
-    this help imports the config package for them, so every other --help stays instant."""
+    """-h/--help that also lists the names each config key takes now, plugins' included (utils/plugins.py), before
+    the examples that end every help: only this help imports the config package for them, so every other --help
+    stays instant."""
 
     def __call__(self, parser, namespace, values, option_string=None):
         from ..config.choices import choice_lists
@@ -39,8 +40,9 @@ class HelpWithChoices(argparse._HelpAction):
             shown = "any name of timm.optim.list_optimizers(), e.g. adamw, sgd, lamb, lion" \
                 if key == "train.optimizer" else ", ".join(names) or "none registered"
             lines.append(textwrap.fill(f"{key}: {shown}", 100, initial_indent="  ", subsequent_indent="    "))
-        parser.epilog = (f"{parser.epilog}\n\nnames a config may choose (built in, then registered by plugins: "
-                         f"MULTITASK_PLUGINS or the multitask.plugins entry points):\n" + "\n".join(lines))
+        header = textwrap.fill("names a config may choose (built in, then registered by plugins: MULTITASK_PLUGINS or "
+                               "the multitask.plugins entry points):", 100)
+        parser.epilog = header + "\n" + "\n".join(lines) + f"\n\n{parser.epilog}"
         super().__call__(parser, namespace, values, option_string)
 
 

@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import REPO, predict
+from helpers import REPO, OneFaceDetector, predict
 
 from multitask.cli import main
 from multitask.data import faces
@@ -27,16 +27,6 @@ def _png(path: Path, image: np.ndarray) -> str:
     return str(path)
 
 
-class CountingDetector:
-    """Stands in for MTCNN: one face at a fixed place; counts its calls."""
-    calls = 0
-
-    def detect_faces(self, image):
-        CountingDetector.calls += 1
-        h, w = image.shape[:2]
-        return [{"box": [w // 4, h // 5, w // 2, h // 2], "confidence": 0.99}]
-
-
 @pytest.mark.skipif(not UTK.is_dir(), reason=f"needs the real face photos in {UTK} (the shared data folder)")
 def test_detector_finds_most_faces_in_real_photos(tmp_path):
     out = tmp_path / "real"
@@ -49,16 +39,16 @@ def test_detector_finds_most_faces_in_real_photos(tmp_path):
 
 def test_boxes_are_stored_and_reused_at_any_size(tmp_path, monkeypatch):
     paths = [_png(tmp_path / f"{i}.png", np.full((320, 240, 3), 40 * i, np.uint8)) for i in range(3)]
-    monkeypatch.setattr(faces, "load_detector", CountingDetector)
-    CountingDetector.calls = 0
+    monkeypatch.setattr(faces, "load_detector", OneFaceDetector)
+    OneFaceDetector.calls = 0
     first = detect_faces(paths, cache_dir=tmp_path / "c", workers=2)
-    assert CountingDetector.calls == 3 and all(f.box is not None and (f.height, f.width) == (320, 240) for f in first)
+    assert OneFaceDetector.calls == 3 and all(f.box is not None and (f.height, f.width) == (320, 240) for f in first)
     plan = plan_faces(first)
     for size in ((32, 24), (16, 16)):   # another image size (another pixel cache) reuses the stored boxes
         crop = faces.Cropper(mode="face", margin=0.4, aspect=size[0] / size[1], anchors=plan.anchors)
         ImageCache.build(paths, height=size[0], width=size[1], cache_dir=tmp_path / "c", crop=crop)
         assert detect_faces(paths, cache_dir=tmp_path / "c") == first
-    assert CountingDetector.calls == 3
+    assert OneFaceDetector.calls == 3
     # crops and whole photos never share a pixel cache
     whole = ImageCache.build(paths, height=16, width=16, cache_dir=tmp_path / "c")
     assert whole.file != ImageCache.build(paths, height=16, width=16, cache_dir=tmp_path / "c", crop=crop).file
@@ -117,7 +107,7 @@ def test_face_crop_training_on_photos_without_faces_uses_the_fallback(tmp_path, 
 def test_predict_feeds_each_checkpoint_its_training_crop(mode, tmp_path, monkeypatch):
     from helpers import make_ckpt  # tiny random checkpoints, as in the predict tests
 
-    monkeypatch.setattr(faces, "load_detector", CountingDetector)
+    monkeypatch.setattr(faces, "load_detector", OneFaceDetector)
     rng = np.random.default_rng(1)
     photos = [_png(tmp_path / "photos" / f"{i}.png", rng.integers(0, 255, (60, 48, 3), dtype=np.uint8))
               for i in range(3)]

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import FAST, error_line, make_ckpt, predict
+from helpers import FAST, OneFaceDetector, error_line, make_ckpt, predict
 
 from multitask.cli import main
 from multitask.config import ConfigError, from_dict, load_config, to_dict
@@ -22,16 +22,6 @@ from multitask.data.synthetic import write_synthetic
 from multitask.export.command import run_export
 from multitask.runs.checkpoint import load_checkpoint, save_checkpoint
 from multitask.utils.errors import UserError
-
-
-class OneFace:
-    """Stands in for MTCNN: one face at a fixed place; counts its calls."""
-    calls = 0
-
-    def detect_faces(self, image):
-        OneFace.calls += 1
-        h, w = image.shape[:2]
-        return [{"box": [w // 4, h // 5, w // 2, h // 2], "confidence": 0.99}]
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +43,7 @@ def _nothing_under(folder: Path) -> bool:
 def test_a_crafted_checkpoint_and_export_write_nowhere_they_name(world, tmp_path, monkeypatch):
     """A .pt and a safetensors export whose configs name another cache_dir (and output_dir): predict writes the
     face boxes to the user's cache (the default, relative to the working folder, or --cache-dir), never there."""
-    monkeypatch.setattr(faces, "load_detector", OneFace)
+    monkeypatch.setattr(faces, "load_detector", OneFaceDetector)
     monkeypatch.chdir(tmp_path)
     elsewhere = tmp_path / "elsewhere"
     crafted = make_ckpt(tmp_path / "crafted.pt", seed=2, overrides=["data.crop=face", f"data.cache_dir={elsewhere}/c",
@@ -72,7 +62,7 @@ def test_a_crafted_checkpoint_and_export_write_nowhere_they_name(world, tmp_path
 
 
 def test_a_crafted_onnx_export_writes_nowhere_it_names(world, tmp_path, monkeypatch):
-    monkeypatch.setattr(faces, "load_detector", OneFace)
+    monkeypatch.setattr(faces, "load_detector", OneFaceDetector)
     monkeypatch.chdir(tmp_path)
     elsewhere = tmp_path / "elsewhere"
     crafted = make_ckpt(tmp_path / "crafted.pt", seed=2, overrides=["data.crop=face", f"data.cache_dir={elsewhere}"])
@@ -196,9 +186,9 @@ def test_bad_face_store_entries_are_detected_again(tmp_path):
                [60, 48, [0.1, 0.1, 0.9, 0.9]]]
     store.write_text(json.dumps({"detector": detector_id(),
                                  "faces": {faces.content_key(p): e for p, e in zip(paths, entries)}}))
-    OneFace.calls = 0
-    found = detect_faces(paths, cache_dir=tmp_path / "c", workers=1, detector_factory=OneFace)
-    assert OneFace.calls == 4                 # the four bad entries, not the good one
+    OneFaceDetector.calls = 0
+    found = detect_faces(paths, cache_dir=tmp_path / "c", workers=1, detector_factory=OneFaceDetector)
+    assert OneFaceDetector.calls == 4                 # the four bad entries, not the good one
     assert all(f is not None and f.box is not None for f in found)
     assert found[4].box == (0.1, 0.1, 0.9, 0.9)
 
