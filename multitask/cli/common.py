@@ -27,7 +27,7 @@ def help_for(command: str, description: str | None = None) -> dict:
     return {**text, "epilog": "examples:" + EXAMPLES[command], "formatter_class": argparse.RawDescriptionHelpFormatter}
 
 
-class HelpWithChoices(argparse._HelpAction):
+class HelpWithChoices(argparse.Action):
     """-h/--help that also lists the names each config key takes now, plugins' included (utils/plugins.py), before
     the examples that end every help: only this help imports the config package for them, so every other --help
     stays instant."""
@@ -43,13 +43,14 @@ class HelpWithChoices(argparse._HelpAction):
         header = textwrap.fill("names a config may choose (built in, then registered by plugins: MULTITASK_PLUGINS or "
                                "the multitask.plugins entry points):", 100)
         parser.epilog = header + "\n" + "\n".join(lines) + f"\n\n{parser.epilog}"
-        super().__call__(parser, namespace, values, option_string)
+        parser.print_help()
+        parser.exit()
 
 
 def with_choices_help(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """`parser` (made with add_help=False) with HelpWithChoices as its -h/--help."""
-    parser.add_argument("-h", "--help", action=HelpWithChoices, help="show this help (with the config's choices) "
-                        "and exit")
+    parser.add_argument("-h", "--help", action=HelpWithChoices, nargs=0, default=argparse.SUPPRESS,
+                        help="show this help (with the config's choices) and exit")
     return parser
 
 
