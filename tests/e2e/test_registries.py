@@ -1,7 +1,5 @@
 """Registries are the one source of choices, and a way in from outside: a loss, a weighting and a sink defined here,
 registered, chosen by name in a config, validated as the built-in ones are, and trained with."""
-import os
-import subprocess
 import sys
 import typing
 from importlib.metadata import EntryPoint
@@ -12,7 +10,7 @@ import torch.nn.functional as F
 from helpers import error_line
 
 from multitask.cli import build_parser, main
-from multitask.config import ConfigError, TrainConfig, load_config
+from multitask.config import ConfigError, TrainConfig, load_config, registered
 from multitask.config.registered import choices
 from multitask.config.schema import DistillConfig
 from multitask.heads import LOSS_NAMES, YEAR_LOSS_NAMES
@@ -25,6 +23,19 @@ from multitask.train.optim import SCHEDULES
 from multitask.utils import plugins
 
 QUICKSTART = "configs/quickstart.yaml"
+
+
+@pytest.fixture(autouse=True)
+def registries_restored():
+    """What a test here registers is gone after it: the registries are the process's, and the other tests' modules
+    (tests/unit/test_losses.py) hold them to the built-in names."""
+    kept = [(registry, dict(registry)) for registry in (LOSSES, YEAR_LOSSES, WEIGHTINGS, SINKS, registered._REGISTERED)]
+    loaded = list(plugins._LOADED)
+    yield
+    for registry, before in kept:
+        registry.clear()
+        registry.update({key: list(value) if isinstance(value, list) else value for key, value in before.items()})
+    plugins._LOADED[:] = loaded
 
 
 def literal(cls, key: str) -> tuple:
@@ -141,15 +152,16 @@ def _plugin(tmp_path, monkeypatch, text=PLUGIN, name="outside_plugin"):
     return name
 
 
-def test_a_plugin_named_in_the_environment_is_in_train_help_and_trains_from_the_cli(synth_root, tmp_path, monkeypatch):
+def test_a_plugin_named_in_the_environment_is_in_train_help_and_trains_from_the_cli(synth_root, tmp_path, monkeypatch,
+                                                                                  capsys):
     from helpers import tiny_overrides
 
     _plugin(tmp_path, monkeypatch)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
-    shown = subprocess.run([sys.executable, "-m", "multitask", "train", "--help"], env=env, capture_output=True,
-                           text=True, timeout=120)
-    assert shown.returncode == 0, shown.stderr
-    listed = {line.split(":")[0].strip(): line for line in shown.stdout.splitlines() if line.startswith("  ")}
+    with pytest.raises(SystemExit) as done:   # the command line imports the plugin before it builds --help
+        main(["train", "--help"])
+    assert done.value.code == 0
+    listed = {line.split(":")[0].strip(): line for line in capsys.readouterr().out.splitlines()
+              if line.startswith("  ")}
     assert "plugin_hinge" in listed["heads.<head>.loss"] and "epochs_seen" in listed["tracking.sinks"]
     assert "pcgrad" in listed["train.loss_weighting"]
     args = ["train", "--config", QUICKSTART, *tiny_overrides(synth_root, tmp_path), "train.epochs=2",
