@@ -7,7 +7,7 @@ from importlib.metadata import EntryPoint
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import error_line
+from helpers import error_line, tiny_overrides
 
 from multitask.cli import build_parser, main
 from multitask.config import ConfigError, TrainConfig, load_config, registered
@@ -29,12 +29,14 @@ QUICKSTART = "configs/quickstart.yaml"
 def registries_restored():
     """What a test here registers is gone after it: the registries are the process's, and the other tests' modules
     (tests/unit/test_losses.py) hold them to the built-in names."""
-    kept = [(registry, dict(registry)) for registry in (LOSSES, YEAR_LOSSES, WEIGHTINGS, SINKS, registered._REGISTERED)]
+    # copied now: registered._REGISTERED's lists are appended to in place by a registration
+    kept = [(registry, {key: list(value) if isinstance(value, list) else value for key, value in registry.items()})
+            for registry in (LOSSES, YEAR_LOSSES, WEIGHTINGS, SINKS, registered._REGISTERED)]
     loaded = list(plugins._LOADED)
     yield
     for registry, before in kept:
         registry.clear()
-        registry.update({key: list(value) if isinstance(value, list) else value for key, value in before.items()})
+        registry.update(before)
     plugins._LOADED[:] = loaded
 
 
@@ -154,8 +156,6 @@ def _plugin(tmp_path, monkeypatch, text=PLUGIN, name="outside_plugin"):
 
 def test_a_plugin_named_in_the_environment_is_in_train_help_and_trains_from_the_cli(synth_root, tmp_path, monkeypatch,
                                                                                   capsys):
-    from helpers import tiny_overrides
-
     _plugin(tmp_path, monkeypatch)
     with pytest.raises(SystemExit) as done:   # the command line imports the plugin before it builds --help
         main(["train", "--help"])
